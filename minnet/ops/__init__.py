@@ -1,0 +1,1 @@
+"""Differentiable ops grouped by family; the public facade is ``minnet.functional``."""

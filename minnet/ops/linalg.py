@@ -1,0 +1,71 @@
+"""Matrix products: batched ``matmul`` (NumPy's broadcasting rules) and the fused ``linear``.
+
+Tests: ``tests/minnet/ops/test_linalg.py``.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from minnet.tensor import Function
+
+
+class MatMul(Function):
+    """Z = A B (batch dimensions broadcast);  dL/dA = G B^T, dL/dB = A^T G.
+
+    1-D operands are promoted as NumPy does (a vector a becomes a row 1×n, b a column n×1) and
+    the promoted axes are removed again from the gradients.
+    """
+    @staticmethod
+    def forward(ctx, a, b):
+        ctx.save_for_backward(a, b)
+        return np.matmul(a, b)
+
+    @staticmethod
+    def backward(ctx, g):
+        a, b = ctx.saved_tensors
+        if a.ndim == 1 and b.ndim == 1:
+            return g * b, g * a
+        a2 = a[None, :] if a.ndim == 1 else a
+        b2 = b[:, None] if b.ndim == 1 else b
+        if a.ndim == 1:
+            g = np.expand_dims(g, -2)
+        if b.ndim == 1:
+            g = np.expand_dims(g, -1)
+        ga = gb = None
+        if ctx.needs_input_grad[0]:
+            ga = np.matmul(g, np.swapaxes(b2, -1, -2))
+            ga = ga.reshape(ga.shape[:-2] + (a.shape[-1],)) if a.ndim == 1 else ga
+            ga = _reduce_batch(ga, a.shape)
+        if ctx.needs_input_grad[1]:
+            gb = np.matmul(np.swapaxes(a2, -1, -2), g)
+            gb = gb[..., 0] if b.ndim == 1 else gb
+            gb = _reduce_batch(gb, b.shape)
+        return ga, gb
+
+
+def _reduce_batch(grad: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Sum away leading batch axes that the operand of ``shape`` did not have (vector case);
+    stretched batch axes are left to the engine's unbroadcast."""
+    extra = grad.ndim - len(shape)
+    return grad.sum(axis=tuple(range(extra))) if extra > 0 and len(shape) == 1 else grad
+
+
+class Linear(Function):
+    """y = x W^T + b with x (..., in), W (out, in), b (out,);
+    dL/dx = G W,  dL/dW = G^T x (summed over leading axes),  dL/db = sum G."""
+    @staticmethod
+    def forward(ctx, x, weight, bias=None):
+        ctx.save_for_backward(x, weight)
+        y = x @ weight.T
+        if bias is not None:
+            y += bias
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        x, weight = ctx.saved_tensors
+        gx = g @ weight if ctx.needs_input_grad[0] else None
+        g2 = g.reshape(-1, g.shape[-1])
+        gw = g2.T @ x.reshape(-1, x.shape[-1]) if ctx.needs_input_grad[1] else None
+        gb = g2.sum(axis=0) if len(ctx.needs_input_grad) > 2 and ctx.needs_input_grad[2] else None
+        return gx, gw, gb
