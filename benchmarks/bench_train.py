@@ -1,0 +1,138 @@
+"""Train-step and inference time of LeNet-300-100 and LeNet-5: minnet vs PyTorch, same run.
+
+    python benchmarks/bench_train.py [--steps 40] [--threads 2] [--backend numba|numpy]
+
+Each figure is the median of ``--steps`` timed repetitions, taken in two rounds interleaved
+with PyTorch's, each round after ``--warmup`` untimed ones.
+A train step is forward, cross-entropy, backward and an Adam step. PyTorch (if importable)
+runs the same architecture, weights, batch and thread count, so the printed
+ratios (minnet / PyTorch) come from one run on one machine state.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import time
+
+import numpy as np
+
+import minnet
+from minnet import functional as F
+from minnet import models, optimizers
+from minnet.kernels import backend
+
+
+def timings(fn, steps: int, warmup: int) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def minnet_cases(name: str, batch: int, rng):
+    model = models.lenet5() if name == "lenet5" else models.lenet_300_100()
+    opt = optimizers.Adam(model.parameters(), lr=1e-3)
+    x = rng.random((batch, 1, 28, 28), dtype=np.float32)
+    y = rng.integers(0, 10, batch)
+
+    def train_step():
+        loss = F.cross_entropy(model(minnet.Tensor(x)), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    def infer():
+        with minnet.no_grad():
+            model(minnet.Tensor(x))
+
+    return model, train_step, infer
+
+
+def torch_cases(name: str, batch: int, rng, minnet_model):
+    import torch
+    from torch import nn
+
+    if name == "lenet5":
+        model = nn.Sequential(nn.Conv2d(1, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+                              nn.Conv2d(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                              nn.Linear(400, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(),
+                              nn.Linear(84, 10))
+    else:
+        model = nn.Sequential(nn.Flatten(), nn.Linear(784, 300), nn.ReLU(), nn.Linear(300, 100),
+                              nn.ReLU(), nn.Linear(100, 10))
+    model.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in minnet_model.state_dict().items()})
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    x = torch.from_numpy(rng.random((batch, 1, 28, 28), dtype=np.float32))
+    y = torch.from_numpy(rng.integers(0, 10, batch))
+
+    def train_step():
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    def infer():
+        with torch.no_grad():
+            model(x)
+
+    return train_step, infer
+
+
+CASES = [("lenet300", "train", 128), ("lenet5", "train", 64),
+         ("lenet300", "infer", 1), ("lenet300", "infer", 256),
+         ("lenet5", "infer", 1), ("lenet5", "infer", 64), ("lenet5", "infer", 256)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--backend", choices=["numba", "numpy"], default=backend.get_backend())
+    args = parser.parse_args()
+    backend.set_backend(args.backend)
+    try:
+        import torch
+        torch.set_num_threads(args.threads)
+        torch_version = torch.__version__
+    except ImportError:
+        torch = None
+        torch_version = "not installed"
+    try:
+        import numba
+        numba_version = numba.__version__
+    except ImportError:
+        numba_version = "not installed"
+    print(f"machine: {platform.machine()} {platform.processor() or ''}, {os.cpu_count()} cores; "
+          f"python {platform.python_version()}, numpy {np.__version__}, numba {numba_version}, "
+          f"torch {torch_version}; backend {args.backend}; threads {args.threads}; "
+          f"median of {args.steps} in two interleaved rounds, {args.warmup} warm-up each")
+    print(f"| model | task | batch | minnet ms | torch ms | ratio |")
+    print(f"|---|---|---|---|---|---|")
+    rng = np.random.default_rng(0)
+    for name, task, batch in CASES:
+        model, train_step, infer = minnet_cases(name, batch, rng)
+        fn = train_step if task == "train" else infer
+        ours, theirs = [], []
+        torch_fn = None
+        if torch is not None:
+            t_train, t_infer = torch_cases(name, batch, rng, model)
+            torch_fn = t_train if task == "train" else t_infer
+        for _ in range(2):  # two interleaved rounds, so drift of the machine hits both sides
+            ours += timings(fn, args.steps // 2, args.warmup)
+            if torch_fn is not None:
+                theirs += timings(torch_fn, args.steps // 2, args.warmup)
+        ours = statistics.median(ours)
+        theirs = statistics.median(theirs) if theirs else float("nan")
+        ratio = ours / theirs
+        print(f"| {name} | {task} | {batch} | {1e3 * ours:.3f} | {1e3 * theirs:.3f} | {ratio:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
