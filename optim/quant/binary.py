@@ -1,0 +1,87 @@
+"""Binary (XNOR-Net) and ternary (TWN) weights: codes in {-1, +1} / {-1, 0, +1} times a scale."""
+from __future__ import annotations
+
+import numpy as np
+
+from ._checks import as_float_array, check_finite, n_channels
+
+
+def _per_channel_mean(values: np.ndarray, axis: int | None) -> np.ndarray:
+    """Mean over everything but ``axis`` (over everything when ``axis`` is None)."""
+    if axis is None:
+        return values.mean()
+    other = tuple(a for a in range(values.ndim) if a != axis)
+    return values.mean(axis=other)
+
+
+def _expand(param: np.ndarray, ndim: int, axis: int | None) -> np.ndarray:
+    if axis is None:
+        return param
+    shape = [1] * ndim
+    shape[axis] = -1
+    return param.reshape(shape)
+
+
+def binarize(w: object, axis: int | None = 0) -> tuple[np.ndarray, np.ndarray]:
+    r"""XNOR-Net binary weights: :math:`W \approx \alpha B` with
+
+    .. math::
+        B = \operatorname{sign}(W) \in \{-1, +1\}, \qquad \alpha = \frac{1}{n}\lVert W \rVert_1
+
+    the minimiser of :math:`\lVert W - \alpha B \rVert^2` over :math:`B \in \{\pm1\}^n,\ \alpha \ge 0`.
+    ``sign(0) = +1``. ``axis`` is the output-channel axis (one :math:`\alpha` per channel, the
+    mean over the other axes); ``axis=None`` uses one :math:`\alpha` for the whole tensor.
+
+    Returns ``(B as int8, alpha)``; ``dequantize(B, alpha, 0, axis)`` rebuilds :math:`\alpha B`.
+
+    Source: Rastegari et al. 2016, "XNOR-Net", section 3.1, eqs. (2)-(5).
+    Checked by ``tests/optim/quant/test_quant_lowbit.py::test_binarize_is_least_squares_optimal``.
+
+    >>> binarize(np.array([[0.5, -1.5], [0.0, 2.0]], dtype=np.float32))
+    (array([[ 1, -1],
+           [ 1,  1]], dtype=int8), array([1., 1.], dtype=float32))
+    """
+    w = as_float_array(w, "w")
+    check_finite(w, "w")
+    axis, _ = n_channels(w, axis)
+    signs = np.where(w >= 0, 1, -1).astype(np.int8)
+    return signs, _per_channel_mean(np.abs(w), axis).astype(w.dtype)
+
+
+def ternarize(
+    w: object, axis: int | None = None, delta_factor: float = 0.7
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    r"""Ternary weight networks: :math:`W \approx \alpha T`, :math:`T \in \{-1, 0, +1\}^n`, with
+
+    .. math::
+        \Delta = 0.7\, \frac{1}{n} \sum_i |W_i|, \qquad
+        T_i = \operatorname{sign}(W_i)\, [|W_i| > \Delta], \qquad
+        \alpha = \frac{1}{|I_\Delta|} \sum_{i \in I_\Delta} |W_i|, \quad I_\Delta = \{i : |W_i| > \Delta\}
+
+    :math:`\alpha` is the exact minimiser of :math:`\lVert W - \alpha T\rVert^2` for the given
+    support; :math:`\Delta \approx 0.7\, E|W|` approximates the optimal threshold (exact for
+    uniform and close for Gaussian weights). :math:`\alpha = 0` when no weight exceeds
+    :math:`\Delta`. ``axis=None`` is per-layer as in the paper; ``axis=k`` gives one
+    :math:`(\Delta, \alpha)` per channel along ``k``.
+
+    Returns ``(T as int8, alpha, delta)``.
+
+    Source: Li & Liu 2016, "Ternary Weight Networks", eqs. (5)-(7) and (9)-(10).
+    Checked by ``tests/optim/quant/test_quant_lowbit.py::test_ternarize_threshold_and_optimal_scale``.
+
+    >>> ternarize(np.array([0.1, -1.0, 0.8, 0.05]))
+    (array([ 0, -1,  1,  0], dtype=int8), array(0.9), array(0.34125))
+    """
+    w = as_float_array(w, "w")
+    check_finite(w, "w")
+    if not (np.isfinite(delta_factor) and delta_factor >= 0):
+        raise ValueError(f"delta_factor must be finite and >= 0, got {delta_factor}")
+    axis, _ = n_channels(w, axis)
+    magnitude = np.abs(w)
+    delta = np.asarray(delta_factor * _per_channel_mean(magnitude, axis), dtype=w.dtype)
+    support = magnitude > _expand(delta, w.ndim, axis)
+    count = _per_channel_mean(support.astype(np.float64), axis)
+    total = _per_channel_mean(np.where(support, magnitude, 0).astype(np.float64), axis)
+    alpha = np.asarray(np.divide(total, count, out=np.zeros_like(total), where=count > 0), dtype=w.dtype)
+    codes = (np.sign(w) * support).astype(np.int8)
+    return codes, alpha, delta

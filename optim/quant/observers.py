@@ -1,0 +1,256 @@
+r"""Observers: record statistics of the arrays passed through them and turn them into qparams.
+
+``observer(x)`` updates the statistics and returns ``x`` unchanged; ``range()`` gives the
+clipping range ``(x_min, x_max)`` and ``calculate_qparams()`` feeds it to ``qparams``.
+``axis=None`` observes per tensor (scalars out); ``axis=k`` per channel along ``k``
+(arrays of shape ``(C,)``). The integer range is ``int_range(bits, signed, restricted)``.
+Calibration data with NaN or Inf, and ``calculate_qparams`` before any data, raise
+``ValueError``. The methods follow ``torch.ao.quantization.observer`` where it has them.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ._checks import as_float_array, check_axis, check_finite, check_int
+from .affine import qparams
+from .calibration import SignedHistogram, histogram_quantile, kl_clip_bins, mse_clip_range
+from .ranges import check_bits, int_range
+
+
+class Observer:
+    """Base class; subclasses implement ``_observe(rows)`` and ``_range()`` on ``(C, N)`` rows."""
+
+    def __init__(
+        self,
+        bits: int = 8,
+        *,
+        signed: bool = True,
+        symmetric: bool = False,
+        restricted: bool = False,
+        axis: int | None = None,
+    ):
+        self.bits = check_bits(bits)
+        self.qmin, self.qmax = int_range(bits, signed, restricted)
+        self.signed, self.symmetric, self.restricted = signed, symmetric, restricted
+        self.axis = None if axis is None else check_int(axis, "axis")
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget everything observed."""
+        self.channels: int | None = None
+        self.dtype: np.dtype | None = None
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        self._observe(self._rows(x))
+        return x
+
+    def _rows(self, x: object) -> np.ndarray:
+        """``x`` as ``(C, N)``: channel rows (one row per tensor when ``axis`` is None)."""
+        arr = as_float_array(x)
+        if arr.size == 0:
+            raise ValueError("x must not be empty")
+        check_finite(arr, "x")
+        if self.axis is None:
+            rows = arr.reshape(1, -1)
+        else:
+            axis = check_axis(self.axis, arr.ndim)
+            rows = np.moveaxis(arr, axis, 0).reshape(arr.shape[axis], -1)
+        if self.channels is None:
+            self.channels, self.dtype = rows.shape[0], arr.dtype
+        elif rows.shape[0] != self.channels:
+            raise ValueError(
+                f"x has {rows.shape[0]} channels along axis {self.axis}, but this observer has seen "
+                f"{self.channels}; call reset() first to observe a different tensor"
+            )
+        return rows
+
+    def _require_data(self) -> None:
+        if self.channels is None:
+            raise ValueError(
+                f"{type(self).__name__} has observed no data: call it on calibration data "
+                "before range() or calculate_qparams()"
+            )
+
+    def range(self) -> tuple[np.ndarray, np.ndarray]:
+        """The clipping range ``(x_min, x_max)`` chosen from the data observed so far."""
+        self._require_data()
+        lo, hi = (np.asarray(v, dtype=self.dtype) for v in self._range())
+        return (lo[0], hi[0]) if self.axis is None else (lo, hi)
+
+    def calculate_qparams(self) -> tuple[np.ndarray, np.ndarray]:
+        """``qparams`` of ``range()`` with this observer's integer range and scheme."""
+        lo, hi = self.range()
+        return qparams(lo, hi, self.qmin, self.qmax, self.symmetric)
+
+    def _observe(self, rows: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def _range(self) -> tuple[np.ndarray, np.ndarray]:
+        raise NotImplementedError
+
+
+class MinMaxObserver(Observer):
+    r"""Running extremes: :math:`x_{min} = \min_t \min x_t`, :math:`x_{max} = \max_t \max x_t`.
+
+    Source: ``torch.ao.quantization.MinMaxObserver`` / ``PerChannelMinMaxObserver``.
+    Checked by ``tests/optim/quant/test_quant_observers.py::test_minmax_is_running_extremes`` and
+    ``tests/optim/quant/test_quant_torch.py::test_qparams_match_torch_minmax_observer``.
+    """
+
+    def reset(self) -> None:
+        super().reset()
+        self.min = self.max = None
+
+    def _observe(self, rows):
+        lo, hi = rows.min(axis=1), rows.max(axis=1)
+        if self.min is None:
+            self.min, self.max = lo, hi
+        else:
+            self.min, self.max = np.minimum(self.min, lo), np.maximum(self.max, hi)
+
+    def _range(self):
+        return self.min, self.max
+
+
+class MovingAverageMinMaxObserver(MinMaxObserver):
+    r"""Exponential moving average of the per-batch extremes (the first batch initialises):
+
+    .. math:: x_{min} \leftarrow x_{min} + c\,(\min x_t - x_{min}), \quad
+              x_{max} \leftarrow x_{max} + c\,(\max x_t - x_{max})
+
+    with ``averaging_constant`` :math:`c = 0.01` by default.
+
+    Source: ``torch.ao.quantization.MovingAverageMinMaxObserver``.
+    Checked by ``tests/optim/quant/test_quant_observers.py::test_moving_average_recurrence`` and
+    ``tests/optim/quant/test_quant_torch.py::test_moving_average_matches_torch``.
+    """
+
+    def __init__(self, bits: int = 8, *, averaging_constant: float = 0.01, **kwargs):
+        if not 0 < averaging_constant <= 1:
+            raise ValueError(f"averaging_constant must be in (0, 1], got {averaging_constant}")
+        self.averaging_constant = averaging_constant
+        super().__init__(bits, **kwargs)
+
+    def _observe(self, rows):
+        lo, hi = rows.min(axis=1), rows.max(axis=1)
+        if self.min is None:
+            self.min, self.max = lo, hi
+        else:
+            c = rows.dtype.type(self.averaging_constant)
+            self.min = self.min + c * (lo - self.min)
+            self.max = self.max + c * (hi - self.max)
+
+
+class _HistogramObserver(Observer):
+    """Keeps a ``SignedHistogram`` of ``bins`` bins per side and channel."""
+
+    def __init__(self, bits: int = 8, *, bins: int = 2048, **kwargs):
+        bins = check_int(bins, "bins")
+        if bins < 2:
+            raise ValueError(f"bins must be >= 2, got {bins}")
+        self.n_bins = bins
+        super().__init__(bits, **kwargs)
+
+    def reset(self) -> None:
+        super().reset()
+        self.histogram = None
+
+    def _observe(self, rows):
+        if self.histogram is None:
+            self.histogram = SignedHistogram(rows.shape[0], self.n_bins)
+        self.histogram.update(rows)
+
+
+class PercentileObserver(_HistogramObserver):
+    r"""Clip at percentiles of all observed values: :math:`x_{min} = Q_{100-p}`,
+    :math:`x_{max} = Q_p`, read off a streaming histogram (``SignedHistogram``, ``bins`` per
+    side) by ``histogram_quantile`` and clamped to the observed extremes, so ``p = 100`` gives
+    exactly the min-max range. ``50 <= p <= 100``; default 99.99.
+
+    Source: percentile calibration (McKinstry et al. 2018, "Discovering Low-Precision Networks
+    Close to Full-Precision Networks for Efficient Embedded Inference"; NVIDIA
+    pytorch-quantization's histogram calibrator).
+    Checked by ``tests/optim/quant/test_quant_observers.py::test_percentile_100_is_minmax`` and
+    ``tests/optim/quant/test_quant_calibration.py::test_histogram_quantile_within_a_bin``.
+    """
+
+    def __init__(self, bits: int = 8, *, percentile: float = 99.99, **kwargs):
+        if not 50 <= percentile <= 100:
+            raise ValueError(f"percentile must be in [50, 100], got {percentile}")
+        self.percentile = percentile
+        super().__init__(bits, **kwargs)
+
+    def _range(self):
+        h = self.histogram
+        lo, hi = np.empty(self.channels), np.empty(self.channels)
+        for c in range(self.channels):
+            counts, edges = h.signed(c)
+            lo[c] = max(histogram_quantile(counts, edges, 100 - self.percentile), h.min[c])
+            hi[c] = min(histogram_quantile(counts, edges, self.percentile), h.max[c])
+        return lo, hi
+
+
+class HistogramKLObserver(_HistogramObserver):
+    r"""TensorRT entropy calibration: a histogram of :math:`|x|` (``bins`` = 2048 by default)
+    and the threshold :math:`T` minimising :math:`KL(P \Vert Q)` (``kl_clip_bins``), giving
+    :math:`[\max(x_{min}, -T),\ \min(x_{max}, T)]`.
+
+    The number of quantized levels :math:`n` compared against is the half range
+    :math:`(q_{max} - q_{min} + 1) / 2` (128 for int8), or the whole range for affine
+    quantization of data that is never negative. :math:`T` is the upper edge of the last kept
+    bin, at most the largest observed :math:`|x|`.
+
+    Source: Migacz 2017, "8-bit Inference with TensorRT" (GTC), slides 30-35.
+    Checked by ``tests/optim/quant/test_quant_observers.py::test_kl_threshold_at_most_max_abs`` and
+    ``tests/optim/quant/test_quant_calibration.py::test_kl_clip_bins_matches_brute_force``.
+    """
+
+    def threshold(self) -> np.ndarray:
+        """The clipping threshold :math:`T` per channel (a scalar per tensor)."""
+        self._require_data()
+        t = self._thresholds().astype(self.dtype)
+        return t[0] if self.axis is None else t
+
+    def _thresholds(self) -> np.ndarray:
+        h = self.histogram
+        one_sided = not self.symmetric and bool(np.all(h.min >= 0))
+        span = self.qmax - self.qmin + 1
+        n_levels = span if one_sided else span // 2
+        peak = np.maximum(np.abs(h.min), np.abs(h.max))
+        t = np.array([kl_clip_bins(h.magnitude(c), n_levels) * h.width[c] for c in range(self.channels)])
+        return np.minimum(t, peak)
+
+    def _range(self):
+        h = self.histogram
+        t = self._thresholds()
+        return np.maximum(h.min, -t), np.minimum(h.max, t)
+
+
+class MSEObserver(Observer):
+    r"""The clipping range minimising :math:`\lVert x - \operatorname{fq}(x)\rVert^2` over all
+    observed values, searched over ``grid`` shrink factors of the min-max range
+    (``mse_clip_range``); the error is never above min-max's. Keeps every observed value.
+
+    Source: Nagel et al. 2021, "A White Paper on Neural Network Quantization", section 3.4.1.
+    Checked by ``tests/optim/quant/test_quant_observers.py::test_mse_error_at_most_minmax``.
+    """
+
+    def __init__(self, bits: int = 8, *, grid: int = 100, **kwargs):
+        grid = check_int(grid, "grid")
+        if grid < 1:
+            raise ValueError(f"grid must be >= 1, got {grid}")
+        self.grid = grid
+        super().__init__(bits, **kwargs)
+
+    def reset(self) -> None:
+        super().reset()
+        self.batches: list[np.ndarray] = []
+
+    def _observe(self, rows):
+        self.batches.append(rows.astype(self.dtype, copy=True))
+
+    def _range(self):
+        rows = np.concatenate(self.batches, axis=1)
+        return mse_clip_range(
+            rows, rows.min(axis=1), rows.max(axis=1), self.qmin, self.qmax, self.symmetric, self.grid
+        )
