@@ -1,0 +1,125 @@
+"""2-D pooling as differentiable ops, with PyTorch's conventions (``ceil_mode=False``).
+
+Formulas and tie/padding rules: ``minnet.kernels.pool``. Tests: ``tests/minnet/ops/test_pool.py``
+(finite differences in float64, the first-max rule on ties, PyTorch, validation errors).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from minnet.kernels import pool as K
+from minnet.kernels.im2col import output_size
+from minnet.ops.conv import IntPair, check_float_nchw, int_pair
+from minnet.tensor import Function, Tensor, as_tensor
+
+
+class MaxPool2d(Function):
+    """y = max over each window;  dL/dx[idx] += dL/dy with idx the window's first maximum."""
+    @staticmethod
+    def forward(ctx, x, *, kernel_size, stride, padding):
+        y, ctx.indices = K.max_pool2d_forward(x, kernel_size, stride, padding)
+        ctx.input_shape = x.shape
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        return K.max_pool2d_backward(g, ctx.indices, ctx.input_shape)
+
+
+class AvgPool2d(Function):
+    """y = window sum / (k_h k_w) (zero padding counted);  dL/dx = spread of dL/dy / (k_h k_w)."""
+    @staticmethod
+    def forward(ctx, x, *, kernel_size, stride, padding):
+        ctx.input_shape, ctx.window = x.shape, (kernel_size, stride, padding)
+        return K.avg_pool2d_forward(x, kernel_size, stride, padding)
+
+    @staticmethod
+    def backward(ctx, g):
+        return K.avg_pool2d_backward(g, ctx.input_shape, *ctx.window)
+
+
+class AdaptiveAvgPool2d(Function):
+    """y[u, v] = mean of the adaptive window (u, v);  dL/dx = dL/dy[u, v] / |window| over it."""
+    @staticmethod
+    def forward(ctx, x, *, output_size):
+        ctx.input_shape = x.shape
+        return K.adaptive_avg_pool2d_forward(x, output_size)
+
+    @staticmethod
+    def backward(ctx, g):
+        return K.adaptive_avg_pool2d_backward(g, ctx.input_shape)
+
+
+def _window_args(x: Tensor, kernel_size: IntPair, stride: IntPair | None, padding: IntPair):
+    """Validated (kernel_size, stride, padding) pairs for a pooling window over x."""
+    check_float_nchw("x", x)
+    kernel_size = int_pair("kernel_size", kernel_size, 1)
+    stride = kernel_size if stride is None else int_pair("stride", stride, 1)
+    padding = int_pair("padding", padding, 0)
+    if padding[0] > kernel_size[0] // 2 or padding[1] > kernel_size[1] // 2:
+        raise ValueError(f"padding {padding} must be at most half of kernel_size {kernel_size}")
+    out = [output_size(x.shape[2 + a], kernel_size[a], stride[a], padding[a], 1) for a in (0, 1)]
+    if min(out) < 1:
+        raise ValueError(f"output size {tuple(out)} is empty: x {x.shape}, kernel_size "
+                         f"{kernel_size}, stride {stride}, padding {padding}")
+    return kernel_size, stride, padding
+
+
+def max_pool2d(x: Any, kernel_size: IntPair, stride: IntPair | None = None,
+               padding: IntPair = 0) -> Tensor:
+    """Max pooling over (N, C, H, W), as ``torch.nn.functional.max_pool2d``.
+
+    y[n, c, u, v] = max_{i < k_h, j < k_w} xpad[n, c, u s_h + i, v s_w + j], padding counting as
+    -inf; the gradient goes to the first maximum of each window (row-major), and accumulates where
+    windows overlap. ``stride`` defaults to ``kernel_size``; padding is at most half the kernel.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> max_pool2d(np.arange(16, dtype=np.float32).reshape(1, 1, 4, 4), 2).data[0, 0]
+    array([[ 5.,  7.],
+           [13., 15.]], dtype=float32)
+    """
+    x = as_tensor(x)
+    kernel_size, stride, padding = _window_args(x, kernel_size, stride, padding)
+    return MaxPool2d.apply(x, kernel_size=kernel_size, stride=stride, padding=padding)
+
+
+def avg_pool2d(x: Any, kernel_size: IntPair, stride: IntPair | None = None,
+               padding: IntPair = 0) -> Tensor:
+    """Average pooling over (N, C, H, W), as ``torch.nn.functional.avg_pool2d`` with its defaults
+    (``count_include_pad=True``, ``ceil_mode=False``).
+
+    y[n, c, u, v] = (1 / (k_h k_w)) sum_{i < k_h, j < k_w} xpad[n, c, u s_h + i, v s_w + j],
+    zero padding included in the count.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> avg_pool2d(np.arange(16, dtype=np.float32).reshape(1, 1, 4, 4), 2).data[0, 0]
+    array([[ 2.5,  4.5],
+           [10.5, 12.5]], dtype=float32)
+    """
+    x = as_tensor(x)
+    kernel_size, stride, padding = _window_args(x, kernel_size, stride, padding)
+    return AvgPool2d.apply(x, kernel_size=kernel_size, stride=stride, padding=padding)
+
+
+def adaptive_avg_pool2d(x: Any, output_size: IntPair) -> Tensor:
+    """Average pooling to a fixed (H_out, W_out), as ``torch.nn.functional.adaptive_avg_pool2d``.
+
+    Output cell u averages input rows floor(u H / H_out) ... ceil((u + 1) H / H_out) - 1
+    (likewise columns).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> adaptive_avg_pool2d(np.arange(6, dtype=np.float32).reshape(1, 1, 2, 3), 1).data.ravel()
+    array([2.5], dtype=float32)
+    """
+    x = as_tensor(x)
+    check_float_nchw("x", x)
+    output_size = int_pair("output_size", output_size, 1)
+    if min(x.shape[2:]) < 1:
+        raise ValueError(f"x must have non-empty height and width, got shape {x.shape}")
+    return AdaptiveAvgPool2d.apply(x, output_size=output_size)
