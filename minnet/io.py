@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
+import secrets
 import zipfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -36,9 +36,12 @@ def atomic_write(path: str | os.PathLike) -> Iterator[IO[bytes]]:
     ...     f.write(b"...")
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    # Opened with "xb" (exclusive create) rather than mkstemp so the file gets the usual
+    # umask-derived permissions instead of mkstemp's 0600.
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    f = open(tmp, "xb")
     try:
-        with os.fdopen(fd, "wb") as f:
+        with f:
             yield f
             f.flush()
             os.fsync(f.fileno())

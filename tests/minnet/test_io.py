@@ -1,5 +1,6 @@
 """minnet.io: npz round trip, atomic writes, no pickle."""
 import os
+import stat
 import zipfile
 
 import hypothesis.extra.numpy as hnp
@@ -77,6 +78,13 @@ def test_path_is_used_exactly(tmp_path):
     io.save({"a": np.ones(1)}, tmp_path / "checkpoint")
     io.save({"a": np.ones(1)}, tmp_path / "ckpt.bin")
     assert sorted(os.listdir(tmp_path)) == ["checkpoint", "ckpt.bin"]
+
+
+def test_saved_file_gets_the_permissions_of_a_normally_created_file(tmp_path):
+    (tmp_path / "plain").write_bytes(b"")
+    io.save({"a": np.ones(1)}, tmp_path / "a.npz")
+    mode = lambda name: stat.S_IMODE(os.stat(tmp_path / name).st_mode)
+    assert mode("a.npz") == mode("plain")
 
 
 def test_object_with_state_dict_is_saved_through_it(tmp_path):
