@@ -31,13 +31,20 @@ def is_grad_enabled() -> bool:
 class _GradMode(contextlib.ContextDecorator):
     enabled: bool
 
+    def __init__(self):
+        self._previous: list[bool] = []  # a stack: one object may be entered while active
+
     def __enter__(self):
-        self._previous = is_grad_enabled()
+        self._previous.append(is_grad_enabled())
         _state.grad_enabled = self.enabled
 
     def __exit__(self, *exc):
-        _state.grad_enabled = self._previous
+        _state.grad_enabled = self._previous.pop()
         return False
+
+    def _recreate_cm(self):
+        """A fresh guard for each call of a decorated function (recursion, threads)."""
+        return type(self)()
 
 
 class no_grad(_GradMode):
