@@ -66,7 +66,7 @@ def unbroadcast(grad: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     if grad.shape == shape:
         return grad
     extra = grad.ndim - len(shape)
-    if extra < 0:
+    if extra < 0 or any(n not in (1, m) for n, m in zip(shape, grad.shape[extra:])):
         raise RuntimeError(f"gradient of shape {grad.shape} cannot be reduced to shape {shape}")
     stretched = tuple(i + extra for i, n in enumerate(shape) if n == 1 and grad.shape[i + extra] != 1)
     reduced = grad.sum(axis=tuple(range(extra)) + stretched, keepdims=True)
@@ -275,10 +275,12 @@ class Tensor:
         for inp, ig in zip(node.inputs, input_grads):
             if inp is None or ig is None or not inp.requires_grad:
                 continue
-            ig = unbroadcast(np.asarray(ig, dtype=inp.dtype), inp.shape)
-            if ig.shape != inp.shape:
+            ig = np.asarray(ig, dtype=inp.dtype)
+            try:
+                ig = unbroadcast(ig, inp.shape)
+            except RuntimeError:
                 raise RuntimeError(f"{node.fn.__name__}.backward gave a gradient of shape "
-                                   f"{ig.shape} for an input of shape {inp.shape}")
+                                   f"{ig.shape} for an input of shape {inp.shape}") from None
             key = id(inp)
             grads[key] = ig if key not in grads else grads[key] + ig
 
