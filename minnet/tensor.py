@@ -124,7 +124,8 @@ class Function:
         record = is_grad_enabled() and any(needs)
         ctx = Context(needs)
         out = cls.forward(ctx, *(None if t is None else t.data for t in tensors), **attrs)
-        result = Tensor(out, requires_grad=record)
+        # 0-d NumPy arithmetic returns a scalar, which Tensor() would turn into float32
+        result = Tensor(np.asarray(out), requires_grad=record)
         if record:
             result._node = Node(cls, ctx, tensors, attrs)
         return result
