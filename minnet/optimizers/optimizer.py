@@ -19,7 +19,8 @@ order, as in PyTorch:
 
 ``load_state_dict`` restores 0-d arrays as Python scalars, 1-d option arrays as tuples, 0-d
 integer state as ``int`` and other state as arrays of the parameter's dtype, so a save/load
-round trip is exact.
+round trip is exact. Test:
+``tests/minnet/test_optimizers.py::test_state_dict_round_trip_resumes_bitwise``.
 """
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ ParamsT = Iterable[Any] | Iterable[dict]
 
 
 def is_parameter(obj: Any) -> bool:
-    """True for a tensor-like object: ``.data`` an ndarray, plus ``.grad`` and ``.requires_grad``."""
+    """True for a tensor-like object: an ndarray ``.data``, ``.grad`` and ``.requires_grad``."""
     return (isinstance(getattr(obj, "data", None), np.ndarray)
             and hasattr(obj, "grad") and hasattr(obj, "requires_grad"))
 
@@ -66,17 +67,22 @@ def check_bool(name: str, value: Any) -> None:
         raise TypeError(f"{name} must be a bool, got {value!r}")
 
 
+def _require_iterable(obj: Any, where: str, what: str) -> None:
+    if is_parameter(obj) or isinstance(obj, (dict, str, bytes)) or not isinstance(obj, Iterable):
+        raise TypeError(f"{where} must be an iterable of {what}, got {type(obj).__name__}")
+
+
 def _param_list(params: Any, where: str) -> list:
     if is_parameter(params):
         return [params]
-    if isinstance(params, (dict, str, bytes)) or not isinstance(params, Iterable):
-        raise TypeError(f"{where} must be an iterable of tensors, got {type(params).__name__}")
+    _require_iterable(params, where, "tensors")
     out = list(params)
     for p in out:
         if not is_parameter(p):
             raise TypeError(f"{where} must contain only tensors, got {type(p).__name__}")
         if not np.issubdtype(p.data.dtype, np.floating):
-            raise TypeError(f"{where}: only floating tensors can be optimized, got dtype {p.data.dtype}")
+            raise TypeError(f"{where}: only floating tensors can be optimized, got dtype "
+                            f"{p.data.dtype}")
         if not getattr(p, "is_leaf", True):
             raise ValueError(f"{where}: cannot optimize a non-leaf tensor")
     return out
@@ -87,10 +93,7 @@ class Optimizer:
     update one parameter in ``_update(p, group, state)``."""
 
     def __init__(self, params: ParamsT, defaults: dict[str, Any]):
-        if is_parameter(params) or isinstance(params, (dict, str, bytes)) \
-                or not isinstance(params, Iterable):
-            raise TypeError("params must be an iterable of tensors or of dicts, got "
-                            f"{type(params).__name__}")
+        _require_iterable(params, "params", "tensors or of dicts")
         self._check_options(defaults)
         self.defaults = dict(defaults)
         self.param_groups: list[dict[str, Any]] = []
@@ -149,14 +152,14 @@ class Optimizer:
         """Update every parameter that requires a gradient and has one (others are left
         untouched). ``closure``, if given, is called first and its result returned."""
         loss = closure() if closure is not None else None
-        for group in self.param_groups:
-            for p in group["params"]:
-                if not p.requires_grad or p.grad is None:
-                    continue
-                if np.shape(p.grad) != p.data.shape:
-                    raise ValueError(f"gradient of shape {np.shape(p.grad)} does not match its "
-                                     f"parameter of shape {p.data.shape}")
-                self._update(p, group, self.state.setdefault(id(p), {}))
+        active = [(p, group) for group in self.param_groups for p in group["params"]
+                  if p.requires_grad and p.grad is not None]
+        for p, _ in active:
+            if np.shape(p.grad) != p.data.shape:
+                raise ValueError(f"gradient of shape {np.shape(p.grad)} does not match its "
+                                 f"parameter of shape {p.data.shape}")
+        for p, group in active:
+            self._update(p, group, self.state.setdefault(id(p), {}))
         return loss
 
     # ---- checkpointing ------------------------------------------------------------------

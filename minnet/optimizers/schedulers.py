@@ -8,7 +8,8 @@ accumulated by earlier steps; a learning rate changed by hand between steps is o
 the next step.
 
 State dict (flat, npz-ready): ``"last_epoch"`` (0-d int64), ``"base_lrs"`` and ``"last_lr"``
-(1-d float64, one entry per parameter group).
+(1-d float64, one entry per parameter group). Test:
+``tests/minnet/test_schedulers.py::test_state_dict_round_trip_resumes_the_schedule``.
 """
 from __future__ import annotations
 
@@ -154,7 +155,9 @@ class SequentialLR(LRScheduler):
     epoch 0, and so on (e.g. linear warm-up then cosine annealing), as PyTorch's
     ``SequentialLR``: at epoch t the active scheduler is the k-th, k = number of milestones
     <= t, at its own epoch t - milestones[k-1]. The given schedulers serve only for their
-    formulas; their own epoch counters are not advanced."""
+    formulas; their own epoch counters are not advanced. Tests:
+    ``tests/minnet/test_schedulers.py::test_warmup_then_cosine_sequential_lr_matches_torch`` and
+    ``::test_sequential_lr_is_the_first_schedule_then_the_second_restarted``."""
 
     def __init__(self, optimizer: Optimizer, schedulers: Sequence[LRScheduler],
                  milestones: Sequence[int]):
