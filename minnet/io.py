@@ -53,7 +53,7 @@ def atomic_write(path: str | os.PathLike) -> Iterator[IO[bytes]]:
 
 
 def _named_arrays(obj: Any) -> dict[str, np.ndarray]:
-    """The ``name -> ndarray`` mapping behind ``obj`` (a mapping, or anything with ``state_dict()``)."""
+    """The ``name -> ndarray`` mapping behind ``obj`` (a mapping, or has ``state_dict()``)."""
     if hasattr(obj, "state_dict") and callable(obj.state_dict):
         obj = obj.state_dict()
     if not isinstance(obj, Mapping):

@@ -81,7 +81,8 @@ def main(argv: list[str] | None = None) -> None:
     rows = np.loadtxt(io.BytesIO(text), delimiter=",", dtype=np.int64)
     arrays = split(rows)
     save(arrays, args.output, compress=True)
-    print(f"wrote {args.output}: " + ", ".join(f"{k} {v.shape} {v.dtype}" for k, v in arrays.items()))
+    summary = ", ".join(f"{k} {v.shape} {v.dtype}" for k, v in arrays.items())
+    print(f"wrote {args.output}: {summary}")
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ fails (HTTP error, network error, wrong digest) is skipped for the next one.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import urllib.request
 from collections.abc import Mapping, Sequence
@@ -57,12 +58,17 @@ def _fetch(url: str, destination: Path, expected: str, timeout: float) -> None:
     with urllib.request.urlopen(url, timeout=timeout) as response, \
             atomic_write(destination) as out:
         size = response.headers.get("Content-Length")
-        with tqdm(total=int(size) if size else None, unit="B", unit_scale=True,
-                  desc=destination.name, disable=None, leave=False) as bar:
+        size = int(size) if size else None
+        received = 0
+        with tqdm(total=size, unit="B", unit_scale=True, desc=destination.name, disable=None,
+                  leave=False) as bar:
             while chunk := response.read(_CHUNK):
                 digest.update(chunk)
                 out.write(chunk)
+                received += len(chunk)
                 bar.update(len(chunk))
+        if size is not None and received != size:
+            raise OSError(f"transfer cut short: received {received} of {size} bytes")
         if digest.hexdigest() != expected:
             raise _DigestMismatch(f"{destination.name} from {url}: SHA-256 mismatch, "
                                   f"expected {expected}, got {digest.hexdigest()}")
@@ -70,7 +76,7 @@ def _fetch(url: str, destination: Path, expected: str, timeout: float) -> None:
 
 def download(filename: str, root: str | os.PathLike, mirrors: Sequence[str],
              sha256: Mapping[str, str], *, timeout: float = 60.0) -> Path:
-    """Download ``filename`` into ``root`` from the first mirror that serves it with the right digest.
+    """Download ``filename`` into ``root`` from the first mirror serving it with the right digest.
 
     Parameters
     ----------
@@ -99,7 +105,7 @@ def download(filename: str, root: str | os.PathLike, mirrors: Sequence[str],
             return destination
         except _DigestMismatch as err:
             mismatches.append(str(err))
-        except OSError as err:  # urllib.error.URLError/HTTPError, timeouts, resets
+        except (OSError, http.client.HTTPException) as err:  # HTTP/URL errors, timeouts, cut-offs
             failures.append(f"{url}: {err}")
     report = "; ".join(mismatches + failures)
     if mismatches:

@@ -81,4 +81,5 @@ def read_idx(path: str | os.PathLike, magic: int | None = None) -> np.ndarray:
     shape = struct.unpack(f">{ndim}I", data[4:header])
     dtype = _DTYPES[code]
     _check_size(path, header + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize, len(data))
-    return np.frombuffer(data, dtype=dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
+    array = np.frombuffer(data, dtype=dtype, offset=header).reshape(shape)
+    return array.astype(dtype.newbyteorder("="))

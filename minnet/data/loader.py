@@ -59,7 +59,8 @@ class DataLoader:
                 raise ValueError(f"arrays[{i}] must have at least one dimension, got a 0-d array")
         lengths = [len(a) for a in self.arrays]
         if len(set(lengths)) > 1:
-            raise ValueError(f"arrays must have the same length along axis 0, got lengths {lengths}")
+            raise ValueError(f"arrays must have the same length along axis 0, "
+                             f"got lengths {lengths}")
         self.batch_size = _check_int(batch_size, "batch_size", 1)
         self.shuffle = bool(shuffle)
         self.drop_last = bool(drop_last)
@@ -77,7 +78,7 @@ class DataLoader:
         return math.ceil(self.num_samples / self.batch_size)
 
     def order(self, epoch: int) -> np.ndarray:
-        """The row indices of epoch ``epoch``, in visiting order (a permutation of ``arange(n)``)."""
+        """Row indices of epoch ``epoch`` in visiting order (a permutation of ``arange(n)``)."""
         epoch = _check_int(epoch, "epoch", 0)
         if not self.shuffle:
             return np.arange(self.num_samples)
@@ -103,7 +104,7 @@ class DataLoader:
                 "epoch": np.array(self.epoch, dtype=np.int64)}
 
     def load_state_dict(self, state: Mapping[str, np.ndarray]) -> None:
-        """Restore ``seed`` and ``epoch`` saved by ``state_dict``: the next epoch is the saved one."""
+        """Restore ``seed`` and ``epoch`` from ``state_dict()``: the next epoch is the saved one."""
         missing = {"seed", "epoch"} - set(state)
         if missing:
             raise ValueError(f"state is missing keys {sorted(missing)}")

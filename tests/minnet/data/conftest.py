@@ -36,7 +36,7 @@ def encode_idx():
 
 @pytest.fixture(scope="session")
 def write_idx():
-    """``write_idx(path, array, gz=False)`` writes ``array`` as an IDX file and returns its bytes."""
+    """``write_idx(path, array, gz=False)`` writes ``array`` as IDX and returns the bytes."""
     def write(path, array, gz=False):
         data = idx_bytes(array)
         if gz:
@@ -55,7 +55,8 @@ def _offline(monkeypatch):
 
 
 class Mirror:
-    """A directory served over HTTP on 127.0.0.1; ``requests`` lists the paths asked for."""
+    """A directory served over HTTP on 127.0.0.1; ``requests`` lists the paths asked for.
+    Any path under ``/cut/`` answers with a body shorter than its Content-Length."""
 
     def __init__(self, directory, url, requests):
         self.directory = directory
@@ -75,6 +76,13 @@ def mirror(tmp_path):
 
         def do_GET(self):
             requests.append(self.path)
+            if self.path.startswith("/cut/"):  # promise more bytes than are sent, then hang up
+                self.send_response(200)
+                self.send_header("Content-Length", "1000")
+                self.end_headers()
+                self.wfile.write(b"\x1f\x8b only part")
+                self.close_connection = True
+                return
             super().do_GET()
 
     server = http.server.ThreadingHTTPServer(

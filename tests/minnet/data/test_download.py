@@ -52,7 +52,8 @@ def test_download_then_load_returns_the_served_arrays(tmp_path, mirror, tiny_mni
     np.testing.assert_array_equal(np.rint(x[:, 0] * 255).astype(np.uint8), images)
     np.testing.assert_array_equal(y, labels)
     prefix = "train" if split == "train" else "t10k"
-    assert cached_names(root) == [f"{prefix}-images-idx3-ubyte.gz", f"{prefix}-labels-idx1-ubyte.gz"]
+    assert cached_names(root) == [f"{prefix}-images-idx3-ubyte.gz",
+                                  f"{prefix}-labels-idx1-ubyte.gz"]
     for name in cached_names(root):
         assert (root / name).read_bytes() == (mirror.directory / "good" / name).read_bytes()
 
@@ -100,6 +101,17 @@ def test_corrupted_mirror_falls_back_to_a_good_one(tmp_path, mirror, tiny_mnist)
                              download.MNIST_SHA256)
     assert path == root / name
     assert sha256(path.read_bytes()) == download.MNIST_SHA256[name]
+    assert cached_names(root) == [name]
+
+
+def test_a_transfer_cut_short_falls_back_to_the_next_mirror(tmp_path, mirror, tiny_mnist):
+    name = "t10k-labels-idx1-ubyte.gz"
+    root = tmp_path / "cache"
+    with pytest.raises(OSError, match=name):
+        download.download(name, root, [mirror.url + "/cut/"], download.MNIST_SHA256)
+    assert cached_names(root) == []
+    download.download(name, root, [mirror.url + "/cut/", mirror.url + "/good/"],
+                      download.MNIST_SHA256)
     assert cached_names(root) == [name]
 
 
