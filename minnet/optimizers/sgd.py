@@ -46,13 +46,14 @@ def sgd_update(param: np.ndarray, grad: np.ndarray, momentum_buffer: np.ndarray 
 
 
 class SGD(Optimizer):
-    """Stochastic gradient descent, PyTorch's ``torch.optim.SGD`` semantics (see ``sgd_update``).
+    """Stochastic gradient descent, PyTorch's ``torch.optim.SGD`` semantics (see ``sgd_update``);
+    ``dampening`` is keyword-only.
 
     State per parameter: ``momentum_buffer`` (only when momentum is non-zero).
     """
 
     def __init__(self, params: ParamsT, lr: float, momentum: float = 0.0,
-                 dampening: float = 0.0, nesterov: bool = False, weight_decay: float = 0.0):
+                 nesterov: bool = False, weight_decay: float = 0.0, *, dampening: float = 0.0):
         super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening,
                                       nesterov=nesterov, weight_decay=weight_decay))
 

@@ -361,3 +361,14 @@ def test_gradient_of_the_wrong_shape_is_an_error():
     p.grad = np.zeros(4)
     with pytest.raises(ValueError, match=r"gradient of shape \(4,\).*shape \(3,\)"):
         optimizers.SGD([p], lr=0.1).step()
+
+
+def test_sgd_positional_arguments_follow_the_documented_order():
+    """SGD(params, lr, momentum, nesterov, weight_decay): the same run as by keyword."""
+    params, grads = _arrays(6, [(4,)], 3)
+    by_position = _run(lambda ps: optimizers.SGD(ps, 0.1, 0.9, True, 0.01), params, grads)
+    by_keyword = _run(lambda ps: optimizers.SGD(ps, lr=0.1, momentum=0.9, nesterov=True,
+                                                weight_decay=0.01), params, grads)
+    np.testing.assert_array_equal(by_position[0], by_keyword[0])
+    with pytest.raises(TypeError):
+        optimizers.SGD([Parameter(np.zeros(1))], 0.1, 0.9, False, 0.0, 0.1)
