@@ -16,11 +16,8 @@ from minnet.ops import loss as Lo
 from minnet.ops import norm as N
 from minnet.ops import reduce as R
 from minnet.ops import shape as S
-try:  # transitional: the conv and pooling ops are landing in a parallel commit
-    from minnet.ops.conv import conv2d  # noqa: F401  (re-exported)
-    from minnet.ops.pool import adaptive_avg_pool2d, avg_pool2d, max_pool2d  # noqa: F401
-except ImportError:
-    pass
+from minnet.ops.conv import conv2d  # noqa: F401  (re-exported)
+from minnet.ops.pool import adaptive_avg_pool2d, avg_pool2d, max_pool2d  # noqa: F401
 from minnet.random import get_rng
 from minnet.tensor import Tensor, as_tensor
 
