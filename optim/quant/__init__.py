@@ -1,11 +1,25 @@
-"""optim.quant: quantization formulas, observers, fixed-point requantization, weight sharing."""
+"""optim.quant: quantization as pure functions on NumPy arrays.
+
+- ``affine``: ``qparams``, ``quantize``, ``dequantize``, ``fake_quantize`` (uniform affine or
+  symmetric, per tensor or per channel, PyTorch's conventions);
+- ``ranges`` / ``rounding``: integer ranges of b-bit codes, storage dtypes, rounding modes;
+- ``pow2``, ``fixed_point``, ``binary``: power-of-two, Qm.n, XNOR-Net and TWN weights;
+- ``calibration`` / ``observers``: clipping-range selection (min-max, moving average,
+  percentile, MSE, TensorRT's KL) and the observers wrapping it;
+- ``requant``: fixed-point multipliers and integer-only requantization (Jacob et al. 2018);
+- ``sharing`` / ``huffman``: Deep Compression's k-means weight sharing and size accounting.
+"""
 from .affine import dequantize, fake_quantize, qparams, quantize
-from .ranges import int_range, quant_dtype
-from .rounding import ROUNDING_MODES, round_values
 from .binary import binarize, ternarize
+from .calibration import (
+    SignedHistogram,
+    histogram_quantile,
+    kl_clip_bins,
+    mse_clip_range,
+    squared_error,
+)
 from .fixed_point import fixed_point_quantize, qformat_range
-from .pow2 import pow2_quantize
-from .calibration import SignedHistogram, histogram_quantile, kl_clip_bins, mse_clip_range, squared_error
+from .huffman import huffman_code_lengths, sharing_size_bits
 from .observers import (
     HistogramKLObserver,
     MinMaxObserver,
@@ -14,4 +28,27 @@ from .observers import (
     Observer,
     PercentileObserver,
 )
-from .requant import quantize_bias, quantize_multiplier, requantize
+from .pow2 import pow2_quantize
+from .ranges import check_bits, int_range, quant_dtype
+from .requant import (
+    quantize_bias,
+    quantize_multiplier,
+    requantize,
+    rounding_doubling_high_mul,
+    rounding_right_shift,
+)
+from .rounding import ROUNDING_MODES, round_values
+from .sharing import centroid_gradients, kmeans_codebook, nearest_centroid, shared_weights
+
+__all__ = [
+    "qparams", "quantize", "dequantize", "fake_quantize",
+    "int_range", "quant_dtype", "check_bits", "ROUNDING_MODES", "round_values",
+    "pow2_quantize", "fixed_point_quantize", "qformat_range", "binarize", "ternarize",
+    "squared_error", "mse_clip_range", "histogram_quantile", "kl_clip_bins", "SignedHistogram",
+    "Observer", "MinMaxObserver", "MovingAverageMinMaxObserver", "PercentileObserver",
+    "MSEObserver", "HistogramKLObserver",
+    "quantize_multiplier", "requantize", "quantize_bias",
+    "rounding_doubling_high_mul", "rounding_right_shift",
+    "kmeans_codebook", "nearest_centroid", "shared_weights", "centroid_gradients",
+    "huffman_code_lengths", "sharing_size_bits",
+]

@@ -52,7 +52,8 @@ def channel_param(
     value: object, name: str, ndim: int, axis: int | None, n_channels: int | None
 ) -> np.ndarray:
     """A per-tensor (scalar) or per-channel (shape ``(C,)``) parameter, reshaped to broadcast
-    against an array of ``ndim`` dimensions along ``axis``."""
+    against an array of ``ndim`` dimensions along ``axis``; with an ``axis`` a 0-d value is
+    shared by every channel."""
     arr = np.asarray(value)
     if arr.dtype.kind not in "biuf":
         raise TypeError(f"{name} must be numeric, got dtype {arr.dtype}")
@@ -63,6 +64,8 @@ def channel_param(
                 "pass axis for per-channel parameters"
             )
         return arr.reshape(())
+    if arr.ndim == 0:
+        return arr  # one value shared by every channel
     if arr.shape != (n_channels,):
         raise ValueError(
             f"{name} must have shape ({n_channels},) to match the {n_channels} channels along "
@@ -96,3 +99,21 @@ def n_channels(x: np.ndarray, axis: int | None) -> tuple[int | None, int | None]
         return None, None
     axis = check_axis(axis, x.ndim)
     return axis, x.shape[axis]
+
+
+def check_count(value: object, name: str, minimum: int = 1) -> int:
+    """An integer ``>= minimum``."""
+    value = check_int(value, name)
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def check_indices(indices: object, n_clusters: int) -> np.ndarray:
+    """Cluster indices: an integer array with values in ``[0, n_clusters)``."""
+    idx = np.asarray(indices)
+    if idx.dtype.kind not in "iu":
+        raise TypeError(f"indices must be an integer array, got dtype {idx.dtype}")
+    if idx.size and (idx.min() < 0 or idx.max() >= n_clusters):
+        raise ValueError(f"indices must lie in [0, {n_clusters - 1}], got [{idx.min()}, {idx.max()}]")
+    return idx

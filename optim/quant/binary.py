@@ -32,7 +32,8 @@ def binarize(w: object, axis: int | None = 0) -> tuple[np.ndarray, np.ndarray]:
     ``sign(0) = +1``. ``axis`` is the output-channel axis (one :math:`\alpha` per channel, the
     mean over the other axes); ``axis=None`` uses one :math:`\alpha` for the whole tensor.
 
-    Returns ``(B as int8, alpha)``; ``dequantize(B, alpha, 0, axis)`` rebuilds :math:`\alpha B`.
+    Returns ``(B as int8, alpha)``; for non-zero weights ``dequantize(B, alpha, 0, axis)``
+    rebuilds :math:`\alpha B`.
 
     Source: Rastegari et al. 2016, "XNOR-Net", section 3.1, eqs. (2)-(5).
     Checked by ``tests/optim/quant/test_quant_lowbit.py::test_binarize_is_least_squares_optimal``.

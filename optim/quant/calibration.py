@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._checks import check_count
 from .affine import fake_quantize, qparams
 
 
@@ -47,8 +48,7 @@ def mse_clip_range(
     same criterion.
     Checked by ``tests/optim/quant/test_quant_observers.py::test_mse_error_at_most_minmax``.
     """
-    if not (isinstance(grid, (int, np.integer)) and grid >= 1):
-        raise ValueError(f"grid must be a positive integer, got {grid!r}")
+    grid = check_count(grid, "grid")
     alphas = np.arange(1, grid + 1) / grid
     errors = np.stack([squared_error(rows, a * x_min, a * x_max, qmin, qmax, symmetric) for a in alphas])
     best = alphas[np.argmin(errors, axis=0)].astype(x_min.dtype)
@@ -125,12 +125,14 @@ class SignedHistogram:
     r"""Streaming per-channel histogram of x >= 0 and x < 0 by magnitude.
 
     Row ``c`` has ``bins`` bins of width :math:`w_c` on each side of 0: bin :math:`m` counts
-    :math:`|x| \in [m w_c, (m+1) w_c)` (the last bin also :math:`|x| = \text{bins}\cdot w_c`).
-    :math:`w_c` is set by the first non-zero batch to :math:`\max|x| / \text{bins}` and doubled
-    (merging bin pairs, exact because the grid is anchored at 0) whenever a later batch
-    exceeds :math:`\text{bins}\cdot w_c`; so 0 stays a bin edge, the histogram of
-    :math:`|x|` is ``pos + neg``, and between bins/2 and bins bins span the observed range.
-    Exact minima and maxima are tracked alongside.
+    :math:`|x| \in (m w_c, (m+1) w_c]` (bin 0 also :math:`x = 0`). :math:`w_c` is set by the
+    first non-zero batch to :math:`\max|x| / \text{bins}` and doubled, merging bins
+    :math:`2m, 2m+1` into :math:`m`, whenever a later batch exceeds :math:`\text{bins}\cdot w_c`.
+    The grid is anchored at 0, so a merge equals recounting with the doubled width, the
+    histogram of :math:`|x|` is ``pos + neg``, and bins/2 to bins bins span the observed
+    range. Exact minima and maxima are tracked alongside.
+
+    Checked by ``tests/optim/quant/test_quant_calibration.py::test_signed_histogram_equals_recount``.
     """
 
     def __init__(self, n_channels: int, bins: int = 2048):
@@ -142,19 +144,24 @@ class SignedHistogram:
         self.max = np.full(n_channels, -np.inf)
 
     def update(self, rows: np.ndarray) -> None:
+        """Count the rows of a ``(C, N)`` batch."""
         rows = rows.astype(np.float64)
+        magnitude = np.abs(rows)
         self.min = np.minimum(self.min, rows.min(axis=1))
         self.max = np.maximum(self.max, rows.max(axis=1))
-        peak = np.abs(rows).max(axis=1)
-        fresh = (self.width == 0) & (peak > 0)
-        self.width[fresh] = peak[fresh] / self.bins
-        for c in np.flatnonzero(peak > self.bins * self.width):
-            while peak[c] > self.bins * self.width[c]:
+        peak = magnitude.max(axis=1)
+        for c in np.flatnonzero((self.width == 0) & (peak > 0)):
+            width = peak[c] / self.bins
+            while np.ceil(peak[c] / width) > self.bins:  # float rounding of peak / bins
+                width = np.nextafter(width, np.inf)
+            self.width[c] = width
+        for c in np.flatnonzero(self.width > 0):
+            while np.ceil(peak[c] / self.width[c]) > self.bins:
                 self.width[c] *= 2
                 self.pos[c] = self._merge_pairs(self.pos[c])
                 self.neg[c] = self._merge_pairs(self.neg[c])
-        safe_width = np.where(self.width > 0, self.width, 1.0)[:, None]
-        index = np.minimum(np.floor(np.abs(rows) / safe_width), self.bins - 1).astype(np.int64)
+        width = np.where(self.width > 0, self.width, 1.0)[:, None]
+        index = np.maximum(np.ceil(magnitude / width) - 1, 0).astype(np.int64)
         index += np.arange(rows.shape[0])[:, None] * self.bins
         size = self.pos.size
         self.pos += np.bincount(index[rows >= 0], minlength=size).reshape(self.pos.shape)
@@ -170,5 +177,5 @@ class SignedHistogram:
         return counts, np.arange(-self.bins, self.bins + 1) * w
 
     def magnitude(self, c: int) -> np.ndarray:
-        """Counts of :math:`|x|` in row ``c`` (bin m is ``[m w, (m+1) w)``)."""
+        """Counts of :math:`|x|` in row ``c`` (bin m is ``(m w, (m+1) w]``)."""
         return self.pos[c] + self.neg[c]

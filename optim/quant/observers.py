@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._checks import as_float_array, check_axis, check_finite, check_int
+from ._checks import as_float_array, check_axis, check_count, check_finite, check_int
 from .affine import qparams
 from .calibration import SignedHistogram, histogram_quantile, kl_clip_bins, mse_clip_range
 from .ranges import check_bits, int_range
@@ -145,10 +145,7 @@ class _HistogramObserver(Observer):
     """Keeps a ``SignedHistogram`` of ``bins`` bins per side and channel."""
 
     def __init__(self, bits: int = 8, *, bins: int = 2048, **kwargs):
-        bins = check_int(bins, "bins")
-        if bins < 2:
-            raise ValueError(f"bins must be >= 2, got {bins}")
-        self.n_bins = bins
+        self.n_bins = check_count(bins, "bins", minimum=2)
         super().__init__(bits, **kwargs)
 
     def reset(self) -> None:
@@ -236,10 +233,7 @@ class MSEObserver(Observer):
     """
 
     def __init__(self, bits: int = 8, *, grid: int = 100, **kwargs):
-        grid = check_int(grid, "grid")
-        if grid < 1:
-            raise ValueError(f"grid must be >= 1, got {grid}")
-        self.grid = grid
+        self.grid = check_count(grid, "grid")
         super().__init__(bits, **kwargs)
 
     def reset(self) -> None:
