@@ -1,0 +1,37 @@
+"""optim.nas: neural architecture search.
+
+- ``pareto``: dominance, ``pareto_front``, ``non_dominated_sort``, ``crowding_distance``,
+  ``hypervolume_2d``, ``igd`` (all objectives minimised);
+- ``space`` / ``spaces``: declarative search spaces (``Choice``, ``IntRange``, ``FloatRange``,
+  constraints) and the shipped ``mlp_space`` / ``cnn_space`` for 28x28 inputs;
+- strategies with ``ask() -> Trial`` / ``tell(trial, objectives)``: ``RandomSearch``,
+  ``GeneticAlgorithm``, ``RegularizedEvolution``, ``NSGA2``, ``BayesianOptimization``
+  (``gp``: Matérn-5/2 Gaussian process, expected improvement), ``SuccessiveHalving``,
+  ``Hyperband``;
+- ``search``: runs a strategy through any ``concurrent.futures.Executor`` with a resumable,
+  atomically saved ``History``.
+"""
+from .bayesian import BayesianOptimization
+from .evolution import GeneticAlgorithm, RegularizedEvolution, offspring, tournament
+from .gp import GPParams, expected_improvement, fit_gp, gp_posterior, log_marginal_likelihood, matern52
+from .history import History, HistoryError, TrialRecord
+from .hyperband import Hyperband, SuccessiveHalving, hyperband_brackets, successive_halving_rungs
+from .nsga2 import NSGA2, crowded_tournament, nsga2_survival
+from .pareto import crowding_distance, dominates, hypervolume_2d, igd, non_dominated_sort, pareto_front
+from .random_search import RandomSearch
+from .search import evaluate_trial, search
+from .space import Choice, FloatRange, IntRange, SearchSpace
+from .spaces import cnn_feature_shape, cnn_space, cnn_valid, conv_output_size, mlp_skips_valid, mlp_space
+from .strategy import Strategy, Trial
+
+__all__ = [
+    "pareto_front", "crowding_distance", "non_dominated_sort", "dominates", "hypervolume_2d", "igd",
+    "Choice", "IntRange", "FloatRange", "SearchSpace",
+    "mlp_space", "cnn_space", "conv_output_size", "cnn_feature_shape", "cnn_valid", "mlp_skips_valid",
+    "Trial", "Strategy", "RandomSearch", "GeneticAlgorithm", "RegularizedEvolution", "NSGA2",
+    "BayesianOptimization", "SuccessiveHalving", "Hyperband",
+    "tournament", "offspring", "nsga2_survival", "crowded_tournament",
+    "successive_halving_rungs", "hyperband_brackets",
+    "matern52", "log_marginal_likelihood", "GPParams", "fit_gp", "gp_posterior", "expected_improvement",
+    "search", "evaluate_trial", "History", "TrialRecord", "HistoryError",
+]
