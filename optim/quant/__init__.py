@@ -15,6 +15,7 @@ from .calibration import (
     SignedHistogram,
     histogram_quantile,
     kl_clip_bins,
+    kl_divergences,
     mse_clip_range,
     squared_error,
 )
@@ -44,7 +45,7 @@ __all__ = [
     "qparams", "quantize", "dequantize", "fake_quantize",
     "int_range", "quant_dtype", "check_bits", "ROUNDING_MODES", "round_values",
     "pow2_quantize", "fixed_point_quantize", "qformat_range", "binarize", "ternarize",
-    "squared_error", "mse_clip_range", "histogram_quantile", "kl_clip_bins", "SignedHistogram",
+    "squared_error", "mse_clip_range", "histogram_quantile", "kl_divergences", "kl_clip_bins", "SignedHistogram",
     "Observer", "MinMaxObserver", "MovingAverageMinMaxObserver", "PercentileObserver",
     "MSEObserver", "HistogramKLObserver",
     "quantize_multiplier", "requantize", "quantize_bias",

@@ -182,8 +182,11 @@ class PercentileObserver(_HistogramObserver):
         lo, hi = np.empty(self.channels), np.empty(self.channels)
         for c in range(self.channels):
             counts, edges = h.signed(c)
-            lo[c] = max(histogram_quantile(counts, edges, 100 - self.percentile), h.min[c])
-            hi[c] = min(histogram_quantile(counts, edges, self.percentile), h.max[c])
+            lo[c], hi[c] = np.clip(
+                [histogram_quantile(counts, edges, q) for q in (100 - self.percentile, self.percentile)],
+                h.min[c],
+                h.max[c],
+            )
         return lo, hi
 
 
