@@ -109,16 +109,29 @@ def _max_pool_loops(x, y, idx, kh, kw, sh, sw, ph, pw):
         for c in range(channels):
             plane = x[n, c]
             for u in range(oh):
+                r0, r1 = max(u * sh - ph, 0), min(u * sh - ph + kh, h)
                 for v in range(ow):
-                    best, arg = plane[0, 0], -1
-                    for ih in range(max(u * sh - ph, 0), min(u * sh - ph + kh, h)):
-                        for iw in range(max(v * sw - pw, 0), min(v * sw - pw + kw, w)):
+                    c0, c1 = max(v * sw - pw, 0), min(v * sw - pw + kw, w)
+                    best, arg, nan = plane[r0, c0], r0 * w + c0, False
+                    for ih in range(r0, r1):
+                        for iw in range(c0, c1):
                             value = plane[ih, iw]
-                            # strict '>' keeps the first maximum; a NaN wins, as in np.argmax
-                            if arg < 0 or value > best or (np.isnan(value) and not np.isnan(best)):
+                            nan |= value != value
+                            if value > best:  # strict: the first maximum stays
                                 best, arg = value, ih * w + iw
+                    if nan:  # a NaN wins, the first one as in np.argmax (rare: kept off the hot loop)
+                        best, arg = _first_nan(plane, r0, r1, c0, c1)
                     y[n, c, u, v] = best
                     idx[n, c, u, v] = arg
+
+
+@jit
+def _first_nan(plane, r0, r1, c0, c1):
+    for ih in range(r0, r1):
+        for iw in range(c0, c1):
+            if plane[ih, iw] != plane[ih, iw]:
+                return plane[ih, iw], ih * plane.shape[1] + iw
+    return plane[r0, c0], -1
 
 
 @jit
