@@ -114,12 +114,14 @@ class Module:
     add_module = register_module
 
     # ---- traversal ---------------------------------------------------------------------
-    def named_modules(self, prefix: str = "") -> Iterator[tuple[str, Module]]:
-        """This module and every descendant, depth first, each once."""
+    def named_modules(self, prefix: str = "", remove_duplicate: bool = True
+                      ) -> Iterator[tuple[str, Module]]:
+        """This module and every descendant, depth first; a module reachable under several
+        names is listed once unless ``remove_duplicate`` is false (as PyTorch's)."""
         seen, stack = set(), [(prefix, self)]
         while stack:
             name, module = stack.pop()
-            if id(module) in seen:
+            if remove_duplicate and id(module) in seen:
                 continue
             seen.add(id(module))
             yield name, module
@@ -205,9 +207,10 @@ class Module:
 
     # ---- state -------------------------------------------------------------------------
     def state_dict(self) -> OrderedDict[str, np.ndarray]:
-        """Copies of all parameters and persistent buffers, keyed by dotted names."""
+        """Copies of all parameters and persistent buffers, keyed by dotted names (a shared
+        submodule under each of its names, as PyTorch's)."""
         state = OrderedDict()
-        for module_name, module in self.named_modules():
+        for module_name, module in self.named_modules(remove_duplicate=False):
             dot = f"{module_name}." if module_name else ""
             for name, p in module._parameters.items():
                 if p is not None:
@@ -219,7 +222,7 @@ class Module:
 
     def _state_slots(self) -> dict[str, tuple[Module, str, str]]:
         slots = {}
-        for module_name, module in self.named_modules():
+        for module_name, module in self.named_modules(remove_duplicate=False):
             dot = f"{module_name}." if module_name else ""
             for name, p in module._parameters.items():
                 if p is not None:
