@@ -5,7 +5,13 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
+import pytest
 from hypothesis import strategies as st
+
+from minnet.kernels.backend import HAVE_NUMBA
+
+needs_numba = pytest.mark.skipif(not HAVE_NUMBA, reason="the numba backend needs numba installed")
+BACKENDS = ["numpy", pytest.param("numba", marks=needs_numba)]
 
 
 class ConvCase(NamedTuple):

@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kernels.cases import conv_cases, random_array
+from kernels.cases import BACKENDS, conv_cases, needs_numba, random_array
 from minnet.kernels import conv as K
 from minnet.kernels.backend import use_backend
 
@@ -47,6 +47,7 @@ def test_numpy_conv2d_matches_direct_definition(case, seed):
     np.testing.assert_allclose(y, brute_force_conv2d(x, w, *case.geometry), rtol=1e-10, atol=1e-12)
 
 
+@needs_numba
 @pytest.mark.parametrize("dtype", DTYPES)
 @given(case=conv_cases(), seed=seeds)
 def test_numba_backend_equals_numpy_backend(dtype, case, seed):
@@ -64,7 +65,7 @@ def test_numba_backend_equals_numpy_backend(dtype, case, seed):
         np.testing.assert_allclose(got, ref, rtol=tol, atol=tol)
 
 
-@pytest.mark.parametrize("backend", ["numpy", "numba"])
+@pytest.mark.parametrize("backend", BACKENDS)
 @given(case=conv_cases(), seed=seeds)
 def test_gradients_are_adjoints(backend, case, seed):
     """<conv(x, w), g> = <x, input_grad(g, w)> = <w, weight_grad(g, x)>: conv is bilinear."""
@@ -79,7 +80,7 @@ def test_gradients_are_adjoints(backend, case, seed):
     np.testing.assert_allclose(np.vdot(y, g), np.vdot(w, gw), rtol=1e-9, atol=1e-9)
 
 
-@pytest.mark.parametrize("backend", ["numpy", "numba"])
+@pytest.mark.parametrize("backend", BACKENDS)
 @given(case=conv_cases(), seed=seeds)
 def test_agrees_with_torch(backend, case, seed):
     torch = pytest.importorskip("torch")
@@ -97,7 +98,7 @@ def test_agrees_with_torch(backend, case, seed):
         np.testing.assert_allclose(ours, theirs.numpy(), rtol=1e-10, atol=1e-10)
 
 
-@pytest.mark.parametrize("backend", ["numpy", "numba"])
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_output_dtype_is_input_dtype(backend, dtype):
     x, w = random_array((2, 4, 7, 6), dtype, 0), random_array((6, 2, 3, 3), dtype, 1)
