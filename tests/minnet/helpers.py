@@ -4,6 +4,7 @@
   engine's memory contracts hold (inputs and upstream gradient unchanged, fresh gradient arrays
   of the inputs' shapes).
 - ``compare_with_torch``: forward and gradients equal PyTorch's (skipped without torch).
+- ``fixed_seed``: seed minnet's global generator for a block, then restore its state.
 - hypothesis strategies: shapes, broadcastable shape tuples, bounded float64 arrays that keep
   away from kinks and ties, reduction axes.
 
@@ -12,6 +13,7 @@ directory of ``tests/minnet/conftest.py``.
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 from typing import Callable
@@ -22,6 +24,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import minnet
+from minnet.random import get_rng_state, set_rng_state
 
 # ---- gradients ---------------------------------------------------------------------------
 
@@ -132,3 +135,17 @@ def axes(ndim: int):
         st.integers(-ndim, ndim - 1),
         st.lists(st.integers(0, ndim - 1), min_size=1, max_size=ndim, unique=True).map(tuple),
     )
+
+
+# ---- global random state -----------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def fixed_seed(seed: int):
+    """``minnet.manual_seed(seed)`` inside the block; the generator's previous state after it."""
+    state = get_rng_state()
+    minnet.manual_seed(seed)
+    try:
+        yield
+    finally:
+        set_rng_state(state)

@@ -7,7 +7,6 @@ from hypothesis import strategies as st
 import helpers
 import minnet
 from minnet import functional as F
-from minnet.random import get_rng_state, set_rng_state
 
 MOMENTUM, EPS = 0.1, 1e-5
 
@@ -139,11 +138,8 @@ def test_batch_norm_errors_name_the_argument_and_shape():
 
 @pytest.fixture
 def seeded():
-    """Seed the global generator; restore its previous state afterwards."""
-    state = get_rng_state()
-    minnet.manual_seed(1234)
-    yield
-    set_rng_state(state)
+    with helpers.fixed_seed(1234):
+        yield
 
 
 @pytest.mark.parametrize("p", [0.1, 0.5, 0.9])
