@@ -13,11 +13,13 @@ import warnings
 _VALID = ("numpy", "numba")
 
 try:
-    import numba  # noqa: F401
+    import numba
 
     HAVE_NUMBA = True
+    prange = numba.prange  # parallel range inside @jit(parallel=True) kernels
 except ImportError:  # pragma: no cover - exercised only without numba
     HAVE_NUMBA = False
+    prange = range
 
 
 def _initial_backend() -> str:
@@ -74,7 +76,9 @@ def dispatch(numpy_impl, numba_impl):
 
 
 def jit(*args, **kwargs):
-    """``numba.njit(cache=True, ...)`` when Numba is installed; otherwise the function unchanged.
+    """``numba.njit(cache=True, error_model="numpy", ...)`` when Numba is installed; otherwise
+    the function unchanged. NumPy's error model (x/0 gives inf or nan, no exception) matches the
+    NumPy references and lets loops with divisions vectorize.
 
     Use as ``@jit`` or ``@jit(parallel=True)``. Without Numba the decorated function is plain
     Python; it is never dispatched to, because the backend is then ``numpy``.
@@ -86,4 +90,5 @@ def jit(*args, **kwargs):
     import numba
 
     kwargs.setdefault("cache", True)
+    kwargs.setdefault("error_model", "numpy")
     return numba.njit(*args, **kwargs)

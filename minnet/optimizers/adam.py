@@ -1,11 +1,11 @@
 """Adam (with optional AMSGrad) and AdamW, its decoupled-weight-decay variant."""
 from __future__ import annotations
 
-import math
 from typing import Any, Mapping
 
 import numpy as np
 
+from minnet.kernels.adam import adam_step
 from minnet.optimizers.optimizer import Optimizer, ParamsT, check_bool, check_real
 
 
@@ -33,7 +33,7 @@ def adam_update(param: np.ndarray, grad: np.ndarray, exp_avg: np.ndarray,
     (:math:`\epsilon` is added after the square root of the bias-corrected second moment).
     AMSGrad (``max_exp_avg_sq`` given) divides by :math:`\sqrt{\max_{s\le t} v_s / (1-\beta_2^t)}
     + \epsilon` instead, keeping the running maximum in ``max_exp_avg_sq``. ``param`` keeps its
-    dtype.
+    dtype. The arithmetic runs in one fused pass (``minnet.kernels.adam``).
 
     Sources: Kingma & Ba, 2015, "Adam: A Method for Stochastic Optimization", Algorithm 1;
     Loshchilov & Hutter, 2019, "Decoupled Weight Decay Regularization", Algorithm 2 (AdamW,
@@ -43,24 +43,9 @@ def adam_update(param: np.ndarray, grad: np.ndarray, exp_avg: np.ndarray,
     ``::test_adam_first_step_is_lr_times_sign_of_gradient`` and
     ``::test_adamw_with_zero_gradient_only_decays``.
     """
-    g = np.asarray(grad, dtype=param.dtype)
-    if weight_decay != 0:
-        if decoupled_weight_decay:
-            param *= 1 - lr * weight_decay
-        else:
-            g = g + weight_decay * param
-    exp_avg *= beta1
-    exp_avg += (1 - beta1) * g
-    exp_avg_sq *= beta2
-    exp_avg_sq += (1 - beta2) * g * g
-    if max_exp_avg_sq is not None:
-        np.maximum(max_exp_avg_sq, exp_avg_sq, out=max_exp_avg_sq)
-        second = max_exp_avg_sq
-    else:
-        second = exp_avg_sq
-    step_size = lr / (1 - beta1 ** step)
-    denom = np.sqrt(second) / math.sqrt(1 - beta2 ** step) + eps
-    param -= step_size * exp_avg / denom
+    adam_step(param, np.asarray(grad, dtype=param.dtype), exp_avg, exp_avg_sq, max_exp_avg_sq,
+              step=step, lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay,
+              decoupled_weight_decay=decoupled_weight_decay)
 
 
 class Adam(Optimizer):
