@@ -18,7 +18,7 @@ from typing import Any, Callable
 import numpy as np
 
 __all__ = ["Tensor", "Function", "Context", "tensor", "no_grad", "enable_grad",
-           "is_grad_enabled", "unbroadcast"]
+           "is_grad_enabled", "unbroadcast", "observe_ops"]
 
 _state = threading.local()
 
@@ -129,6 +129,20 @@ class Function:
         if record:
             result._node = Node(cls, ctx, tensors, attrs)
         return result
+
+
+_op_observers: list[Callable] = []
+
+
+@contextlib.contextmanager
+def observe_ops(callback: Callable[[type[Function], list, dict, Tensor], None]):
+    """Inside the block, call ``callback(function, inputs, attrs, output)`` after every op
+    applied, with or without grad mode (the graph tracer records a forward pass this way)."""
+    _op_observers.append(callback)
+    try:
+        yield
+    finally:
+        _op_observers.remove(callback)
 
 
 class _HookHandle:

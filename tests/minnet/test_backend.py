@@ -51,3 +51,21 @@ def test_without_numba_everything_runs_on_numpy_with_one_warning():
     """)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["numpy", "1", "(6,", "1,", "5,", "5)"]
+
+
+def test_observe_ops_sees_every_op_with_its_attributes():
+    import numpy as np
+
+    import minnet
+    from minnet import functional as F
+    from minnet.tensor import observe_ops
+
+    seen = []
+    x = minnet.tensor(np.ones((2, 3)))
+    with observe_ops(lambda fn, inputs, attrs, out: seen.append((fn.__name__, attrs, out.shape))):
+        with minnet.no_grad():
+            F.softmax(x.sum(axis=1, keepdims=True) * 2, axis=0)
+    assert [name for name, _, _ in seen] == ["Sum", "Mul", "Softmax"]
+    assert seen[0][1] == {"axis": 1, "keepdims": True} and seen[2][2] == (2, 1)
+    F.relu(x)  # outside the block nothing is recorded
+    assert len(seen) == 3
