@@ -128,6 +128,8 @@ class Function:
         result = Tensor(np.asarray(out), requires_grad=record)
         if record:
             result._node = Node(cls, ctx, tensors, attrs)
+        for observer in _op_observers:
+            observer(cls, tensors, attrs, result)
         return result
 
 
