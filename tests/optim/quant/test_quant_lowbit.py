@@ -116,6 +116,12 @@ def test_ternarize_threshold_and_optimal_scale(dtype, shape, data):
         assert alpha == 0
 
 
+def test_ternarize_threshold_is_strict():
+    """|w| equal to Delta is zeroed: the support is |w| > Delta (TWN eq. 5)."""
+    codes, alpha, delta = ternarize(np.array([0.7, -1.3]))
+    assert delta == 0.7 and codes.tolist() == [0, -1] and alpha == 1.3
+
+
 @given(dtype=FLOAT_DTYPES, shape=hnp.array_shapes(min_dims=2, max_dims=3, max_side=4), data=st.data())
 def test_ternarize_per_channel_equals_per_slice(dtype, shape, data):
     w = data.draw(float_arrays(dtype, shape, bound=10.0))

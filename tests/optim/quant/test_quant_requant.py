@@ -72,13 +72,38 @@ def test_rounding_right_shift_is_half_away(x, n):
     assert out == _round_half_away(Fraction(x, 2**n))
 
 
-@given(acc=st.lists(INT32, min_size=1, max_size=20), m=MULTIPLIERS, zero_point=st.integers(-128, 127))
-def test_requantize_matches_gemmlowp_reference(acc, m, zero_point):
-    qmin, qmax = int_range(8)
+@given(k=st.integers(-(2**20), 2**20), n=st.integers(1, 40))
+def test_rounding_right_shift_ties_go_away_from_zero(k, n):
+    x = (2 * k + 1) * 2 ** (n - 1)  # exactly (k + 1/2) 2^n
+    out = rounding_right_shift(np.array([x], dtype=np.int64), np.array([n]))[0]
+    assert out == (k + 1 if k >= 0 else k)
+
+
+@st.composite
+def accumulators_for(draw, m, size=20):
+    """int32 accumulators whose real product acc * m mostly stays within a few thousand."""
+    bound = int(min(2**31 - 1, max(1, 5000 / m)))
+    return draw(st.lists(st.integers(-bound, bound) | INT32, min_size=1, max_size=size))
+
+
+@given(m=MULTIPLIERS, zero_point=st.integers(-1000, 1000), data=st.data())
+def test_requantize_matches_gemmlowp_reference(m, zero_point, data):
+    acc = data.draw(accumulators_for(m))
+    qmin, qmax = -(2**31), 2**31 - 1
     m0, shift = quantize_multiplier(m)
     out = requantize(np.array(acc, dtype=np.int32), m0, shift, zero_point, qmin, qmax)
     expected = [_reference_requantize(a, int(m0), int(shift), zero_point, qmin, qmax) for a in acc]
-    assert out.dtype == np.int8 and out.tolist() == expected
+    assert out.dtype == np.int32 and out.tolist() == expected
+
+
+@given(m=MULTIPLIERS, data=st.data())
+def test_requantize_int8_output(m, data):
+    acc = data.draw(accumulators_for(m))
+    qmin, qmax = int_range(8)
+    m0, shift = quantize_multiplier(m)
+    out = requantize(np.array(acc, dtype=np.int32), m0, shift, -3, qmin, qmax)
+    assert out.dtype == np.int8
+    assert out.tolist() == [_reference_requantize(a, int(m0), int(shift), -3, qmin, qmax) for a in acc]
 
 
 @given(
