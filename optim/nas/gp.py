@@ -191,7 +191,7 @@ def expected_improvement(mean: ArrayLike, std: ArrayLike, best: float, xi: float
     .. math:: EI = (f^* - \\mu - \\xi)\\,\\Phi(z) + \\sigma\\,\\varphi(z), \\qquad
               z = \\frac{f^* - \\mu - \\xi}{\\sigma}
 
-    computed as :math:`\\sigma (z \\Phi(z) + \\varphi(z))` and clipped at 0 against rounding, and
+    clipped at 0 against rounding, and
     :math:`EI = \\max(f^* - \\mu - \\xi, 0)` where :math:`\\sigma = 0`; this equals
     :math:`E[\\max(f^* - \\xi - Y, 0)]` for :math:`Y \\sim N(\\mu, \\sigma^2)`.
     Source: Jones, Schonlau & Welch (1998), eq. 15. Tested by
@@ -202,6 +202,7 @@ def expected_improvement(mean: ArrayLike, std: ArrayLike, best: float, xi: float
         raise ValueError("std must be finite and non-negative")
     gain = best - mean - xi
     safe = np.where(std > 0, std, 1.0)
-    z = gain / safe
-    spread = np.maximum(safe * (z * norm.cdf(z) + norm.pdf(z)), 0.0)
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):  # |z| = inf is fine
+        z = gain / safe
+        spread = np.maximum(gain * norm.cdf(z) + safe * norm.pdf(z), 0.0)
     return np.where(std > 0, spread, np.maximum(gain, 0.0))
