@@ -1,4 +1,4 @@
-"""Argument validation shared by the quantization functions (ValueError/TypeError naming the argument)."""
+"""Argument validation shared by optim.quant: ValueError/TypeError naming the argument."""
 from __future__ import annotations
 
 import numbers
@@ -20,7 +20,9 @@ def check_qrange(qmin: object, qmax: object) -> tuple[int, int]:
         raise ValueError(f"qmin must be < qmax, got qmin={qmin}, qmax={qmax}")
     info = np.iinfo(np.int32)
     if qmin < info.min or qmax > info.max:
-        raise ValueError(f"qmin={qmin}, qmax={qmax} must lie in the int32 range [{info.min}, {info.max}]")
+        raise ValueError(
+            f"qmin={qmin}, qmax={qmax} must lie in the int32 range [{info.min}, {info.max}]"
+        )
     return qmin, qmax
 
 
@@ -82,14 +84,18 @@ def check_scale(scale: np.ndarray) -> None:
         raise ValueError(f"scale must be positive and finite, got {scale.ravel()[:8]}")
 
 
-def check_zero_point(zero_point: np.ndarray, qmin: int | None = None, qmax: int | None = None) -> np.ndarray:
+def check_zero_point(
+    zero_point: np.ndarray, qmin: int | None = None, qmax: int | None = None
+) -> np.ndarray:
     """Zero points as int64: integral values, inside ``[qmin, qmax]`` when the range is given."""
     if zero_point.dtype.kind == "f":
         if not np.all(np.isfinite(zero_point)) or np.any(zero_point != np.round(zero_point)):
             raise ValueError(f"zero_point must hold integers, got {zero_point.ravel()[:8]}")
     zp = zero_point.astype(np.int64)
     if qmin is not None and (np.any(zp < qmin) or np.any(zp > qmax)):
-        raise ValueError(f"zero_point must lie in [qmin, qmax] = [{qmin}, {qmax}], got {zp.ravel()[:8]}")
+        raise ValueError(
+            f"zero_point must lie in [qmin, qmax] = [{qmin}, {qmax}], got {zp.ravel()[:8]}"
+        )
     return zp
 
 
@@ -115,5 +121,7 @@ def check_indices(indices: object, n_clusters: int) -> np.ndarray:
     if idx.dtype.kind not in "iu":
         raise TypeError(f"indices must be an integer array, got dtype {idx.dtype}")
     if idx.size and (idx.min() < 0 or idx.max() >= n_clusters):
-        raise ValueError(f"indices must lie in [0, {n_clusters - 1}], got [{idx.min()}, {idx.max()}]")
+        raise ValueError(
+            f"indices must lie in [0, {n_clusters - 1}], got [{idx.min()}, {idx.max()}]"
+        )
     return idx

@@ -57,11 +57,16 @@ def qparams(
     :math:`r_{min} = \min(x_{min}, 0)`, :math:`r_{max} = \max(x_{max}, 0)`.
 
     .. math::
-        \text{affine:}\quad s = \max\!\Big(\frac{r_{max} - r_{min}}{q_{max} - q_{min}},\ \epsilon\Big),
-        \qquad z = \operatorname{clamp}\big(q_{min} - \operatorname{round}(r_{min}/s),\ q_{min},\ q_{max}\big)
+        \text{affine:}\quad
+        s = \max\Big(\frac{r_{max} - r_{min}}{q_{max} - q_{min}},\ \epsilon\Big), \quad
+        z = \operatorname{clamp}(q_{min} - \operatorname{round}(r_{min}/s),\ q_{min},\ q_{max})
 
-        \text{symmetric:}\quad s = \max\!\Big(\frac{\max(-r_{min}, r_{max})}{(q_{max} - q_{min})/2},\ \epsilon\Big),
-        \qquad z = \begin{cases} 0 & q_{min} < 0 \\ \lceil (q_{min} + q_{max})/2 \rceil & q_{min} \ge 0 \end{cases}
+        \text{symmetric:}\quad
+        s = \max\Big(\frac{\max(-r_{min}, r_{max})}{(q_{max} - q_{min})/2},\ \epsilon\Big), \quad
+        z = \begin{cases}
+            0 & q_{min} < 0 \\
+            \lceil (q_{min} + q_{max})/2 \rceil & q_{min} \ge 0
+        \end{cases}
 
     ``round`` is half to even. ``x_min == x_max == 0`` gives :math:`s = \epsilon` (float32's
     machine epsilon, as PyTorch). For unsigned symmetric ranges the zero point is the upper
@@ -92,7 +97,9 @@ def qparams(
     check_finite(lo, "x_min")
     check_finite(hi, "x_max")
     if np.any(lo > hi):
-        raise ValueError(f"x_min must be <= x_max, got x_min={lo.ravel()[:8]}, x_max={hi.ravel()[:8]}")
+        raise ValueError(
+            f"x_min must be <= x_max, got x_min={lo.ravel()[:8]}, x_max={hi.ravel()[:8]}"
+        )
     lo, hi = np.minimum(lo, dtype.type(0)), np.maximum(hi, dtype.type(0))
     if symmetric:
         scale = np.maximum(np.maximum(-lo, hi) / dtype.type((qmax - qmin) / 2), dtype.type(eps))
@@ -110,7 +117,8 @@ def _prepare(x, scale, zero_point, qmin, qmax, axis):
     axis, channels = n_channels(x, axis)
     scale = channel_param(scale, "scale", x.ndim, axis, channels).astype(x.dtype)
     check_scale(scale)
-    zero_point = check_zero_point(channel_param(zero_point, "zero_point", x.ndim, axis, channels), qmin, qmax)
+    zero_point = channel_param(zero_point, "zero_point", x.ndim, axis, channels)
+    zero_point = check_zero_point(zero_point, qmin, qmax)
     if np.any(np.isnan(x)):
         raise ValueError("x must not contain NaN")
     return x, scale, zero_point, qmin, qmax
@@ -119,7 +127,8 @@ def _prepare(x, scale, zero_point, qmin, qmax, axis):
 def _rounded_steps(x, scale, zero_point, qmin, qmax, rounding, rng) -> np.ndarray:
     """round(x / s) in x's dtype; x / s is first clipped to one step beyond the range, which
     keeps +-Inf and huge values finite without changing the clamped result."""
-    v = np.clip(x / scale, (qmin - zero_point - 1).astype(x.dtype), (qmax - zero_point + 1).astype(x.dtype))
+    low, high = (qmin - zero_point - 1).astype(x.dtype), (qmax - zero_point + 1).astype(x.dtype)
+    v = np.clip(x / scale, low, high)
     return round_values(v, rounding, rng)
 
 
@@ -134,7 +143,8 @@ def quantize(
     rounding: str = "half_even",
     rng: np.random.Generator | int | None = None,
 ) -> np.ndarray:
-    r"""Integer codes :math:`q = \operatorname{clamp}(\operatorname{round}(x/s) + z,\ q_{min},\ q_{max})`.
+    r"""Integer codes
+    :math:`q = \operatorname{clamp}(\operatorname{round}(x/s) + z,\ q_{min},\ q_{max})`.
 
     ``axis=None`` is per-tensor (scalar ``scale``/``zero_point``); ``axis=k`` is per-channel
     with ``scale``/``zero_point`` of shape ``(x.shape[k],)``. The result has the narrowest
@@ -169,7 +179,8 @@ def dequantize(
     is a NumPy array or scalar, else float32. ``axis`` as in ``quantize``.
 
     Source: Jacob et al. 2018, eq. (1).
-    Checked by ``tests/optim/quant/test_quant_affine.py::test_dequantize_quantize_is_fake_quantize``.
+    Checked by
+    ``tests/optim/quant/test_quant_affine.py::test_dequantize_quantize_is_fake_quantize``.
 
     >>> dequantize(np.array([0, 2, 3], dtype=np.uint8), 0.5, 2)
     array([-1. ,  0. ,  0.5], dtype=float32)
@@ -178,8 +189,9 @@ def dequantize(
     if q.dtype.kind not in "iu":
         raise TypeError(f"q must be an integer array, got dtype {q.dtype}")
     if dtype is None:
-        is_numpy_float = isinstance(scale, (np.ndarray, np.generic)) and np.asarray(scale).dtype.kind == "f"
-        dtype = np.asarray(scale).dtype if is_numpy_float else np.float32
+        numpy_scale = isinstance(scale, (np.ndarray, np.generic))
+        is_float = numpy_scale and np.asarray(scale).dtype.kind == "f"
+        dtype = np.asarray(scale).dtype if is_float else np.float32
     dtype = np.dtype(dtype)
     if dtype.kind != "f":
         raise TypeError(f"dtype must be a floating dtype, got {dtype}")
@@ -202,14 +214,17 @@ def fake_quantize(
     rng: np.random.Generator | int | None = None,
 ) -> np.ndarray:
     r"""Quantize and dequantize in floating point:
-    :math:`\hat x = (\operatorname{clamp}(\operatorname{round}(x/s) + z,\ q_{min},\ q_{max}) - z)\, s`.
+
+    .. math::
+        \hat x = (\operatorname{clamp}(\operatorname{round}(x/s) + z,\ q_{min},\ q_{max}) - z)\, s
+
 
     Same arguments as ``quantize``; the result has ``x``'s floating dtype. Computed in floating
     point as ``torch.fake_quantize_per_tensor_affine`` does, so it equals
     ``dequantize(quantize(x, ...), ...)`` whenever the codes are exact in that dtype
     (:math:`|q| \le 2^{24}` in float32, i.e. every bit width up to 16).
 
-    Source: Jacob et al. 2018, section 3 (simulated quantization, eq. 12);
+    Source: Jacob et al. 2018, section 3 (training with simulated quantization);
     ``torch.fake_quantize_per_tensor_affine`` / ``torch.fake_quantize_per_channel_affine``.
     Checked by ``tests/optim/quant/test_quant_affine.py::test_fake_quantize_idempotent``,
     ``::test_fake_quantize_error_at_most_half_step_inside_range`` and

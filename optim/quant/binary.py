@@ -28,14 +28,15 @@ def binarize(w: object, axis: int | None = 0) -> tuple[np.ndarray, np.ndarray]:
     .. math::
         B = \operatorname{sign}(W) \in \{-1, +1\}, \qquad \alpha = \frac{1}{n}\lVert W \rVert_1
 
-    the minimiser of :math:`\lVert W - \alpha B \rVert^2` over :math:`B \in \{\pm1\}^n,\ \alpha \ge 0`.
+    the minimiser of :math:`\lVert W - \alpha B \rVert^2` over
+    :math:`B \in \{\pm1\}^n,\ \alpha \ge 0`.
     ``sign(0) = +1``. ``axis`` is the output-channel axis (one :math:`\alpha` per channel, the
     mean over the other axes); ``axis=None`` uses one :math:`\alpha` for the whole tensor.
 
     Returns ``(B as int8, alpha)``; for non-zero weights ``dequantize(B, alpha, 0, axis)``
     rebuilds :math:`\alpha B`.
 
-    Source: Rastegari et al. 2016, "XNOR-Net", section 3.1, eqs. (2)-(5).
+    Source: Rastegari et al. 2016, "XNOR-Net", section 3.1 (binary-weight networks).
     Checked by ``tests/optim/quant/test_quant_lowbit.py::test_binarize_is_least_squares_optimal``.
 
     >>> binarize(np.array([[0.5, -1.5], [0.0, 2.0]], dtype=np.float32))
@@ -57,7 +58,8 @@ def ternarize(
     .. math::
         \Delta = 0.7\, \frac{1}{n} \sum_i |W_i|, \qquad
         T_i = \operatorname{sign}(W_i)\, [|W_i| > \Delta], \qquad
-        \alpha = \frac{1}{|I_\Delta|} \sum_{i \in I_\Delta} |W_i|, \quad I_\Delta = \{i : |W_i| > \Delta\}
+        \alpha = \frac{1}{|I_\Delta|} \sum_{i \in I_\Delta} |W_i|, \quad
+        I_\Delta = \{i : |W_i| > \Delta\}
 
     :math:`\alpha` is the exact minimiser of :math:`\lVert W - \alpha T\rVert^2` for the given
     support; :math:`\Delta \approx 0.7\, E|W|` approximates the optimal threshold (exact for
@@ -67,8 +69,10 @@ def ternarize(
 
     Returns ``(T as int8, alpha, delta)``.
 
-    Source: Li & Liu 2016, "Ternary Weight Networks", eqs. (5)-(7) and (9)-(10).
-    Checked by ``tests/optim/quant/test_quant_lowbit.py::test_ternarize_threshold_and_optimal_scale``.
+    Source: Li & Liu 2016, "Ternary Weight Networks", section 2 (threshold-based ternary
+    function and its approximate solution).
+    Checked by
+    ``tests/optim/quant/test_quant_lowbit.py::test_ternarize_threshold_and_optimal_scale``.
 
     >>> ternarize(np.array([0.1, -1.0, 0.8, 0.05]))
     (array([ 0, -1,  1,  0], dtype=int8), array(0.9), array(0.34125))
@@ -83,6 +87,7 @@ def ternarize(
     support = magnitude > _expand(delta, w.ndim, axis)
     count = _per_channel_mean(support.astype(np.float64), axis)
     total = _per_channel_mean(np.where(support, magnitude, 0).astype(np.float64), axis)
-    alpha = np.asarray(np.divide(total, count, out=np.zeros_like(total), where=count > 0), dtype=w.dtype)
+    alpha = np.divide(total, count, out=np.zeros_like(total), where=count > 0)
+    alpha = np.asarray(alpha, dtype=w.dtype)
     codes = (np.sign(w) * support).astype(np.int8)
     return codes, alpha, delta

@@ -43,14 +43,16 @@ def mse_clip_range(
     :math:`\alpha = 1` (the min-max range) is on the grid, so the error never exceeds
     min-max's. Ties go to the smallest :math:`\alpha`.
 
-    Source: the MSE range setting of Nagel et al. 2021, "A White Paper on Neural Network
-    Quantization", section 3.4.1 (grid search over the clipping range); NNCF/TensorRT offer the
-    same criterion.
+    Source: the MSE range setting in Nagel et al. 2021, "A White Paper on Neural Network
+    Quantization" (arXiv:2106.08295), quantization range setting (grid search over the
+    clipping range).
     Checked by ``tests/optim/quant/test_quant_observers.py::test_mse_error_at_most_minmax``.
     """
     grid = check_count(grid, "grid")
     alphas = np.arange(1, grid + 1) / grid
-    errors = np.stack([squared_error(rows, a * x_min, a * x_max, qmin, qmax, symmetric) for a in alphas])
+    errors = np.stack(
+        [squared_error(rows, a * x_min, a * x_max, qmin, qmax, symmetric) for a in alphas]
+    )
     best = alphas[np.argmin(errors, axis=0)].astype(x_min.dtype)
     return best * x_min, best * x_max
 
@@ -65,7 +67,8 @@ def histogram_quantile(counts: np.ndarray, edges: np.ndarray, q: float) -> float
     (counts spread uniformly inside a bin). ``q = 0`` gives the lower edge of the first
     non-empty bin and ``q = 100`` the upper edge of the last.
 
-    Checked by ``tests/optim/quant/test_quant_calibration.py::test_histogram_quantile_within_a_bin``.
+    Checked by
+    ``tests/optim/quant/test_quant_calibration.py::test_histogram_quantile_within_a_bin``.
     """
     cumulative = np.cumsum(counts)
     target = q / 100.0 * cumulative[-1]
@@ -100,7 +103,8 @@ def kl_divergences(counts: np.ndarray, n_levels: int) -> np.ndarray:
              - \frac{1}{N}\sum_j P_{(j)} \log \frac{T_j}{S_j}
 
     Source: Migacz 2017, "8-bit Inference with TensorRT" (GTC), entropy calibration.
-    Checked by ``tests/optim/quant/test_quant_calibration.py::test_kl_clip_bins_matches_brute_force``
+    Checked by
+    ``tests/optim/quant/test_quant_calibration.py::test_kl_clip_bins_matches_brute_force``
     (against the bin-by-bin construction of P and Q).
     """
     h = np.asarray(counts, dtype=np.float64)
@@ -137,7 +141,8 @@ def kl_clip_bins(counts: np.ndarray, n_levels: int) -> int:
     finite; a histogram with no more bins than levels keeps them all.
 
     Source: Migacz 2017, "8-bit Inference with TensorRT" (GTC): candidates i = 128..2048 for int8.
-    Checked by ``tests/optim/quant/test_quant_calibration.py::test_kl_clip_bins_matches_brute_force``.
+    Checked by
+    ``tests/optim/quant/test_quant_calibration.py::test_kl_clip_bins_matches_brute_force``.
     """
     n_levels = check_count(n_levels, "n_levels")
     counts = np.asarray(counts, dtype=np.float64)
@@ -157,7 +162,8 @@ class SignedHistogram:
     histogram of :math:`|x|` is ``pos + neg``, and bins/2 to bins bins span the observed
     range. Exact minima and maxima are tracked alongside.
 
-    Checked by ``tests/optim/quant/test_quant_calibration.py::test_signed_histogram_equals_recount``.
+    Checked by
+    ``tests/optim/quant/test_quant_calibration.py::test_signed_histogram_equals_recount``.
     """
 
     def __init__(self, n_channels: int, bins: int = 2048):

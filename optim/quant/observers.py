@@ -59,8 +59,8 @@ class Observer:
             self.channels, self.dtype = rows.shape[0], arr.dtype
         elif rows.shape[0] != self.channels:
             raise ValueError(
-                f"x has {rows.shape[0]} channels along axis {self.axis}, but this observer has seen "
-                f"{self.channels}; call reset() first to observe a different tensor"
+                f"x has {rows.shape[0]} channels along axis {self.axis}, but this observer has "
+                f"seen {self.channels}; call reset() first to observe a different tensor"
             )
         return rows
 
@@ -164,9 +164,8 @@ class PercentileObserver(_HistogramObserver):
     side) by ``histogram_quantile`` and clamped to the observed extremes, so ``p = 100`` gives
     exactly the min-max range. ``50 <= p <= 100``; default 99.99.
 
-    Source: percentile calibration (McKinstry et al. 2018, "Discovering Low-Precision Networks
-    Close to Full-Precision Networks for Efficient Embedded Inference"; NVIDIA
-    pytorch-quantization's histogram calibrator).
+    Source: percentile calibration as evaluated in Wu et al. 2020, "Integer Quantization for
+    Deep Learning Inference: Principles and Empirical Evaluation" (arXiv:2004.09602).
     Checked by ``tests/optim/quant/test_quant_observers.py::test_percentile_100_is_minmax`` and
     ``tests/optim/quant/test_quant_calibration.py::test_histogram_quantile_within_a_bin``.
     """
@@ -178,15 +177,12 @@ class PercentileObserver(_HistogramObserver):
         super().__init__(bits, **kwargs)
 
     def _range(self):
-        h = self.histogram
+        h, p = self.histogram, self.percentile
         lo, hi = np.empty(self.channels), np.empty(self.channels)
         for c in range(self.channels):
             counts, edges = h.signed(c)
-            lo[c], hi[c] = np.clip(
-                [histogram_quantile(counts, edges, q) for q in (100 - self.percentile, self.percentile)],
-                h.min[c],
-                h.max[c],
-            )
+            quantiles = [histogram_quantile(counts, edges, q) for q in (100 - p, p)]
+            lo[c], hi[c] = np.clip(quantiles, h.min[c], h.max[c])
         return lo, hi
 
 
@@ -200,7 +196,7 @@ class HistogramKLObserver(_HistogramObserver):
     quantization of data that is never negative. :math:`T` is the upper edge of the last kept
     bin, at most the largest observed :math:`|x|`.
 
-    Source: Migacz 2017, "8-bit Inference with TensorRT" (GTC), slides 30-35.
+    Source: Migacz 2017, "8-bit Inference with TensorRT" (GTC), entropy calibration.
     Checked by ``tests/optim/quant/test_quant_observers.py::test_kl_threshold_at_most_max_abs`` and
     ``tests/optim/quant/test_quant_calibration.py::test_kl_clip_bins_matches_brute_force``.
     """
@@ -217,7 +213,8 @@ class HistogramKLObserver(_HistogramObserver):
         span = self.qmax - self.qmin + 1
         n_levels = span if one_sided else span // 2
         peak = np.maximum(np.abs(h.min), np.abs(h.max))
-        t = np.array([kl_clip_bins(h.magnitude(c), n_levels) * h.width[c] for c in range(self.channels)])
+        bins = np.array([kl_clip_bins(h.magnitude(c), n_levels) for c in range(self.channels)])
+        t = bins * h.width
         return np.minimum(t, peak)
 
     def _range(self):
@@ -231,7 +228,7 @@ class MSEObserver(Observer):
     observed values, searched over ``grid`` shrink factors of the min-max range
     (``mse_clip_range``); the error is never above min-max's. Keeps every observed value.
 
-    Source: Nagel et al. 2021, "A White Paper on Neural Network Quantization", section 3.4.1.
+    Source: Nagel et al. 2021, "A White Paper on Neural Network Quantization", range setting.
     Checked by ``tests/optim/quant/test_quant_observers.py::test_mse_error_at_most_minmax``.
     """
 
@@ -248,6 +245,5 @@ class MSEObserver(Observer):
 
     def _range(self):
         rows = np.concatenate(self.batches, axis=1)
-        return mse_clip_range(
-            rows, rows.min(axis=1), rows.max(axis=1), self.qmin, self.qmax, self.symmetric, self.grid
-        )
+        lo, hi = rows.min(axis=1), rows.max(axis=1)
+        return mse_clip_range(rows, lo, hi, self.qmin, self.qmax, self.symmetric, self.grid)

@@ -26,7 +26,7 @@ def pow2_quantize(x: object, bits: int, max_exponent: int | None = None) -> np.n
     to (the role of the "full scale range" FSR in the source).
 
     Source: Miyashita, Lee & Murmann 2016, "Convolutional Neural Networks using Logarithmic Data
-    Representation", eq. (3) (LogQuant with Clip flushing small values to zero).
+    Representation", section 3 (LogQuant; its Clip flushes small values to zero).
     Checked by ``tests/optim/quant/test_quant_lowbit.py::test_pow2_nearest_level_in_log_domain``.
 
     >>> pow2_quantize(np.array([0.3, -0.9, 0.01, 0.0, 5.0]), bits=4)

@@ -39,7 +39,9 @@ def int_range(bits: int, signed: bool = True, restricted: bool = False) -> tuple
     """
     bits = check_bits(bits)
     if restricted and not signed:
-        raise ValueError("restricted=True needs signed=True: the narrow range is -(2^(b-1)-1)..2^(b-1)-1")
+        raise ValueError(
+            "restricted=True needs signed=True: the narrow range is -(2^(b-1)-1)..2^(b-1)-1"
+        )
     if not signed:
         return 0, 2**bits - 1
     half = 2 ** (bits - 1)

@@ -35,7 +35,7 @@ def quantize_multiplier(multiplier: object) -> tuple[np.ndarray, np.ndarray]:
     Returns ``(M0 as int32, n as int32)``. Note that TFLite's ``QuantizeMultiplier`` returns
     the left-shift exponent :math:`-n`.
 
-    Source: Jacob et al. 2018, section 2.2, eq. (6); gemmlowp / TFLite ``QuantizeMultiplier``.
+    Source: Jacob et al. 2018, section 2.2; gemmlowp / TFLite ``QuantizeMultiplier``.
     Checked by ``tests/optim/quant/test_quant_requant.py::test_multiplier_relative_error``.
 
     >>> quantize_multiplier(0.25)
@@ -52,7 +52,8 @@ def quantize_multiplier(multiplier: object) -> tuple[np.ndarray, np.ndarray]:
     shift = np.where(m0 == 0, 0, shift)
     if np.any(shift < MIN_SHIFT) or np.any(shift > MAX_SHIFT):
         raise ValueError(
-            f"multiplier must lie in [2^-{MAX_SHIFT + 1}, 2^{-MIN_SHIFT}) or be 0, got {m.ravel()[:8]}"
+            f"multiplier must lie in [2^-{MAX_SHIFT + 1}, 2^{-MIN_SHIFT}) or be 0, "
+            f"got {m.ravel()[:8]}"
         )
     return m0.astype(np.int32), shift.astype(np.int32)
 
@@ -67,7 +68,8 @@ def rounding_doubling_high_mul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     which is the same). Exact in int64 since :math:`|ab| \le 2^{62}`; with :math:`b \ge 0`
     the saturating case :math:`a = b = -2^{31}` cannot occur.
 
-    Checked by ``tests/optim/quant/test_quant_requant.py::test_requantize_matches_gemmlowp_reference``.
+    Checked by
+    ``tests/optim/quant/test_quant_requant.py::test_requantize_matches_gemmlowp_reference``.
     """
     return (a.astype(np.int64) * b.astype(np.int64) + (1 << 30)) >> 31
 
@@ -102,7 +104,8 @@ def requantize(
 
     .. math::
         q = \operatorname{clamp}\big(z + \operatorname{RDBPOT}(\operatorname{SRDHM}(
-            \operatorname{sat}_{32}(acc \cdot 2^{\max(-n, 0)}),\ M_0),\ \max(n, 0)),\ q_{min},\ q_{max}\big)
+            \operatorname{sat}_{32}(acc \cdot 2^{\max(-n, 0)}),\ M_0),\ \max(n, 0)),\
+            q_{min},\ q_{max}\big)
 
     with ``M0, shift`` from ``quantize_multiplier`` (per tensor, or per channel along ``axis``
     with shapes ``(C,)``), :math:`\operatorname{sat}_{32}` saturating to int32 (gemmlowp's
@@ -131,8 +134,11 @@ def requantize(
     if m0.dtype.kind not in "iu" or np.any(m0 < 0) or np.any(m0 > INT32_MAX):
         raise ValueError(f"M0 must hold integers in [0, 2^31 - 1], got {m0.ravel()[:8]}")
     if n.dtype.kind not in "iu" or np.any(n < MIN_SHIFT) or np.any(n > MAX_SHIFT):
-        raise ValueError(f"shift must hold integers in [{MIN_SHIFT}, {MAX_SHIFT}], got {n.ravel()[:8]}")
-    z = check_zero_point(channel_param(zero_point, "zero_point", acc.ndim, axis, channels), qmin, qmax)
+        raise ValueError(
+            f"shift must hold integers in [{MIN_SHIFT}, {MAX_SHIFT}], got {n.ravel()[:8]}"
+        )
+    z = channel_param(zero_point, "zero_point", acc.ndim, axis, channels)
+    z = check_zero_point(z, qmin, qmax)
     n = n.astype(np.int64)
     shifted = np.clip(acc << np.maximum(-n, 0), INT32_MIN, INT32_MAX)
     scaled = rounding_right_shift(rounding_doubling_high_mul(shifted, m0), np.maximum(n, 0))
@@ -142,13 +148,17 @@ def requantize(
 def quantize_bias(
     bias: object, input_scale: object, weight_scale: object, axis: int | None = None
 ) -> np.ndarray:
-    r"""int32 bias codes with scale :math:`s_{in} s_w` and zero point 0:
-    :math:`q_b = \operatorname{clamp}(\operatorname{round}(b / (s_{in} s_w)),\ -2^{31},\ 2^{31} - 1)`,
+    r"""int32 bias codes with scale :math:`s_{in} s_w` and zero point 0,
+
+    .. math::
+        q_b = \operatorname{clamp}(\operatorname{round}(b / (s_{in} s_w)),\ -2^{31},\ 2^{31} - 1)
+
     so the bias adds directly to the int32 accumulator. ``weight_scale`` may be per channel
     (shape ``(C,)`` with ``axis=0`` for a bias of shape ``(C,)``). Computed in float64.
 
     Source: Jacob et al. 2018, section 2.4.
-    Checked by ``tests/optim/quant/test_quant_requant.py::test_quantize_bias_rounds_to_accumulator_scale``.
+    Checked by
+    ``tests/optim/quant/test_quant_requant.py::test_quantize_bias_rounds_to_accumulator_scale``.
 
     >>> quantize_bias(np.array([0.5, -0.25]), 0.1, np.array([0.5, 0.25]), axis=0)
     array([ 10, -10], dtype=int32)

@@ -29,7 +29,7 @@ def round_values(
     Half-to-even is IEEE 754's default and what ``torch.round`` / ``np.rint`` do; half-away is
     C's ``round`` (used by gemmlowp and TFLite's reference kernels). Stochastic rounding is
     unbiased, :math:`E[\lfloor v + u \rfloor] = v` (Gupta et al. 2015, "Deep Learning with
-    Limited Numerical Precision", eq. 2); ``rng`` is a Generator or a seed.
+    Limited Numerical Precision", section 3); ``rng`` is a Generator or a seed.
 
     Half-away is computed as ``trunc(v) + sign(v)·[|v - trunc(v)| >= 1/2]`` because
     ``floor(|v| + 1/2)`` rounds 0.49999999999999994 up in floating point.

@@ -16,7 +16,8 @@ def nearest_centroid(w: np.ndarray, centroids: np.ndarray) -> np.ndarray:
     out = np.empty(w.size, dtype=np.int64)
     for start in range(0, w.size, _CHUNK):
         block = w[start : start + _CHUNK]
-        out[start : start + block.size] = np.argmin(np.abs(block[:, None] - centroids[None, :]), axis=1)
+        distance = np.abs(block[:, None] - centroids[None, :])
+        out[start : start + block.size] = np.argmin(distance, axis=1)
     return out
 
 
@@ -55,9 +56,10 @@ def kmeans_codebook(
     Returns ``(centroids, indices)``: ``centroids`` of shape ``(n_clusters,)`` in ``w``'s dtype
     and ``indices`` of ``w``'s shape (the narrowest unsigned dtype holding ``n_clusters - 1``).
 
-    Source: Han, Mao & Dally 2016, "Deep Compression", section 3.1-3.2 (eq. 2; linear
-    initialisation works best).
-    Checked by ``tests/optim/quant/test_quant_sharing.py::test_kmeans_nearest_and_not_worse_than_init``.
+    Source: Han, Mao & Dally 2016, "Deep Compression", section 3 (k-means weight sharing;
+    linear initialisation works best).
+    Checked by
+    ``tests/optim/quant/test_quant_sharing.py::test_kmeans_nearest_and_not_worse_than_init``.
 
     >>> c, i = kmeans_codebook(np.array([0.0, 0.1, 0.9, 1.0], dtype=np.float32), 2)
     >>> c, i
@@ -93,7 +95,8 @@ def _index_dtype(n_clusters: int) -> np.dtype:
 
 
 def shared_weights(centroids: object, indices: object) -> np.ndarray:
-    r"""The shared weights :math:`\hat W_i = c_{I_i}` (shape of ``indices``, dtype of ``centroids``).
+    r"""The shared weights :math:`\hat W_i = c_{I_i}` (shape of ``indices``, dtype of
+    ``centroids``).
 
     Source: Han et al. 2016, section 3.
     Checked by ``tests/optim/quant/test_quant_sharing.py::test_shared_weights_and_gradients``.
@@ -110,12 +113,14 @@ def centroid_gradients(grad: object, indices: object, n_clusters: int) -> np.nda
 
     .. math:: \frac{\partial L}{\partial c_k} = \sum_i \frac{\partial L}{\partial W_i}\, [I_i = k]
 
-    Source: Han et al. 2016, section 3.1, eq. (3) (fine-tuning the shared centroids).
+    Source: Han et al. 2016, section 3 (fine-tuning the shared centroids).
     Checked by ``tests/optim/quant/test_quant_sharing.py::test_shared_weights_and_gradients``.
     """
     k = check_count(n_clusters, "n_clusters")
     g = as_float_array(grad, "grad")
     idx = check_indices(indices, k)
     if g.shape != idx.shape:
-        raise ValueError(f"grad and indices must have the same shape, got {g.shape} and {idx.shape}")
+        raise ValueError(
+            f"grad and indices must have the same shape, got {g.shape} and {idx.shape}"
+        )
     return np.bincount(idx.reshape(-1), weights=g.reshape(-1), minlength=k).astype(g.dtype)
