@@ -107,7 +107,7 @@ def log_marginal_likelihood(x: ArrayLike, y: ArrayLike, theta: ArrayLike) -> tup
     :math:`\\partial k/\\partial \\log l_k = \\tfrac53 s^2 (1 + \\sqrt5 r) e^{-\\sqrt5 r}
     (x_k - x'_k)^2 / l_k^2` and :math:`\\partial K_y/\\partial \\log \\sigma_n^2 = \\sigma_n^2 I`.
     Source: Rasmussen & Williams (2006), eqs. 2.30 and 5.9, Algorithm 2.1. Tested by
-    ``tests/optim/nas/test_nas_gp.py::test_log_marginal_likelihood_gradient``.
+    ``tests/optim/nas/test_nas_gp.py::test_log_marginal_likelihood_value_and_gradient``.
     """
     x, y = _check_data(x, y)
     params = GPParams.from_theta(theta)

@@ -12,6 +12,8 @@ JSON layout::
 objectives; ``error`` says why) or "invalid" (the architecture broke the space's constraints
 and was not evaluated). ``duration`` (seconds spent in evaluate) and ``finished`` (Unix time)
 are the timings; everything else is the *outcome*, identical for identical seeded searches.
+Tested by ``tests/optim/nas/test_nas_search.py`` (``test_history_is_saved_atomically_after_every_trial``,
+``test_csv_export``, ``test_corrupt_history_is_reported_with_its_path_and_left_unchanged``).
 """
 from __future__ import annotations
 

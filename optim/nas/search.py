@@ -22,7 +22,8 @@ def evaluate_trial(evaluate: Callable[[Trial], Any], trial: Trial, n_objectives:
 
     Never raises for a failing evaluation: an exception, a result that is not
     ``n_objectives`` finite numbers, are reported as status "failed" with the reason. Runs
-    in the worker when an executor is used.
+    in the worker when an executor is used. Tested by
+    ``tests/optim/nas/test_nas_search.py::test_failing_and_nan_trials_are_recorded_and_the_search_goes_on``.
     """
     start = time.perf_counter()
     objectives, error = None, None
@@ -101,6 +102,9 @@ def search(space: SearchSpace, strategy: Strategy, evaluate: Callable[[Trial], A
     with the same arguments and seed) is replayed through the recorded trials, which are not
     evaluated again, and the search continues. A corrupt file raises ``HistoryError`` naming
     it. ``progress``: a tqdm bar; ``None`` shows it only on a terminal.
+
+    Tested by ``tests/optim/nas/test_nas_search.py::test_history_is_the_same_whatever_the_executor``
+    and ``::test_resume_after_sigkill_matches_uninterrupted_run``.
     """
     if not isinstance(space, SearchSpace):
         raise TypeError(f"space must be a SearchSpace, got {type(space).__name__}")

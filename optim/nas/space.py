@@ -276,7 +276,10 @@ class SearchSpace:
                            f"the constraints of {self!r} may exclude every candidate")
 
     def sample(self, rng: np.random.Generator) -> Arch:
-        """A valid architecture: each gene drawn uniformly, redrawn until the constraints hold."""
+        """A valid architecture: each gene drawn uniformly, redrawn until the constraints hold.
+
+        Tested by ``tests/optim/nas/test_nas_space.py::test_sample_is_valid_and_json_round_trips``.
+        """
         _check_rng(rng)
         return self._first_valid(lambda: {g.name: g.sample(rng) for g in self.genes}, "samples")
 
@@ -284,7 +287,8 @@ class SearchSpace:
         """A valid copy of ``arch`` in which exactly one gene has a different value.
 
         The gene is drawn uniformly among those with at least two values, then given another
-        of its values (see each gene class); redrawn until the constraints hold.
+        of its values (see each gene class); redrawn until the constraints hold. Tested by
+        ``tests/optim/nas/test_nas_space.py::test_mutation_changes_exactly_one_gene_and_stays_valid``.
         """
         _check_rng(rng)
         self._check_member(arch)
@@ -303,7 +307,8 @@ class SearchSpace:
         """Uniform crossover: each gene's value taken from ``a`` or ``b`` with probability 1/2.
 
         Redrawn until the constraints hold; if no draw is valid, a copy of ``a``.
-        Source: Syswerda (1989), uniform crossover.
+        Source: Syswerda (1989), uniform crossover. Tested by
+        ``tests/optim/nas/test_nas_space.py::test_crossover_takes_every_gene_from_a_parent``.
         """
         _check_rng(rng)
         self._check_member(a, "a")
@@ -319,7 +324,10 @@ class SearchSpace:
             return {name: a[name] for name in self.names}
 
     def encode(self, arch: Arch) -> np.ndarray:
-        """A float64 vector in :math:`[0, 1]^{dim}`: the genes' encodings concatenated."""
+        """A float64 vector in :math:`[0, 1]^{dim}`: the genes' encodings concatenated.
+
+        Tested by ``tests/optim/nas/test_nas_space.py::test_encoding_is_in_unit_cube_and_injective_on_discrete_genes``.
+        """
         self._check_member(arch)
         return np.concatenate([g.encode(arch[g.name]) for g in self.genes])
 

@@ -6,6 +6,7 @@ architecture and, for multi-fidelity strategies, a resource such as a number of 
 failed. Several trials may be asked before any is told. Given its constructor arguments, a
 strategy's proposals depend only on the sequence of ask and tell calls, so replaying that
 sequence rebuilds its state (this is how ``search(..., resume=True)`` continues a run).
+Tested by ``tests/optim/nas/test_nas_strategies.py::test_tell_checks_its_arguments``.
 """
 from __future__ import annotations
 
