@@ -32,8 +32,9 @@ def quantize_multiplier(multiplier: object) -> tuple[np.ndarray, np.ndarray]:
     :math:`M_0 \ge 2^{30}` and the rounding error is at most 1/2, the relative error is at most
     :math:`2^{-31}`. :math:`M = 0` gives :math:`M_0 = 0, n = 0`. Accepts arrays (per channel).
 
-    Returns ``(M0 as int32, n as int32)``. Note that TFLite's ``QuantizeMultiplier`` returns
-    the left-shift exponent :math:`-n`.
+    Returns ``(M0 as int32, n as int32)``. TFLite's ``QuantizeMultiplier`` returns the
+    left-shift exponent :math:`-n` and rounds half away from zero, which differs from half to
+    even only when :math:`f\, 2^{31}` is exactly a half-integer.
 
     Source: Jacob et al. 2018, section 2.2; gemmlowp / TFLite ``QuantizeMultiplier``.
     Checked by ``tests/optim/quant/test_quant_requant.py::test_multiplier_relative_error``.

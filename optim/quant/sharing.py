@@ -7,18 +7,20 @@ from ._checks import as_float_array, check_count, check_finite, check_indices
 from .rounding import make_rng
 
 KMEANS_INITS = ("linear", "density", "random")
-_CHUNK = 1 << 16  # weights per block when computing the (n, k) distance table
 
 
 def nearest_centroid(w: np.ndarray, centroids: np.ndarray) -> np.ndarray:
-    r"""Index of the nearest centroid, :math:`I_i = \arg\min_k |w_i - c_k|` (lowest index on
-    ties), for a flat ``w``; int64."""
-    out = np.empty(w.size, dtype=np.int64)
-    for start in range(0, w.size, _CHUNK):
-        block = w[start : start + _CHUNK]
-        distance = np.abs(block[:, None] - centroids[None, :])
-        out[start : start + block.size] = np.argmin(distance, axis=1)
-    return out
+    r"""Index of a nearest centroid, :math:`I_i = \arg\min_k |w_i - c_k|`, for a flat ``w``
+    (int64). In 1-D the nearest centroid is one of the two sorted neighbours of :math:`w_i`,
+    found by binary search; a tie goes to the smaller centroid."""
+    order = np.argsort(centroids, kind="stable")
+    ordered = centroids[order]
+    if ordered.size == 1:
+        return np.zeros(w.size, dtype=np.int64)
+    right = np.clip(np.searchsorted(ordered, w), 1, ordered.size - 1)
+    left = right - 1
+    take_right = np.abs(ordered[right] - w) < np.abs(w - ordered[left])
+    return order[np.where(take_right, right, left)].astype(np.int64)
 
 
 def _initial_centroids(w: np.ndarray, k: int, init: str, rng) -> np.ndarray:
