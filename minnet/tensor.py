@@ -249,7 +249,10 @@ class Tensor:
             for hook in t._hooks:
                 replaced = hook(g)
                 if replaced is not None:
-                    g = np.asarray(replaced)
+                    g = np.asarray(replaced, dtype=t.dtype)
+                    if g.shape != t.shape:
+                        raise RuntimeError(f"a hook returned a gradient of shape {g.shape} for a "
+                                           f"tensor of shape {t.shape}")
             if t._node is None:
                 t.grad = g.copy() if t.grad is None else t.grad + g
                 continue
