@@ -207,6 +207,16 @@ def test_only_floating_tensors_can_require_grad():
         minnet.tensor(np.array([1, 2]), requires_grad=True)
 
 
+def test_zero_dimensional_float64_arithmetic_stays_float64():
+    """0-d NumPy arithmetic returns a NumPy scalar; the result must keep its float64 dtype."""
+    x = minnet.tensor(np.array(2.0), requires_grad=True)
+    y = (x * 1.5 + 1) / 3
+    assert y.dtype == np.float64
+    y.backward()
+    assert x.grad.dtype == np.float64
+    np.testing.assert_allclose(y.data, (2.0 * 1.5 + 1) / 3, rtol=1e-15)
+
+
 # ---- grad mode ---------------------------------------------------------------------------
 
 
@@ -315,6 +325,22 @@ def test_hook_needs_a_tensor_that_requires_grad():
         minnet.tensor(np.ones(2)).register_hook(lambda g: g)
 
 
+def test_a_hook_result_takes_the_tensor_dtype():
+    x = minnet.tensor(np.ones(3, np.float32), requires_grad=True)
+    x.register_hook(lambda g: g * np.float64(2))
+    (x * 2).sum().backward()
+    assert x.grad.dtype == np.float32
+    np.testing.assert_array_equal(x.grad, 4.0)
+
+
+def test_a_hook_returning_a_wrong_shape_is_reported():
+    x = minnet.tensor(np.ones(3), requires_grad=True)
+    h = x * 2
+    h.register_hook(lambda g: np.ones(5))
+    with pytest.raises(RuntimeError, match=r"hook.*\(5,\).*\(3,\)"):
+        h.sum().backward()
+
+
 # ---- errors ------------------------------------------------------------------------------
 
 
@@ -376,13 +402,3 @@ def test_function_apply_records_the_node_name_inputs_and_attributes():
     assert y._node.fn.__name__ == "Sum"
     assert y._node.inputs == [x]
     assert y._node.attrs == {"axis": 1, "keepdims": True}
-
-
-def test_zero_dimensional_float64_arithmetic_stays_float64():
-    """0-d NumPy arithmetic returns a NumPy scalar; the result must keep its float64 dtype."""
-    x = minnet.tensor(np.array(2.0), requires_grad=True)
-    y = (x * 1.5 + 1) / 3
-    assert y.dtype == np.float64
-    y.backward()
-    assert x.grad.dtype == np.float64
-    np.testing.assert_allclose(y.data, (2.0 * 1.5 + 1) / 3, rtol=1e-15)
