@@ -194,7 +194,8 @@ def expected_improvement(mean: ArrayLike, std: ArrayLike, best: float, xi: float
     clipped at 0 against rounding, and
     :math:`EI = \\max(f^* - \\mu - \\xi, 0)` where :math:`\\sigma = 0`; this equals
     :math:`E[\\max(f^* - \\xi - Y, 0)]` for :math:`Y \\sim N(\\mu, \\sigma^2)`.
-    Source: Jones, Schonlau & Welch (1998), eq. 15. Tested by
+    Source: Jones, Schonlau & Welch (1998), "Efficient global optimization of expensive
+    black-box functions" (after Mockus et al. 1978). Tested by
     ``tests/optim/nas/test_nas_gp.py::test_expected_improvement_is_an_expectation``.
     """
     mean, std = np.broadcast_arrays(np.asarray(mean, dtype=np.float64), np.asarray(std, dtype=np.float64))

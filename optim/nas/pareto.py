@@ -32,7 +32,7 @@ def dominates(a: ArrayLike, b: ArrayLike) -> np.ndarray:
 
     .. math:: a \\prec b \\iff \\forall k\\, a_k \\le b_k \\;\\wedge\\; \\exists k\\, a_k < b_k
 
-    Source: Deb et al. (2002), NSGA-II, Section II. Tested by
+    Source: Deb et al. (2002), NSGA-II. Tested by
     ``tests/optim/nas/test_nas_pareto.py::test_dominance_is_a_strict_partial_order``.
     """
     a, b = np.asarray(a), np.asarray(b)

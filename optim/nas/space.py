@@ -102,7 +102,7 @@ class Choice:
         return others[rng.integers(len(others))]
 
     def encode(self, value: Any) -> np.ndarray:
-        return self._codes[(type(value), value)]
+        return self._codes[(type(value), value)].copy()
 
 
 @dataclass(frozen=True)
@@ -110,6 +110,7 @@ class _Range:
     name: str
     low: float
     high: float
+    dim = 1  # a class attribute, not a field
 
     def __post_init__(self):
         _check_name(self.name)
@@ -125,8 +126,6 @@ class _Range:
             object.__setattr__(self, bound, kind(value))
         if self.low > self.high:
             raise ValueError(f"gene {self.name!r}: empty range, low={self.low!r} > high={self.high!r}")
-
-    dim = 1
 
     def encode(self, value: Any) -> np.ndarray:
         width = self.high - self.low
