@@ -11,8 +11,14 @@ from ._checks import check_count
 from .affine import fake_quantize, qparams
 
 
-def squared_error(rows: np.ndarray, x_min: np.ndarray, x_max: np.ndarray, qmin: int, qmax: int,
-                  symmetric: bool = False) -> np.ndarray:
+def squared_error(
+    rows: np.ndarray,
+    x_min: np.ndarray,
+    x_max: np.ndarray,
+    qmin: int,
+    qmax: int,
+    symmetric: bool = False,
+) -> np.ndarray:
     r"""Per-row quantization error :math:`\lVert x - \operatorname{fq}(x)\rVert^2` (float64) with
     the qparams of the range ``[x_min, x_max]`` (shapes ``(C,)``, ``rows`` of shape ``(C, N)``).
 
@@ -46,7 +52,8 @@ def mse_clip_range(
     Source: the MSE range setting in Nagel et al. 2021, "A White Paper on Neural Network
     Quantization" (arXiv:2106.08295), quantization range setting (grid search over the
     clipping range).
-    Checked by ``tests/optim/quant/test_quant_observers.py::test_mse_error_at_most_minmax``.
+    Checked by ``tests/optim/quant/test_quant_calibration.py::test_mse_clip_range_is_grid_argmin``
+    and ``tests/optim/quant/test_quant_observers.py::test_mse_error_at_most_minmax``.
     """
     grid = check_count(grid, "grid")
     alphas = np.arange(1, grid + 1) / grid
@@ -70,7 +77,11 @@ def histogram_quantile(counts: np.ndarray, edges: np.ndarray, q: float) -> float
     Checked by
     ``tests/optim/quant/test_quant_calibration.py::test_histogram_quantile_within_a_bin``.
     """
+    if not 0 <= q <= 100:
+        raise ValueError(f"q must be in [0, 100], got {q}")
     cumulative = np.cumsum(counts)
+    if cumulative[-1] <= 0:
+        raise ValueError("counts must hold at least one observation")
     target = q / 100.0 * cumulative[-1]
     k = max(int(np.searchsorted(cumulative, target, side="left")), int(np.argmax(counts > 0)))
     before = cumulative[k] - counts[k]

@@ -6,9 +6,15 @@ import numpy as np
 import pytest
 
 from optim.quant import (
+    HistogramKLObserver,
+    MinMaxObserver,
+    MovingAverageMinMaxObserver,
+    MSEObserver,
+    PercentileObserver,
     dequantize,
     fake_quantize,
     fixed_point_quantize,
+    histogram_quantile,
     int_range,
     pow2_quantize,
     qparams,
@@ -49,6 +55,12 @@ VALUE_ERRORS = [
     ("M0 must hold integers", lambda: requantize(np.array([1]), -5, 0, 0, -128, 127)),
     ("shift must hold integers", lambda: requantize(np.array([1]), 2**30, 70, 0, -128, 127)),
     ("rounding must be one of", lambda: quantize(X, 0.1, 0, -128, 127, rounding="up")),
+    ("q must be in \\[0, 100\\]", lambda: histogram_quantile(np.ones(3), np.arange(4.0), 101)),
+    ("percentile must be in", lambda: PercentileObserver(percentile=40)),
+    ("averaging_constant must be in", lambda: MovingAverageMinMaxObserver(averaging_constant=0)),
+    ("grid must be >= 1", lambda: MSEObserver(grid=0)),
+    ("bins must be >= 2", lambda: HistogramKLObserver(bins=1)),
+    ("x must not be empty", lambda: MinMaxObserver()(np.zeros((0, 3)))),
 ]
 
 
