@@ -68,6 +68,29 @@ def test_an_intermediate_used_by_two_later_ops_sums_its_gradients():
     np.testing.assert_allclose(x.grad, 18 * x.data + 3)
 
 
+@st.composite
+def random_graphs(draw):
+    """A random DAG over two inputs: each step combines two earlier nodes (possibly the same
+    one) with +, - or *, then applies tanh."""
+    return [(draw(st.sampled_from(["add", "sub", "mul"])), draw(st.integers(0, 1 + k)),
+             draw(st.integers(0, 1 + k))) for k in range(draw(st.integers(1, 8)))]
+
+
+@given(random_graphs(), st.data())
+def test_random_graph_gradients_match_finite_differences(steps, data):
+    """The output sums every node, so nodes are reached along paths of different lengths: each
+    must collect all its contributions before passing its gradient on."""
+    def evaluate(a, b):
+        nodes = [a, b]
+        for op, i, j in steps:
+            nodes.append(F.tanh(getattr(F, op)(nodes[i], nodes[j])))
+        return F.stack(nodes).sum(axis=0)
+
+    a = data.draw(helpers.float_arrays((3,), -1.0, 1.0))
+    b = data.draw(helpers.float_arrays((3,), -1.0, 1.0))
+    helpers.check_gradients(evaluate, a, b)
+
+
 def test_the_graph_is_freed_after_backward_while_the_loss_lives():
     x = minnet.tensor(np.ones(5), requires_grad=True)
     hidden = F.tanh(x * 2)

@@ -152,6 +152,22 @@ def test_repeated_indices_accumulate_their_gradients():
     np.testing.assert_array_equal(x.grad, np.bincount(index, minlength=5))
 
 
+OTHER_INDICES = {
+    "newaxis": (None, slice(None), 1),
+    "ellipsis": (Ellipsis, 0),
+    "mask": np.array([[True, False, True], [False, True, True]]),
+    "mask_rows": (np.array([True, False]), slice(1, None)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(OTHER_INDICES))
+def test_getitem_with_newaxis_ellipsis_and_boolean_masks(name):
+    x = np.random.default_rng(0).standard_normal((2, 3))
+    index = OTHER_INDICES[name]
+    np.testing.assert_array_equal(minnet.tensor(x)[index].data, x[index])
+    helpers.check_gradients(lambda t: t[index], x)
+
+
 def test_getitem_accepts_tensor_indices():
     x = minnet.tensor(np.arange(6.0).reshape(2, 3), requires_grad=True)
     rows = minnet.tensor(np.array([1, 1]))
