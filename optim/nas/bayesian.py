@@ -15,12 +15,16 @@ class BayesianOptimization(Strategy):
 
     The first ``n_initial`` proposals are random. Afterwards: standardise the observed
     objectives, fit a GP with a Matérn-5/2 ARD kernel on ``space.encode`` by maximising the log
-    marginal likelihood (``gp.fit_gp``, warm-started from the previous fit), and propose the candidate maximising
-    ``expected_improvement`` below the best observation. Candidates are ``n_candidates``
+    marginal likelihood (``gp.fit_gp``, warm-started from the previous fit), and propose the
+    candidate maximising ``expected_improvement`` below the best observation. Candidates are ``n_candidates``
     random architectures plus ``n_candidates`` single-gene mutations of the five best observed,
     excluding architectures already observed or pending. Pending trials (asked, not told) enter
     the GP with the best observed value as a fake observation (the "constant liar"), so a
     batch of proposals spreads out. Failed trials are not modelled but never proposed again.
+
+    .. math:: a_{t+1} = \\arg\\max_{a \\in C} EI(a \\mid \\mathcal{D}_t), \\qquad
+              f \\sim GP(0, k_{5/2}(\\operatorname{enc}(a), \\operatorname{enc}(a')))
+
     Source: Jones, Schonlau & Welch (1998), EGO; Snoek, Larochelle & Adams (2012) for the
     Matérn-5/2 kernel and marginal-likelihood fitting; Ginsbourger, Le Riche & Carraro (2010)
     for the constant liar. Tested by

@@ -51,6 +51,11 @@ class GeneticAlgorithm(Strategy):
     ``mutation_rate``. Once ``population_size`` children are told, the next population is the
     ``elitism`` best parents plus the best ``population_size - elitism`` children (failed
     trials are dropped). Until the first population is complete, proposals are random.
+
+    .. math:: P_{t+1} = \\operatorname{best}_e(P_t) \\cup \\operatorname{best}_{N - e}(Q_t),
+              \\qquad Q_t = \\{\\operatorname{mutate}(\\operatorname{crossover}(
+              \\operatorname{tourn}_k(P_t), \\operatorname{tourn}_k(P_t)))\\}_{N}
+
     Source: Goldberg (1989), *Genetic Algorithms*; elitism as De Jong (1975). Tested by
     ``tests/optim/nas/test_nas_strategies.py::test_evolution_needs_fewer_evaluations_than_random``.
     """
@@ -100,7 +105,13 @@ class RegularizedEvolution(Strategy):
     ``sample_size`` members uniformly with replacement, takes the best (``tournament``) and
     mutates exactly one gene. A told model joins the right of the queue and, when the queue
     exceeds ``population_size``, the oldest (leftmost) is removed, whatever its fitness.
-    Failed trials join nothing. Source: Real et al. (2019), "Regularized evolution for image
+    Failed trials join nothing.
+
+    .. math:: c = \\operatorname{mutate}(\\arg\\min_{j \\le S} f_{m_j}),\\;
+              m_1..m_S \\sim U(Q); \\qquad Q \\leftarrow Q + [c],\\;
+              \\text{then drop } Q_0 \\text{ if } |Q| > P
+
+    Source: Real et al. (2019), "Regularized evolution for image
     classifier architecture search", Algorithm 1. Tested by
     ``tests/optim/nas/test_nas_strategies.py::test_regularized_evolution_ages_its_population``.
     """

@@ -80,9 +80,9 @@ def _check_record(entry: Any) -> TrialRecord:
         (not isinstance(record.arch, dict), "arch"),
         (record.resource is not None and not _is_number(record.resource), "resource"),
         (record.status not in STATUSES, "status"),
-        (record.status == "ok" and not (isinstance(record.objectives, list) and record.objectives
-                                        and all(_is_number(v) and math.isfinite(v) for v in record.objectives)),
-         "objectives"),
+        (record.status == "ok" and not (
+            isinstance(record.objectives, list) and record.objectives
+            and all(_is_number(v) and math.isfinite(v) for v in record.objectives)), "objectives"),
         (record.status != "ok" and record.objectives is not None, "objectives"),
         (record.error is not None and not isinstance(record.error, str), "error"),
         (not (_is_number(record.duration) and _is_number(record.finished)), "timings")]

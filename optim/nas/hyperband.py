@@ -58,7 +58,8 @@ def successive_halving_rungs(n: int, max_resource: Real, eta: int, s: int) -> li
     return rungs
 
 
-def hyperband_brackets(max_resource: Real, eta: int = 3, min_resource: Real = 1) -> list[list[tuple[int, Real]]]:
+def hyperband_brackets(max_resource: Real, eta: int = 3,
+                       min_resource: Real = 1) -> list[list[tuple[int, Real]]]:
     """The brackets of one Hyperband iteration, most exploratory first.
 
     With :math:`s_{max} = \\lfloor \\log_\\eta(R / r_{min}) \\rfloor` and

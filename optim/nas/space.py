@@ -325,7 +325,7 @@ class SearchSpace:
     def encode(self, arch: Arch) -> np.ndarray:
         """A float64 vector in :math:`[0, 1]^{dim}`: the genes' encodings concatenated.
 
-        Tested by ``tests/optim/nas/test_nas_space.py::test_encoding_is_in_unit_cube_and_injective_on_discrete_genes``.
+        Tested by ``tests/optim/nas/test_nas_space.py::test_encoding_is_in_unit_cube_and_injective``.
         """
         self._check_member(arch)
         return np.concatenate([g.encode(arch[g.name]) for g in self.genes])

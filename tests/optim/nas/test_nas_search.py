@@ -27,8 +27,8 @@ def evolution(seed=5):
 CASES = {
     "evolution-flaky": lambda: (discrete_space(), evolution(), flaky_distance, 30, 4),
     "nsga2-zdt1": lambda: (zdt1_space(4), NSGA2(zdt1_space(4), population_size=6, seed=2), zdt1, 30, None),
-    "bayesian": lambda: (discrete_space(), BayesianOptimization(discrete_space(), n_initial=3, n_candidates=32,
-                                                                restarts=0, seed=1), distance_to_target, 9, 3),
+    "bayesian": lambda: (discrete_space(), BayesianOptimization(
+        discrete_space(), n_initial=3, n_candidates=32, restarts=0, seed=1), distance_to_target, 9, 3),
 }
 
 
@@ -150,7 +150,8 @@ def test_resume_refuses_a_different_search(tmp_path):
     search(discrete_space(), evolution(seed=5), distance_to_target, budget=6, history_path=path)
     before = path.read_bytes()
     with pytest.raises(ValueError, match="seed=5"):
-        search(discrete_space(), evolution(seed=6), distance_to_target, budget=9, history_path=path, resume=True)
+        search(discrete_space(), evolution(seed=6), distance_to_target, budget=9, history_path=path,
+               resume=True)
     with pytest.raises(ValueError, match="budget=3"):
         search(discrete_space(), evolution(), distance_to_target, budget=3, history_path=path, resume=True)
     data = json.loads(before)
@@ -198,7 +199,8 @@ def test_bad_search_arguments_are_rejected(tmp_path):
         search(space, used, distance_to_target, 5)
     search(space, RandomSearch(space), distance_to_target, 2, history_path=tmp_path / "h.json")
     with pytest.raises(ValueError, match="no seed"):
-        search(space, RandomSearch(space), distance_to_target, 4, history_path=tmp_path / "h.json", resume=True)
+        search(space, RandomSearch(space), distance_to_target, 4, history_path=tmp_path / "h.json",
+               resume=True)
 
 
 def test_best_and_pareto_of_a_history():

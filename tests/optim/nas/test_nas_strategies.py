@@ -107,7 +107,8 @@ def test_evolution_needs_fewer_evaluations_than_random(make):
     # 3125 evaluations on average, evolution climbs one gene at a time
     space, cap = discrete_space(), 5000
     evolved = [drive(make(space, seed), distance_to_target, cap, stop_at=0.0) for seed in range(20)]
-    randomly = [drive(RandomSearch(space, seed=seed), distance_to_target, cap, stop_at=0.0) for seed in range(20)]
+    randomly = [drive(RandomSearch(space, seed=seed), distance_to_target, cap, stop_at=0.0)
+                for seed in range(20)]
     assert np.median(evolved) < np.median(randomly) / 5
 
 
