@@ -65,6 +65,11 @@ class NSGA2(Strategy):
     ``population_size`` children are told, parents and successful children are pooled
     ((mu + lambda); repeated architectures kept once, parents first) and ``nsga2_survival``
     chooses the next population. Until the first population is complete, proposals are random.
+
+    .. math:: R_t = P_t \\cup Q_t, \\qquad P_{t+1} = \\operatorname{nsga2\\_survival}(R_t, N),
+              \\qquad Q_{t+1} = \\{\\operatorname{mutate}(\\operatorname{crossover}(
+              \\operatorname{tourn}_{\\prec_n}(P_{t+1}), \\operatorname{tourn}_{\\prec_n}(P_{t+1})))\\}_N
+
     Source: Deb et al. (2002), "A fast and elitist multiobjective genetic algorithm: NSGA-II",
     Section III. Tested by ``tests/optim/nas/test_nas_strategies.py::test_nsga2_on_zdt1_reaches_igd_bound``.
     """
