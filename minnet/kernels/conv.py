@@ -54,8 +54,11 @@ def conv2d_input_grad(grad: np.ndarray, weight: np.ndarray, input_shape: tuple, 
 
 def conv2d_weight_grad(grad: np.ndarray, cols: np.ndarray, weight_shape: tuple,
                        groups: int) -> np.ndarray:
-    """dL/dW = sum_n G_y[n] X[n]^T, per group; ``cols`` is the X returned by the forward."""
+    """dL/dW = sum_n G_y[n] X[n]^T, per group; ``cols`` is the X returned by the forward.
+
+    Computed as the transpose of sum_n X[n] G_y[n]^T, the product shape BLAS runs faster here.
+    """
     n, c_out = grad.shape[:2]
     g = _grouped(grad.reshape(n, c_out, -1), n, groups)
-    dw = np.matmul(g, _grouped(cols, n, groups).transpose(0, 1, 3, 2)).sum(axis=0)
-    return dw.reshape(weight_shape)
+    dw_t = np.matmul(_grouped(cols, n, groups), g.transpose(0, 1, 3, 2)).sum(axis=0)
+    return dw_t.transpose(0, 2, 1).reshape(weight_shape)

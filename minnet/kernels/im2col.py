@@ -92,6 +92,9 @@ def _padded(x: np.ndarray, padding: Pair) -> np.ndarray:
 @jit
 def _im2col_loops(xpad, cols, sh, sw, dh, dw):
     n_batch, channels, kh, kw, oh, ow = cols.shape
+    # max(., 1) shows the compiler that every index below is non-negative, which drops Numba's
+    # negative-index wraparound from the inner loop and lets LLVM vectorize it
+    sh, sw, dh, dw = max(sh, 1), max(sw, 1), max(dh, 1), max(dw, 1)
     for n in range(n_batch):
         for c in range(channels):
             for i in range(kh):
@@ -99,7 +102,7 @@ def _im2col_loops(xpad, cols, sh, sw, dh, dw):
                     for y in range(oh):
                         src = xpad[n, c, y * sh + i * dh]
                         dst = cols[n, c, i, j, y]
-                        if sw == 1:  # contiguous rows: a loop LLVM vectorizes
+                        if sw == 1:  # contiguous rows
                             for k in range(ow):
                                 dst[k] = src[k + j * dw]
                         else:
@@ -110,6 +113,7 @@ def _im2col_loops(xpad, cols, sh, sw, dh, dw):
 @jit
 def _col2im_loops(cols, xpad, sh, sw, dh, dw):
     n_batch, channels, kh, kw, oh, ow = cols.shape
+    sh, sw, dh, dw = max(sh, 1), max(sw, 1), max(dh, 1), max(dw, 1)  # see _im2col_loops
     for n in range(n_batch):
         for c in range(channels):
             for i in range(kh):
