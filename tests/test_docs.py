@@ -1,0 +1,34 @@
+"""docs/formulas.md names real tests: every `file.py::test_name` it cites exists."""
+import pathlib
+import re
+
+ROOT = pathlib.Path(__file__).parent.parent
+CITATION = re.compile(r"([\w/]+\.py)::(\w+)((?:, ::\w+)*)")
+
+
+def _cited_tests():
+    text = (ROOT / "docs" / "formulas.md").read_text(encoding="utf-8")
+    for match in CITATION.finditer(text):
+        path, first, more = match.groups()
+        names = [first] + re.findall(r"::(\w+)", more)
+        yield path, names
+
+
+def _resolve(path: str) -> pathlib.Path | None:
+    direct = ROOT / "tests" / path
+    if direct.exists():
+        return direct
+    found = list((ROOT / "tests").rglob(pathlib.Path(path).name))
+    return found[0] if len(found) == 1 else None
+
+
+def test_formulas_cite_existing_tests():
+    missing = []
+    citations = list(_cited_tests())
+    assert citations
+    for path, names in citations:
+        file = _resolve(path)
+        source = file.read_text(encoding="utf-8") if file else ""
+        missing += [f"{path}::{name}" for name in names
+                    if not re.search(rf"^\s*(async\s+)?def {name}\(", source, re.M)]
+    assert not missing, f"docs/formulas.md cites tests that do not exist: {missing}"
