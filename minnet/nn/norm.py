@@ -36,10 +36,11 @@ class _BatchNorm(Module):
             raise ValueError(f"{type(self).__name__} expects input with {self.expected_ndim} "
                              f"dimensions, got shape {x.shape}")
         use_batch_stats = self.training or not self.track_running_stats
+        out = F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
+                           training=use_batch_stats, momentum=self.momentum, eps=self.eps)
         if self.training and self.track_running_stats:
             self.num_batches_tracked += 1
-        return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
-                            training=use_batch_stats, momentum=self.momentum, eps=self.eps)
+        return out
 
     def extra_repr(self) -> str:
         return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}"
