@@ -75,10 +75,12 @@ def test_batch_norm_module_matches_torch_over_training_steps_then_eval(cls_name,
             np.testing.assert_allclose(value, state[key], rtol=1e-12)
 
 
-def test_batch_norm_counts_training_batches_only():
+def test_batch_norm_counts_successful_training_batches_only():
     bn = nn.BatchNorm1d(2)
     x = _rng().standard_normal((4, 2)).astype(np.float32)
     bn(x), bn(x)
+    with pytest.raises(ValueError):
+        bn(np.ones((4, 3), np.float32))  # wrong number of channels: no state changes
     bn.eval()
     bn(x)
     assert bn.num_batches_tracked == 2
