@@ -173,8 +173,9 @@ class Tensor:
         if isinstance(data, Tensor):
             data = data.data
         if not isinstance(data, np.ndarray):
+            keep_dtype = isinstance(data, np.generic)
             data = np.asarray(data)
-            if data.dtype == np.float64:
+            if not keep_dtype:
                 data = _default_dtype(data)
         if data.dtype == object:
             raise TypeError("Tensor data must be numeric, got an object array")
@@ -349,9 +350,10 @@ def as_tensor(x: Any) -> Tensor:
 
 
 def tensor(data: Any, requires_grad: bool = False, dtype: Any = None) -> Tensor:
-    """Create a Tensor, copying ``data`` (as ``torch.tensor``); float64 ndarrays stay float64."""
+    """Create a Tensor, copying ``data`` (as ``torch.tensor``); NumPy arrays and scalars keep
+    their dtype, Python floats become float32."""
     array = np.array(data.data if isinstance(data, Tensor) else data, dtype=dtype)
-    if dtype is None and not isinstance(data, (np.ndarray, Tensor)):
+    if dtype is None and not isinstance(data, (np.ndarray, np.generic, Tensor)):
         array = _default_dtype(array)
     return Tensor(array, requires_grad=requires_grad)
 

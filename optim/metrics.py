@@ -22,10 +22,11 @@ def count_params(model: nn.Module, trainable_only: bool = False) -> int:
 
 
 def model_bytes(model: nn.Module, include_buffers: bool = True) -> int:
-    """Bytes of the parameters (and persistent buffers) as stored in ``state_dict``."""
+    """Bytes of the parameters (and buffers), each array counted once even if shared."""
+    arrays = [p.data for p in model.parameters()]
     if include_buffers:
-        return sum(a.nbytes for a in model.state_dict().values())
-    return sum(p.data.nbytes for p in model.parameters())
+        arrays += list(model.buffers())
+    return sum({id(a): a.nbytes for a in arrays}.values())
 
 
 def _pair(v) -> tuple[int, int]:

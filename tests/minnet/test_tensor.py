@@ -425,3 +425,9 @@ def test_function_apply_records_the_node_name_inputs_and_attributes():
     assert y._node.fn.__name__ == "Sum"
     assert y._node.inputs == [x]
     assert y._node.attrs == {"axis": 1, "keepdims": True}
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_numpy_scalars_keep_their_dtype(dtype):
+    assert minnet.tensor(dtype(1.5)).dtype == dtype
+    assert minnet.Tensor(dtype(1.5)).dtype == dtype

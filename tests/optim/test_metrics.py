@@ -69,3 +69,9 @@ def test_latency_is_positive_and_validates():
         metrics.latency(model, np.zeros((1, 784), np.float32), repeats=0)
     with pytest.raises(ValueError, match="input_shape"):
         metrics.macs(model, (1, 0))
+
+
+def test_model_bytes_counts_a_shared_layer_once():
+    shared = nn.Linear(4, 4)
+    model = nn.Sequential(shared, nn.ReLU(), shared)
+    assert metrics.model_bytes(model) == metrics.model_bytes(shared) == (16 + 4) * 4
