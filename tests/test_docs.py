@@ -32,3 +32,29 @@ def test_formulas_cite_existing_tests():
         missing += [f"{path}::{name}" for name in names
                     if not re.search(rf"^\s*(async\s+)?def {name}\(", source, re.M)]
     assert not missing, f"docs/formulas.md cites tests that do not exist: {missing}"
+
+
+def _code_cells():
+    text = (ROOT / "docs" / "formulas.md").read_text(encoding="utf-8")
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.split("|")]
+        if len(cells) == 6 and ".py" in cells[3]:
+            yield cells[3]
+
+
+def test_formulas_cite_existing_code():
+    problems = []
+    cells = list(_code_cells())
+    assert cells
+    for cell in cells:
+        for path, names in re.findall(r"([\w/]+\.py)((?:,? ?`[\w.]+`)*)", cell):
+            file = ROOT / path
+            if not file.exists():
+                problems.append(path)
+                continue
+            source = file.read_text(encoding="utf-8")
+            for name in re.findall(r"`([\w.]+)`", names):
+                leaf = name.split(".")[-1]
+                if not re.search(rf"^\s*(def|class) {leaf}\b|^{leaf}\s*=", source, re.M):
+                    problems.append(f"{path} `{name}`")
+    assert not problems, f"docs/formulas.md cites code that does not exist: {problems}"
