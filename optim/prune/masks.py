@@ -186,7 +186,7 @@ def nm_mask(scores: np.ndarray, n: int = 2, m: int = 4, axis: int = -1) -> np.nd
     Fine-grained Structured Sparse Neural Networks From Scratch"). ``scores.shape[axis]`` must
     be a multiple of ``m``. Test: ``test_prune_masks.py::test_nm_mask_keeps_n_of_every_m``.
 
-    >>> nm_mask(np.array([[0.1, -3.0, 2.0, 0.5]]), 2, 4)
+    >>> nm_mask(np.abs(np.array([[0.1, -3.0, 2.0, 0.5]])), 2, 4)
     array([[False,  True,  True, False]])
     """
     scores = check_scores(scores)

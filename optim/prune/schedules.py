@@ -36,7 +36,7 @@ def agp_sparsity(step: int, initial_sparsity: float, final_sparsity: float, begi
     weights remain and slowly near the end. Source: Zhu & Gupta 2017, "To prune, or not to
     prune", eq. 1. Test: ``test_prune_schedules.py::test_agp_hits_its_ends_and_is_monotone``.
 
-    >>> agp_sparsity(5, 0.0, 0.8, 0, 10)
+    >>> round(agp_sparsity(5, 0.0, 0.8, 0, 10), 6)
     0.7
     """
     s_i = check_fraction(initial_sparsity, "initial_sparsity")
