@@ -116,11 +116,15 @@ def mlp_space(max_blocks: int = 4, widths: Sequence[int] = (16, 32, 64, 128, 256
               build: Callable[[dict], Any] | None = None) -> SearchSpace:
     """MLPs on flattened 28x28 inputs: ``n_blocks``, ``width_i``, ``skip_i``, ``activation``.
 
-    Constraint: ``mlp_skips_valid``. Tested by
+    Constraint: ``mlp_skips_valid``. ``build`` (used by ``decode``) defaults to
+    ``optim.nas.build.build_mlp``. Tested by
     ``tests/optim/nas/test_nas_spaces.py::test_shipped_spaces_sample_valid_architectures``.
     """
     genes = _block_genes(max_blocks, {"width": _int_options(widths, "widths")})
     genes.append(Choice("activation", tuple(activations)))
+    if build is None:
+        from .build import build_mlp  # build imports this module
+        build = build_mlp
     return SearchSpace(genes, constraints=(mlp_skips_valid,), build=build)
 
 
@@ -134,7 +138,8 @@ def cnn_space(max_blocks: int = 4, channels: Sequence[int] = (4, 8, 16, 32),
     Genes: ``n_blocks``, ``padding`` ("same"/"valid"), per block ``channels_i``, ``kernel_i``,
     ``pool_i`` ("none"/"max"/"avg"), ``skip_i``; then ``activation`` and ``fc_width``
     (0: no hidden linear layer). Constraint: ``cnn_valid`` (spatial size >= 1, skips keep
-    shape). Tested by
+    shape). ``build`` (used by ``decode``) defaults to ``optim.nas.build.build_cnn`` for
+    ``input_size``. Tested by
     ``tests/optim/nas/test_nas_spaces.py::test_shipped_spaces_sample_valid_architectures``.
     """
     if isinstance(input_size, bool) or not isinstance(input_size, int) or input_size < 1:
@@ -146,4 +151,7 @@ def cnn_space(max_blocks: int = 4, channels: Sequence[int] = (4, 8, 16, 32),
     genes.insert(1, Choice("padding", PADDINGS))
     genes += [Choice("activation", tuple(activations)),
               Choice("fc_width", _int_options(fc_widths, "fc_widths", low=0))]
+    if build is None:
+        from .build import build_cnn  # build imports this module
+        build = partial(build_cnn, input_size=input_size)
     return SearchSpace(genes, constraints=(partial(cnn_valid, input_size=input_size),), build=build)
