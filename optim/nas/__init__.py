@@ -8,14 +8,19 @@
   ``GeneticAlgorithm``, ``RegularizedEvolution``, ``NSGA2``, ``BayesianOptimization``
   (``gp``: Matérn-5/2 Gaussian process, expected improvement), ``SuccessiveHalving``,
   ``Hyperband``;
+- ``build``: architectures of the two spaces as minnet models, their params/MACs in closed
+  form, a MACs-budget constraint; ``objectives``: validation error (a split of the training
+  images), params, MACs and latency of trained architectures;
 - ``search``: runs a strategy through any ``concurrent.futures.Executor`` with a resumable,
   atomically saved ``History``.
 """
 from .bayesian import BayesianOptimization
+from .build import Cost, Residual, build_cnn, build_mlp, cnn_cost, macs_at_most, mlp_cost
 from .evolution import GeneticAlgorithm, RegularizedEvolution, offspring, tournament
 from .gp import GPParams, expected_improvement, fit_gp, gp_posterior, log_marginal_likelihood, matern52
 from .history import History, HistoryError, TrialRecord
 from .hyperband import Hyperband, SuccessiveHalving, hyperband_brackets, successive_halving_rungs
+from .objectives import OBJECTIVES, MnistObjectives, measure, mnist_splits, stratified_split, train_model
 from .nsga2 import NSGA2, crowded_tournament, nsga2_survival
 from .pareto import crowding_distance, dominates, hypervolume_2d, igd, non_dominated_sort, pareto_front
 from .random_search import RandomSearch
@@ -34,4 +39,6 @@ __all__ = [
     "successive_halving_rungs", "hyperband_brackets",
     "matern52", "log_marginal_likelihood", "GPParams", "fit_gp", "gp_posterior", "expected_improvement",
     "search", "evaluate_trial", "History", "TrialRecord", "HistoryError",
+    "Residual", "Cost", "build_mlp", "build_cnn", "mlp_cost", "cnn_cost", "macs_at_most",
+    "OBJECTIVES", "stratified_split", "mnist_splits", "train_model", "measure", "MnistObjectives",
 ]
