@@ -11,6 +11,8 @@
 - ``build``: architectures of the two spaces as minnet models, their params/MACs in closed
   form, a MACs-budget constraint; ``objectives``: validation error (a split of the training
   images), params, MACs and latency of trained architectures;
+- ``plots``: ``best_so_far`` curves, PNG pictures of the Pareto front and of the best-so-far
+  curve per strategy (matplotlib, optional);
 - ``search``: runs a strategy through any ``concurrent.futures.Executor`` with a resumable,
   atomically saved ``History``.
 """
@@ -23,6 +25,7 @@ from .hyperband import Hyperband, SuccessiveHalving, hyperband_brackets, success
 from .objectives import OBJECTIVES, MnistObjectives, measure, mnist_splits, stratified_split, train_model
 from .nsga2 import NSGA2, crowded_tournament, nsga2_survival
 from .pareto import crowding_distance, dominates, hypervolume_2d, igd, non_dominated_sort, pareto_front
+from .plots import best_so_far, objective_values, plot_best_so_far, plot_front
 from .random_search import RandomSearch
 from .search import evaluate_trial, search
 from .space import Choice, FloatRange, IntRange, SearchSpace
@@ -41,4 +44,5 @@ __all__ = [
     "search", "evaluate_trial", "History", "TrialRecord", "HistoryError",
     "Residual", "Cost", "build_mlp", "build_cnn", "mlp_cost", "cnn_cost", "macs_at_most",
     "OBJECTIVES", "stratified_split", "mnist_splits", "train_model", "measure", "MnistObjectives",
+    "best_so_far", "objective_values", "plot_front", "plot_best_so_far",
 ]
