@@ -1,0 +1,151 @@
+r"""Soft targets and the distillation losses of Hinton, Vinyals & Dean 2015.
+
+A network's logits :math:`z` give "soft targets" at temperature :math:`T`
+(Hinton et al. 2015, eq. 1):
+
+.. math:: p_c(z; T) = \frac{e^{z_c / T}}{\sum_{j=1}^{C} e^{z_j / T}}
+
+The student (logits :math:`s`) learns from the teacher (logits :math:`t`) by matching
+:math:`q = p(s; T)` to :math:`p = p(t; T)`; the gradient of this soft objective scales as
+:math:`1/T^2`, so it is multiplied by :math:`T^2` (section 2) and mixed with the ordinary
+cross entropy on the true labels. The teacher is a constant: no gradient reaches it.
+
+Tests: ``tests/optim/distill/test_distill_kd.py`` (laws, brute-force definitions, PyTorch).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from minnet import Tensor
+from minnet import functional as F
+
+from ._checks import as_logits, check_temperature, check_weight, logit_pair
+
+_REDUCTIONS = ("batchmean", "sum", "none")
+
+
+def soft_targets(logits: Any, T: float, axis: int = -1) -> np.ndarray:
+    r"""Softmax of ``logits / T`` along ``axis`` (Hinton et al. 2015, eq. 1).
+
+    .. math:: p_c = \frac{\exp(z_c / T)}{\sum_j \exp(z_j / T)}
+
+    Computed as :math:`\exp(z/T - \max z/T)` normalised, so large logits do not overflow.
+    :math:`T = 1` is the ordinary softmax; :math:`T \to \infty` tends to the uniform
+    distribution and :math:`T \to 0` to the one-hot arg-max.
+    Tested by ``test_distill_kd.py::test_soft_targets_are_distributions_and_order_preserving``.
+
+    >>> soft_targets(np.array([0.0, np.log(3.0)]), T=1.0)
+    array([0.25, 0.75])
+    """
+    T = check_temperature(T)
+    z = np.asarray(logits)
+    if not np.issubdtype(z.dtype, np.floating):
+        z = z.astype(np.float64)
+    scaled = z / T
+    e = np.exp(scaled - scaled.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def _reduce(per_row: Tensor, reduction: str) -> Tensor:
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+    if reduction == "batchmean":
+        return F.mean(per_row)
+    return F.sum(per_row) if reduction == "sum" else per_row
+
+
+def _log_softmax(z: np.ndarray) -> np.ndarray:
+    shifted = z - z.max(axis=1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+
+
+def kd_loss(student_logits: Any, teacher_logits: Any, T: float, *,
+            reduction: str = "batchmean") -> Tensor:
+    r"""Soft-target distillation loss: :math:`T^2` times the batch-mean KL divergence from the
+    teacher's soft targets to the student's.
+
+    .. math::
+        \mathcal{L}_{KD} = \frac{T^2}{N} \sum_{i=1}^{N} \mathrm{KL}\big(p(t_i;T) \,\|\, p(s_i;T)\big)
+        = \frac{T^2}{N} \sum_{i,c} p_{ic} \big(\log p_{ic} - \log q_{ic}\big)
+
+    with :math:`p = \mathrm{softmax}(t/T)`, :math:`q = \mathrm{softmax}(s/T)` row-wise. Its
+    gradient is :math:`\partial \mathcal{L}/\partial s_i = T (q_i - p_i) / N`. Laws: it is
+    :math:`\ge 0`, zero iff each student row equals the teacher's up to an additive constant,
+    and unchanged by adding a per-row constant to either. At :math:`T = 1` it is
+    ``F.kl_div(log_softmax(s), softmax(t), reduction="batchmean")`` (PyTorch's), which tends to
+    the cross entropy with the labels as the teacher's soft targets become one-hot. For large
+    :math:`T` and zero-mean rows it tends to :math:`\frac{1}{2NC}\sum_{i,c}(s_{ic} - t_{ic})^2`,
+    half the mean squared logit difference (Hinton et al. 2015, section 2.1: the gradient
+    approaches :math:`(s_c - t_c)/(C T^2)` per case before the :math:`T^2` factor).
+
+    Parameters
+    ----------
+    student_logits : Tensor or array (N, C); the gradient flows into it.
+    teacher_logits : Tensor or array (N, C); used as a constant.
+    T : temperature, a finite number > 0.
+    reduction : ``"batchmean"`` (the formula), ``"sum"`` (times N) or ``"none"`` (per row).
+
+    Source: Hinton, Vinyals & Dean 2015, "Distilling the Knowledge in a Neural Network",
+    section 2 (soft targets, the :math:`T^2` factor) and 2.1 (logit-matching limit).
+    Tested by ``tests/optim/distill/test_distill_kd.py`` (``test_kd_loss_*``).
+
+    >>> float(kd_loss(np.array([[1.0, 2.0]]), np.array([[11.0, 12.0]]), T=4.0).data)
+    0.0
+    """
+    student, teacher = logit_pair(student_logits, teacher_logits)
+    T = check_temperature(T)
+    log_p = _log_softmax(teacher.astype(np.float64) / T).astype(student.dtype)
+    log_q = F.log_softmax(F.div(student, T), axis=1)
+    per_row = F.sum(F.mul(np.exp(log_p), F.sub(log_p, log_q)), axis=1)
+    return _reduce(F.mul(per_row, T * T), reduction)
+
+
+def soft_cross_entropy(logits: Any, target_probs: Any, T: float = 1.0, *,
+                       reduction: str = "batchmean") -> Tensor:
+    r"""Cross entropy of the tempered softmax of ``logits`` against given target distributions.
+
+    .. math:: H(p, q) = -\frac{1}{N} \sum_{i,c} p_{ic} \log \mathrm{softmax}(z_i / T)_c
+
+    ``target_probs`` (N, C) holds one probability distribution per row, e.g. a teacher's soft
+    targets (``soft_targets(t, T)``), an average of several teachers' (Hinton et al. 2015,
+    section 1: an ensemble's mean prediction) or smoothed labels. It differs from the KL
+    divergence by the targets' entropy, a constant:
+    :math:`T^2 H(p, q) = \mathcal{L}_{KD} + T^2 H(p)` when :math:`p = \mathrm{softmax}(t/T)`.
+    Tested by ``test_distill_kd.py::test_soft_cross_entropy_is_kl_plus_entropy`` and
+    ``::test_soft_cross_entropy_matches_torch``.
+    """
+    z = as_logits("logits", logits)
+    T = check_temperature(T)
+    p = np.asarray(target_probs.data if isinstance(target_probs, Tensor) else target_probs)
+    if p.shape != z.shape:
+        raise ValueError(f"target_probs of shape {p.shape} and logits of shape {z.shape} differ")
+    if not np.issubdtype(p.dtype, np.floating) or not np.all(np.isfinite(p)) or np.any(p < 0) \
+            or not np.allclose(p.sum(axis=1), 1.0, atol=1e-4):
+        raise ValueError("target_probs must hold one probability distribution per row "
+                         "(non-negative, each row summing to 1)")
+    log_q = F.log_softmax(F.div(z, T), axis=1)
+    per_row = F.neg(F.sum(F.mul(p.astype(z.dtype, copy=False), log_q), axis=1))
+    return _reduce(per_row, reduction)
+
+
+def distillation_loss(student_logits: Any, teacher_logits: Any, target: Any, T: float,
+                      alpha: float) -> Tensor:
+    r"""Hinton's combined objective: soft targets weighted by :math:`\alpha`, true labels by
+    :math:`1 - \alpha`.
+
+    .. math::
+        \mathcal{L} = \alpha\, \mathcal{L}_{KD}(s, t; T)
+        + (1 - \alpha)\, \frac{1}{N}\sum_i -\log \mathrm{softmax}(s_i)_{y_i}
+
+    The hard-label cross entropy uses :math:`T = 1`; :math:`\mathcal{L}_{KD}` carries the
+    :math:`T^2` factor that keeps the two terms' gradients comparable when :math:`T` changes
+    (Hinton et al. 2015, section 2). :math:`\alpha = 1` is pure distillation, :math:`\alpha = 0`
+    ordinary training. Tested by ``test_distill_kd.py::test_distillation_loss_interpolates``.
+    """
+    alpha = check_weight("alpha", alpha, high=1.0)
+    student, _ = logit_pair(student_logits, teacher_logits)
+    soft = kd_loss(student, teacher_logits, T)
+    hard = F.cross_entropy(student, target)
+    return F.add(F.mul(soft, alpha), F.mul(hard, 1.0 - alpha))
