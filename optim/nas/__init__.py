@@ -17,7 +17,7 @@
   atomically saved ``History``.
 """
 from .bayesian import BayesianOptimization
-from .build import Cost, Residual, build_cnn, build_mlp, cnn_cost, macs_at_most, mlp_cost
+from .build import Cost, Residual, build_cnn, build_mlp, cnn_cost, describe, macs_at_most, mlp_cost
 from .evolution import GeneticAlgorithm, RegularizedEvolution, offspring, tournament
 from .gp import GPParams, expected_improvement, fit_gp, gp_posterior, log_marginal_likelihood, matern52
 from .history import History, HistoryError, TrialRecord
@@ -42,7 +42,7 @@ __all__ = [
     "successive_halving_rungs", "hyperband_brackets",
     "matern52", "log_marginal_likelihood", "GPParams", "fit_gp", "gp_posterior", "expected_improvement",
     "search", "evaluate_trial", "History", "TrialRecord", "HistoryError",
-    "Residual", "Cost", "build_mlp", "build_cnn", "mlp_cost", "cnn_cost", "macs_at_most",
+    "Residual", "Cost", "build_mlp", "build_cnn", "mlp_cost", "cnn_cost", "macs_at_most", "describe",
     "OBJECTIVES", "stratified_split", "mnist_splits", "train_model", "measure", "MnistObjectives",
     "best_so_far", "objective_values", "plot_front", "plot_best_so_far",
 ]

@@ -17,7 +17,8 @@ from minnet.tensor import Tensor
 
 from .spaces import cnn_feature_shape, conv_output_size
 
-__all__ = ["Residual", "Cost", "build_mlp", "build_cnn", "mlp_cost", "cnn_cost", "macs_at_most"]
+__all__ = ["Residual", "Cost", "build_mlp", "build_cnn", "mlp_cost", "cnn_cost", "macs_at_most",
+           "describe"]
 
 _ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
 _POOLS = {"max": nn.MaxPool2d, "avg": nn.AvgPool2d}
@@ -180,3 +181,21 @@ def macs_at_most(budget: float, cost: Callable[[dict], Cost] = cnn_cost) -> Call
     if not callable(cost):
         raise TypeError(f"cost must be callable, got {cost!r}")
     return partial(_macs_at_most, budget=budget, cost=cost)
+
+
+def describe(arch: dict) -> str:
+    """A one-line summary of an ``mlp_space`` or ``cnn_space`` architecture's used genes, e.g.
+    ``"same: 8c5 max, 8c3+skip avg; fc 32; relu"`` (channels ``c`` kernel, pooling) or
+    ``"64, 64+skip; relu"`` (widths)."""
+    blocks = []
+    for i in range(arch["n_blocks"]):
+        skip = "+skip" if i > 0 and arch[f"skip_{i}"] else ""
+        if "kernel_0" in arch:
+            pool = "" if arch[f"pool_{i}"] == "none" else f" {arch[f'pool_{i}']}"
+            blocks.append(f"{arch[f'channels_{i}']}c{arch[f'kernel_{i}']}{skip}{pool}")
+        else:
+            blocks.append(f"{arch[f'width_{i}']}{skip}")
+    if "kernel_0" in arch:
+        return (f"{arch['padding']}: {', '.join(blocks)}; fc {arch['fc_width'] or 'none'}; "
+                f"{arch['activation']}")
+    return f"{', '.join(blocks)}; {arch['activation']}"
