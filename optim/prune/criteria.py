@@ -49,6 +49,19 @@ def _eval_mode(model: Module) -> Iterator[None]:
         model.train(was_training)
 
 
+@contextlib.contextmanager
+def _saved_grads(model: Module) -> Iterator[None]:
+    """Run the block from zero gradients, then put every parameter's ``.grad`` back."""
+    params = list(model.parameters())
+    saved = [p.grad for p in params]
+    model.zero_grad()
+    try:
+        yield
+    finally:
+        for p, g in zip(params, saved):
+            p.grad = g
+
+
 def mean_gradients(model: Module, targets: Sequence[Target], data, *,
                    loss_fn: LossFn = F.cross_entropy, batch_size: int = 256) -> list[np.ndarray]:
     r""":math:`\nabla_w \frac1N \sum_n \ell(x_n, y_n)` for each target, at the effective
@@ -56,18 +69,11 @@ def mean_gradients(model: Module, targets: Sequence[Target], data, *,
     parameters' ``.grad`` as it found them."""
     x, y = _check_data(data, "gradient")
     params = [original(m, name) for _, m, name in targets]
-    saved = [p.grad for p in params]
-    for p in params:
-        p.grad = None
-    try:
-        with _eval_mode(model):
-            for xb, yb in DataLoader(x, y, batch_size=batch_size):
-                loss = loss_fn(model(minnet.Tensor(xb)), yb, reduction="sum") * (1.0 / len(x))
-                loss.backward()
+    with _eval_mode(model), _saved_grads(model):
+        for xb, yb in DataLoader(x, y, batch_size=batch_size):
+            loss = loss_fn(model(minnet.Tensor(xb)), yb, reduction="sum") * (1.0 / len(x))
+            loss.backward()
         return [np.zeros_like(p.data) if p.grad is None else p.grad.copy() for p in params]
-    finally:
-        for p, g in zip(params, saved):
-            p.grad = g
 
 
 def per_sample_gradients(model: Module, targets: Sequence[Target], data, *,
@@ -75,17 +81,11 @@ def per_sample_gradients(model: Module, targets: Sequence[Target], data, *,
     r"""Yield, sample by sample, :math:`\nabla_w \ell(x_n, y_n)` for each target."""
     x, y = _check_data(data, "per-sample gradient")
     params = [original(m, name) for _, m, name in targets]
-    saved = [p.grad for p in params]
-    try:
-        with _eval_mode(model):
-            for n in range(len(x)):
-                for p in params:
-                    p.grad = None
-                loss_fn(model(minnet.Tensor(x[n:n + 1])), y[n:n + 1], reduction="sum").backward()
-                yield [np.zeros_like(p.data) if p.grad is None else p.grad for p in params]
-    finally:
-        for p, g in zip(params, saved):
-            p.grad = g
+    with _eval_mode(model), _saved_grads(model):
+        for n in range(len(x)):
+            model.zero_grad()
+            loss_fn(model(minnet.Tensor(x[n:n + 1])), y[n:n + 1], reduction="sum").backward()
+            yield [np.zeros_like(p.data) if p.grad is None else p.grad for p in params]
 
 
 def _per_sample_means(model, targets, data, fn, loss_fn) -> list[np.ndarray]:
@@ -154,25 +154,24 @@ def _snip(model, targets, data, rng, loss_fn=F.cross_entropy, **_):
 
 
 def _obd_fisher(model, targets, data, rng, loss_fn=F.cross_entropy, **_):
-    _check_data(data, "obd_fisher")
     fisher = _per_sample_means(model, targets, data, lambda w, g: S.fisher_diagonal(g), loss_fn)
     return [S.obd_scores(effective_weight(m, n), h) for (_, m, n), h in zip(targets, fisher)]
 
 
 def _obd_hutchinson(model, targets, data, rng, loss_fn=F.cross_entropy, n_samples=20, **_):
-    _check_data(data, "obd_hutchinson")
     diags = hessian_diagonals(model, targets, data, n_samples=n_samples, rng=rng, loss_fn=loss_fn)
     return [S.obd_scores(effective_weight(m, n), h) for (_, m, n), h in zip(targets, diags)]
 
 
 def _influence(model, targets, data, rng, loss_fn=F.cross_entropy, **_):
-    _check_data(data, "influence")
     return _per_sample_means(model, targets, data, S.influence_scores, loss_fn)
 
 
 UNSTRUCTURED = {"magnitude": _magnitude, "random": _random, "taylor": _taylor, "snip": _snip,
                 "obd_fisher": _obd_fisher, "obd_hutchinson": _obd_hutchinson,
                 "influence": _influence}
+DATA_DRIVEN = ("taylor", "snip", "obd_fisher", "obd_hutchinson", "influence",
+               "activation_variance", "activation_entropy")
 
 
 def weight_scores(model: Module, targets: Sequence[Target], criterion: str | Callable = "magnitude",
@@ -183,6 +182,8 @@ def weight_scores(model: Module, targets: Sequence[Target], criterion: str | Cal
     Data-driven criteria need ``data=(x, y)``; ``loss_fn`` and ``n_samples`` (Hutchinson) are
     passed through ``options``."""
     fn = _lookup(UNSTRUCTURED, criterion)
+    if criterion in DATA_DRIVEN:
+        _check_data(data, criterion)
     return _cast(fn(model, targets, data, rng, **options), targets)
 
 
@@ -252,6 +253,8 @@ def channel_scores(model: Module, layer_name: str, criterion: str = "l1", data=N
         raise ValueError(f"model has no layer {layer_name!r}")
     layer = modules[layer_name]
     w = effective_weight(layer, "weight")
+    if criterion in DATA_DRIVEN:
+        _check_data(data, criterion)
     if criterion in ("l1", "l2"):
         return lp_norms(w, 1 if criterion == "l1" else 2, axis=0)
     if criterion == "fpgm":
@@ -265,8 +268,7 @@ def channel_scores(model: Module, layer_name: str, criterion: str = "l1", data=N
         return S.bn_scale_scores(effective_weight(_following_batch_norm(model, layer_name),
                                                   "weight"))
     if criterion in ("activation_variance", "activation_entropy"):
-        x, _ = _check_data(data, criterion)
-        acts = activations(model, _unit_output(model, layer_name), x)
+        acts = activations(model, _unit_output(model, layer_name), np.asarray(data[0]))
         if criterion == "activation_variance":
             return S.activation_variance(acts)
         return S.activation_entropy(acts, check_positive_int(bins, "bins"))

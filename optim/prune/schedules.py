@@ -46,9 +46,9 @@ def agp_sparsity(step: int, initial_sparsity: float, final_sparsity: float, begi
         raise ValueError(f"end_step must be > begin_step, got {end_step} and {begin_step}")
     if step >= end_step:
         return s_f
-    if step <= begin_step:
+    t = begin_step + (step - begin_step) // frequency * frequency  # the last update step
+    if t <= begin_step:
         return s_i
-    t = begin_step + (step - begin_step) // frequency * frequency
     return s_f + (s_i - s_f) * (1.0 - (t - begin_step) / (end_step - begin_step)) ** 3
 
 
