@@ -80,19 +80,24 @@ def plot_front(histories: Mapping[str, History], path: str | os.PathLike, x: int
     _check_histories(histories)
     figure = _figure()
     axes = figure.add_subplot()
-    for label, history in histories.items():
+    for k, (label, history) in enumerate(histories.items()):
         points = np.array([[r.objectives[x], r.objectives[y]] for r in history.ok()]).reshape(-1, 2)
         dots = axes.scatter(points[:, 0], points[:, 1], s=12, alpha=0.35)
         if len(points):
             front = points[pareto_front(points)]
             front = front[np.lexsort((front[:, 1], front[:, 0]))]
             axes.step(front[:, 0], front[:, 1], where="post", marker="o", color=dots.get_facecolor()[0],
-                      alpha=1.0, label=f"{label}: front of {len(front)}", gid=f"front:{label}")
+                      alpha=1.0, linestyle=("-", "--", ":", "-.")[k % 4],
+                      label=f"{label}: front of {len(front)}", gid=f"front:{label}")
     for label, (rx, ry) in (references or {}).items():
         axes.scatter([rx], [ry], marker="*", s=160, color="black", zorder=3)
         axes.annotate(label, (rx, ry), textcoords="offset points", xytext=(6, 6))
     if logx:
+        from matplotlib import ticker
         axes.set_xscale("log")
+        axes.xaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+        axes.xaxis.set_major_formatter(ticker.EngFormatter())
+        axes.xaxis.set_minor_formatter(ticker.NullFormatter())
     axes.set(xlabel=xlabel, ylabel=ylabel, title="Pareto front (all objectives minimised)")
     axes.grid(alpha=0.3)
     axes.legend()
