@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 import minnet
 from minnet.data import load_mnist
 from minnet.train import evaluate
-from optim.nas import Trial, cnn_space
+from optim.nas import SuccessiveHalving, Trial, cnn_space, search
 from optim.nas.build import build_cnn, cnn_cost
 from optim.nas.objectives import MnistObjectives, measure, mnist_splits, stratified_split
 
@@ -91,3 +91,15 @@ def test_objectives_reject_bad_settings(kwargs, match):
 def test_measure_rejects_unknown_objectives():
     with pytest.raises(ValueError, match="unknown objective"):
         measure(build_cnn(small_arch()), mnist_splits(limit=LIMIT)["val"], ("accuracy",))
+
+
+def test_successive_halving_spends_epochs_on_the_best_half():
+    space = cnn_space(max_blocks=2, channels=(2, 4), kernel_sizes=(3, 5), fc_widths=(0, 16))
+    objectives = MnistObjectives(build_cnn, ("error",), epochs=1, limit=LIMIT)
+    history = search(space, SuccessiveHalving(space, n_configs=4, min_resource=1, max_resource=2, eta=2,
+                                              seed=3), objectives, budget=6)
+    first, second = history.records[:4], history.records[4:]
+    assert [r.resource for r in history.records] == [1] * 4 + [2] * 2
+    ranked = sorted(first, key=lambda r: (r.objectives[0], r.id))
+    assert [r.arch for r in second] == [r.arch for r in ranked[:2]]
+    assert all(r.objectives == objectives(Trial(0, r.arch, resource=2)) for r in second)
