@@ -22,12 +22,13 @@ import io
 import json
 import math
 import os
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from minnet.io import atomic_write
 
 from .pareto import pareto_front
 
@@ -93,20 +94,10 @@ def _check_record(entry: Any) -> TrialRecord:
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same directory and
-    ``os.replace``, so a reader (or a crash) sees the old file or the new one, never a part."""
-    path = Path(path)
-    handle = tempfile.NamedTemporaryFile("w", encoding="utf-8", newline="", dir=path.parent,
-                                         prefix=f".{path.name}.", suffix=".tmp", delete=False)
-    try:
-        with handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(handle.name, path)
-    except BaseException:
-        Path(handle.name).unlink(missing_ok=True)
-        raise
+    """Write ``text`` (UTF-8) through ``minnet.io.atomic_write``: a reader (or a crash) sees
+    the old file or the new one, never a part, and the file gets the usual permissions."""
+    with atomic_write(path) as handle:
+        handle.write(text.encode("utf-8"))
 
 
 class History:
