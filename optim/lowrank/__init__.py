@@ -1,0 +1,21 @@
+"""optim.lowrank: low-rank factorization of Linear and Conv2d layers ("low-dimensional mapping").
+
+- ``svd``: ``truncated_svd`` (Eckart–Young), the rank rules ``energy_rank`` / ``budget_rank``,
+  ``truncation_error``, ``kept_energy`` and the data-aware ``whitened_svd``;
+- ``conv``: kernel factors for a kh×kw conv with r filters + 1×1 conv (``"channel"``) and for
+  Jaderberg et al. 2014's vertical kh×1 + horizontal 1×kw scheme (``"spatial"``);
+- ``factorize``: ``factorize_linear``, ``factorize_conv2d`` and ``factorize(model, names, ...)``
+  which replaces layers in place and reports ranks, parameters and kept energy.
+"""
+from .conv import SCHEMES, compose_kernel, conv_factors, factorized_params, kernel_matrix
+from .factorize import (Factorization, choose_rank, factorize, factorize_conv2d,
+                        factorize_linear)
+from .svd import (budget_rank, check_rank, energy_rank, kept_energy, singular_values,
+                  truncated_svd, truncation_error, whitened_svd)
+
+__all__ = [
+    "truncated_svd", "singular_values", "truncation_error", "kept_energy", "energy_rank",
+    "budget_rank", "check_rank", "whitened_svd",
+    "SCHEMES", "kernel_matrix", "conv_factors", "compose_kernel", "factorized_params",
+    "Factorization", "choose_rank", "factorize_linear", "factorize_conv2d", "factorize",
+]
