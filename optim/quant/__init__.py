@@ -7,7 +7,14 @@
 - ``calibration`` / ``observers``: clipping-range selection (min-max, moving average,
   percentile, MSE, TensorRT's KL) and the observers wrapping it;
 - ``requant``: fixed-point multipliers and integer-only requantization (Jacob et al. 2018);
-- ``sharing`` / ``huffman``: Deep Compression's k-means weight sharing and size accounting.
+- ``sharing`` / ``huffman``: Deep Compression's k-means weight sharing and size accounting;
+- ``ste``: fake quantization as differentiable ops (clipped STE, LSQ);
+- ``fake_quant``: fake-quantization modules and ``QuantStage``, a quantized layer;
+- ``qconfig`` / ``ptq`` / ``qat``: ``prepare`` → ``calibrate`` → ``convert`` and
+  ``prepare_qat`` on minnet models;
+- ``int_linear`` / ``int_conv`` / ``integer_model``: integer-only kernels (NumPy reference and
+  Numba fast path) and a runner for converted models;
+- ``model_sharing`` / ``size``: weight sharing on models with fine-tuning; model bytes.
 """
 from .affine import dequantize, fake_quantize, qparams, quantize
 from .binary import binarize, ternarize
@@ -19,8 +26,19 @@ from .calibration import (
     mse_clip_range,
     squared_error,
 )
+from .fake_quant import (
+    FakeQuantize,
+    FixedFakeQuantize,
+    LSQFakeQuantize,
+    QuantSequential,
+    QuantStage,
+)
 from .fixed_point import fixed_point_quantize, qformat_range
 from .huffman import huffman_code_lengths, sharing_size_bits
+from .int_conv import quantized_conv2d
+from .int_linear import quantized_linear
+from .integer_model import IntegerModel, max_pool2d_codes
+from .model_sharing import SharedLookup, SharedWeightLayer, share_weights, sharing_sizes
 from .observers import (
     HistogramKLObserver,
     MinMaxObserver,
@@ -30,6 +48,9 @@ from .observers import (
     PercentileObserver,
 )
 from .pow2 import pow2_quantize
+from .ptq import PreparedModel, calibrate, convert, prepare
+from .qat import prepare_qat
+from .qconfig import OBSERVERS, QConfig
 from .ranges import check_bits, int_range, quant_dtype
 from .requant import (
     quantize_bias,
@@ -40,6 +61,18 @@ from .requant import (
 )
 from .rounding import ROUNDING_MODES, round_values
 from .sharing import centroid_gradients, kmeans_codebook, nearest_centroid, shared_weights
+from .size import packed_bytes, quantized_model_bytes
+from .ste import (
+    FakeQuantizeSTE,
+    LSQQuantize,
+    fake_quantize_ste,
+    lsq_fake_quantize,
+    lsq_grad_scale,
+    lsq_gradients,
+    lsq_initial_step,
+    lsq_quantize,
+    ste_mask,
+)
 
 __all__ = [
     "qparams", "quantize", "dequantize", "fake_quantize",
@@ -53,4 +86,11 @@ __all__ = [
     "rounding_doubling_high_mul", "rounding_right_shift",
     "kmeans_codebook", "nearest_centroid", "shared_weights", "centroid_gradients",
     "huffman_code_lengths", "sharing_size_bits",
+    "ste_mask", "fake_quantize_ste", "FakeQuantizeSTE", "lsq_quantize", "lsq_gradients",
+    "lsq_grad_scale", "lsq_initial_step", "lsq_fake_quantize", "LSQQuantize",
+    "FixedFakeQuantize", "FakeQuantize", "LSQFakeQuantize", "QuantStage", "QuantSequential",
+    "QConfig", "OBSERVERS", "PreparedModel", "prepare", "calibrate", "convert", "prepare_qat",
+    "quantized_linear", "quantized_conv2d", "IntegerModel", "max_pool2d_codes",
+    "SharedLookup", "SharedWeightLayer", "share_weights", "sharing_sizes",
+    "packed_bytes", "quantized_model_bytes",
 ]
