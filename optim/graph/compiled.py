@@ -1,0 +1,235 @@
+"""The compiled executor: preallocated buffers, fused kernels, a chosen algorithm per node.
+
+``compile(graph)`` does the work once that an interpreter would repeat on every call:
+
+- nodes whose inputs are all constants are evaluated (their outputs become constants);
+- the memory plan (``optim.graph.memory``) places every activation in one arena, allocated
+  once; each value is a fixed view of it, views and in-place updates share their input's bytes;
+- weights are pre-packed for their algorithm (transposed for GEMM, CSR for sparse, spectra
+  for FFT);
+- each node becomes a closure over its input and output arrays that calls its kernel with
+  ``out=``: no autograd bookkeeping, no allocation except kernel workspaces (im2col columns,
+  FFT spectra).
+
+Calling the result copies the inputs into their buffers, runs the closures in order and
+returns copies of the outputs. Results equal the reference ``execute`` up to float rounding.
+Tests: ``tests/optim/graph/test_graph_compiled.py``.
+"""
+from __future__ import annotations
+
+from functools import partial
+from typing import Any, Callable, Mapping
+
+import numpy as np
+import scipy.sparse
+import scipy.special
+
+from optim.graph import kernels as K
+from optim.graph.execute import check_inputs
+from optim.graph.ir import Graph, Node, validate
+from optim.graph.memory import ALIGNMENT, MemoryPlan, plan_memory
+from optim.graph.ops import OPS, UNFUSED, run_node
+
+__all__ = ["compile", "CompiledGraph", "algorithm_options", "precompute_constants"]
+
+Step = Callable[[], Any]
+
+_UFUNCS = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": np.divide,
+           "Pow": np.power, "Maximum": np.maximum, "Minimum": np.minimum, "Neg": np.negative,
+           "Exp": np.exp, "Log": np.log, "Sqrt": np.sqrt, "Abs": np.abs, "Tanh": np.tanh,
+           "Sigmoid": scipy.special.expit}
+
+
+def _base(op: str) -> str:
+    return UNFUSED.get(op, op)
+
+
+def algorithm_options(node: Node, graph: Graph) -> list[str]:
+    """The kernels that can run ``node``: conv algorithms, dense/sparse linear, else default."""
+    op = _base(node.op)
+    if op == "Conv2d":
+        a = node.attrs
+        return K.conv_algorithms(graph.types[node.inputs[1]].shape, a["stride"], a["padding"],
+                                 a["dilation"], a["groups"])
+    if op == "Linear":
+        return ["dense", "sparse"] if node.inputs[1] in graph.constants else ["dense"]
+    return ["default"]
+
+
+def default_algorithm(node: Node, graph: Graph) -> str:
+    """The choice without a cost model: pointwise for 1x1 convolutions, else im2col; dense."""
+    options = algorithm_options(node, graph)
+    return "pointwise" if "pointwise" in options else options[0]
+
+
+def precompute_constants(graph: Graph) -> Graph:
+    """Evaluate every node whose inputs are all constants (no size guard: this is for running,
+    not for storing)."""
+    constants, nodes = dict(graph.constants), []
+    for node in graph.nodes:
+        if node.inputs and all(not n or n in constants for n in node.inputs):
+            constants[node.output] = run_node(node, [constants.get(n) for n in node.inputs])
+        else:
+            nodes.append(node)
+    if len(nodes) == len(graph.nodes):
+        return graph
+    return Graph.build(graph.input_types, nodes, graph.outputs, constants)
+
+
+# ---- step builders -----------------------------------------------------------------------
+
+
+def _bias_relu(out: np.ndarray, bias: np.ndarray | None, relu: bool) -> list[Step]:
+    steps = []
+    if bias is not None:
+        steps.append(partial(np.add, out, bias, out=out))
+    if relu:
+        steps.append(partial(np.maximum, out, 0, out=out))
+    return steps
+
+
+def _conv_steps(node, ins, out, algorithm) -> list[Step]:
+    x, w = ins[0], np.ascontiguousarray(ins[1])
+    bias = ins[2] if len(ins) > 2 else None
+    a = node.attrs
+    kernel = K.CONV_ALGORITHMS[algorithm]
+    if algorithm == "fft":
+        kernel = partial(kernel, w_fft=K.fft_weight(w, x.shape, a["padding"]))
+    return [partial(kernel, x, w, bias, a["stride"], a["padding"], a["dilation"], a["groups"],
+                    node.op == "Conv2dReLU", out)]
+
+
+def _linear_steps(node, ins, out, algorithm) -> list[Step]:
+    x, w = ins[0], ins[1]
+    bias = ins[2] if len(ins) > 2 else None
+    if algorithm == "sparse":
+        csr = scipy.sparse.csr_array(w)
+        x2, out2 = x.reshape(-1, x.shape[-1]), out.reshape(-1, out.shape[-1])
+
+        def product():
+            out2[...] = (csr @ x2.T).T
+        first = product
+    else:
+        first = partial(np.matmul, x, np.ascontiguousarray(w.T), out=out)
+    return [first] + _bias_relu(out, bias, node.op == "LinearReLU")
+
+
+def _batchnorm_steps(node, ins, out) -> list[Step]:
+    """The reference's arithmetic, (x - mean) · (1/sqrt(var + eps)) · gamma + beta, in place."""
+    x, gamma, beta, mean, var = (list(ins) + [None] * 5)[:5]
+    shape = (-1,) + (1,) * (x.ndim - 2)
+    inv_std = (1 / np.sqrt(var + node.attrs["eps"])).astype(x.dtype).reshape(shape)
+    steps = [partial(np.subtract, x, mean.astype(x.dtype).reshape(shape), out=out),
+             partial(np.multiply, out, inv_std, out=out)]
+    if gamma is not None:
+        steps.append(partial(np.multiply, out, gamma.reshape(shape), out=out))
+    if beta is not None:
+        steps.append(partial(np.add, out, beta.reshape(shape), out=out))
+    return steps
+
+
+def _copy_result(node: Node, ins: list, out: np.ndarray) -> Step:
+    def step():
+        np.copyto(out, run_node(node, ins))
+    return step
+
+
+def _steps(node: Node, ins: list, out: np.ndarray, algorithm: str) -> list[Step]:
+    """The closures computing ``node`` into ``out`` (none if ``out`` already is a view of it)."""
+    op = node.op
+    if _base(op) == "Conv2d":
+        return _conv_steps(node, ins, out, algorithm)
+    if _base(op) == "Linear":
+        return _linear_steps(node, ins, out, algorithm)
+    if OPS[op].kind == "view":
+        source = ins[0].reshape(out.shape)
+        return [] if np.shares_memory(source, out) else [partial(np.copyto, out, source)]
+    if op in _UFUNCS:
+        return [partial(_UFUNCS[op], *ins, out=out)]
+    if op in ("ReLU", "AddReLU"):
+        first = partial(np.add, *ins, out=out) if op == "AddReLU" else partial(np.maximum, ins[0], 0, out=out)
+        return [first] + ([partial(np.maximum, out, 0, out=out)] if op == "AddReLU" else [])
+    if op == "MaxPool2d" or op == "AvgPool2d":
+        kernel = K.max_pool2d_into if op == "MaxPool2d" else K.avg_pool2d_into
+        a = node.attrs
+        return [partial(kernel, ins[0], a["kernel_size"], a["stride"], a["padding"], out)]
+    if op == "AdaptiveAvgPool2d" and tuple(node.attrs["output_size"]) == (1, 1):
+        return [partial(np.mean, ins[0], axis=(2, 3), out=out.reshape(out.shape[:2]))]
+    if op == "BatchNorm" and not node.attrs.get("training", False):
+        return _batchnorm_steps(node, ins, out)
+    return [_copy_result(node, ins, out)]
+
+
+class CompiledGraph:
+    """A graph ready to run fast; call it like ``execute``: ``compiled(*inputs)``.
+
+    Attributes: ``graph`` (after constant precomputation), ``plan`` (``MemoryPlan``),
+    ``algorithms`` (node output name -> kernel), ``arena`` (the one activation allocation).
+    """
+
+    def __init__(self, graph: Graph, plan: MemoryPlan, algorithms: Mapping[str, str]):
+        self.graph, self.plan, self.algorithms = graph, plan, dict(algorithms)
+        raw = np.empty(plan.arena_bytes + ALIGNMENT, dtype=np.uint8)
+        start = -raw.ctypes.data % ALIGNMENT
+        self.arena = raw[start:start + plan.arena_bytes]
+        self.buffers: dict[str, np.ndarray] = {}
+        for value, root in plan.buffer.items():
+            t = graph.types[value]
+            offset = plan.offset[root]
+            self.buffers[value] = self.arena[offset:offset + t.nbytes].view(t.dtype).reshape(t.shape)
+        env = {**graph.constants, **self.buffers}
+        self._inputs = [self.buffers[k] for k in graph.inputs]
+        self._steps: list[Step] = []
+        for node in graph.nodes:
+            ins = [env[n] if n else None for n in node.inputs]
+            self._steps += _steps(node, ins, env[node.output], self.algorithms.get(node.output, "default"))
+        self._outputs = [env[k] for k in graph.outputs]
+
+    def __call__(self, *inputs: Any) -> np.ndarray | tuple[np.ndarray, ...]:
+        for buffer, array in zip(self._inputs, check_inputs(self.graph, inputs)):
+            np.copyto(buffer, array)
+        for step in self._steps:
+            step()
+        outputs = tuple(out.copy() for out in self._outputs)
+        return outputs[0] if len(outputs) == 1 else outputs
+
+    @property
+    def arena_bytes(self) -> int:
+        return self.arena.nbytes
+
+
+def compile(graph: Graph, algorithms: Mapping[str, str] | None = None, cost_model: Any = None,
+            reuse: bool = True, inplace: bool = True) -> CompiledGraph:
+    """Prepare ``graph`` for fast repeated execution (see the module docstring).
+
+    Parameters
+    ----------
+    graph : a valid Graph (run ``optimize`` first to get fused kernels).
+    algorithms : node output name -> kernel name, overriding the choice for those nodes.
+    cost_model : a ``CostModel``; when given, every other node gets the kernel it predicts
+        fastest, else ``default_algorithm``.
+    reuse, inplace : memory plan options (``plan_memory``); ``reuse=False`` allocates every
+        value separately.
+
+    Raises ValueError if ``algorithms`` names an unknown node or a kernel that cannot run it.
+    """
+    validate(graph)
+    graph = precompute_constants(graph)
+    chosen = {}
+    requested = dict(algorithms or {})
+    producers = graph.producers()
+    for name in requested:
+        if name not in producers:
+            raise ValueError(f"algorithms names {name!r}, which is not a node of the graph")
+    for node in graph.nodes:
+        options = algorithm_options(node, graph)
+        if node.output in requested:
+            if requested[node.output] not in options:
+                raise ValueError(f"algorithm {requested[node.output]!r} cannot run node "
+                                 f"{node.output!r} ({node.op}); options: {options}")
+            chosen[node.output] = requested[node.output]
+        elif cost_model is not None:
+            chosen[node.output] = cost_model.choose(node, graph)
+        else:
+            chosen[node.output] = default_algorithm(node, graph)
+    return CompiledGraph(graph, plan_memory(graph, reuse=reuse, inplace=inplace), chosen)
