@@ -10,12 +10,12 @@
 from .conv import SCHEMES, compose_kernel, conv_factors, factorized_params, kernel_matrix
 from .factorize import (Factorization, choose_rank, factorize, factorize_conv2d,
                         factorize_linear)
-from .svd import (budget_rank, check_rank, energy_rank, kept_energy, singular_values,
-                  truncated_svd, truncation_error, whitened_svd)
+from .svd import (budget_rank, check_rank, decompose, energy_rank, factors, kept_energy,
+                  singular_values, truncated_svd, truncation_error, whitened_svd)
 
 __all__ = [
     "truncated_svd", "singular_values", "truncation_error", "kept_energy", "energy_rank",
-    "budget_rank", "check_rank", "whitened_svd",
+    "budget_rank", "check_rank", "whitened_svd", "decompose", "factors",
     "SCHEMES", "kernel_matrix", "conv_factors", "compose_kernel", "factorized_params",
     "Factorization", "choose_rank", "factorize_linear", "factorize_conv2d", "factorize",
 ]

@@ -23,8 +23,8 @@ from minnet.ops.conv import int_pair
 from optim.distill.features import named_submodules
 
 from .conv import check_scheme, conv_factors, factorized_params, kernel_matrix
-from .svd import (budget_rank, check_rank, energy_rank, kept_energy, singular_values,
-                  truncated_svd, whitened_svd)
+from .svd import (budget_rank, check_rank, decompose, energy_rank, factors, kept_energy,
+                  singular_values)
 
 
 class Factorization(NamedTuple):
@@ -70,9 +70,9 @@ def _linear(linear: nn.Linear, inputs: np.ndarray | None, **rule) -> tuple[nn.Se
     w = linear.weight.data
     m, n = w.shape
     bias = linear.bias is not None
-    s = singular_values(w) if inputs is None else whitened_svd(w, inputs, 1)[2]
+    u, s, vt = decompose(w, inputs)
     rank = choose_rank(s, m + n, m if bias else 0, _params(linear), **rule)
-    a, b = truncated_svd(w, rank) if inputs is None else whitened_svd(w, inputs, rank)[:2]
+    a, b = factors(u, s, vt, rank, w.dtype)
     first = nn.Linear(n, rank, bias=False, dtype=w.dtype)
     second = nn.Linear(rank, m, bias=bias, dtype=w.dtype)
     first.weight.data[...] = b

@@ -40,8 +40,37 @@ def check_rank(rank: Any, max_rank: int) -> int:
     return int(rank)
 
 
-def _balanced(u: np.ndarray, s: np.ndarray, vt: np.ndarray, rank: int, dtype) -> tuple[np.ndarray, np.ndarray]:
+def decompose(w: Any, inputs: Any = None, rcond: float = 1e-10
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    r"""``(U, sigma, Vt)`` in float64 with :math:`W = U \operatorname{diag}(\sigma) V^\top`
+    (the SVD of ``w``), or, given ``inputs``, the whitened form of ``whitened_svd``:
+    :math:`U \Sigma V^\top = W Q \Lambda^{1/2}` returned with ``Vt`` :math:`= V^\top
+    \Lambda^{-1/2} Q^\top`, so that in both cases ``factors(U, sigma, Vt, r)`` are the rank-r
+    factors. Shared by ``truncated_svd``, ``whitened_svd`` and ``factorize`` (one SVD per layer)."""
+    w = _matrix("w", w).astype(np.float64)
+    if inputs is None:
+        return np.linalg.svd(w, full_matrices=False)
+    x = _matrix("inputs", inputs)
+    if x.shape[1] != w.shape[1]:
+        raise ValueError(f"inputs of shape {x.shape} must have {w.shape[1]} columns to match w "
+                         f"of shape {w.shape}")
+    x = x.astype(np.float64)
+    lam, q = np.linalg.eigh(x.T @ x)
+    keep = lam > rcond * max(lam.max(), 0.0)
+    if not np.any(keep):
+        raise ValueError("inputs must not be all zero")
+    root, q = np.sqrt(lam[keep]), q[:, keep]
+    u, s, vt = np.linalg.svd(w @ (q * root), full_matrices=False)
+    return u, s, (vt / root) @ q.T
+
+
+def factors(u: np.ndarray, s: np.ndarray, vt: np.ndarray, rank: int, dtype=None
+            ) -> tuple[np.ndarray, np.ndarray]:
+    r"""Balanced rank-r factors :math:`A = U_r \Sigma_r^{1/2}`, :math:`B = \Sigma_r^{1/2} V_r^\top`
+    of a decomposition from ``decompose``, cast to ``dtype`` (default: float64)."""
+    rank = check_rank(rank, len(s))
     root = np.sqrt(s[:rank])
+    dtype = np.float64 if dtype is None else dtype
     return (u[:, :rank] * root).astype(dtype), (root[:, None] * vt[:rank]).astype(dtype)
 
 
@@ -64,9 +93,7 @@ def truncated_svd(w: Any, rank: int) -> tuple[np.ndarray, np.ndarray]:
            [0., 0., 0.]])
     """
     w = _matrix("w", w)
-    rank = check_rank(rank, min(w.shape))
-    u, s, vt = np.linalg.svd(w.astype(np.float64), full_matrices=False)
-    return _balanced(u, s, vt, rank, w.dtype)
+    return factors(*decompose(w), rank, w.dtype)
 
 
 def singular_values(w: Any) -> np.ndarray:
@@ -160,18 +187,5 @@ def whitened_svd(w: Any, inputs: Any, rank: int, rcond: float = 1e-10
     ``test_lowrank_svd.py::test_whitened_svd_error_on_the_data_is_the_discarded_energy``.
     """
     w = _matrix("w", w)
-    x = _matrix("inputs", inputs)
-    if x.shape[1] != w.shape[1]:
-        raise ValueError(f"inputs of shape {x.shape} must have {w.shape[1]} columns to match w "
-                         f"of shape {w.shape}")
-    gram = x.astype(np.float64).T @ x.astype(np.float64)
-    lam, q = np.linalg.eigh(gram)
-    keep = lam > rcond * max(lam.max(), 0.0)
-    if not np.any(keep):
-        raise ValueError("inputs must not be all zero")
-    root = np.sqrt(lam[keep])
-    q = q[:, keep]
-    u, s, vt = np.linalg.svd(w.astype(np.float64) @ (q * root), full_matrices=False)
-    rank = check_rank(rank, min(w.shape[0], int(keep.sum())))
-    a, b = _balanced(u, s, vt, rank, np.float64)
-    return a.astype(w.dtype), ((b / root) @ q.T).astype(w.dtype), s
+    u, s, vt = decompose(w, inputs, rcond)
+    return (*factors(u, s, vt, rank, w.dtype), s)
