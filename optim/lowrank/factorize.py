@@ -1,9 +1,9 @@
 r"""Replacing Linear and Conv2d layers by two thinner layers from a truncated SVD.
 
 A ``Linear(n, m)`` becomes ``Sequential(Linear(n, r, bias=False), Linear(r, m))``:
-:math:`y = W x + b \approx A (B x) + b` with the factors of ``truncated_svd`` (or of
-``whitened_svd`` when calibration inputs are given). A ``Conv2d`` becomes two convolutions
-(``conv.conv_factors``, scheme ``"channel"`` or ``"spatial"``). The rank is given, or chosen
+:math:`y = W x + b \approx A (B x) + b` with the factors of ``truncated_svd`` (or, given
+calibration inputs, of the centred ``whitened_svd`` with a corrected bias). A ``Conv2d``
+becomes two convolutions (``conv.conv_factors``, scheme ``"channel"`` or ``"spatial"``). The rank is given, or chosen
 as the smallest keeping a fraction ``energy`` of the singular energy, or the largest fitting
 a parameter ``budget``. The factorized model is then fine-tuned (``minnet.train.fit``) or
 distilled from the original (``optim.distill.Distiller``) to recover accuracy.
@@ -69,16 +69,19 @@ def _params(module: nn.Module) -> int:
 def _linear(linear: nn.Linear, inputs: np.ndarray | None, **rule) -> tuple[nn.Sequential, int, np.ndarray]:
     w = linear.weight.data
     m, n = w.shape
-    bias = linear.bias is not None
-    u, s, vt = decompose(w, inputs)
-    rank = choose_rank(s, m + n, m if bias else 0, _params(linear), **rule)
-    a, b = factors(u, s, vt, rank, w.dtype)
+    bias = None if linear.bias is None else linear.bias.data
+    mean = None if inputs is None else np.asarray(inputs, dtype=np.float64).mean(axis=0)
+    u, s, vt = decompose(w, None if inputs is None else inputs - mean)
+    rank = choose_rank(s, m + n, 0 if bias is None and mean is None else m, _params(linear), **rule)
+    a, b = factors(u, s, vt, rank)
+    if mean is not None:  # the bias absorbs the mean response the factors drop
+        bias = (0.0 if bias is None else bias) + (w.astype(np.float64) - a @ b) @ mean
     first = nn.Linear(n, rank, bias=False, dtype=w.dtype)
-    second = nn.Linear(rank, m, bias=bias, dtype=w.dtype)
+    second = nn.Linear(rank, m, bias=bias is not None, dtype=w.dtype)
     first.weight.data[...] = b
     second.weight.data[...] = a
-    if bias:
-        second.bias.data[...] = linear.bias.data
+    if bias is not None:
+        second.bias.data[...] = bias
     return nn.Sequential(first, second), rank, s
 
 
@@ -86,13 +89,25 @@ def factorize_linear(linear: nn.Linear, rank: int | None = None, *, energy: floa
                      budget: int | float | None = None, inputs: np.ndarray | None = None
                      ) -> nn.Sequential:
     r"""``Sequential(Linear(n, r, bias=False), Linear(r, m))`` approximating ``linear``
-    (weight m × n): the first weight is :math:`B`, the second :math:`A` and the bias is kept.
+    (weight m × n, bias :math:`c`): the first weight is :math:`B`, the second :math:`A`.
 
     Give exactly one of ``rank``, ``energy`` (fraction of :math:`\sum \sigma_i^2` to keep) or
-    ``budget`` (parameters of the result, or a float fraction of the original's). With
-    ``inputs`` (rows of layer inputs, (N, n)) the factors are ``whitened_svd``'s and the energy
-    is that of the layer's responses on them. Tested by
-    ``test_lowrank_factorize.py::test_factorized_linear_weight_error_is_eckart_young``.
+    ``budget`` (parameters of the result, or a float fraction of the original's).
+
+    Without ``inputs``, :math:`A B` is the truncated SVD of :math:`W` and the bias is kept.
+    With ``inputs`` (rows :math:`x_i` of layer inputs, (N, n), mean :math:`\mu`) the
+    factorization is data-aware: it minimises the response error on those inputs,
+
+    .. math::
+        \min_{\operatorname{rank}(AB) \le r,\ \hat c} \sum_i \|(W x_i + c) - (A B x_i + \hat c)\|^2
+        \ \Rightarrow\ AB = \text{whitened SVD of } W \text{ on } x_i - \mu, \quad
+        \hat c = c + (W - AB)\mu
+
+    (for any fixed :math:`AB` the best :math:`\hat c` matches the mean response, which leaves
+    the centred problem, solved by ``whitened_svd``). The energy is then that of the centred
+    responses and the error on the inputs is :math:`\sqrt{\sum_{i>r}\sigma_i^2}`. Tested by
+    ``test_lowrank_factorize.py::test_factorized_linear_weight_error_is_eckart_young`` and
+    ``::test_data_aware_linear_response_error_is_the_discarded_energy``.
     """
     if not isinstance(linear, nn.Linear):
         raise TypeError(f"linear must be a minnet.nn.Linear, got {type(linear).__name__}")
@@ -171,8 +186,8 @@ def factorize(model: nn.Module, names: Iterable[str], rank: int | None = None, *
 
     One rule (``rank``, ``energy`` or ``budget``, see ``factorize_linear``) applies to every
     layer; ``scheme`` applies to convolutions. ``calibration`` (a batch of model inputs) makes
-    the Linear factorizations data-aware (``whitened_svd`` on the inputs each layer receives).
-    A name that does not exist raises ValueError; a layer of another type, TypeError.
+    the Linear factorizations data-aware (``factorize_linear`` with the inputs each layer
+    receives). A name that does not exist raises ValueError; a layer of another type, TypeError.
     """
     names = [names] if isinstance(names, str) else list(names)
     modules = named_submodules(model, names, "model")

@@ -1,7 +1,7 @@
 """Factorizing Linear layers and whole models: Eckart–Young, rank rules, in-place replacement."""
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 import minnet
@@ -34,6 +34,28 @@ def test_factorized_linear_weight_error_is_eckart_young(n_in, n_out, seed, bias,
     np.testing.assert_allclose(seq(minnet.Tensor(x)).data, expected, rtol=1e-9, atol=1e-12)
     params = sum(p.size for p in seq.parameters())
     assert params == rank * (n_in + n_out) + (n_out if bias else 0)
+
+
+@given(n_in=st.integers(1, 8), n_out=st.integers(1, 8), samples=st.integers(2, 12),
+       seed=st.integers(0, 2**16), bias=st.booleans(), data=st.data())
+def test_data_aware_linear_response_error_is_the_discarded_energy(n_in, n_out, samples, seed,
+                                                                   bias, data):
+    layer = _linear(n_in, n_out, seed, bias)
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((samples, n_in)) + rng.standard_normal(n_in)  # off-centre inputs
+    responses = layer(minnet.Tensor(x)).data
+    # singular values of the centred responses W (x_i - mean)
+    s = np.linalg.svd((x - x.mean(axis=0)) @ layer.weight.data.T, compute_uv=False)
+    s = s[s > 1e-9 * max(s.max(), 1e-300)]
+    assume(len(s) >= 1)
+    rank = data.draw(st.integers(1, len(s)))
+    seq = factorize_linear(layer, rank, inputs=x)
+    error = np.linalg.norm(seq(minnet.Tensor(x)).data - responses)
+    np.testing.assert_allclose(error, np.sqrt(np.sum(s[rank:] ** 2)), rtol=1e-6, atol=1e-8)
+    # never worse on these inputs than the plain truncated SVD with the bias kept
+    if rank <= min(n_in, n_out):
+        plain = factorize_linear(layer, rank)
+        assert error <= np.linalg.norm(plain(minnet.Tensor(x)).data - responses) + 1e-8
 
 
 def test_rank_rules_energy_and_budget():
