@@ -30,11 +30,12 @@ from optim.graph.ir import Graph, Node, validate
 from optim.graph.memory import ALIGNMENT, MemoryPlan, plan_memory
 from optim.graph.ops import OPS, UNFUSED, run_node
 
-__all__ = ["compile", "CompiledGraph", "algorithm_options", "precompute_constants"]
+__all__ = ["compile", "CompiledGraph", "algorithm_options", "default_algorithm",
+           "precompute_constants", "UFUNCS"]
 
 Step = Callable[[], Any]
 
-_UFUNCS = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": np.divide,
+UFUNCS = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": np.divide,
            "Pow": np.power, "Maximum": np.maximum, "Minimum": np.minimum, "Neg": np.negative,
            "Exp": np.exp, "Log": np.log, "Sqrt": np.sqrt, "Abs": np.abs, "Tanh": np.tanh,
            "Sigmoid": scipy.special.expit}
@@ -144,8 +145,8 @@ def _steps(node: Node, ins: list, out: np.ndarray, algorithm: str) -> list[Step]
     if OPS[op].kind == "view":
         source = ins[0].reshape(out.shape)
         return [] if np.shares_memory(source, out) else [partial(np.copyto, out, source)]
-    if op in _UFUNCS:
-        return [partial(_UFUNCS[op], *ins, out=out)]
+    if op in UFUNCS:
+        return [partial(UFUNCS[op], *ins, out=out)]
     if op in ("ReLU", "AddReLU"):
         first = partial(np.add, *ins, out=out) if op == "AddReLU" else partial(np.maximum, ins[0], 0, out=out)
         return [first] + ([partial(np.maximum, out, 0, out=out)] if op == "AddReLU" else [])
@@ -164,7 +165,8 @@ class CompiledGraph:
     """A graph ready to run fast; call it like ``execute``: ``compiled(*inputs)``.
 
     Attributes: ``graph`` (after constant precomputation), ``plan`` (``MemoryPlan``),
-    ``algorithms`` (node output name -> kernel), ``arena`` (the one activation allocation).
+    ``algorithms`` (node output name -> kernel), ``arena`` (the one activation allocation),
+    ``node_steps`` (node output name -> the closures computing it, timed by the cost model).
     """
 
     def __init__(self, graph: Graph, plan: MemoryPlan, algorithms: Mapping[str, str]):
@@ -179,10 +181,12 @@ class CompiledGraph:
             self.buffers[value] = self.arena[offset:offset + t.nbytes].view(t.dtype).reshape(t.shape)
         env = {**graph.constants, **self.buffers}
         self._inputs = [self.buffers[k] for k in graph.inputs]
-        self._steps: list[Step] = []
+        self.node_steps: dict[str, list[Step]] = {}
         for node in graph.nodes:
             ins = [env[n] if n else None for n in node.inputs]
-            self._steps += _steps(node, ins, env[node.output], self.algorithms.get(node.output, "default"))
+            self.node_steps[node.output] = _steps(node, ins, env[node.output],
+                                                  self.algorithms.get(node.output, "default"))
+        self._steps = [step for steps in self.node_steps.values() for step in steps]
         self._outputs = [env[k] for k in graph.outputs]
 
     def __call__(self, *inputs: Any) -> np.ndarray | tuple[np.ndarray, ...]:

@@ -34,7 +34,10 @@ def _pad(x: np.ndarray, padding: Pair, value: float = 0.0) -> np.ndarray:
     ph, pw = padding
     if ph == pw == 0:
         return np.ascontiguousarray(x)
-    return np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=value)
+    n, c, h, w = x.shape
+    xpad = np.full((n, c, h + 2 * ph, w + 2 * pw), value, dtype=x.dtype)  # np.pad is ~10x slower
+    xpad[:, :, ph:ph + h, pw:pw + w] = x
+    return xpad
 
 
 def _epilogue(out: np.ndarray, bias: np.ndarray | None, relu: bool) -> None:
