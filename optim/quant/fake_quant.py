@@ -122,7 +122,8 @@ class QuantStage(nn.Module):
                  output_quant: nn.Module | None = None, bias_quant: nn.Module | None = None):
         super().__init__()
         self.layer, self.relu = layer, bool(relu)
-        self.weight_quant, self.output_quant, self.bias_quant = weight_quant, output_quant, bias_quant
+        self.weight_quant, self.output_quant = weight_quant, output_quant
+        self.bias_quant = bias_quant
 
     def forward(self, x: Tensor) -> Tensor:
         weight, bias = self.layer.weight, self.layer.bias

@@ -29,6 +29,8 @@ from ._checks import check_int, check_qrange
 from .ranges import quant_dtype
 from .requant import INT32_MAX, INT32_MIN, requantize
 
+# Codes of up to 8 bits: int8 weights, uint8/int8 activations, int32 accumulators and biases.
+MAX_INTEGER_BITS = 8
 # Weight rows per cache block: 32 rows of up to ~500 int8 weights stay in a 32 KiB L1 cache.
 _BLOCK = 32
 

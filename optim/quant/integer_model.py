@@ -19,11 +19,9 @@ from ._layers import PASSTHROUGH
 from .affine import dequantize, quantize
 from .fake_quant import FixedFakeQuantize, QuantSequential, QuantStage
 from .int_conv import conv2d_kernel
-from .int_linear import check_operands, linear_kernel
+from .int_linear import MAX_INTEGER_BITS, check_operands, linear_kernel
 from .ranges import quant_dtype
 from .requant import quantize_bias, quantize_multiplier
-
-MAX_INTEGER_BITS = 8
 
 
 def max_pool2d_codes(q: np.ndarray, kernel_size, stride=None, padding=0) -> np.ndarray:

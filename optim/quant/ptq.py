@@ -5,9 +5,10 @@ BatchNorm into the layer before it, fuses each Linear/Conv2d with the ReLU right
 attaches observers with forward hooks: one on the model input, one on the output of each
 (fused) layer; each layer's weight is observed once, per output channel. ``calibrate`` runs
 data through it; ``convert`` freezes the observed ranges into a ``QuantSequential`` of
-``FixedFakeQuantize`` s, the simulated quantized model, with every bias quantized to int32 at
-scale :math:`s_{in} s_w` as integer inference stores it (``optim.quant.integer_model`` runs it
-with integer kernels). The same ``convert`` freezes a QAT model from ``prepare_qat``.
+``FixedFakeQuantize`` s, the simulated quantized model; for codes of up to 8 bits every bias
+is quantized to int32 at scale :math:`s_{in} s_w` as integer inference stores it
+(``IntegerModel`` runs the result with integer kernels). The same ``convert`` freezes a QAT
+model from ``prepare_qat``.
 
 Follows ``torch.ao.quantization``'s eager mode (``prepare`` / ``convert``, observers as
 forward hooks, conv-bn-relu fusion) and Jacob et al. 2018, section 3.2 (BN folding) and
@@ -27,6 +28,7 @@ from ._checks import check_count
 from ._layers import Stage, flat_modules, fold_batchnorms, plan_stages
 from .fake_quant import QUANTIZERS, FixedFakeQuantize, QuantSequential, QuantStage
 from .qconfig import QConfig
+from .int_linear import MAX_INTEGER_BITS
 from .requant import INT32_MAX, INT32_MIN
 
 
@@ -112,9 +114,11 @@ def calibrate(model: nn.Module, x: object, batch_size: int = 64,
 
 def convert(model: nn.Module) -> QuantSequential:
     """The quantized model with frozen qparams, from ``prepare`` + ``calibrate`` or from
-    ``prepare_qat`` + training. Returns a new ``QuantSequential`` in eval mode; biases of
-    layers whose input is quantized are fake-quantized to int32 at scale
-    :math:`s_{in} s_w` (zero point 0). ValueError if an activation observer has seen no data.
+    ``prepare_qat`` + training. Returns a new ``QuantSequential`` in eval mode. With weights
+    and activations of at most 8 bits (integer inference's regime) the bias of each layer
+    whose input is quantized is fake-quantized to int32 at scale :math:`s_{in} s_w` (zero
+    point 0); wider codes make that scale so fine that int32 would saturate, and the bias
+    stays in float. ValueError if an activation observer has seen no data.
 
     Checked by ``tests/optim/quant/test_quant_ptq.py::test_convert_before_calibration_raises``
     and ``::test_int8_ptq_close_to_float``.
@@ -128,8 +132,9 @@ def convert(model: nn.Module) -> QuantSequential:
     else:
         raise TypeError(f"convert expects a PreparedModel (from prepare) or a QuantSequential "
                         f"(from prepare_qat), got {type(model).__name__}")
-    quantized = QuantSequential(*_with_bias_quant(modules), config=config)
-    return quantized.eval()
+    if max(config.weight_bits, config.activation_bits) <= MAX_INTEGER_BITS:
+        modules = _with_bias_quant(modules)
+    return QuantSequential(*modules, config=config).eval()
 
 
 def _qparams(observer, what: str):

@@ -1,0 +1,89 @@
+"""Weight sharing on models: the differentiable codebook lookup, fine-tuning, size accounting."""
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+import minnet
+from minnet import nn, optimizers
+from minnet.train import fit
+from optim.quant import (
+    SharedLookup,
+    SharedWeightLayer,
+    huffman_code_lengths,
+    kmeans_codebook,
+    share_weights,
+    sharing_sizes,
+)
+
+from test_quant_ptq import images, run, tiny_cnn
+
+
+@given(k=st.integers(1, 6), shape=hnp.array_shapes(min_dims=1, max_dims=3, max_side=5),
+       seed=st.integers(0, 2**16))
+def test_shared_lookup_gradient_sums_per_cluster(k, shape, seed):
+    rng = np.random.default_rng(seed)
+    centroids = minnet.tensor(rng.normal(size=k), requires_grad=True)
+    indices = rng.integers(0, k, size=shape).astype(np.uint8)
+    upstream = rng.normal(size=shape)
+    weight = SharedLookup.apply(centroids, indices=indices)
+    np.testing.assert_array_equal(weight.data, centroids.data[indices])
+    weight.backward(upstream)
+    for cluster in range(k):
+        expected = sum(upstream[i] for i in np.ndindex(shape) if indices[i] == cluster)
+        assert centroids.grad[cluster] == pytest.approx(expected, abs=1e-12)
+
+
+def test_shared_model_equals_float_model_with_clustered_weights():
+    model = tiny_cnn()
+    shared = share_weights(model, n_clusters=4)
+    layers = [m for m in shared.modules() if isinstance(m, SharedWeightLayer)]
+    assert len(layers) == 3
+    for original in (model[0], model[3][0], model[5]):
+        centroids, indices = kmeans_codebook(original.weight.data, 4)
+        original.weight.data = centroids[indices]
+    np.testing.assert_allclose(run(shared, images()), run(model, images()), rtol=1e-6,
+                               atol=1e-6)
+    names = {name for name, _ in shared.named_parameters()}
+    assert "0.centroids" in names and "0.layer.bias" in names and "0.layer.weight" not in names
+
+
+def test_fine_tuning_moves_centroids_and_keeps_sharing():
+    x = images(64)
+    y = (x.reshape(64, -1).mean(axis=1) > 0.5).astype(np.int64)
+    shared = share_weights(tiny_cnn(), n_clusters=4)
+    before = [m.centroids.data.copy() for m in shared.modules() if isinstance(m, SharedWeightLayer)]
+    fit(shared, optimizers.Adam(shared.parameters(), lr=1e-2), (x, y), 1, batch_size=16,
+        progress=False)
+    layers = [m for m in shared.modules() if isinstance(m, SharedWeightLayer)]
+    assert any(not np.array_equal(b, m.centroids.data) for b, m in zip(before, layers))
+    for layer in layers:
+        assert len(np.unique(layer.shared_weight().data)) <= 4
+
+
+def test_sharing_sizes_add_up():
+    shared = share_weights(tiny_cnn(), n_clusters=4)
+    sizes = sharing_sizes(shared)
+    layers = [m for m in shared.modules() if isinstance(m, SharedWeightLayer)]
+    n_weights = sum(m.indices.size for m in layers)
+    n_biases = sum(m.layer.bias.size for m in layers)
+    assert sizes["dense"] == 32 * (n_weights + n_biases)
+    assert sizes["shared"] == 2 * n_weights + 3 * 4 * 32 + 32 * n_biases
+    huffman = sum(int(np.dot(np.bincount(m.indices.ravel(), minlength=4),
+                             huffman_code_lengths(np.bincount(m.indices.ravel(), minlength=4))))
+                  for m in layers)
+    assert sizes["shared_huffman"] == huffman + 3 * (8 * 4 + 4 * 32) + 32 * n_biases
+    assert sizes["ratio"] == sizes["dense"] / sizes["shared"]
+
+
+def test_share_weights_leaves_the_model_alone_and_rejects_other_layers():
+    model = tiny_cnn()
+    before = model[0].weight.data.copy()
+    share_weights(model, n_clusters=2)
+    np.testing.assert_array_equal(model[0].weight.data, before)
+    assert isinstance(share_weights(nn.Linear(3, 2), 2), SharedWeightLayer)
+    with pytest.raises(TypeError, match="Linear or Conv2d"):
+        SharedWeightLayer(nn.ReLU(), 2)
+    with pytest.raises(ValueError, match="n_clusters"):
+        share_weights(model, n_clusters=0)

@@ -1,0 +1,121 @@
+"""Quantization-aware training: fake-quant modules, prepare_qat, training and freezing."""
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import minnet
+from minnet import nn, optimizers
+from minnet.train import fit
+from optim.quant import (
+    FakeQuantize,
+    FixedFakeQuantize,
+    IntegerModel,
+    LSQFakeQuantize,
+    MinMaxObserver,
+    QuantStage,
+    convert,
+    fake_quantize,
+    int_range,
+    lsq_initial_step,
+    prepare_qat,
+    qparams,
+    ste_mask,
+)
+
+from test_quant_ptq import images, run, tiny_cnn
+
+
+def test_prepare_qat_structure_and_trainable_steps():
+    qat = prepare_qat(tiny_cnn(), weight_bits=2)
+    assert qat.training and not qat.frozen
+    stages = [m for m in qat if isinstance(m, QuantStage)]
+    assert len(stages) == 3 and [s.relu for s in stages] == [True, True, False]
+    assert all(isinstance(s.weight_quant, LSQFakeQuantize) for s in stages)
+    assert all(isinstance(s.output_quant, FakeQuantize) for s in stages)
+    steps = {id(s.weight_quant.step) for s in stages}
+    assert steps <= {id(p) for p in qat.parameters()}
+    assert [s.weight_quant.step.shape for s in stages] == [(3,), (4,), (5,)]
+
+
+@pytest.mark.parametrize("bits", [2, 4])
+def test_lsq_weight_steps_initialised_from_the_weights(bits):
+    model = tiny_cnn()
+    qat = prepare_qat(model, weight_bits=bits)
+    run(qat, images(4))
+    qmax = int_range(bits)[1]
+    np.testing.assert_allclose(qat[1].weight_quant.step.data,
+                               lsq_initial_step(model[0].weight.data, qmax, axis=0), rtol=1e-6)
+
+
+@given(bits=st.integers(2, 8), seed=st.integers(0, 2**16))
+def test_ste_weight_gradient_is_masked_float_gradient(bits, seed):
+    # y = x fq(W)^T with fq from the current per-channel range: dL/dW = mask * G^T x
+    rng = np.random.default_rng(seed)
+    layer = nn.Linear(6, 3, bias=False)
+    layer.weight.data = rng.normal(size=(3, 6)).astype(np.float32)
+    qat = prepare_qat(nn.Sequential(layer), weight_bits=bits, weight_method="ste",
+                      weight_only=True)
+    x = rng.normal(size=(4, 6)).astype(np.float32)
+    upstream = rng.normal(size=(4, 3)).astype(np.float32)
+    qat(minnet.Tensor(x)).backward(upstream)
+    w = qat[0].layer.weight
+    qmin, qmax = int_range(bits)
+    scale, zero_point = qparams(w.data.min(axis=1), w.data.max(axis=1), qmin, qmax, True)
+    mask = ste_mask(w.data, scale, zero_point, qmin, qmax, axis=0)
+    np.testing.assert_allclose(w.grad, mask * (upstream.T @ x), rtol=1e-5, atol=1e-5)
+
+
+def test_fake_quantize_observes_in_training_and_freezes_in_eval():
+    fq = FakeQuantize(MinMaxObserver(8, signed=False))
+    fq(minnet.Tensor(np.array([0.0, 1.0], np.float32)))
+    fq(minnet.Tensor(np.array([0.0, 2.0], np.float32)))
+    fq.eval()
+    out = fq(minnet.Tensor(np.array([0.0, 3.0], np.float32)))
+    scale, zero_point = qparams(0.0, 2.0, 0, 255)
+    np.testing.assert_array_equal(out.data, fake_quantize(np.array([0.0, 3.0], np.float32),
+                                                          scale, zero_point, 0, 255))
+    frozen = fq.frozen()
+    assert isinstance(frozen, FixedFakeQuantize) and frozen.scale == pytest.approx(scale)
+
+
+@pytest.mark.parametrize("weight_method, activation_method", [
+    ("lsq", "ste"), ("ste", "ste"), ("lsq", "lsq"), ("ste", "lsq")])
+def test_convert_preserves_the_eval_function(weight_method, activation_method):
+    # 16-bit activations: no int32 bias quantization is added, so freezing changes nothing
+    qat = prepare_qat(tiny_cnn(), weight_bits=4, activation_bits=16,
+                      weight_method=weight_method, activation_method=activation_method)
+    x = images()
+    run(qat, x)  # training mode: observers and LSQ steps see data
+    qat.eval()
+    frozen = convert(qat)
+    assert frozen.frozen and not frozen.training and qat.training is False
+    np.testing.assert_array_equal(run(frozen, x), run(qat, x))
+
+
+def test_qat_trains_and_runs_as_integers():
+    x = images(64)
+    y = (x.reshape(64, -1).mean(axis=1) > 0.5).astype(np.int64)
+    qat = prepare_qat(tiny_cnn(), weight_bits=2)
+    history = fit(qat, optimizers.Adam(qat.parameters(), lr=1e-2), (x, y), 2, batch_size=16,
+                  progress=False)
+    assert np.all(np.isfinite(history["train_loss"]))
+    steps = [m.step.data for m in qat.modules() if isinstance(m, LSQFakeQuantize)]
+    assert len(steps) == 3 and all(np.all(s > 0) for s in steps)
+    converted = convert(qat)
+    with minnet.no_grad():
+        simulated = converted(minnet.Tensor(x)).data.argmax(axis=1)
+    predicted = IntegerModel(converted).predict(x)
+    assert np.mean(predicted == simulated) >= 0.9
+
+
+@pytest.mark.parametrize("error, message, call", [
+    (ValueError, "weight_method", lambda: prepare_qat(tiny_cnn(), weight_method="dorefa")),
+    (ValueError, "activation_method", lambda: prepare_qat(tiny_cnn(), activation_method="x")),
+    (ValueError, "weight_bits", lambda: prepare_qat(tiny_cnn(), weight_bits=20)),
+    (ValueError, "seen no data", lambda: convert(prepare_qat(tiny_cnn()))),
+    (TypeError, "observer", lambda: FakeQuantize("minmax")),
+])
+def test_errors_name_the_argument(error, message, call):
+    with pytest.raises(error, match=message):
+        call()
