@@ -45,7 +45,6 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-import minnet  # noqa: E402
 from minnet.data import load_mnist  # noqa: E402
 from minnet.models import lenet5  # noqa: E402
 from optim import metrics  # noqa: E402
@@ -60,11 +59,38 @@ def build(arch: dict):
     return lenet5() if arch.get("name") == LENET else build_cnn(arch)
 
 
-def test_error(objectives: MnistObjectives, arch: dict, full: bool) -> float:
-    """Test error of ``arch`` trained with the per-trial budget or with the full recipe."""
-    data = load_mnist("train") if full else None
-    model = objectives.trained(arch, args.full_epochs if full else None, data)
+def test_error(objectives: MnistObjectives, arch: dict, epochs: int | None, full: bool) -> float:
+    """Test error of ``arch`` trained for ``epochs`` on the search's training part, or on all
+    the training images when ``full``."""
+    model = objectives.trained(arch, epochs, load_mnist("train") if full else None)
     return measure(model, load_mnist("test"), ("error",))["error"]
+
+
+def unique_front(history) -> list:
+    """The Pareto front by MACs, one record per model (genes that build nothing are ignored)."""
+    front, seen = [], set()
+    for record in sorted(history.pareto(), key=lambda r: (r.objectives[1], r.id)):
+        if repr(build_cnn(record.arch)) not in seen:
+            seen.add(repr(build_cnn(record.arch)))
+            front.append(record)
+    return front
+
+
+def verdict(rows: list[tuple], errors: list[float]) -> str:
+    """Which front architectures dominate LeNet-5 (row 0) on the test split, or the smallest gap."""
+    lenet_macs, lenet_error = rows[0][1], errors[0]
+    cheaper = [(label, macs, error) for (label, macs, *_), error in zip(rows[1:], errors[1:])
+               if macs < lenet_macs]
+    winners = [f"{label} ({error:.4f} at {macs:,} MACs)" for label, macs, error in cheaper
+               if error <= lenet_error]
+    if winners:
+        return (f"{len(winners)} of the {len(rows) - 1} front architectures dominate LeNet-5 "
+                f"(test error {lenet_error:.4f}, {lenet_macs:,} MACs): " + "; ".join(winners))
+    if not cheaper:
+        return "no front architecture has fewer MACs than LeNet-5"
+    label, macs, error = min(cheaper, key=lambda c: c[2])
+    return (f"none dominates LeNet-5 (test error {lenet_error:.4f}); the closest, {label} at "
+            f"{macs:,} MACs, has test error {error:.4f} (gap {error - lenet_error:+.4f})")
 
 
 def main() -> None:
@@ -78,18 +104,19 @@ def main() -> None:
     strategies = {"NSGA-II": NSGA2(space, population_size=args.population, seed=args.seed)}
     if not args.no_random:
         strategies["random"] = RandomSearch(space, n_objectives=2, seed=args.seed)
-    executor = ProcessPoolExecutor(args.workers) if args.workers > 1 else None
-    lines = [f"# NSGA-II over the CNN space vs LeNet-5\n",
-             f"`python benchmarks/bench_nas.py {' '.join(sys.argv[1:])}` — {platform.processor() or platform.machine()}, "
-             f"{os.cpu_count()} cores, {args.workers} worker process(es), Python {platform.python_version()}, "
-             f"NumPy {np.__version__}\n",
+    lines = ["# NSGA-II over the CNN space vs LeNet-5\n",
+             f"`python benchmarks/bench_nas.py {' '.join(sys.argv[1:])}` — "
+             f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {args.workers} "
+             f"worker process(es), Python {platform.python_version()}, NumPy {np.__version__}, "
+             f"load average {os.getloadavg()[0]:.1f} at the start\n",
              f"{trials} trials per strategy, {args.epochs} epochs per trial on 3,200 training images, "
              f"validation on 800; MACs budget {budget:,} (LeNet-5: {lenet_macs:,}).\n"]
+    executor = ProcessPoolExecutor(args.workers) if args.workers > 1 else None
+    run = map if executor is None else executor.map
     histories, started = {}, time.perf_counter()
     try:
         for name, strategy in strategies.items():
-            start = time.perf_counter()
-            stem = out / name.lower().replace("-", "")
+            start, stem = time.perf_counter(), out / name.lower().replace("-", "")
             histories[name] = history = search(space, strategy, objectives, trials, executor=executor,
                                                history_path=f"{stem}.json", resume=args.resume)
             history.to_csv(f"{stem}.csv")
@@ -97,24 +124,14 @@ def main() -> None:
             lines.append(f"- {name}: {time.perf_counter() - start:.0f} s for {len(history)} trials "
                          f"({failed} failed or invalid), best validation error "
                          f"{history.best().objectives[0]:.4f}")
-        front, seen = [], set()  # architectures differing only in unused genes: one model
-        for record in sorted(histories["NSGA-II"].pareto(), key=lambda r: (r.objectives[1], r.id)):
-            if describe(record.arch) not in seen:
-                seen.add(describe(record.arch))
-                front.append(record)
-        lenet = {"name": LENET}
-        candidates = [lenet] + [r.arch for r in front]
-        start = time.perf_counter()
-        lenet_val = objectives(Trial(0, lenet))[0]
-        if executor is None:
-            budget_errors = [test_error(objectives, a, False) for a in candidates]
-            full_errors = [test_error(objectives, a, True) for a in candidates]
-        else:
-            budget_errors = list(executor.map(test_error, [objectives] * len(candidates), candidates,
-                                              [False] * len(candidates)))
-            full_errors = list(executor.map(test_error, [objectives] * len(candidates), candidates,
-                                            [True] * len(candidates)))
-        lines.append(f"- test-split training of the front and LeNet-5: {time.perf_counter() - start:.0f} s")
+        front = unique_front(histories["NSGA-II"])
+        candidates = [{"name": LENET}] + [r.arch for r in front]
+        start, n = time.perf_counter(), len(candidates)
+        lenet_val = objectives(Trial(0, candidates[0]))[0]
+        budget_errors = list(run(test_error, [objectives] * n, candidates, [None] * n, [False] * n))
+        full_errors = list(run(test_error, [objectives] * n, candidates, [args.full_epochs] * n, [True] * n))
+        lines.append(f"- training the front and LeNet-5 for the test split: "
+                     f"{time.perf_counter() - start:.0f} s")
     finally:
         if executor is not None:
             executor.shutdown()
@@ -131,29 +148,13 @@ def main() -> None:
     for regime, errors in (("per-trial budget", budget_errors), ("full recipe", full_errors)):
         lines.append(f"- {regime}: {verdict(rows, errors)}")
 
-    plot_front(histories, out / "front.png", references={f"{LENET} ({args.epochs} epochs)": (lenet_macs, lenet_val)})
+    plot_front(histories, out / "front.png",
+               references={f"{LENET} ({args.epochs} epochs)": (lenet_macs, lenet_val)})
     plot_best_so_far(histories, out / "best_so_far.png")
     report = "\n".join(lines) + "\n"
     (out / "report.md").write_text(report, encoding="utf-8")
     print(report)
 
 
-def verdict(rows: list[tuple], errors: list[float]) -> str:
-    """Which front architectures dominate LeNet-5 on the test split, or the smallest gap."""
-    lenet_macs, lenet_error = rows[0][1], errors[0]
-    cheaper = [(label, macs, error) for (label, macs, *_), error in zip(rows[1:], errors[1:])
-               if macs < lenet_macs]
-    winners = [f"{label} ({error:.4f} at {macs:,} MACs)" for label, macs, error in cheaper
-               if error <= lenet_error]
-    if winners:
-        return f"dominates LeNet-5 (test error {lenet_error:.4f}, {lenet_macs:,} MACs): " + "; ".join(winners)
-    if not cheaper:
-        return "no front architecture has fewer MACs than LeNet-5"
-    label, macs, error = min(cheaper, key=lambda c: c[2])
-    return (f"none dominates LeNet-5 (test error {lenet_error:.4f}); the closest, {label} at {macs:,} "
-            f"MACs, has test error {error:.4f} (gap {error - lenet_error:+.4f})")
-
-
 if __name__ == "__main__":
-    minnet.manual_seed(args.seed)
     main()
