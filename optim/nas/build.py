@@ -186,7 +186,8 @@ def macs_at_most(budget: float, cost: Callable[[dict], Cost] = cnn_cost) -> Call
 def describe(arch: dict) -> str:
     """A one-line summary of an ``mlp_space`` or ``cnn_space`` architecture's used genes, e.g.
     ``"same: 8c5 max, 8c3+skip avg; fc 32; relu"`` (channels ``c`` kernel, pooling) or
-    ``"64, 64+skip; relu"`` (widths)."""
+    ``"64, 64+skip; relu"`` (widths). Tested by
+    ``tests/optim/nas/test_nas_build.py::test_describe_lists_the_used_blocks``."""
     blocks = []
     for i in range(arch["n_blocks"]):
         skip = "+skip" if i > 0 and arch[f"skip_{i}"] else ""
