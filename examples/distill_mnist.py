@@ -18,7 +18,8 @@ from minnet.train import evaluate, fit
 from optim.distill import Distiller
 from optim.metrics import count_params
 
-parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+parser = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("--epochs", type=int, default=20)
 parser.add_argument("--limit", type=int, default=None, help="train on this many images only")
 parser.add_argument("--seed", type=int, default=0)
@@ -56,7 +57,8 @@ distiller = Distiller(distilled, teacher, T=args.temperature, alpha=args.alpha, 
 distiller.fit(optimizers.Adam(distiller.parameters(), lr=1e-3), train, args.epochs, seed=args.seed)
 
 print(f"| model | parameters | test accuracy |\n|---|---:|---:|")
+distilled_name = f"student distilled (T={args.temperature:g}, alpha={args.alpha:g})"
 for name, model in (("teacher LeNet-5", teacher), ("student alone", alone),
-                    (f"student distilled (T={args.temperature:g}, alpha={args.alpha:g})", distilled)):
+                    (distilled_name, distilled)):
     accuracy = evaluate(model, test)["accuracy"]
     print(f"| {name} | {count_params(model):,} | {100 * accuracy:.2f}% |")

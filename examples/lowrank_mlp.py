@@ -18,12 +18,14 @@ from minnet.train import evaluate, fit
 from optim.distill import Distiller
 from optim.lowrank import factorize
 
-parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+parser = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("--epochs", type=int, default=20, help="epochs to train the original")
 parser.add_argument("--limit", type=int, default=None, help="train on this many images only")
 parser.add_argument("--seed", type=int, default=0)
 parser.add_argument("--energy", type=float, default=0.9)
-parser.add_argument("--recover-epochs", type=int, default=2, help="fine-tuning / distillation epochs")
+parser.add_argument("--recover-epochs", type=int, default=2,
+                    help="fine-tuning / distillation epochs")
 parser.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate when recovering")
 args = parser.parse_args()
 

@@ -53,7 +53,8 @@ def _pairs(name: str, pairs: Pairs) -> list[tuple[str, str]]:
         return []
     items = list(pairs.items()) if isinstance(pairs, Mapping) else list(pairs)
     for item in items:
-        if not (isinstance(item, tuple) and len(item) == 2 and all(isinstance(n, str) for n in item)):
+        if not (isinstance(item, tuple) and len(item) == 2
+                and all(isinstance(n, str) for n in item)):
             raise TypeError(f"{name} must map student submodule names to teacher submodule "
                             f"names, got the entry {item!r}")
     return items
@@ -163,7 +164,8 @@ class Distiller(nn.Module):
     def _cached_teacher_outputs(self, x: np.ndarray) -> TeacherOutputs:
         """The teacher's outputs on the whole training set, recomputed only when ``x`` changes
         (identified by a SHA-256 of its bytes and shape)."""
-        digest = hashlib.sha256(np.ascontiguousarray(x).tobytes() + repr(x.shape).encode()).hexdigest()
+        content = np.ascontiguousarray(x).tobytes() + repr(x.shape).encode()
+        digest = hashlib.sha256(content).hexdigest()
         if self._cache is None or self._cache[0] != digest:
             self._cache = (digest, self.teacher_outputs(x))
         return self._cache[1]

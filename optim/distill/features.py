@@ -10,7 +10,8 @@ from typing import Iterable, Iterator
 from minnet import nn
 
 
-def named_submodules(model: nn.Module, names: Iterable[str], role: str = "model") -> dict[str, nn.Module]:
+def named_submodules(model: nn.Module, names: Iterable[str], role: str = "model"
+                     ) -> dict[str, nn.Module]:
     """``{name: model's submodule of that dotted name}``; ValueError naming ``role`` and the
     missing name (and listing the valid ones) if a name does not exist."""
     modules = {name: module for name, module in model.named_modules() if name}

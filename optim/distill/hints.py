@@ -26,14 +26,19 @@ from ._checks import same_shape
 _HINT_REDUCTIONS = ("batchmean", "mean")
 
 
+def _constant(features: Any) -> Tensor:
+    """The teacher's side as a tensor cut from any graph."""
+    return Tensor(features.data) if isinstance(features, Tensor) else as_tensor(features)
+
+
 def hint_loss(student_features: Any, teacher_features: Any, reduction: str = "batchmean") -> Tensor:
     r"""FitNets hint loss between (regressed) student features :math:`u` and teacher
     features :math:`v` of the same shape (N, ...).
 
     .. math::
-        \text{batchmean:}\quad \mathcal{L}_{HT} = \frac{1}{N} \sum_{i=1}^{N} \tfrac12 \| u_i - v_i \|_2^2
+        \text{batchmean:}\ \mathcal{L}_{HT} = \frac{1}{N} \sum_{i=1}^{N} \tfrac12 \|u_i - v_i\|_2^2,
         \qquad
-        \text{mean:}\quad \tfrac12 \cdot \frac{1}{N D} \sum_{i,d} (u_{id} - v_{id})^2
+        \text{mean:}\  \tfrac12 \cdot \frac{1}{N D} \sum_{i,d} (u_{id} - v_{id})^2
 
     ``batchmean`` is Romero et al. 2015, eq. 3 (one example's :math:`\tfrac12\|\cdot\|^2`)
     averaged over the batch; ``mean`` also divides by the number of features :math:`D`, so a
@@ -41,10 +46,11 @@ def hint_loss(student_features: Any, teacher_features: Any, reduction: str = "ba
     teacher side is a constant. Tested by ``test_distill_hints.py::test_hint_loss_definition``.
     """
     u = as_tensor(student_features)
-    v = as_tensor(teacher_features.data if isinstance(teacher_features, Tensor) else teacher_features)
+    v = _constant(teacher_features)
     same_shape("student_features", u, "teacher_features", v)
     if u.ndim < 2:
-        raise ValueError(f"features must have a batch axis and at least one more, got shape {u.shape}")
+        raise ValueError(f"features must have a batch axis and at least one more, "
+                         f"got shape {u.shape}")
     if reduction not in _HINT_REDUCTIONS:
         raise ValueError(f"reduction must be one of {_HINT_REDUCTIONS}, got {reduction!r}")
     diff = F.sub(u, v.data.astype(u.dtype, copy=False))
@@ -77,8 +83,9 @@ def hint_regressor(student_shape: tuple[int, ...], teacher_shape: tuple[int, ...
     if len(student_shape) == 3:
         (c_s, h_s, w_s), (c_t, h_t, w_t) = student_shape, teacher_shape
         if h_s < h_t or w_s < w_t:
-            raise ValueError(f"student feature map {student_shape} is spatially smaller than the "
-                             f"teacher's {teacher_shape}; a convolutional regressor cannot enlarge it")
+            raise ValueError(f"student feature map {student_shape} is spatially smaller than "
+                             f"the teacher's {teacher_shape}; a convolutional regressor cannot "
+                             "enlarge it")
         return nn.Conv2d(c_s, c_t, (h_s - h_t + 1, w_s - w_t + 1), dtype=dtype)
     raise ValueError(f"hint features must be vectors (D,) or feature maps (C, H, W), got "
                      f"shapes {student_shape} and {teacher_shape}")
@@ -120,7 +127,7 @@ def attention_transfer_loss(student_features: Any, teacher_features: Any, p: flo
     ``test_distill_hints.py::test_attention_transfer_loss_laws``.
     """
     s = as_tensor(student_features)
-    t = as_tensor(teacher_features.data if isinstance(teacher_features, Tensor) else teacher_features)
+    t = _constant(teacher_features)
     if s.ndim != 4 or t.ndim != 4:
         raise ValueError(f"attention transfer needs 4-D (N, C, H, W) features, got shapes "
                          f"{s.shape} and {t.shape}")

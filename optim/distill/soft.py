@@ -67,7 +67,7 @@ def kd_loss(student_logits: Any, teacher_logits: Any, T: float, *,
     teacher's soft targets to the student's.
 
     .. math::
-        \mathcal{L}_{KD} = \frac{T^2}{N} \sum_{i=1}^{N} \mathrm{KL}\big(p(t_i;T) \,\|\, p(s_i;T)\big)
+        \mathcal{L}_{KD} = \frac{T^2}{N} \sum_{i=1}^{N} \mathrm{KL}\big(p(t_i;T) \| p(s_i;T)\big)
         = \frac{T^2}{N} \sum_{i,c} p_{ic} \big(\log p_{ic} - \log q_{ic}\big)
 
     with :math:`p = \mathrm{softmax}(t/T)`, :math:`q = \mathrm{softmax}(s/T)` row-wise. Its

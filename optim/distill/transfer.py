@@ -83,7 +83,8 @@ def load_partial_state_dict(model: nn.Module, state_dict: Mapping[str, np.ndarra
     ``test_distill_transfer.py::test_partial_load_report_partitions_the_keys``.
     """
     if not isinstance(state_dict, Mapping):
-        raise TypeError(f"state_dict must be a mapping of names to arrays, got {type(state_dict).__name__}")
+        raise TypeError(f"state_dict must be a mapping of names to arrays, "
+                        f"got {type(state_dict).__name__}")
     own = model.state_dict()
     exclude = _check_prefixes(exclude, sorted(set(own) | set(state_dict)), "state_dict names")
     shared = [k for k in state_dict if k in own]

@@ -3,9 +3,9 @@ r"""Replacing Linear and Conv2d layers by two thinner layers from a truncated SV
 A ``Linear(n, m)`` becomes ``Sequential(Linear(n, r, bias=False), Linear(r, m))``:
 :math:`y = W x + b \approx A (B x) + b` with the factors of ``truncated_svd`` (or, given
 calibration inputs, of the centred ``whitened_svd`` with a corrected bias). A ``Conv2d``
-becomes two convolutions (``conv.conv_factors``, scheme ``"channel"`` or ``"spatial"``). The rank is given, or chosen
-as the smallest keeping a fraction ``energy`` of the singular energy, or the largest fitting
-a parameter ``budget``. The factorized model is then fine-tuned (``minnet.train.fit``) or
+becomes two convolutions (``conv.conv_factors``, scheme ``"channel"`` or ``"spatial"``). The
+rank is given, or chosen as the smallest keeping a fraction ``energy`` of the singular
+energy, or the largest fitting a parameter ``budget``. The factorized model is then fine-tuned (``minnet.train.fit``) or
 distilled from the original (``optim.distill.Distiller``) to recover accuracy.
 
 Tests: ``tests/optim/lowrank/test_lowrank_factorize.py``.
@@ -66,7 +66,10 @@ def _params(module: nn.Module) -> int:
     return sum(p.size for p in module.parameters())
 
 
-def _linear(linear: nn.Linear, inputs: np.ndarray | None, **rule) -> tuple[nn.Sequential, int, np.ndarray]:
+Built = tuple[nn.Sequential, int, np.ndarray]  # the new layers, the rank, the singular values
+
+
+def _linear(linear: nn.Linear, inputs: np.ndarray | None, **rule) -> Built:
     w = linear.weight.data
     m, n = w.shape
     bias = None if linear.bias is None else linear.bias.data
@@ -114,9 +117,10 @@ def factorize_linear(linear: nn.Linear, rank: int | None = None, *, energy: floa
     return _linear(linear, inputs, rank=rank, energy=energy, budget=budget)[0]
 
 
-def _conv(conv: nn.Conv2d, scheme: str, **rule) -> tuple[nn.Sequential, int, np.ndarray]:
+def _conv(conv: nn.Conv2d, scheme: str, **rule) -> Built:
     if conv.groups != 1:
-        raise ValueError(f"only convolutions with groups=1 can be factorized, got groups={conv.groups}")
+        raise ValueError(f"only convolutions with groups=1 can be factorized, "
+                         f"got groups={conv.groups}")
     w = conv.weight.data
     n, c, kh, kw = w.shape
     bias = conv.bias is not None
@@ -127,7 +131,8 @@ def _conv(conv: nn.Conv2d, scheme: str, **rule) -> tuple[nn.Sequential, int, np.
     (sh, sw), (ph, pw) = int_pair("stride", conv.stride, 1), int_pair("padding", conv.padding, 0)
     dh, dw = int_pair("dilation", conv.dilation, 1)
     if scheme == "channel":
-        first = nn.Conv2d(c, rank, (kh, kw), (sh, sw), (ph, pw), (dh, dw), bias=False, dtype=w.dtype)
+        first = nn.Conv2d(c, rank, (kh, kw), (sh, sw), (ph, pw), (dh, dw), bias=False,
+                          dtype=w.dtype)
         second = nn.Conv2d(rank, n, 1, bias=bias, dtype=w.dtype)
     else:
         first = nn.Conv2d(c, rank, (kh, 1), (sh, 1), (ph, 0), (dh, 1), bias=False, dtype=w.dtype)
@@ -151,7 +156,8 @@ def factorize_conv2d(conv: nn.Conv2d, rank: int | None = None, *, energy: float 
     return _conv(conv, scheme, rank=rank, energy=energy, budget=budget)[0]
 
 
-def _layer_inputs(model: nn.Module, modules: dict[str, nn.Module], x: np.ndarray) -> dict[str, np.ndarray]:
+def _layer_inputs(model: nn.Module, modules: dict[str, nn.Module], x: np.ndarray
+                  ) -> dict[str, np.ndarray]:
     """Inputs reaching each named Linear when ``model`` runs on ``x`` (eval mode, no graph),
     as rows (-1, in_features)."""
     seen: dict[str, list[np.ndarray]] = {name: [] for name in modules}
@@ -180,7 +186,8 @@ def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
 
 def factorize(model: nn.Module, names: Iterable[str], rank: int | None = None, *,
               energy: float | None = None, budget: int | float | None = None,
-              scheme: str = "channel", calibration: np.ndarray | None = None) -> list[Factorization]:
+              scheme: str = "channel", calibration: np.ndarray | None = None
+              ) -> list[Factorization]:
     """Replace each named Linear / Conv2d of ``model`` in place by its factorization and
     return what was done, one ``Factorization`` per layer.
 
@@ -196,7 +203,9 @@ def factorize(model: nn.Module, names: Iterable[str], rank: int | None = None, *
             raise TypeError(f"layer {name!r} is a {type(module).__name__}; only Linear and "
                             "Conv2d layers can be factorized")
     linears = {k: m for k, m in modules.items() if isinstance(m, nn.Linear)}
-    inputs = _layer_inputs(model, linears, calibration) if calibration is not None and linears else {}
+    inputs = {}
+    if calibration is not None and linears:
+        inputs = _layer_inputs(model, linears, calibration)
     rule = dict(rank=rank, energy=energy, budget=budget)
     done = []
     for name, module in modules.items():
@@ -205,5 +214,6 @@ def factorize(model: nn.Module, names: Iterable[str], rank: int | None = None, *
         else:
             new, r, s = _conv(module, scheme, **rule)
         _replace(model, name, new)
-        done.append(Factorization(name, r, len(s), _params(module), _params(new), kept_energy(s, r)))
+        done.append(Factorization(name, r, len(s), _params(module), _params(new),
+                                  kept_energy(s, r)))
     return done

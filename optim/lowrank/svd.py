@@ -103,7 +103,8 @@ def singular_values(w: Any) -> np.ndarray:
 
 def _spectrum(s: Any) -> np.ndarray:
     s = np.asarray(s, dtype=np.float64)
-    if s.ndim != 1 or s.size == 0 or np.any(s < 0) or np.any(np.diff(s) > 0) or not np.all(np.isfinite(s)):
+    if (s.ndim != 1 or s.size == 0 or not np.all(np.isfinite(s)) or np.any(s < 0)
+            or np.any(np.diff(s) > 0)):
         raise ValueError("singular_values must be a non-empty, finite, non-negative, "
                          "non-increasing 1-D array")
     return s

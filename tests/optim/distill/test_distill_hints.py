@@ -111,7 +111,8 @@ def test_attention_transfer_loss_laws(pair, scale):
     loss = float(attention_transfer_loss(s, t).data)
     # unit vectors with non-negative entries are at most sqrt(2) apart
     assert -1e-15 <= loss <= 2.0 / (h * w) + 1e-12
-    np.testing.assert_allclose(loss, float(attention_transfer_loss(t, s).data), rtol=1e-9, atol=1e-15)
+    swapped = float(attention_transfer_loss(t, s).data)
+    np.testing.assert_allclose(loss, swapped, rtol=1e-9, atol=1e-15)
     assume(np.all(np.abs(t).reshape(n, -1).max(axis=1) > 1e-3))
     assert float(attention_transfer_loss(scale * t, t).data) <= 1e-20
 

@@ -70,7 +70,8 @@ def test_kernel_error_is_the_discarded_energy(case, data):
 def test_rank_one_spatial_scheme_gives_separable_slices(case):
     conv, _, _ = case
     first, second = conv_factors(conv.weight.data, 1, "spatial")
-    assert first.shape[2:] == (conv.kernel_size[0], 1) and second.shape[2:] == (1, conv.kernel_size[1])
+    kh, kw = conv.kernel_size
+    assert first.shape[2:] == (kh, 1) and second.shape[2:] == (1, kw)
     kernel = compose_kernel(first, second, "spatial")
     for n in range(kernel.shape[0]):
         for c in range(kernel.shape[1]):

@@ -24,7 +24,8 @@ def test_truncation_error_is_the_discarded_energy(case):
     assert a.shape == (w.shape[0], r) and b.shape == (r, w.shape[1])
     np.testing.assert_allclose(np.linalg.norm(w - a @ b), np.sqrt(np.sum(s[r:] ** 2)),
                                rtol=1e-7, atol=1e-9)
-    assert truncation_error(s, r) == pytest.approx(np.sqrt(np.sum(s[r:] ** 2)), rel=1e-12, abs=1e-300)
+    expected = np.sqrt(np.sum(s[r:] ** 2))
+    assert truncation_error(s, r) == pytest.approx(expected, rel=1e-12, abs=1e-300)
     # the factors share the singular values evenly: ||A||_F^2 = ||B||_F^2 = sum of kept sigma
     np.testing.assert_allclose(np.sum(a * a), np.sum(s[:r]), rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(np.sum(b * b), np.sum(s[:r]), rtol=1e-9, atol=1e-12)
