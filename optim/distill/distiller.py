@@ -26,6 +26,7 @@ import hashlib
 import os
 import sys
 import time
+from functools import reduce
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -181,23 +182,21 @@ class Distiller(nn.Module):
             teacher = self.teacher_outputs(x)
         with record_features(self.student, self._student_names) as s_out:
             logits = self.student(minnet.Tensor(x))
-        terms, parts = [], dict.fromkeys(_PARTS, float("nan"))
+        terms: dict[str, tuple[float, minnet.Tensor]] = {}
         if self.alpha > 0:
-            terms.append((self.alpha, kd_loss(logits, teacher.logits, self.T), "kd_loss"))
+            terms["kd_loss"] = (self.alpha, kd_loss(logits, teacher.logits, self.T))
         if self.alpha < 1:
-            terms.append((1.0 - self.alpha, F.cross_entropy(logits, y), "ce_loss"))
+            terms["ce_loss"] = (1.0 - self.alpha, F.cross_entropy(logits, y))
         if self.hints:
-            hint = sum((hint_loss(r(s_out[a]), teacher.features[b], reduction="mean")
-                        for (a, b), r in zip(self.hints, self.regressors)), start=0.0)
-            terms.append((self.hint_weight, hint, "hint_loss"))
+            terms["hint_loss"] = (self.hint_weight, reduce(F.add, [
+                hint_loss(r(s_out[a]), teacher.features[b], reduction="mean")
+                for (a, b), r in zip(self.hints, self.regressors)]))
         if self.attention:
-            at = sum((attention_transfer_loss(s_out[a], teacher.features[b])
-                      for a, b in self.attention), start=0.0)
-            terms.append((self.attention_weight, at, "attention_loss"))
-        total = None
-        for weight, term, name in terms:
-            parts[name] = float(term.data)
-            total = F.mul(term, weight) if total is None else F.add(total, F.mul(term, weight))
+            terms["attention_loss"] = (self.attention_weight, reduce(F.add, [
+                attention_transfer_loss(s_out[a], teacher.features[b]) for a, b in self.attention]))
+        total = reduce(F.add, [F.mul(term, weight) for weight, term in terms.values()])
+        parts = {name: float(terms[name][1].data) if name in terms else float("nan")
+                 for name in _PARTS}
         return total, logits, parts
 
     # ---- training loop ------------------------------------------------------------------
