@@ -1,4 +1,27 @@
-"""optim.graph: traced graph IR, rewrite passes, cost model, memory planning, ONNX."""
+"""optim.graph: graph-level optimization of traced minnet models.
+
+- ``trace(model, example_input) -> Graph``: record one forward pass (``ir``, ``ops``, ``trace``);
+- ``execute(graph, *inputs)``: the reference executor on minnet's own kernels;
+- ``optimize(graph)``: the default pass pipeline to a fixed point (``passes``); the shared
+  ``fold_batchnorm`` formula (``fold``);
+- ``compile(graph, cost_model=...)``: the fast executor with a planned arena (``compiled``,
+  ``memory``, ``kernels``);
+- ``CostModel`` / ``calibrate``: the calibrated per-node cost and algorithm choice (``cost``);
+  ``greedy`` / ``backtracking``: rewrite search minimising Σ C(v_i) (``search``);
+- ``to_onnx`` / ``from_onnx``: ONNX export and import (optional ``onnx`` extra; ``onnx_backend``
+  runs the ONNX node tests).
+"""
+from optim.graph.compiled import CompiledGraph, compile
+from optim.graph.cost import CostModel, calibrate
 from optim.graph.execute import execute
+from optim.graph.fold import fold_batchnorm
 from optim.graph.ir import Graph, GraphError, Node, TensorType, validate
+from optim.graph.memory import MemoryPlan, plan_memory
+from optim.graph.onnx_io import from_onnx, to_onnx
+from optim.graph.passes import optimize
+from optim.graph.search import backtracking, greedy
 from optim.graph.trace import trace
+
+__all__ = ["trace", "execute", "optimize", "compile", "CompiledGraph", "CostModel", "calibrate",
+           "fold_batchnorm", "Graph", "GraphError", "Node", "TensorType", "validate",
+           "MemoryPlan", "plan_memory", "to_onnx", "from_onnx", "greedy", "backtracking"]
