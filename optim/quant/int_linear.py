@@ -26,7 +26,6 @@ import numpy as np
 from minnet.kernels.backend import dispatch, jit
 
 from ._checks import check_int, check_qrange
-from .ranges import quant_dtype
 from .requant import INT32_MAX, INT32_MIN, requantize
 
 # Codes of up to 8 bits: int8 weights, uint8/int8 activations, int32 accumulators and biases.
@@ -40,13 +39,18 @@ def relu_floor(qmin: int, out_zero_point: int, relu: bool) -> int:
     return max(qmin, out_zero_point) if relu else qmin
 
 
+def code_dtype(qmin: int) -> np.dtype:
+    """uint8 or int8: the dtype of codes in an 8-bit range starting at ``qmin``."""
+    return np.dtype(np.uint8 if qmin >= 0 else np.int8)
+
+
 def quantized_linear_numpy(x_q, x_zero_point, w_q, bias_q, M0, shift, out_zero_point, qmin,
                            qmax, relu):
     """Reference: int64 accumulators, ``requantize`` per output channel (axis 1)."""
     acc = (x_q.astype(np.int64) - x_zero_point) @ w_q.astype(np.int64).T + bias_q
     lo = relu_floor(qmin, out_zero_point, relu)
     y = requantize(acc, M0, shift, out_zero_point, lo, qmax, axis=1)
-    return y.astype(quant_dtype(qmin, qmax))
+    return y.astype(code_dtype(qmin))
 
 
 @jit
@@ -74,8 +78,8 @@ def _linear_loops(x, w, bias, m0, shift, zero_point, lo, hi, out):
             for o in range(start, stop):
                 wo = w[o]
                 acc = np.int32(0)
-                for k in range(depth):
-                    acc += np.int32(xm[k]) * np.int32(wo[k])
+                for k in range(depth):  # kept in int32 (Numba widens sums to int64)
+                    acc = np.int32(acc + np.int32(xm[k]) * np.int32(wo[k]))
                 out[m, o] = _requantize_one(acc + bias[o], m0[o], shift[o], zero_point, lo, hi)
 
 
@@ -86,10 +90,10 @@ def shifted_int16(x_q: np.ndarray, zero_point: int) -> np.ndarray:
 
 def linear_rows_numba(x, w_q, bias_q, M0, shift, out_zero_point, qmin, qmax, relu):
     """The blocked loops on zero-point-shifted int16 rows ``x`` (M, K)."""
-    out = np.empty((x.shape[0], w_q.shape[0]), dtype=quant_dtype(qmin, qmax))
-    _linear_loops(np.ascontiguousarray(x), np.ascontiguousarray(w_q, dtype=np.int8),
-                  bias_q.astype(np.int32), M0.astype(np.int32), shift.astype(np.int32),
-                  int(out_zero_point), relu_floor(qmin, out_zero_point, relu), int(qmax), out)
+    out = np.empty((x.shape[0], w_q.shape[0]), dtype=code_dtype(qmin))
+    _linear_loops(np.ascontiguousarray(x), np.ascontiguousarray(w_q),
+                  *(np.asarray(a, dtype=np.int32) for a in (bias_q, M0, shift)),
+                  out_zero_point, relu_floor(qmin, out_zero_point, relu), qmax, out)
     return out
 
 

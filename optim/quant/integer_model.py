@@ -16,7 +16,7 @@ from minnet import nn
 from minnet.ops.conv import int_pair
 
 from ._layers import PASSTHROUGH
-from .affine import dequantize, quantize
+from .affine import quantize
 from .fake_quant import FixedFakeQuantize, QuantSequential, QuantStage
 from .int_conv import conv2d_kernel
 from .int_linear import MAX_INTEGER_BITS, check_operands, linear_kernel
@@ -91,8 +91,8 @@ class IntegerModel:
         if not isinstance(head, FixedFakeQuantize):
             raise ValueError("the model must start with its input quantizer")
         self.input_qparams = (float(head.scale), int(head.zero_point), head.qmin, head.qmax)
-        scale, zero_point, dtype = self.input_qparams[0], self.input_qparams[1], \
-            quant_dtype(head.qmin, head.qmax)
+        self.input_dtype = quant_dtype(head.qmin, head.qmax)
+        scale, zero_point, dtype = self.input_qparams[0], self.input_qparams[1], self.input_dtype
         self.ops = []
         for module in modules[1:]:
             if isinstance(module, QuantStage):
@@ -112,8 +112,15 @@ class IntegerModel:
         self.output_qparams = (scale, zero_point)
 
     def quantize_input(self, x: np.ndarray) -> np.ndarray:
-        """Input codes :math:`\\operatorname{clamp}(\\operatorname{round}(x/s) + z)`."""
-        return quantize(np.asarray(x, dtype=np.float32), *self.input_qparams)
+        """Input codes :math:`\\operatorname{clamp}(\\operatorname{round}(x/s) + z)`:
+        ``quantize`` with its qparams validated once, when the model was built (per call only
+        NaN is rejected), since this runs on every inference."""
+        x = np.asarray(x, dtype=np.float32)
+        if np.isnan(x).any():
+            raise ValueError("x must not contain NaN")
+        scale, zero_point, qmin, qmax = self.input_qparams
+        codes = np.rint(x / np.float32(scale)) + np.float32(zero_point)
+        return np.clip(codes, qmin, qmax).astype(self.input_dtype)
 
     def forward_codes(self, q: np.ndarray) -> np.ndarray:
         """Integer operations only, input codes to output codes."""
@@ -122,8 +129,11 @@ class IntegerModel:
         return q
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        """Float logits :math:`(q_{out} - z_{out})\\, s_{out}` of float inputs ``x``."""
-        return dequantize(self.forward_codes(self.quantize_input(x)), *self.output_qparams)
+        """Float outputs :math:`(q_{out} - z_{out})\\, s_{out}` (``dequantize``, float32) of
+        float inputs ``x``."""
+        scale, zero_point = self.output_qparams
+        codes = self.forward_codes(self.quantize_input(x))
+        return (codes.astype(np.float32) - np.float32(zero_point)) * np.float32(scale)
 
     def predict(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
         """Class indices (argmax of the output codes), in batches."""

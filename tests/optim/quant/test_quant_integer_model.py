@@ -19,6 +19,7 @@ from optim.quant import (
     max_pool2d_codes,
     prepare,
     prepare_qat,
+    quantize,
 )
 
 from test_quant_ptq import images, tiny_cnn
@@ -73,6 +74,22 @@ def test_integer_model_agrees_with_simulation():
     # each logit is within a few output steps of the simulation
     out = converted[-1].output_quant
     assert np.abs(logits - simulated).max() <= 4 * out.scale
+
+
+@given(x=hnp.arrays(np.float32, st.integers(1, 20),
+                    elements=st.floats(-np.inf, np.inf, allow_nan=False, width=32)))
+def test_input_and_output_steps_equal_quantize_and_dequantize(x):
+    model = IntegerModel(convert(calibrate(prepare(nn.Sequential(nn.Linear(1, 2))),
+                                           np.linspace(-3, 3, 10, dtype=np.float32)[:, None])))
+    scale, zero_point, qmin, qmax = model.input_qparams
+    x = x[:, None]
+    codes = model.quantize_input(x)
+    np.testing.assert_array_equal(codes, quantize(x, np.float32(scale), zero_point, qmin, qmax))
+    np.testing.assert_array_equal(model(x), dequantize(model.forward_codes(codes),
+                                                       np.float32(model.output_qparams[0]),
+                                                       model.output_qparams[1]))
+    with pytest.raises(ValueError, match="NaN"):
+        model.quantize_input(np.full((1, 1), np.nan, np.float32))
 
 
 def test_standalone_relu_clamps_at_the_zero_point():

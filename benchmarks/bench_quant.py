@@ -1,0 +1,261 @@
+"""Quantization acceptance experiments on LeNet-5, and int8 vs fp32 inference speed.
+
+    python benchmarks/bench_quant.py [--seeds 0 1 2] [--epochs 20] [--no-torch]
+
+Recipe: LeNet-5 trained with ``minnet.train.fit`` on the 4,000 bundled training images (Adam
+1e-3, batch 64, 20 epochs), once per seed and cached in a temporary directory for the run;
+accuracy on the 1,000 test images. Then, from the cached float model:
+
+- int8 PTQ: weights per-channel symmetric, activations per-tensor affine (uint8), min-max
+  ranges from every training batch (63 of 64 images);
+- weight-only per-channel PTQ at 4, 3, 2 bits with min-max and with MSE ranges;
+- QAT with 2-bit weights and 8-bit activations: 5 epochs of Adam 3e-4 from the float model,
+  LSQ weight steps (and the clipped STE with min-max ranges beside it);
+- k-means weight sharing, 16 clusters per layer, then 3 epochs of Adam 1e-4 on the centroids
+  and biases; storage with and without Huffman-coded indices;
+- integer-only inference of the int8 model over the test set: NumPy reference vs Numba,
+  agreement with the fake-quant simulation.
+
+Speed: LeNet-300-100 (trained 20 epochs, seed 0), this project's fp32 forward vs the
+integer-only model at batch 1 and 256 (median of repeated runs), the first layer's GEMM alone,
+and PyTorch's fp32 vs dynamic int8 (``quantize_dynamic``) on the same weights when importable.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import tempfile
+import time
+
+import numpy as np
+
+import minnet
+from minnet import models, optimizers
+from minnet.data import load_mnist
+from minnet.kernels.backend import use_backend
+from minnet.train import evaluate, fit
+from optim.quant import (
+    IntegerModel,
+    calibrate,
+    convert,
+    prepare,
+    prepare_qat,
+    quantized_model_bytes,
+    share_weights,
+    sharing_sizes,
+)
+from optim.quant.int_linear import linear_kernel
+
+
+class FloatCache:
+    """Trains each (architecture, seed) once and reloads fresh copies from a temp dir."""
+
+    def __init__(self, directory: str, epochs: int, train):
+        self.directory, self.epochs, self.train = directory, epochs, train
+
+    def model(self, name: str, seed: int):
+        path = os.path.join(self.directory, f"{name}_{seed}.npz")
+        build = models.lenet5 if name == "lenet5" else models.lenet_300_100
+        model = build()
+        if not os.path.exists(path):
+            minnet.manual_seed(seed)
+            model = build()
+            fit(model, optimizers.Adam(model.parameters(), lr=1e-3), self.train, self.epochs,
+                batch_size=64, seed=seed, progress=False)
+            minnet.save(model.state_dict(), path)
+        model.load_state_dict(minnet.load(path))
+        return model.eval()
+
+
+def accuracy(model, test) -> float:
+    return 100 * evaluate(model, test)["accuracy"]
+
+
+def fine_tune(model, train, epochs: int, lr: float, seed: int):
+    fit(model, optimizers.Adam(model.parameters(), lr=lr), train, epochs, batch_size=64,
+        seed=seed, progress=False)
+    return model
+
+
+def lenet5_rows(cache: FloatCache, seed: int, train, test) -> tuple[dict, dict]:
+    """Accuracy (and bytes) of every method for one seed, plus the integer-inference check."""
+    x_train = train[0]
+    float_model = cache.model("lenet5", seed)
+    fp32_bytes = quantized_model_bytes(convert(prepare(float_model, weight_only=True)))["fp32"]
+    rows = {("fp32", "32/32"): (accuracy(float_model, test), fp32_bytes)}
+
+    int8 = convert(calibrate(prepare(float_model), x_train, batch_size=64, max_batches=100))
+    rows[("PTQ min-max", "8/8")] = (accuracy(int8, test), quantized_model_bytes(int8)["total"])
+    for bits in (4, 3, 2):
+        for observer, label in (("minmax", "min-max"), ("mse", "MSE")):
+            model = convert(prepare(float_model, weight_bits=bits, weight_observer=observer,
+                                    weight_only=True))
+            rows[(f"PTQ weight-only {label}", f"{bits}/32")] = (
+                accuracy(model, test), quantized_model_bytes(model)["total"])
+    for method in ("lsq", "ste"):
+        qat = prepare_qat(cache.model("lenet5", seed), weight_bits=2, activation_bits=8,
+                          weight_method=method)
+        frozen = convert(fine_tune(qat, train, 5, 3e-4, seed))
+        rows[(f"QAT {method.upper()} (5 epochs)", "2/8")] = (
+            accuracy(frozen, test), quantized_model_bytes(frozen)["total"])
+    shared = share_weights(cache.model("lenet5", seed), n_clusters=16)
+    rows[("k-means sharing k=16", "4-bit idx")] = (accuracy(shared, test),
+                                                   sharing_sizes(shared)["shared"] / 8)
+    tuned = accuracy(fine_tune(shared, train, 3, 1e-4, seed), test)
+    sizes = sharing_sizes(shared)
+    rows[("k-means sharing k=16 + fine-tune", "4-bit idx")] = (tuned, sizes["shared"] / 8)
+    rows[("  + Huffman-coded indices", "Huffman idx")] = (tuned, sizes["shared_huffman"] / 8)
+    return rows, integer_check(int8, test)
+
+
+def integer_check(int8, test) -> dict:
+    x_test, y_test = test
+    integer = IntegerModel(int8)
+    codes = integer.quantize_input(x_test)
+    outputs, seconds = {}, {}
+    for backend in ("numpy", "numba"):
+        with use_backend(backend):
+            integer.forward_codes(codes[:8])  # compile / warm up
+            start = time.perf_counter()
+            outputs[backend] = integer.forward_codes(codes)
+            seconds[backend] = time.perf_counter() - start
+    with minnet.no_grad():
+        simulated = int8(minnet.Tensor(x_test)).data.argmax(axis=1)
+    predicted = outputs["numba"].argmax(axis=1)
+    return {"bitwise": bool(np.array_equal(outputs["numpy"], outputs["numba"])),
+            "agreement": 100 * float(np.mean(predicted == simulated)),
+            "accuracy": 100 * float(np.mean(predicted == y_test)),
+            "numpy_s": seconds["numpy"], "numba_s": seconds["numba"]}
+
+
+def median_seconds(fn, repeats: int) -> float:
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def timing_rows(cache: FloatCache, train, test, use_torch: bool) -> tuple[list, list]:
+    model = cache.model("lenet300", 0)
+    int8 = IntegerModel(convert(calibrate(prepare(model), train[0], max_batches=100)))
+    x_all = test[0]
+    rows = []
+    for batch, repeats in ((1, 2000), (256, 50)):
+        x = x_all[:batch]
+        tensor = minnet.Tensor(x)
+
+        def fp32():
+            with minnet.no_grad():
+                model(tensor)
+
+        row = {"batch": batch, "fp32": median_seconds(fp32, repeats),
+               "int8": median_seconds(lambda: int8(x), repeats)}
+        if use_torch:
+            row.update(torch_timing(model, x, repeats))
+        rows.append(row)
+    return rows, gemm_rows(int8, x_all[:256])
+
+
+def gemm_rows(int8: IntegerModel, x: np.ndarray) -> list:
+    """The first layer's matrix product alone: numba int8 (with requantization) vs BLAS fp32."""
+    layer = next(op for op in int8.ops if hasattr(op, "w_q"))
+    codes = int8.quantize_input(x).reshape(len(x), -1)
+    args = (codes, layer.in_zero_point, layer.w_q, layer.bias_q, layer.M0, layer.shift,
+            layer.out_zero_point, layer.qmin, layer.qmax, layer.relu)
+    xf = x.reshape(len(x), -1)
+    wf = np.ascontiguousarray(layer.w_q.astype(np.float32).T)
+    macs = codes.shape[0] * codes.shape[1] * layer.w_q.shape[0]
+    seconds = {"int8 Numba (int32 acc + requantize)": median_seconds(
+                   lambda: linear_kernel.numba(*args), 100),
+               "fp32 NumPy matmul (BLAS)": median_seconds(lambda: xf @ wf, 100)}
+    return [(name, s, macs / s / 1e9) for name, s in seconds.items()]
+
+
+def torch_timing(model, x, repeats: int) -> dict:
+    import torch
+
+    linears = [m for m in model.modules() if isinstance(m, minnet.nn.Linear)]
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 300), torch.nn.ReLU(),
+                              torch.nn.Linear(300, 100), torch.nn.ReLU(),
+                              torch.nn.Linear(100, 10)).eval()
+    for mine, theirs in zip(linears, [m for m in net if isinstance(m, torch.nn.Linear)]):
+        theirs.weight.data = torch.from_numpy(mine.weight.data.copy())
+        theirs.bias.data = torch.from_numpy(mine.bias.data.copy())
+    dynamic = torch.ao.quantization.quantize_dynamic(net, {torch.nn.Linear}, dtype=torch.qint8)
+    xt = torch.from_numpy(x)
+    with torch.no_grad():
+        return {"torch fp32": median_seconds(lambda: net(xt), repeats),
+                "torch dynamic int8": median_seconds(lambda: dynamic(xt), repeats)}
+
+
+def mean_std(values) -> str:
+    spread = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{np.mean(values):.2f} ± {spread:.2f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--no-torch", action="store_true")
+    args = parser.parse_args()
+    use_torch = False
+    if not args.no_torch:
+        try:
+            import torch  # noqa: F401
+            use_torch = True
+        except ImportError:
+            pass
+    train, test = load_mnist("train"), load_mnist("test")
+    print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+          f"numpy {np.__version__}, seeds {args.seeds}, {args.epochs} epochs\n")
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as directory:
+        cache = FloatCache(directory, args.epochs, train)
+        per_seed = [lenet5_rows(cache, seed, train, test) for seed in args.seeds]
+        timing, gemm = timing_rows(cache, train, test, use_torch)
+
+    rows = [r for r, _ in per_seed]
+    base = [r[("fp32", "32/32")][0] for r in rows]
+    fp32_bytes = rows[0][("fp32", "32/32")][1]
+    print("| method (LeNet-5) | bits W/A | test accuracy % | drop pp (mean) | bytes | × fp32 "
+          "| per seed |")
+    print("|---|---|---|---|---|---|---|")
+    for key in rows[0]:
+        accs = [r[key][0] for r in rows]
+        drop = np.mean([b - a for a, b in zip(accs, base)])
+        size = rows[0][key][1]
+        print(f"| {key[0]} | {key[1]} | {mean_std(accs)} | {drop:.2f} | {size:,.0f} | "
+              f"{size / fp32_bytes:.3f} | {', '.join(f'{a:.1f}' for a in accs)} |")
+
+    print("\n| seed | integer-only accuracy % | agrees with fake-quant % | Numba == NumPy "
+          "bitwise | NumPy int64 s | Numba s |")
+    print("|---|---|---|---|---|---|")
+    for seed, (_, check) in zip(args.seeds, per_seed):
+        print(f"| {seed} | {check['accuracy']:.1f} | {check['agreement']:.1f} | "
+              f"{check['bitwise']} | {check['numpy_s']:.3f} | {check['numba_s']:.3f} |")
+
+    extra = [k for k in timing[0] if k.startswith("torch")]
+    print("\n| LeNet-300-100 batch | minnet fp32 ms | integer-only int8 ms | int8 speedup | "
+          + " | ".join(f"{k} ms" for k in extra) + (" |" if extra else "|"))
+    print("|---|---|---|---|" + "---|" * len(extra))
+    for row in timing:
+        print(f"| {row['batch']} | {1e3 * row['fp32']:.3f} | {1e3 * row['int8']:.3f} | "
+              f"{row['fp32'] / row['int8']:.2f}× | "
+              + " | ".join(f"{1e3 * row[k]:.3f}" for k in extra) + (" |" if extra else ""))
+
+    print("\n| first layer, 256×784×300 | ms | GMAC/s |")
+    print("|---|---|---|")
+    for name, seconds, rate in gemm:
+        print(f"| {name} | {1e3 * seconds:.3f} | {rate:.1f} |")
+    print(f"\ntotal {time.perf_counter() - started:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
