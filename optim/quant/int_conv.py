@@ -21,8 +21,7 @@ from minnet.kernels.backend import dispatch
 from minnet.kernels.im2col import im2col_numba, im2col_numpy, output_size
 from minnet.ops.conv import int_pair
 
-from .int_linear import check_operands, code_dtype, linear_rows_numba, relu_floor, shifted_int16
-from .requant import requantize
+from .int_linear import check_operands, linear_rows_numba, requantize_relu, shifted_int16
 
 
 def quantized_conv2d_numpy(x_q, x_zero_point, w_q, bias_q, M0, shift, out_zero_point, qmin,
@@ -32,8 +31,7 @@ def quantized_conv2d_numpy(x_q, x_zero_point, w_q, bias_q, M0, shift, out_zero_p
     cols = im2col_numpy(x_q.astype(np.int64) - x_zero_point, w_q.shape[2:], stride, padding,
                         dilation)
     acc = w_q.reshape(c_out, -1).astype(np.int64) @ cols + bias_q.astype(np.int64)[:, None]
-    y = requantize(acc, M0, shift, out_zero_point, relu_floor(qmin, out_zero_point, relu), qmax,
-                   axis=1).astype(code_dtype(qmin))
+    y = requantize_relu(acc, M0, shift, out_zero_point, qmin, qmax, relu, axis=1)
     return y.reshape(n, c_out, *_out_hw(x_q.shape, w_q.shape, stride, padding, dilation))
 
 

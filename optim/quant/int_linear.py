@@ -39,6 +39,12 @@ def relu_floor(qmin: int, out_zero_point: int, relu: bool) -> int:
     return max(qmin, out_zero_point) if relu else qmin
 
 
+def requantize_relu(acc, M0, shift, out_zero_point, qmin, qmax, relu, axis):
+    """``requantize`` into ``[qmin, qmax]``, then the fused ReLU's clamp at ``relu_floor``."""
+    y = requantize(acc, M0, shift, out_zero_point, qmin, qmax, axis=axis)
+    return np.maximum(y, relu_floor(qmin, out_zero_point, relu)).astype(code_dtype(qmin))
+
+
 def code_dtype(qmin: int) -> np.dtype:
     """uint8 or int8: the dtype of codes in an 8-bit range starting at ``qmin``."""
     return np.dtype(np.uint8 if qmin >= 0 else np.int8)
@@ -48,9 +54,7 @@ def quantized_linear_numpy(x_q, x_zero_point, w_q, bias_q, M0, shift, out_zero_p
                            qmax, relu):
     """Reference: int64 accumulators, ``requantize`` per output channel (axis 1)."""
     acc = (x_q.astype(np.int64) - x_zero_point) @ w_q.astype(np.int64).T + bias_q
-    lo = relu_floor(qmin, out_zero_point, relu)
-    y = requantize(acc, M0, shift, out_zero_point, lo, qmax, axis=1)
-    return y.astype(code_dtype(qmin))
+    return requantize_relu(acc, M0, shift, out_zero_point, qmin, qmax, relu, axis=1)
 
 
 @jit

@@ -153,3 +153,12 @@ def test_conv_errors_name_the_argument():
         quantized_conv2d(**args, padding=1, stride=0)
     with pytest.raises(ValueError, match="C_in"):
         quantized_conv2d(**{**args, "w_q": np.zeros((4, 2, 3, 3), np.int8)})
+
+
+@pytest.mark.parametrize("kernel", ["numpy", pytest.param("numba", marks=needs_numba)])
+def test_relu_with_the_zero_point_at_qmax_saturates(kernel):
+    # real 0 is the largest code: after the fused ReLU every output is qmax
+    args = {**_valid(), "x_q": np.full((2, 3), 9, np.uint8), "w_q": np.ones((4, 3), np.int8),
+            "out_zero_point": 255}
+    out = getattr(linear_kernel, kernel)(*_kernel_args({**args, "relu": True}, {}))
+    np.testing.assert_array_equal(out, np.full((2, 4), 255, np.uint8))
