@@ -17,7 +17,8 @@ from .csr import CSR, csr_matmul, csr_to_dense, to_csr
 from .masks import (expand_channel_mask, global_magnitude_masks, global_topk_masks,
                     ln_structured_mask, lp_norms, magnitude_mask, nm_mask, sparsity,
                     structured_mask, threshold_mask, topk_mask)
-from .model import prunable, prune_channels, prune_model, target_sparsity
+from .model import (prunable, prune_channels, prune_model, prune_nm, slimming_penalty,
+                    target_sparsity)
 from .parametrize import (apply_mask, effective_weight, get_mask, is_pruned, remove,
                           remove_all, restore_pruning)
 from .report import format_report, layer_report
@@ -40,7 +41,8 @@ __all__ = [
     "apply_mask", "remove", "remove_all", "is_pruned", "get_mask", "effective_weight",
     "restore_pruning",
     "weight_scores", "channel_scores", "mean_gradients", "hessian_diagonals", "activations",
-    "prunable", "prune_model", "prune_channels", "target_sparsity",
+    "prunable", "prune_model", "prune_channels", "prune_nm", "slimming_penalty",
+    "target_sparsity",
     "agp_sparsity", "geometric_sparsities", "prune_rounds", "lottery_ticket", "rewind",
     "shrink", "flat_layers", "kept_units",
     "CSR", "to_csr", "csr_to_dense", "csr_matmul", "SparseLinear", "SparseConv2d", "sparsify",

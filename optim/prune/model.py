@@ -15,8 +15,9 @@ from minnet import nn
 
 from ._checks import check_fraction, n_to_prune
 from .criteria import Target, channel_scores, weight_scores
-from .masks import expand_channel_mask, global_topk_masks, topk_mask
+from .masks import expand_channel_mask, global_topk_masks, nm_mask, topk_mask
 from .parametrize import apply_mask, get_mask, original
+from .scores import slimming_penalty_grad
 
 SCOPES = ("global", "layer")
 
@@ -104,3 +105,36 @@ def prune_channels(model: nn.Module, amount: int | float, criterion: str = "l1",
         apply_mask(module, "weight", expand_channel_mask(keep, module.weight.shape, 0))
         result[layer_name] = keep
     return result
+
+
+def prune_nm(model: nn.Module, n: int = 2, m: int = 4, criterion: str | Callable = "magnitude",
+             *, targets: Sequence[Target] | None = None, data=None, rng=None,
+             **options) -> dict[str, np.ndarray]:
+    """Semi-structured N:M pruning: in every group of ``m`` consecutive weights along the input
+    axis (axis 1 of a Linear or Conv2d weight) keep the ``n`` best by ``criterion``
+    (``masks.nm_mask``; 2:4 is NVIDIA's sparse tensor-core pattern). Masks compose with
+    earlier ones. Returns the new masks by target name."""
+    targets = _check_targets(prunable(model) if targets is None else targets)
+    scores = weight_scores(model, targets, criterion, data=data, rng=rng, **options)
+    result = {}
+    for (module_name, module, name), s in zip(targets, scores):
+        mask = nm_mask(s, n, m, axis=1 if s.ndim > 1 else 0)
+        apply_mask(module, name, mask)
+        result[f"{module_name}.{name}" if module_name else name] = get_mask(module, name)
+    return result
+
+
+def slimming_penalty(model: nn.Module, penalty: float) -> list:
+    r"""Add the network-slimming L1 penalty :math:`\lambda \sum |\gamma|` to training: a
+    gradient hook on every BatchNorm scale adds ``scores.slimming_penalty_grad`` to its
+    gradient (Liu et al. 2017, eq. 1). Returns the hook handles (``handle.remove()`` stops it);
+    prune afterwards with ``prune_channels(..., criterion="bn_scale")``."""
+    handles = []
+    for module in model.modules():
+        if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)) and module.weight is not None:
+            gamma = module.weight
+            handles.append(gamma.register_hook(
+                lambda grad, gamma=gamma: grad + slimming_penalty_grad(gamma.data, penalty)))
+    if not handles:
+        raise ValueError("model has no BatchNorm layer with a scale to penalise")
+    return handles

@@ -11,8 +11,9 @@ import minnet
 from minnet import functional as F
 from minnet import models, nn
 from optim.prune import (channel_scores, fisher_diagonal, get_mask, hessian_diagonals,
-                         influence_scores, lp_norms, mean_gradients, obd_scores, prunable,
-                         prune_channels, prune_model, target_sparsity, weight_scores)
+                         influence_scores, lp_norms, mean_gradients, nm_mask, obd_scores, prunable,
+                         prune_channels, prune_model, prune_nm, slimming_penalty,
+                         target_sparsity, weight_scores)
 
 from prune_helpers import randomize_batch_norm
 
@@ -161,6 +162,39 @@ def test_channel_scores_criteria():
     assert taylor.shape == fpgm.shape == (16,) and np.all(taylor >= 0)
     np.testing.assert_array_equal(channel_scores(model, "3", "random", rng=3),
                                   channel_scores(model, "3", "random", rng=3))
+
+
+def test_prune_nm_keeps_two_of_every_four_inputs():
+    minnet.manual_seed(8)
+    model = models.mlp([8, 4, 4])
+    weights = [m.weight.data.copy() for _, m, _ in prunable(model)]
+    prune_nm(model, 2, 4)
+    for (_, module, _), w in zip(prunable(model), weights):
+        mask = get_mask(module, "weight")
+        assert np.all(mask.reshape(mask.shape[0], -1, 4).sum(axis=2) == 2)
+        np.testing.assert_array_equal(mask, nm_mask(np.abs(w), 2, 4, axis=1))
+
+
+def test_slimming_penalty_adds_lambda_sign_gamma_to_the_gradient():
+    minnet.manual_seed(9)
+    model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.ReLU(), nn.Linear(4, 2))
+    model[1].weight.data[...] = [-1.0, 0.5, 0.0, 2.0]
+    x, y = np.random.default_rng(9).normal(size=(6, 3)).astype(np.float32), np.arange(6) % 2
+
+    def gamma_grad():
+        model.zero_grad()
+        F.cross_entropy(model(minnet.Tensor(x)), y).backward()
+        return model[1].weight.grad.copy()
+
+    plain = gamma_grad()
+    handles = slimming_penalty(model, 0.1)
+    np.testing.assert_allclose(gamma_grad(), plain + 0.1 * np.array([-1.0, 1.0, 0.0, 1.0]),
+                               rtol=1e-6, atol=1e-7)
+    for handle in handles:
+        handle.remove()
+    np.testing.assert_allclose(gamma_grad(), plain, rtol=1e-6)
+    with pytest.raises(ValueError, match="no BatchNorm"):
+        slimming_penalty(_mlp(0), 0.1)
 
 
 def test_model_level_errors_name_the_problem():
