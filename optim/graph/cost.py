@@ -37,18 +37,31 @@ from optim.graph.compiled import UFUNCS, algorithm_options, compile
 from optim.graph.ir import Graph, Node, as_type
 from optim.graph.ops import OPS, UNFUSED, node_work
 
-__all__ = ["CostModel", "kernel_class", "cost_features", "fit_costs", "calibrate",
+__all__ = ["CostModel", "kernel_class", "family", "cost_features", "fit_costs", "calibrate",
            "measure_peaks", "time_callable"]
+
+MIN_SAMPLES = 6  # fewer, and an op uses its family's coefficients
+CHEAP = frozenset({"Add", "Sub", "Mul", "Div", "Maximum", "Minimum", "Neg", "Abs", "ReLU",
+                   "AddReLU", "BatchNorm", "Clip", "LeakyReLU", "Where"})
+TRANSCENDENTAL = frozenset({"Exp", "Log", "Sqrt", "Tanh", "Sigmoid", "GELU", "Pow", "Softmax",
+                            "LogSoftmax"})
+
 
 def kernel_class(node: Node, algorithm: str) -> str:
     """The coefficient set a node uses: ``conv.<algorithm>``, ``linear.<algorithm>``, ``view``
-    (free: an alias of its input) or the op's own name (``MaxPool2d``, ``ReLU``, ...)."""
+    (free: an alias of its input) or the op's own name (``MaxPool2d``, ``Tanh``, ...)."""
     op = UNFUSED.get(node.op, node.op)
     if op in ("Conv2d", "Linear"):
         return f"{op.lower().removesuffix('2d')}.{algorithm}"
-    if OPS[op].kind == "view":
-        return "view"
-    return node.op
+    return "view" if OPS[op].kind == "view" else node.op
+
+
+def family(kind: str) -> str:
+    """The fallback of an op class with too few calibration samples: ``cheap`` (arithmetic
+    elementwise), ``transcendental`` (exp, tanh, ... elementwise) or ``generic``."""
+    if kind in CHEAP:
+        return "cheap"
+    return "transcendental" if kind in TRANSCENDENTAL else "generic"
 
 
 def _passes(node: Node) -> int:
@@ -134,7 +147,8 @@ class CostModel:
         kind = kernel_class(node, algorithm)
         if kind == "view":
             return 0.0
-        theta = self.coefficients.get(kind, self.coefficients.get("generic"))
+        theta = next((self.coefficients[k] for k in (kind, family(kind), "generic")
+                      if k in self.coefficients), None)
         if theta is None:
             raise ValueError(f"the profile has no coefficients for kernel class {kind!r} "
                              "and no generic ones")
@@ -245,7 +259,7 @@ def _conv_cases(rng, count: int):
         size = int(rng.choice([6, 10, 14, 20, 28]))
         stride = int(rng.choice([1, 1, 2]))
         groups = c if depthwise else 1
-        if n * o * c // groups * k * k * (size // stride) ** 2 > 6e6:
+        if n * o * c // groups * k * k * (size // stride) ** 2 > 3e7:
             n = 1
         attrs = dict(stride=(stride, stride), padding=(k // 2,) * 2, dilation=(1, 1), groups=groups)
         yield str(rng.choice(["Conv2d", "Conv2dReLU"])), [(n, c, size, size), (o, c // groups, k, k), (o,)], attrs, 1.0
@@ -342,9 +356,14 @@ def calibrate(quick: bool = False, seed: int = 0, progress: Callable[[str], None
             rows.setdefault(kind, []).append((row, seconds))
         if progress:
             progress(f"calibrated {i + 1}/{len(graphs)}")
-    rows["generic"] = [r for kind, data in rows.items()
-                       if not kind.startswith(("conv.", "linear.")) for r in data]
+    classes = {k: v for k, v in rows.items() if k.startswith(("conv.", "linear.")) or len(v) >= MIN_SAMPLES}
+    classes["generic"] = []
     for kind, data in rows.items():
+        if not kind.startswith(("conv.", "linear.")):
+            classes["generic"] += data
+            if family(kind) != "generic":
+                classes.setdefault(family(kind), []).extend(data)
+    for kind, data in classes.items():
         model.coefficients[kind] = fit_costs(np.array([r for r, _ in data]),
                                              np.array([t for _, t in data])).tolist()
     call_rows = []
@@ -357,6 +376,6 @@ def calibrate(quick: bool = False, seed: int = 0, progress: Callable[[str], None
     model.call = [float(theta[0]), float(theta[1])]
     model.info = {"machine": platform.machine(), "processor": platform.processor(),
                   "python": platform.python_version(), "numpy": np.__version__,
-                  "samples": {k: len(v) for k, v in rows.items()}, "quick": quick,
+                  "samples": {k: len(v) for k, v in classes.items()}, "quick": quick,
                   "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
     return model
