@@ -9,8 +9,6 @@ exactly as the eager model does.
 import argparse
 import time
 
-import numpy as np
-
 import minnet
 from minnet import models, optimizers
 from minnet.data import load_mnist

@@ -147,9 +147,10 @@ def _steps(node: Node, ins: list, out: np.ndarray, algorithm: str) -> list[Step]
         return [] if np.shares_memory(source, out) else [partial(np.copyto, out, source)]
     if op in UFUNCS:
         return [partial(UFUNCS[op], *ins, out=out)]
-    if op in ("ReLU", "AddReLU"):
-        first = partial(np.add, *ins, out=out) if op == "AddReLU" else partial(np.maximum, ins[0], 0, out=out)
-        return [first] + ([partial(np.maximum, out, 0, out=out)] if op == "AddReLU" else [])
+    if op == "ReLU":
+        return [partial(np.maximum, ins[0], 0, out=out)]
+    if op == "AddReLU":
+        return [partial(np.add, *ins, out=out), partial(np.maximum, out, 0, out=out)]
     if op == "MaxPool2d" or op == "AvgPool2d":
         kernel = K.max_pool2d_into if op == "MaxPool2d" else K.avg_pool2d_into
         a = node.attrs

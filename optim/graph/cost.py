@@ -33,7 +33,7 @@ import numpy as np
 import scipy.optimize
 
 from minnet.io import atomic_write
-from optim.graph.compiled import UFUNCS, algorithm_options, compile
+from optim.graph.compiled import algorithm_options, compile
 from optim.graph.ir import Graph, Node, as_type
 from optim.graph.ops import OPS, UNFUSED, node_work
 
