@@ -11,9 +11,9 @@ bandwidth B:
     \\qquad \\theta_k \\ge 0,
 
 one coefficient vector per kernel class k (``conv.im2col``, ``linear.dense``, ``pool``, ...).
-F/P and Q/B are the two roofline terms (Williams, Waterman & Patterson 2009, "Roofline"), added
-rather than maxed as in Paleo (Qi et al. 2017), with θ₁, θ₂ the inverse efficiencies the kernel
-reaches; θ₀ and θ₃ are fixed and per-launch overheads. The θ come from non-negative least
+F/P and Q/B are the two roofline terms (Williams, Waterman & Patterson 2009, "Roofline"), summed
+rather than maxed, as Paleo (Qi, Sparks & Talwalkar 2017) sums a layer's compute and memory
+times, with θ₁, θ₂ the inverse efficiencies the kernel reaches; θ₀ and θ₃ are fixed and per-launch overheads. The θ come from non-negative least
 squares on relative errors, min Σ_i ((x_i·θ − t_i) / t_i)², over micro-benchmarks of single
 nodes (``calibrate``), and are saved as a JSON profile. A graph's predicted latency is the
 call overhead plus Σ_i C(v_i, a_i), the objective min Σ C(v_i) of dynamic graph optimization;

@@ -1,24 +1,20 @@
 """ONNX export and import (optional extra: ``pip install onnx``; onnxruntime only for tests).
 
-Exports use opset 17 with static shapes. Supported ONNX ops (import), with their IR ops:
+Exports use opset 17 with static shapes. Supported ONNX ops (import) and the IR ops they become:
 
-=====================================================  =============================================
-ONNX                                                   IR
-=====================================================  =============================================
-Conv (2-D; any pads/auto_pad, asymmetric via Pad)      Conv2d (+ Pad)
-Gemm (alpha, beta, transA, transB), MatMul             Linear or MatMul (+ Transpose, Mul, Add)
-Add Sub Mul Div Pow Max Min Sum (float; Max/Min/Sum    Add Sub Mul Div Pow Maximum Minimum
-variadic)
-Relu Sigmoid Tanh LeakyRelu Neg Exp Log Sqrt Abs Clip  ReLU Sigmoid Tanh LeakyReLU Neg Exp Log Sqrt
-                                                       Abs Clip
-Softmax LogSoftmax (opset >= 13 semantics)             Softmax LogSoftmax
-MaxPool AveragePool (2-D, ceil_mode 0, dilation 1)     MaxPool2d AvgPool2d (+ Pad)
-GlobalAveragePool GlobalMaxPool                        AdaptiveAvgPool2d, Max
-BatchNormalization (inference)                         BatchNorm
-Reshape Flatten Squeeze Unsqueeze Transpose Concat     Reshape Transpose Concatenate
-Pad (constant) Where Identity Dropout (inference)      Pad Where Identity Dropout
-ReduceSum ReduceMean ReduceMax Constant                Sum Mean Max, constants
-=====================================================  =============================================
+- Conv (2-D; pads, auto_pad, asymmetric pads via an explicit Pad) -> Conv2d (+ Pad);
+- Gemm (alpha, beta, transA, transB) -> Linear, or MatMul with Transpose, Mul, Add; MatMul;
+- Add, Sub, Mul, Div (float), Pow (equal dtypes), Max, Min, Sum (variadic) -> Add, Sub, Mul,
+  Div, Pow, Maximum, Minimum;
+- Relu, Sigmoid, Tanh, LeakyRelu, Neg, Exp, Log, Sqrt, Abs, Clip -> the ops of the same name;
+- Softmax, LogSoftmax (opset >= 13 semantics, or the last axis);
+- MaxPool, AveragePool (2-D, ceil_mode 0, no dilation; AveragePool with padding only with
+  count_include_pad=1) -> MaxPool2d, AvgPool2d (+ Pad); GlobalAveragePool -> AdaptiveAvgPool2d;
+  GlobalMaxPool -> Max;
+- BatchNormalization (inference) -> BatchNorm; Dropout (inference, no mask) -> Dropout;
+- Reshape, Flatten, Squeeze, Unsqueeze -> Reshape; Transpose; Concat -> Concatenate;
+- Pad (constant mode), Where, Identity, Constant, ReduceSum, ReduceMean, ReduceMax -> Pad,
+  Where, Identity, a constant, Sum, Mean, Max.
 
 Export writes the fused ops back as their ONNX pairs (Conv + Relu, Gemm + Relu, Add + Relu).
 Anything else raises ``NotImplementedError`` naming the op and the node. Shape arguments
