@@ -183,8 +183,8 @@ def whitened_svd(w: Any, inputs: Any, rank: int, rcond: float = 1e-10
     whitening. Returns ``(A, B, sigma)``; ``sigma`` (float64) ranks directions by the output
     energy they carry, for ``energy_rank``. This is the closed form of the "response
     reconstruction" objective of Zhang et al. 2016 ("Accelerating Very Deep Convolutional
-    Networks", section 3.1, linear case) and of SVD-LLM's truncation-aware whitening (Wang et
-    al. 2024, section 3.1). Tested by
+    Networks for Classification and Detection", linear case, solved there by a generalized SVD)
+    and of SVD-LLM's truncation-aware data whitening (Wang et al. 2024). Tested by
     ``test_lowrank_svd.py::test_whitened_svd_error_on_the_data_is_the_discarded_energy``.
     """
     w = _matrix("w", w)
