@@ -37,7 +37,7 @@ def test_formulas_cite_existing_tests():
 def _code_cells():
     text = (ROOT / "docs" / "formulas.md").read_text(encoding="utf-8")
     for line in text.splitlines():
-        cells = [c.strip() for c in line.split("|")]
+        cells = [c.strip() for c in re.split(r"(?<!\\)\|", line)]  # "\|" is an escaped pipe
         if len(cells) == 6 and ".py" in cells[3]:
             yield cells[3]
 
