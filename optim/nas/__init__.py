@@ -29,13 +29,15 @@ from .plots import best_so_far, objective_values, plot_best_so_far, plot_front
 from .random_search import RandomSearch
 from .search import evaluate_trial, search
 from .space import Choice, FloatRange, IntRange, SearchSpace
-from .spaces import cnn_feature_shape, cnn_space, cnn_valid, conv_output_size, mlp_skips_valid, mlp_space
+from .spaces import (canonical_arch, cnn_feature_shape, cnn_space, cnn_valid, conv_output_size,
+                     mlp_skips_valid, mlp_space)
 from .strategy import Strategy, Trial
 
 __all__ = [
     "pareto_front", "crowding_distance", "non_dominated_sort", "dominates", "hypervolume_2d", "igd",
     "Choice", "IntRange", "FloatRange", "SearchSpace",
     "mlp_space", "cnn_space", "conv_output_size", "cnn_feature_shape", "cnn_valid", "mlp_skips_valid",
+    "canonical_arch",
     "Trial", "Strategy", "RandomSearch", "GeneticAlgorithm", "RegularizedEvolution", "NSGA2",
     "BayesianOptimization", "SuccessiveHalving", "Hyperband",
     "tournament", "offspring", "nsga2_survival", "crowded_tournament",

@@ -204,10 +204,16 @@ class SearchSpace:
         Used by ``decode``.
     max_tries : int
         Draws allowed to find a valid architecture before ``RuntimeError`` (constraints too tight).
+    canonical : callable ``arch -> arch``, optional
+        The representative of the architectures that build the same model (e.g. with the genes
+        of unused blocks reset). Architectures with one canonical form share a ``key``, so
+        strategies treat them as one; ``mutate`` always changes the canonical form. Default:
+        every gene matters.
     """
 
     def __init__(self, genes: Sequence[Gene], constraints: Sequence[Callable[[Arch], bool]] = (),
-                 build: Callable[[Arch], Any] | None = None, max_tries: int = 1000):
+                 build: Callable[[Arch], Any] | None = None, max_tries: int = 1000,
+                 canonical: Callable[[Arch], Arch] | None = None):
         genes = tuple(genes)
         if not genes:
             raise ValueError("genes must not be empty")
@@ -226,7 +232,10 @@ class SearchSpace:
             raise TypeError(f"build must be callable or None, got {build!r}")
         if isinstance(max_tries, bool) or not isinstance(max_tries, int) or max_tries < 1:
             raise ValueError(f"max_tries must be a positive integer, got {max_tries!r}")
+        if canonical is not None and not callable(canonical):
+            raise TypeError(f"canonical must be callable or None, got {canonical!r}")
         self.genes, self.constraints, self.build, self.max_tries = genes, constraints, build, max_tries
+        self._canonical = canonical
         self._by_name = {g.name: g for g in genes}
 
     def __repr__(self) -> str:
@@ -246,7 +255,8 @@ class SearchSpace:
 
     def with_constraints(self, *constraints: Callable[[Arch], bool]) -> "SearchSpace":
         """The same space with extra constraints (e.g. a MACs budget)."""
-        return SearchSpace(self.genes, self.constraints + constraints, self.build, self.max_tries)
+        return SearchSpace(self.genes, self.constraints + constraints, self.build, self.max_tries,
+                           self._canonical)
 
     def contains(self, arch: Any) -> bool:
         """True when ``arch`` has exactly this space's genes, each holding one of its values."""
@@ -266,10 +276,11 @@ class SearchSpace:
             if not gene.contains(arch[gene.name]):
                 raise ValueError(f"{name}[{gene.name!r}] = {arch[gene.name]!r} is not a value of {gene!r}")
 
-    def _first_valid(self, draw: Callable[[], Arch], what: str) -> Arch:
+    def _first_valid(self, draw: Callable[[], Arch], what: str,
+                     accept: Callable[[Arch], bool] = lambda arch: True) -> Arch:
         for _ in range(self.max_tries):
             arch = draw()
-            if all(c(arch) for c in self.constraints):
+            if all(c(arch) for c in self.constraints) and accept(arch):
                 return arch
         raise RuntimeError(f"no valid architecture after {self.max_tries} {what}; "
                            f"the constraints of {self!r} may exclude every candidate")
@@ -286,8 +297,10 @@ class SearchSpace:
         """A valid copy of ``arch`` in which exactly one gene has a different value.
 
         The gene is drawn uniformly among those with at least two values, then given another
-        of its values (see each gene class); redrawn until the constraints hold. Tested by
-        ``tests/optim/nas/test_nas_space.py::test_mutation_changes_exactly_one_gene_and_stays_valid``.
+        of its values (see each gene class); redrawn until the constraints hold and the
+        canonical form changes (the child builds another model). Tested by
+        ``tests/optim/nas/test_nas_space.py::test_mutation_changes_exactly_one_gene_and_stays_valid``
+        and ``tests/optim/nas/test_nas_build.py::test_mutation_changes_the_model``.
         """
         _check_rng(rng)
         self._check_member(arch)
@@ -300,7 +313,8 @@ class SearchSpace:
             return {name: gene.mutate(arch[name], rng) if name == gene.name else arch[name]
                     for name in self.names}
 
-        return self._first_valid(draw, "mutations")
+        old = self.key(arch)
+        return self._first_valid(draw, "mutations", lambda child: self.key(child) != old)
 
     def crossover(self, a: Arch, b: Arch, rng: np.random.Generator) -> Arch:
         """Uniform crossover: each gene's value taken from ``a`` or ``b`` with probability 1/2.
@@ -330,9 +344,16 @@ class SearchSpace:
         self._check_member(arch)
         return np.concatenate([g.encode(arch[g.name]) for g in self.genes])
 
+    def canonical(self, arch: Arch) -> Arch:
+        """The representative of the architectures that build the same model as ``arch``
+        (a copy of ``arch`` when the space has no ``canonical`` callable)."""
+        return dict(arch) if self._canonical is None else self._canonical(arch)
+
     def key(self, arch: Arch) -> tuple:
-        """A hashable identity of ``arch`` (its values with their types, in gene order)."""
-        return tuple((type(arch[n]).__name__, arch[n]) for n in self.names)
+        """A hashable identity of ``arch``'s model: the values of its canonical form with
+        their types, in gene order."""
+        canonical = self.canonical(arch)
+        return tuple((type(canonical[n]).__name__, canonical[n]) for n in self.names)
 
     def decode(self, arch: Arch) -> Any:
         """``build(arch)`` for a valid ``arch``."""

@@ -26,7 +26,7 @@ from typing import Any, Callable, Sequence
 from .space import Choice, SearchSpace
 
 __all__ = ["conv_output_size", "cnn_feature_shape", "mlp_skips_valid", "cnn_valid",
-           "mlp_space", "cnn_space"]
+           "canonical_arch", "mlp_space", "cnn_space"]
 
 ACTIVATIONS = ("relu", "tanh", "sigmoid")
 POOLS = ("none", "max", "avg")
@@ -100,6 +100,35 @@ def cnn_valid(arch: dict, input_size: int = 28) -> bool:
     return True
 
 
+def _block_of(name: str) -> int | None:
+    """The block a gene named ``<gene>_<block>`` belongs to; None for global genes."""
+    head, _, tail = name.rpartition("_")
+    return int(tail) if head and tail.isdigit() else None
+
+
+def canonical_arch(arch: dict, first: dict) -> dict:
+    """``arch`` with the genes that build nothing set to their first option (``first`` maps
+    gene names to it): the genes of blocks ``>= n_blocks`` and, in a CNN whose used kernels
+    are all 1x1, ``padding``. Two architectures build the same model exactly when their
+    canonical forms are equal. Tested by
+    ``tests/optim/nas/test_nas_build.py::test_same_canonical_form_iff_same_model``.
+    """
+    canonical = dict(arch)
+    for name, option in first.items():
+        block = _block_of(name)
+        if block is not None and block >= arch["n_blocks"]:
+            canonical[name] = option
+    if "padding" in arch and all(arch[f"kernel_{i}"] == 1 for i in range(arch["n_blocks"])):
+        canonical["padding"] = first["padding"]
+    return canonical
+
+
+def _space(genes: list[Choice], constraint: Callable[[dict], bool], build: Callable) -> SearchSpace:
+    first = {gene.name: gene.options[0] for gene in genes}
+    return SearchSpace(genes, constraints=(constraint,), build=build,
+                       canonical=partial(canonical_arch, first=first))
+
+
 def _block_genes(max_blocks: int, per_block: dict[str, tuple]) -> list[Choice]:
     if isinstance(max_blocks, bool) or not isinstance(max_blocks, int) or max_blocks < 1:
         raise ValueError(f"max_blocks must be a positive integer, got {max_blocks!r}")
@@ -116,7 +145,7 @@ def mlp_space(max_blocks: int = 4, widths: Sequence[int] = (16, 32, 64, 128, 256
               build: Callable[[dict], Any] | None = None) -> SearchSpace:
     """MLPs on flattened 28x28 inputs: ``n_blocks``, ``width_i``, ``skip_i``, ``activation``.
 
-    Constraint: ``mlp_skips_valid``. ``build`` (used by ``decode``) defaults to
+    Constraint: ``mlp_skips_valid``; canonical form: ``canonical_arch``. ``build`` (used by ``decode``) defaults to
     ``optim.nas.build.build_mlp``. Tested by
     ``tests/optim/nas/test_nas_spaces.py::test_shipped_spaces_sample_valid_architectures``.
     """
@@ -125,7 +154,7 @@ def mlp_space(max_blocks: int = 4, widths: Sequence[int] = (16, 32, 64, 128, 256
     if build is None:
         from .build import build_mlp  # build imports this module
         build = build_mlp
-    return SearchSpace(genes, constraints=(mlp_skips_valid,), build=build)
+    return _space(genes, mlp_skips_valid, build)
 
 
 def cnn_space(max_blocks: int = 4, channels: Sequence[int] = (4, 8, 16, 32),
@@ -138,7 +167,7 @@ def cnn_space(max_blocks: int = 4, channels: Sequence[int] = (4, 8, 16, 32),
     Genes: ``n_blocks``, ``padding`` ("same"/"valid"), per block ``channels_i``, ``kernel_i``,
     ``pool_i`` ("none"/"max"/"avg"), ``skip_i``; then ``activation`` and ``fc_width``
     (0: no hidden linear layer). Constraint: ``cnn_valid`` (spatial size >= 1, skips keep
-    shape). ``build`` (used by ``decode``) defaults to ``optim.nas.build.build_cnn`` for
+    shape); canonical form: ``canonical_arch``. ``build`` (used by ``decode``) defaults to ``optim.nas.build.build_cnn`` for
     ``input_size``. Tested by
     ``tests/optim/nas/test_nas_spaces.py::test_shipped_spaces_sample_valid_architectures``.
     """
@@ -154,4 +183,4 @@ def cnn_space(max_blocks: int = 4, channels: Sequence[int] = (4, 8, 16, 32),
     if build is None:
         from .build import build_cnn  # build imports this module
         build = partial(build_cnn, input_size=input_size)
-    return SearchSpace(genes, constraints=(partial(cnn_valid, input_size=input_size),), build=build)
+    return _space(genes, partial(cnn_valid, input_size=input_size), build)

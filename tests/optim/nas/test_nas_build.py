@@ -143,3 +143,25 @@ def test_describe_lists_the_used_blocks():
     arch = mlp_space().sample(np.random.default_rng(0))
     arch.update(n_blocks=2, width_0=64, width_1=64, skip_1=True, activation="tanh")
     assert describe(arch) == "64, 64+skip; tanh"
+
+
+@pytest.mark.parametrize("space", [
+    cnn_space(max_blocks=2, channels=(4,), kernel_sizes=(1, 3), fc_widths=(0,), activations=("relu",)),
+    mlp_space(max_blocks=3, widths=(16,), activations=("relu",))], ids=["cnn", "mlp"])
+def test_same_canonical_form_iff_same_model(space):
+    rng = np.random.default_rng(0)
+    archs = [space.sample(rng) for _ in range(40)]
+    models = [repr(space.decode(a)) for a in archs]
+    assert len(set(models)) < len({tuple(a.values()) for a in archs})  # genes that build nothing
+    for a, model_a in zip(archs, models):
+        assert space.is_valid(space.canonical(a)) and repr(space.decode(space.canonical(a))) == model_a
+        for b, model_b in zip(archs, models):
+            assert (space.key(a) == space.key(b)) == (model_a == model_b)
+
+
+@given(SEEDS)
+def test_mutation_changes_the_model(seed):
+    rng = np.random.default_rng(seed)
+    space = cnn_space()
+    arch = space.sample(rng)
+    assert repr(build_cnn(space.mutate(arch, rng))) != repr(build_cnn(arch))
