@@ -36,6 +36,8 @@ strategy = NSGA2(space, population_size=max(2, min(args.population, budget)), se
 history = search(space, strategy, objectives, budget, history_path=args.history, resume=args.resume)
 
 front = sorted(history.pareto(), key=lambda r: r.objectives[1])
+if not front:
+    raise SystemExit(f"no trial succeeded: {[r.error for r in history.records]}")
 print(f"{len(history)} trials, {len(history.ok())} trained; Pareto front:")
 print(f"{'val. error':>10}  {'MACs':>9}  architecture")
 for record in front:
