@@ -1,0 +1,200 @@
+r"""Exact array codecs of the pipeline's packed model files: bit packing, canonical Huffman
+coding and bitmap sparsity.
+
+Each codec maps an array to bytes and back without loss; its size in bytes is a formula:
+
+==============  =====================================================================
+codec           bytes
+==============  =====================================================================
+``fixed``       :math:`\lceil n b / 8 \rceil` for :math:`n` symbols of
+                :math:`b = \lceil \log_2 K \rceil` bits (alphabet of :math:`K`)
+``huffman``     :math:`K + \lceil \sum_s n_s \ell_s / 8 \rceil`: one byte per code
+                length :math:`\ell_s`, then the bit stream
+``bitmap``      :math:`\lceil n / 8 \rceil + \mathrm{nnz} \cdot` itemsize: which entries
+                are non-zero, then their values
+==============  =====================================================================
+
+Deep Compression stores pruned, weight-shared layers the same way in spirit (Han, Mao &
+Dally 2016, sections 2-4: a sparse structure, :math:`\lceil \log_2 k \rceil`-bit indices,
+Huffman-coded), with a bitmap in place of its relative column indices.
+Tests: ``tests/optim/test_pipeline_codecs.py``.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from optim.quant.huffman import huffman_code_lengths
+
+__all__ = ["symbol_bits", "pack_symbols", "unpack_symbols", "canonical_codes", "huffman_encode",
+           "huffman_decode", "bitmap_encode", "bitmap_decode"]
+
+# Codes are built in int64; an optimal code for fewer than ~10^12 symbols is far shorter.
+MAX_CODE_LENGTH = 62
+
+
+def _check_symbols(symbols: object, alphabet: int) -> np.ndarray:
+    if isinstance(alphabet, bool) or not isinstance(alphabet, (int, np.integer)) or alphabet < 1:
+        raise ValueError(f"alphabet must be a positive integer, got {alphabet!r}")
+    s = np.asarray(symbols)
+    if s.dtype.kind not in "iub":
+        raise TypeError(f"symbols must be integers, got dtype {s.dtype}")
+    s = s.reshape(-1).astype(np.int64)
+    if s.size and (s.min() < 0 or s.max() >= alphabet):
+        raise ValueError(f"symbols must lie in [0, {alphabet}), got values in "
+                         f"[{s.min()}, {s.max()}]")
+    return s
+
+
+def _check_count(n: object, name: str) -> int:
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+        raise ValueError(f"{name} must be a non-negative integer, got {n!r}")
+    return int(n)
+
+
+def symbol_bits(alphabet: int) -> int:
+    r"""Bits of a fixed-width code for an alphabet of ``alphabet`` symbols:
+    :math:`\lceil \log_2 K \rceil` (0 for a single symbol, which needs no storage)."""
+    _check_symbols(np.zeros(0, np.int64), alphabet)
+    return math.ceil(math.log2(alphabet)) if alphabet > 1 else 0
+
+
+def pack_symbols(symbols: object, alphabet: int) -> bytes:
+    r"""Fixed-width code: each symbol in :math:`[0, K)` as :math:`b = \lceil \log_2 K \rceil`
+    bits, most significant first, the bits of all symbols concatenated and padded with zeros
+    to whole bytes; :math:`\lceil n b / 8 \rceil` bytes (int4 codes: two per byte).
+    Inverse: ``unpack_symbols``. Test:
+    ``test_pipeline_codecs.py::test_pack_symbols_round_trip_and_size``.
+
+    >>> pack_symbols([1, 2, 3], 4).hex()     # 01 10 11, padded: 0110 1100
+    '6c'
+    """
+    s = _check_symbols(symbols, alphabet)
+    bits = symbol_bits(alphabet)
+    planes = (s[:, None] >> np.arange(bits - 1, -1, -1)) & 1
+    return np.packbits(planes.astype(np.uint8).reshape(-1)).tobytes()
+
+
+def unpack_symbols(data: bytes, alphabet: int, n: int) -> np.ndarray:
+    """The ``n`` symbols (int64) that ``pack_symbols(symbols, alphabet)`` wrote to ``data``."""
+    n = _check_count(n, "n")
+    bits = symbol_bits(alphabet)
+    if len(data) != math.ceil(n * bits / 8):
+        raise ValueError(f"data holds {len(data)} bytes; {n} symbols of {bits} bits need "
+                         f"{math.ceil(n * bits / 8)}")
+    planes = np.unpackbits(np.frombuffer(data, np.uint8))[:n * bits].reshape(n, bits)
+    return planes.astype(np.int64) @ (np.int64(1) << np.arange(bits - 1, -1, -1, dtype=np.int64))
+
+
+def canonical_codes(lengths: object) -> np.ndarray:
+    r"""The canonical prefix code with the given code lengths (DEFLATE's construction,
+    RFC 1951 section 3.2.2): symbols sorted by (length, symbol) get consecutive codes, the code
+    shifted left by one bit whenever the length grows,
+
+    .. math:: c_{(i+1)} = (c_{(i)} + 1) \ll (\ell_{(i+1)} - \ell_{(i)}), \qquad c_{(1)} = 0.
+
+    A code is fixed by its lengths, so a file stores only the lengths. Symbols of length 0
+    are unused (code 0). Raises ValueError if the lengths violate Kraft's inequality
+    :math:`\sum_s 2^{-\ell_s} \le 1`. Test:
+    ``test_pipeline_codecs.py::test_canonical_codes_are_prefix_free``.
+
+    >>> canonical_codes([1, 3, 3, 2, 0])
+    array([0, 6, 7, 2, 0])
+    """
+    lengths = np.asarray(lengths)
+    if lengths.ndim != 1 or lengths.dtype.kind not in "iu" or (lengths.size and lengths.min() < 0):
+        raise ValueError(f"lengths must be a 1-D array of non-negative integers, got {lengths!r}")
+    lengths = lengths.astype(np.int64)
+    if lengths.size and lengths.max() > MAX_CODE_LENGTH:
+        raise ValueError(f"code lengths above {MAX_CODE_LENGTH} bits are not supported, got "
+                         f"{lengths.max()}")
+    used = lengths > 0
+    if np.sum(np.ldexp(1.0, -lengths[used])) > 1.0:
+        raise ValueError("lengths violate Kraft's inequality: no prefix code has them")
+    codes = np.zeros(lengths.size, dtype=np.int64)
+    code, previous = 0, 0
+    for s in sorted(np.flatnonzero(used), key=lambda s: (lengths[s], s)):
+        code <<= int(lengths[s]) - previous
+        codes[s], previous = code, int(lengths[s])
+        code += 1
+    return codes
+
+
+def huffman_encode(symbols: object, alphabet: int) -> tuple[np.ndarray, bytes]:
+    r"""Huffman-code ``symbols`` in :math:`[0, K)`: returns ``(lengths, stream)``, the optimal
+    code lengths of the symbol counts (``optim.quant.huffman_code_lengths``, Huffman 1952) as
+    uint8 and the canonical codes (``canonical_codes``) of the symbols concatenated, most
+    significant bit first, padded to whole bytes: :math:`\lceil \sum_s n_s \ell_s / 8 \rceil`
+    bytes. Inverse: ``huffman_decode``. Test:
+    ``test_pipeline_codecs.py::test_huffman_round_trip_and_size``.
+    """
+    s = _check_symbols(symbols, alphabet)
+    lengths = huffman_code_lengths(np.bincount(s, minlength=alphabet))
+    codes = canonical_codes(lengths)
+    sizes = lengths[s]
+    owner = np.repeat(np.arange(s.size), sizes)
+    position = np.arange(owner.size) - (np.cumsum(sizes) - sizes)[owner]
+    bits = (codes[s][owner] >> (sizes[owner] - 1 - position)) & 1
+    return lengths.astype(np.uint8), np.packbits(bits.astype(np.uint8)).tobytes()
+
+
+def huffman_decode(lengths: object, stream: bytes, n: int) -> np.ndarray:
+    """The ``n`` symbols (int64) of a canonical Huffman ``stream`` with code ``lengths``.
+
+    Reads one bit at a time: after each bit, the code read so far is a complete codeword of
+    length :math:`\\ell` exactly when its offset from the first canonical code of that length is
+    below the number of codes of that length.
+    """
+    n = _check_count(n, "n")
+    lengths = np.asarray(lengths).astype(np.int64)
+    codes = canonical_codes(lengths)
+    order = sorted(np.flatnonzero(lengths > 0), key=lambda s: (lengths[s], s))
+    top = int(lengths.max()) if lengths.size else 0
+    first_code, first_rank, count = [0] * (top + 1), [0] * (top + 1), [0] * (top + 1)
+    for rank, s in enumerate(order):
+        length = int(lengths[s])
+        if count[length] == 0:
+            first_code[length], first_rank[length] = int(codes[s]), rank
+        count[length] += 1
+    bits = np.unpackbits(np.frombuffer(stream, np.uint8)).tolist()
+    out = np.empty(n, dtype=np.int64)
+    code = length = produced = 0
+    for bit in bits:
+        if produced == n:
+            break
+        code, length = (code << 1) | bit, length + 1
+        if length > top:
+            raise ValueError("stream is not a valid code for these lengths")
+        offset = code - first_code[length]
+        if 0 <= offset < count[length]:
+            out[produced] = order[first_rank[length] + offset]
+            produced += 1
+            code = length = 0
+    if produced != n:
+        raise ValueError(f"stream ended after {produced} of {n} symbols")
+    return out
+
+
+def bitmap_encode(x: object) -> tuple[bytes, np.ndarray]:
+    r"""``(bitmap, values)``: one bit per entry of ``x`` (C order), set where
+    :math:`x_i \ne 0`, packed to :math:`\lceil n/8 \rceil` bytes, and the non-zero values in
+    order. Inverse: ``bitmap_decode``. Test:
+    ``test_pipeline_codecs.py::test_bitmap_round_trip_and_size``."""
+    x = np.asarray(x)
+    nonzero = x.reshape(-1) != 0
+    return np.packbits(nonzero).tobytes(), x.reshape(-1)[nonzero]
+
+
+def bitmap_decode(bitmap: bytes, values: object, shape: tuple[int, ...]) -> np.ndarray:
+    """The array of ``shape`` (dtype of ``values``) with ``values`` at the set bits, else 0."""
+    n = math.prod(shape)
+    if len(bitmap) != math.ceil(n / 8):
+        raise ValueError(f"bitmap holds {len(bitmap)} bytes; shape {shape} needs {math.ceil(n / 8)}")
+    nonzero = np.unpackbits(np.frombuffer(bitmap, np.uint8))[:n].astype(bool)
+    values = np.asarray(values)
+    if values.size != nonzero.sum():
+        raise ValueError(f"bitmap has {nonzero.sum()} set bits but {values.size} values were given")
+    out = np.zeros(n, dtype=values.dtype)
+    out[nonzero] = values.reshape(-1)
+    return out.reshape(shape)

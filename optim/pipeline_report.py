@@ -1,0 +1,272 @@
+r"""Measuring a stage's model and reporting the pipeline: accuracy, size, MACs, latency.
+
+Each stage's model is measured by an *engine*, what actually runs it:
+
+- ``minnet``: the model's own forward pass (float, pruned, weight-shared, or fake-quantized);
+- ``integer``: ``optim.quant.IntegerModel``, integer-only kernels on a converted model;
+- ``graph``: the model's float view traced, optimized (``optim.graph.optimize``) and
+  compiled (``optim.graph.compile``), one compiled graph per batch size;
+- ``onnxruntime``: the same optimized graph exported to ONNX (``optim.graph.to_onnx``) and run
+  by ONNX Runtime (optional extras ``onnx`` and ``onnxruntime``).
+
+Sizes: ``packed_bytes`` is the payload of the stage's packed model file (the model as
+deployed, ``optim.pipeline_store``) and ``file_bytes`` that file's size on disk; the
+compression ratios are the baseline's divided by the stage's,
+
+.. math:: r = B_{\text{baseline}} / B_{\text{stage}}
+
+(Han et al. 2016 report the same ratio of storage). MACs follow ``optim.metrics.macs`` on the
+float view (dense count: a pruned weight still counts); latency is the median wall time of a
+forward pass on 1 and on 64 test images.
+Tests: ``tests/optim/test_pipeline_report.py``.
+"""
+from __future__ import annotations
+
+import copy
+import csv
+import io
+import json
+import math
+import time
+from typing import Callable, Sequence
+
+import numpy as np
+
+import minnet
+from minnet import nn
+from minnet.io import atomic_write
+from optim import metrics
+from optim.graph import Graph, compile as compile_graph, optimize, to_onnx, trace
+from optim.prune.parametrize import remove_all
+from optim.quant import (FixedFakeQuantize, IntegerModel, QuantSequential, QuantStage,
+                         SharedWeightLayer)
+
+__all__ = ["ENGINES", "float_view", "optimized_graph", "onnx_session", "runner", "measure", "compression_rows", "COLUMNS",
+           "format_table", "report_csv", "write_report", "plot_accuracy_vs_size"]
+
+ENGINES = ("minnet", "integer", "graph", "onnxruntime")
+LATENCY_BATCHES = (1, 64)
+EVAL_BATCH = 250
+
+
+def _dequantized(stage: QuantStage) -> list[nn.Module]:
+    layer = copy.deepcopy(stage.layer)
+    with minnet.no_grad():
+        if stage.weight_quant is not None:
+            layer.weight = nn.Parameter(stage.weight_quant(minnet.Tensor(layer.weight.data)).data)
+        if layer.bias is not None and stage.bias_quant is not None:
+            layer.bias = nn.Parameter(stage.bias_quant(minnet.Tensor(layer.bias.data)).data)
+    return [layer, nn.ReLU()] if stage.relu else [layer]
+
+
+def float_view(model: nn.Module) -> nn.Module:
+    """A plain float copy of ``model`` computing with its effective weights: pruning made
+    permanent, shared weights :math:`c[I]` expanded, a quantized model's weights (and int32
+    biases) dequantized and its activation quantizers dropped. MACs, parameter counts and the
+    ``graph`` engine use it."""
+    model = remove_all(copy.deepcopy(model))
+    if isinstance(model, QuantSequential):
+        layers: list[nn.Module] = []
+        for module in model:
+            if isinstance(module, QuantStage):
+                layers += _dequantized(module)
+            elif not isinstance(module, FixedFakeQuantize):
+                layers.append(module)
+        return nn.Sequential(*layers)
+    if isinstance(model, SharedWeightLayer):
+        return _expanded(model)
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, SharedWeightLayer):
+                setattr(parent, name, _expanded(child))
+    return model
+
+
+def _expanded(shared: SharedWeightLayer) -> nn.Module:
+    layer = shared.layer
+    with minnet.no_grad():
+        layer.weight = nn.Parameter(shared.shared_weight().data)
+    return layer
+
+
+def optimized_graph(model: nn.Module, x: np.ndarray) -> Graph:
+    """The optimized graph of ``model``'s float view traced on the example input ``x``."""
+    return optimize(trace(float_view(model).eval(), x))
+
+
+def onnx_session(graph: Graph) -> Callable[[np.ndarray], np.ndarray]:
+    """``x -> output`` of ``graph`` exported to ONNX and run by ONNX Runtime."""
+    import onnxruntime
+    session = onnxruntime.InferenceSession(to_onnx(graph).SerializeToString(),
+                                           providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return lambda x: session.run(None, {name: x})[0]
+
+
+class _PerShape:
+    """Graphs are specialised to their input shape: one executable per shape seen."""
+
+    def __init__(self, model: nn.Module, build: Callable[[Graph], Callable]):
+        self.model, self.build, self.executables = model, build, {}
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        if x.shape not in self.executables:
+            self.executables[x.shape] = self.build(optimized_graph(self.model, x))
+        return self.executables[x.shape](x)
+
+
+def runner(model: nn.Module, engine: str) -> Callable[[np.ndarray], np.ndarray]:
+    """``x -> logits`` (ndarrays) running ``model`` with ``engine`` (see the module docstring)."""
+    if engine == "minnet":
+        model = model.eval()
+
+        def run(x: np.ndarray) -> np.ndarray:
+            with minnet.no_grad():
+                return model(minnet.Tensor(x)).data
+        return run
+    if engine == "integer":
+        return IntegerModel(model)
+    if engine == "graph":
+        return _PerShape(model, compile_graph)
+    if engine == "onnxruntime":
+        return _PerShape(model, onnx_session)
+    raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+
+
+def _accuracy(run: Callable, x: np.ndarray, y: np.ndarray) -> float:
+    correct = 0
+    for start in range(0, len(x), EVAL_BATCH):
+        logits = run(x[start:start + EVAL_BATCH])
+        correct += int((np.asarray(logits).argmax(axis=1) == y[start:start + EVAL_BATCH]).sum())
+    return correct / len(x)
+
+
+def _median_time(run: Callable, x: np.ndarray, repeats: int, warmup: int = 3) -> float:
+    """Median wall time of ``run(x)`` over ``repeats`` calls after ``warmup`` (as
+    ``optim.metrics.latency``, for any callable)."""
+    times = []
+    for i in range(warmup + repeats):
+        start = time.perf_counter()
+        run(x)
+        if i >= warmup:
+            times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def measure(model: nn.Module, engine: str, test: tuple[np.ndarray, np.ndarray],
+            repeats: int = 20) -> dict:
+    """Test accuracy, parameters (all, and non-zero), MACs per image and latency at batch 1
+    and 64 (seconds) of ``model`` run by ``engine``."""
+    x, y = test
+    plain = float_view(model)
+    run = runner(model, engine)
+    result = {"engine": engine, "accuracy": _accuracy(run, x, y),
+              "params": metrics.count_params(plain),
+              "nonzero": int(sum(np.count_nonzero(p.data) for p in plain.parameters())),
+              "macs": metrics.macs(plain, (1,) + x.shape[1:])}
+    for batch in LATENCY_BATCHES:
+        sample = np.ascontiguousarray(np.resize(x, (batch,) + x.shape[1:]))
+        result[f"latency_b{batch}"] = _median_time(run, sample, repeats)
+    return result
+
+
+# ---- report -----------------------------------------------------------------------------
+
+TIMING_KEYS = ("latency_b1", "latency_b64", "seconds")
+
+COLUMNS = (  # (key, header, format)
+    ("stage", "stage", "{}"), ("engine", "engine", "{}"),
+    ("accuracy", "acc %", "{:.2%}"), ("accuracy_drop_pp", "drop pp", "{:+.2f}"),
+    ("params", "params", "{:,}"), ("nonzero", "nonzero", "{:,}"), ("macs", "MACs", "{:,}"),
+    ("packed_bytes", "packed B", "{:,}"), ("file_bytes", "file B", "{:,}"),
+    ("ratio", "ratio", "{:.1f}x"), ("file_ratio", "file ratio", "{:.1f}x"),
+    ("latency_b1", "b1 ms", "{:.3f}"), ("latency_b64", "b64 ms", "{:.2f}"),
+    ("seconds", "stage s", "{:.1f}"),
+)
+_MILLISECONDS = ("latency_b1", "latency_b64")
+
+
+def compression_rows(stages: Sequence[dict]) -> list[dict]:
+    """Report rows: each stage's measurements with the accuracy drop (percentage points) and
+    the compression ratios relative to the first stage (the baseline)."""
+    base = stages[0]
+    rows = []
+    for stage in stages:
+        row = dict(stage)
+        row["accuracy_drop_pp"] = 100.0 * (base["accuracy"] - stage["accuracy"])
+        row["ratio"] = base["packed_bytes"] / stage["packed_bytes"]
+        row["file_ratio"] = base["file_bytes"] / stage["file_bytes"]
+        rows.append(row)
+    return rows
+
+
+def _cell(row: dict, key: str, fmt: str) -> str:
+    value = row.get(key)
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return fmt.format(value * 1e3 if key in _MILLISECONDS else value)
+
+
+def format_table(rows: Sequence[dict]) -> str:
+    """The rows as an aligned text table (one line per stage)."""
+    cells = [[header for _, header, _ in COLUMNS]]
+    cells += [[_cell(row, key, fmt) for key, _, fmt in COLUMNS] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(COLUMNS))]
+    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in
+                       enumerate(zip(line, widths))) for line in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def report_csv(rows: Sequence[dict]) -> str:
+    """The rows as CSV, one column per ``COLUMNS`` key (latencies in seconds)."""
+    out = io.StringIO()
+    writer = csv.DictWriter(out, [key for key, _, _ in COLUMNS], extrasaction="ignore",
+                            lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue()
+
+
+def write_report(report: dict, directory) -> None:
+    """``report.json`` (everything), ``report.csv`` (the rows) and ``report.txt`` (the table)
+    in ``directory``, each written atomically."""
+    for name, text in (("report.json", json.dumps(report, indent=2) + "\n"),
+                       ("report.csv", report_csv(report["rows"])),
+                       ("report.txt", format_table(report["rows"]) + "\n")):
+        with atomic_write(directory / name) as f:
+            f.write(text.encode())
+
+
+def plot_accuracy_vs_size(rows: Sequence[dict], path) -> bool:
+    """A PNG of test accuracy against packed size (log scale), one labelled point per stage,
+    in pipeline order. Returns False (and writes nothing) when matplotlib is missing."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    sizes = [r["packed_bytes"] / 1024 for r in rows]
+    accuracy = [100 * r["accuracy"] for r in rows]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    ax.plot(sizes, accuracy, "-", color="0.75", zorder=1)
+    ax.scatter(sizes, accuracy, zorder=2)
+    for row, s, a in zip(rows, sizes, accuracy):
+        ax.annotate(f"{row['stage']} ({row['ratio']:.1f}x)", (s, a), textcoords="offset points",
+                    xytext=(6, 6), fontsize=8)
+    ax.axhline(accuracy[0] - 1.0, color="tab:red", linestyle=":", linewidth=1,
+               label="baseline - 1 pp")
+    ax.set_xscale("log")
+    ax.set_xlabel("packed model size (KiB, log scale)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title("Accuracy vs size across the pipeline's stages")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=120)
+    plt.close(fig)
+    with atomic_write(path) as f:
+        f.write(buffer.getvalue())
+    return True

@@ -1,0 +1,380 @@
+"""The pipeline's stages: each maps the previous stage's model to a new one.
+
+A stage function is ``stage(model, options, ctx) -> Outcome``: ``model`` is the previous
+stage's model (``None`` for the baseline), ``options`` the stage's validated table
+(``optim.pipeline_config.OPTIONS``) and ``ctx`` the ``Context`` (data, the baseline as the
+teacher, the stage's work directory for resumable checkpoints). Every training loop writes a
+checkpoint to the work directory after each epoch (or pruning round) and resumes from it, so a
+run killed mid-stage continues where it stopped and ends with the same weights; QAT, whose
+observers are not part of a ``state_dict``, restarts its stage instead.
+
+Pruned weights stay zero in every later stage: the pruning masks survive ``shrink`` (re-applied
+to the shrunk layers), distillation trains through them, and quantization-aware training and
+weight sharing pin the zero entries (Han et al. 2015 retrain only the kept connections;
+Han et al. 2016 share weights among the surviving ones).
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+import minnet
+from minnet import models, nn, optimizers
+from minnet.io import load, save
+from minnet.train import fit
+from optim import metrics
+from optim.distill import Distiller
+from optim.lowrank import factorize
+from optim.nas import (NSGA2, MnistObjectives, RandomSearch, RegularizedEvolution, build_cnn,
+                       build_mlp, cnn_cost, cnn_space, describe, macs_at_most, mlp_cost,
+                       mlp_space, search)
+from optim.prune import (apply_mask, prunable, prune_channels, prune_model,
+                         remove_all, restore_pruning, shrink, target_sparsity)
+from optim.prune.parametrize import named_pruned
+from optim.quant import (IntegerModel, SharedWeightLayer, calibrate, convert,
+                         kmeans_codebook, prepare, prepare_qat, share_weights)
+
+from optim.graph import to_onnx
+
+from .pipeline_report import float_view, optimized_graph
+from .pipeline_store import load_model
+
+__all__ = ["Context", "Outcome", "STAGE_FUNCTIONS", "build_model", "KeepZeros"]
+
+MODEL_BUILDERS: dict[str, Callable[[], nn.Module]] = {
+    "lenet5": models.lenet5,
+    "lenet5-bn": lambda: models.lenet5(batch_norm=True),
+    "lenet-300-100": models.lenet_300_100,
+}
+
+
+@dataclass
+class Context:
+    """What every stage may use: the run options, the data, the baseline (teacher), the
+    stage's work directory and whether to show progress bars."""
+    run: dict
+    train: tuple[np.ndarray, np.ndarray]
+    test: tuple[np.ndarray, np.ndarray]
+    work: Path
+    baseline: nn.Module | None = None
+    progress: bool | None = None
+
+
+@dataclass
+class Outcome:
+    """A stage's result: its model, the engine that measures it and JSON-ready details."""
+    model: nn.Module
+    engine: str = "minnet"
+    details: dict = field(default_factory=dict)
+    files: dict[str, bytes] = field(default_factory=dict)  # extra artifacts, by file name
+
+
+def build_model(name: str, seed: int) -> nn.Module:
+    """A freshly initialised ``name`` model (``MODEL_BUILDERS``), seeded."""
+    minnet.manual_seed(seed)
+    return MODEL_BUILDERS[name]()
+
+
+class KeepZeros:
+    """An optimizer whose ``step`` leaves chosen entries of chosen parameters at zero: the
+    wrapped optimizer steps, then ``param.data[where] = 0``. ``param_groups``, ``zero_grad``
+    and the state dict are the wrapped optimizer's (schedulers take ``.optimizer``)."""
+
+    def __init__(self, optimizer, pins: list[tuple[nn.Parameter, np.ndarray]]):
+        self.optimizer, self.pins = optimizer, pins
+
+    @property
+    def param_groups(self):
+        return self.optimizer.param_groups
+
+    def zero_grad(self) -> None:
+        self.optimizer.zero_grad()
+
+    def step(self) -> None:
+        self.optimizer.step()
+        for param, where in self.pins:
+            param.data[where] = 0
+
+    def state_dict(self) -> dict:
+        return self.optimizer.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.optimizer.load_state_dict(state)
+
+
+def _train(model: nn.Module, ctx: Context, epochs: int, lr: float, checkpoint: str | None,
+           pins: list | None = None, parameters=None) -> dict:
+    """Adam(``lr``) with a cosine schedule over ``epochs`` on the training data, checkpointed
+    to (and resumed from) ``ctx.work / checkpoint``; returns fit's history."""
+    optimizer = optimizers.Adam(model.parameters() if parameters is None else parameters, lr=lr)
+    scheduler = optimizers.CosineAnnealingLR(optimizer, T_max=epochs)
+    if pins:
+        optimizer = KeepZeros(optimizer, pins)
+    path = None if checkpoint is None else ctx.work / checkpoint
+    return fit(model, optimizer, ctx.train, epochs, batch_size=ctx.run["batch_size"],
+               scheduler=scheduler, seed=ctx.run["seed"], checkpoint_path=path,
+               resume=path is not None, progress=ctx.progress)
+
+
+def _load_checkpoint(path: str, seed: int, model_name: str) -> nn.Module:
+    """A model from ``path``: a packed model file, or a state_dict npz of the run's model."""
+    arrays = load(path)
+    if set(arrays) == {"spec", "payload"}:
+        return load_model(path)[0]
+    model = build_model(model_name, seed)
+    restore_pruning(model, arrays)
+    return model
+
+
+# ---- stages -----------------------------------------------------------------------------
+
+def baseline_stage(model, options: dict, ctx: Context) -> Outcome:
+    """Train the run's model from scratch (or load ``checkpoint``): the float reference."""
+    if "checkpoint" in options:
+        return Outcome(_load_checkpoint(options["checkpoint"], ctx.run["seed"], ctx.run["model"]),
+                       details={"loaded": options["checkpoint"]})
+    model = build_model(ctx.run["model"], ctx.run["seed"])
+    history = _train(model, ctx, options["epochs"], options["lr"], "fit.npz")
+    return Outcome(model, details={"history": history})
+
+
+def _round_checkpoint(model: nn.Module, ctx: Context, done: int) -> None:
+    state = {f"model.{k}": v for k, v in model.state_dict().items()}
+    state["round"] = np.asarray(done, dtype=np.int64)
+    save(state, ctx.work / "rounds.npz")
+
+
+def prune_stage(model, options: dict, ctx: Context) -> Outcome:
+    """Iterative pruning, each round pruning to the next total amount and fine-tuning
+    (Han et al. 2015, section 3.3): ``method = "weights"`` masks single weights
+    (``optim.prune.prune_model``, global or per-layer ranking), ``"channels"`` whole
+    neurons/filters of each layer (``optim.prune.prune_channels``; ``shrink`` then removes
+    them). Rounds are checkpointed; a resumed round is redone from the last finished one."""
+    model = copy.deepcopy(model)
+    amounts, seed = options["amounts"], ctx.run["seed"]
+    start, path = 0, ctx.work / "rounds.npz"
+    if path.exists():
+        state = load(path)
+        restore_pruning(model, {k[6:]: v for k, v in state.items() if k.startswith("model.")})
+        start = int(state["round"])
+    modules = dict(model.named_modules())
+    names = options.get("layers")
+    for name in names or []:
+        if not isinstance(modules.get(name), (nn.Linear, nn.Conv2d)):
+            raise ValueError(f"prune.layers: {name!r} is not a Linear/Conv2d layer of the model "
+                             f"(layers: {[n for n, _, _ in prunable(model)]})")
+    targets = None if names is None else [(n, modules[n], "weight") for n in names]
+    data = (ctx.train[0][:512], ctx.train[1][:512])
+    for k in range(start, len(amounts)):
+        rng = np.random.default_rng([seed, k])
+        if options["method"] == "weights":
+            prune_model(model, amounts[k], options["criterion"], scope=options["scope"],
+                        targets=targets, data=data, rng=rng)
+        else:
+            prune_channels(model, amounts[k], options["criterion"], layers=names, data=data,
+                           rng=rng)
+        if options["fine_tune_epochs"]:
+            _train(model, ctx, options["fine_tune_epochs"], options["lr"], f"round{k}.npz")
+        _round_checkpoint(model, ctx, k + 1)
+    targets = [(n, m, p) for n, m, p in named_pruned(model)]
+    sparsity = target_sparsity(targets) if targets else 0.0
+    return Outcome(model, details={"sparsity": sparsity, "rounds": len(amounts)})
+
+
+def shrink_stage(model, options: dict, ctx: Context) -> Outcome:
+    """Remove the neurons/filters whose weights are all zero (``optim.prune.shrink``), giving
+    a smaller dense model; layers that were pruned keep their remaining zeros as masks."""
+    pruned = {name for name, _, _ in named_pruned(model)}
+    small = shrink(model)
+    for name, module in small.named_modules():
+        if name in pruned:
+            apply_mask(module, "weight", module.weight.data != 0)
+    shapes = {name: list(m.weight.shape) for name, m in small.named_modules()
+              if isinstance(m, (nn.Linear, nn.Conv2d))}
+    return Outcome(small, details={"weight_shapes": shapes})
+
+
+def lowrank_stage(model, options: dict, ctx: Context) -> Outcome:
+    """Replace layers by two thinner ones from a truncated (or data-aware whitened) SVD,
+    keeping ``energy`` of the singular energy (``optim.lowrank.factorize``), then fine-tune."""
+    model = remove_all(copy.deepcopy(model))
+    names = options.get("layers")
+    if names is None:
+        linears = [n for n, m, _ in prunable(model) if isinstance(m, nn.Linear)]
+        names = linears[:-1]
+    calibration = ctx.train[0][:512] if options["data_aware"] else None
+    done = factorize(model, names, energy=options["energy"], scheme=options["scheme"],
+                     calibration=calibration)
+    if options["fine_tune_epochs"]:
+        _train(model, ctx, options["fine_tune_epochs"], options["lr"], "fit.npz")
+    return Outcome(model, details={"factorized": [f._asdict() for f in done]})
+
+
+_NAS = {"cnn": (cnn_space, build_cnn, cnn_cost), "mlp": (mlp_space, build_mlp, mlp_cost)}
+
+
+def nas_stage(model, options: dict, ctx: Context) -> Outcome:
+    """Pick a new (student) architecture by architecture search over ``space`` under a MACs
+    budget relative to the current model: trials are trained for ``trial_epochs`` and
+    validated on a split of the bundled training images (``optim.nas.MnistObjectives``); the
+    architecture with the fewest parameters among those within ``tolerance`` of the lowest
+    validation error is trained for ``epochs``. The search history is resumable."""
+    make_space, build, cost = _NAS[options["space"]]
+    budget = options["macs_budget"] * metrics.macs(float_view(model), (1,) + ctx.test[0].shape[1:])
+    space = make_space().with_constraints(macs_at_most(budget, cost))
+    seed = ctx.run["seed"]
+    names = ("error", "params") if options["strategy"] == "nsga2" else ("error",)
+    objectives = MnistObjectives(build, names, options["trial_epochs"], lr=options["lr"],
+                                 batch_size=ctx.run["batch_size"], limit=ctx.run.get("limit"),
+                                 seed=seed)
+    population = max(2, min(8, options["trials"]))
+    strategy = {"random": lambda: RandomSearch(space, len(names), seed=seed),
+                "evolution": lambda: RegularizedEvolution(space, population,
+                                                          min(3, population), seed=seed),
+                "nsga2": lambda: NSGA2(space, population, seed=seed)}[options["strategy"]]()
+    history = search(space, strategy, objectives, options["trials"],
+                     history_path=ctx.work / "nas.json", resume=True, progress=ctx.progress)
+    trials = history.ok()
+    if not trials:
+        raise RuntimeError("nas: no trial succeeded; see the history in the work directory")
+    best = min(t.objectives[0] for t in trials)
+    eligible = [t for t in trials if t.objectives[0] <= best + options["tolerance"]]
+    chosen = min(eligible, key=lambda t: (cost(t.arch).params, t.objectives[0], t.id))
+    minnet.manual_seed(seed)
+    student = build(chosen.arch)
+    _train(student, ctx, options["epochs"], options["lr"], "fit.npz")
+    return Outcome(student, details={
+        "architecture": chosen.arch, "description": describe(chosen.arch),
+        "validation_error": chosen.objectives[0], "macs_budget": budget,
+        "trials": len(history), "ok_trials": len(trials)})
+
+
+def distill_stage(model, options: dict, ctx: Context) -> Outcome:
+    """Train the current model as a student of the baseline with Hinton et al. 2015's loss
+    :math:`\\alpha T^2 \\mathrm{KL}(p_t^T \\| p_s^T) + (1 - \\alpha) \\mathrm{CE}` through
+    ``optim.distill.Distiller`` (teacher outputs cached; pruning masks respected)."""
+    student = copy.deepcopy(model)
+    distiller = Distiller(student, ctx.baseline, T=options["T"], alpha=options["alpha"],
+                          cache_teacher=True)
+    optimizer = optimizers.Adam(distiller.parameters(), lr=options["lr"])
+    scheduler = optimizers.CosineAnnealingLR(optimizer, T_max=options["epochs"])
+    history = distiller.fit(optimizer, ctx.train, options["epochs"],
+                            batch_size=ctx.run["batch_size"], scheduler=scheduler,
+                            seed=ctx.run["seed"], checkpoint_path=ctx.work / "distill.npz",
+                            resume=True, progress=ctx.progress)
+    return Outcome(student, details={"history": history})
+
+
+def _zero_pins(model: nn.Module) -> list[tuple[nn.Parameter, np.ndarray]]:
+    """Every Linear/Conv2d weight of ``model`` with zero entries, and where they are."""
+    return [(m.weight, m.weight.data == 0) for m in model.modules()
+            if isinstance(m, (nn.Linear, nn.Conv2d)) and m.weight is not None
+            and np.any(m.weight.data == 0)]
+
+
+def _quant_engine(model, requested: str) -> str:
+    if requested != "auto":
+        return requested
+    try:
+        IntegerModel(model)
+    except (TypeError, ValueError):
+        return "minnet"
+    return "integer"
+
+
+def quantize_stage(model, options: dict, ctx: Context) -> Outcome:
+    """Quantize weights (per output channel, symmetric) and activations (per tensor, affine):
+    post-training (``optim.quant.prepare`` / ``calibrate`` / ``convert``, Jacob et al. 2018)
+    or quantization-aware training (``prepare_qat``, LSQ or STE, then ``convert``). Zero
+    weights stay zero: symmetric codes map 0 to 0, and QAT pins them."""
+    float_model = remove_all(copy.deepcopy(model))
+    config = dict(weight_bits=options["weight_bits"], activation_bits=options["activation_bits"],
+                  weight_observer=options["weight_observer"],
+                  activation_observer=options["activation_observer"],
+                  weight_only=options["weight_only"])
+    x = ctx.train[0][:options["calibration_images"]]
+    if options["method"] == "ptq":
+        prepared = prepare(float_model, **config)
+        calibrate(prepared, x)
+        quantized = convert(prepared)
+    else:
+        qat = prepare_qat(float_model, weight_method=options["weight_method"],
+                          activation_method=options["activation_method"], **config)
+        _train(qat, ctx, options["epochs"], options["lr"], None, pins=_zero_pins(qat))
+        quantized = convert(qat)
+    return Outcome(quantized, _quant_engine(quantized, options["engine"]),
+                   details={"config": config, "method": options["method"]})
+
+
+def _share_sparse(layer: SharedWeightLayer, weight: np.ndarray, n_clusters: int, init: str
+                  ) -> tuple[nn.Parameter, np.ndarray] | None:
+    """Re-cluster a layer with zero weights: zeros get their own centroid 0 (index 0), the
+    other weights ``n_clusters - 1`` k-means centroids. Returns the pin of centroid 0."""
+    kept = weight != 0
+    if kept.all():
+        return None
+    centroids, indices = kmeans_codebook(weight[kept], n_clusters - 1, init)
+    full = np.zeros(weight.shape, dtype=layer.indices.dtype)
+    full[kept] = indices + 1
+    layer.centroids.data = np.concatenate([np.zeros(1, centroids.dtype), centroids])
+    layer.indices = full
+    pin = np.zeros(n_clusters, dtype=bool)
+    pin[0] = True
+    return layer.centroids, pin
+
+
+def share_stage(model, options: dict, ctx: Context) -> Outcome:
+    """Deep Compression's weight sharing (Han et al. 2016, section 3): per layer, k-means over
+    the weights (``optim.quant.share_weights``; over the non-zero ones when pruned, zero
+    keeping a centroid of its own), then fine-tuning of the centroids."""
+    float_model = remove_all(copy.deepcopy(model))
+    weights = {name: m.weight.data.copy() for name, m in float_model.named_modules()
+               if isinstance(m, (nn.Linear, nn.Conv2d))}
+    shared = share_weights(float_model, options["n_clusters"], options["init"])
+    pins = []
+    for name, module in shared.named_modules():
+        if isinstance(module, SharedWeightLayer):
+            pin = _share_sparse(module, weights[name], options["n_clusters"], options["init"])
+            pins += [] if pin is None else [pin]
+    if options["fine_tune_epochs"]:
+        _train(shared, ctx, options["fine_tune_epochs"], options["lr"], "fit.npz", pins=pins)
+    return Outcome(shared, details={"n_clusters": options["n_clusters"]})
+
+
+def graph_stage(model, options: dict, ctx: Context) -> Outcome:
+    """Trace the model's float view, optimize the graph (``optim.graph.optimize``: identities,
+    constant folding, BatchNorm folding, bias and ReLU fusion, CSE, DCE) and run it with the
+    compiled executor; the stored model is unchanged (``graph.txt`` shows the graph)."""
+    graph = optimized_graph(model, ctx.test[0][:1])
+    return Outcome(model, "graph", details={"ops": [n.op for n in graph.nodes]},
+                   files={"graph.txt": graph.dump().encode()})
+
+
+def export_stage(model, options: dict, ctx: Context) -> Outcome:
+    """Write the optimized graph for one image as ONNX (``model.onnx``, opset and checks of
+    ``optim.graph.to_onnx``) when the ``onnx`` extra is installed, measured with ONNX Runtime
+    when that is installed too; otherwise record why nothing was written."""
+    try:
+        proto = to_onnx(optimized_graph(model, ctx.test[0][:1]))
+    except ImportError as err:
+        return Outcome(model, "graph", details={"onnx": f"not written: {err}"})
+    data = proto.SerializeToString()
+    try:
+        import onnxruntime  # noqa: F401
+        engine = "onnxruntime"
+    except ImportError:
+        engine = "graph"
+    return Outcome(model, engine, details={"onnx": "model.onnx", "onnx_bytes": len(data)},
+                   files={"model.onnx": data})
+
+
+STAGE_FUNCTIONS: dict[str, Callable[[nn.Module | None, dict, Context], Outcome]] = {
+    "baseline": baseline_stage, "prune": prune_stage, "shrink": shrink_stage,
+    "lowrank": lowrank_stage, "nas": nas_stage, "distill": distill_stage,
+    "quantize": quantize_stage, "share": share_stage, "graph": graph_stage,
+    "export": export_stage,
+}
