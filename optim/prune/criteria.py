@@ -180,7 +180,12 @@ def weight_scores(model: Module, targets: Sequence[Target], criterion: str | Cal
     (``magnitude``, ``random``, ``taylor``, ``snip``, ``obd_fisher``, ``obd_hutchinson``,
     ``influence``) or a callable ``(model, targets, data, rng, **options) -> list of arrays``.
     Data-driven criteria need ``data=(x, y)``; ``loss_fn`` and ``n_samples`` (Hutchinson) are
-    passed through ``options``."""
+    passed through ``options``.
+
+    ``obd_fisher`` uses the empirical Fisher diagonal, which is never negative (LeCun et al.
+    1990 also used a non-negative, Gauss-Newton diagonal); ``obd_hutchinson`` estimates the
+    exact Hessian diagonal, which can be negative (noise, or negative curvature away from a
+    minimum), and such weights then score below zero and are pruned first."""
     fn = _lookup(UNSTRUCTURED, criterion)
     if criterion in DATA_DRIVEN:
         _check_data(data, criterion)

@@ -13,8 +13,10 @@ the :math:`H \cdot W` columns of a Linear after ``Flatten`` (channel-major order
 :math:`k_h \cdot k_w` taps of input channel :math:`k` of a Conv2d (exact only without zero
 padding, so padding with a non-zero constant is refused). BatchNorm, pooling and activation
 layers between them lose channel :math:`k` too. The shrunk model computes the same function as
-the masked model in eval mode (dependency handling as in Torch-Pruning, Fang et al. 2023,
-"DepGraph", restricted to chains; bias folding as in Li et al. 2017, Sec. 3.2).
+the masked model in eval mode. Removing a filter with the next layer's kernels that read its
+feature map is Li et al. 2017, "Pruning Filters for Efficient ConvNets", Sec. 3.1; coupled
+layers are found as Torch-Pruning's dependency graph does (Fang et al. 2023, "DepGraph"),
+restricted here to chains; the bias fold is the exact contribution of the constant inputs.
 
 Supported: ``nn.Sequential`` chains (nested Sequentials are flattened) of Linear, Conv2d
 (groups=1), BatchNorm1d/2d (with running statistics), ReLU, LeakyReLU, GELU, Sigmoid, Tanh,
