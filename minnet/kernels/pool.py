@@ -4,7 +4,8 @@ Windows: output (u, v) covers input rows u s_h - p_h + i (i < k_h) and columns v
 (j < k_w); H_out = floor((H + 2 p_h - k_h) / s_h) + 1 (``ceil_mode=False``).
 
 - max:  y = max over the window, padding counts as -inf. ``idx`` is the flat position h W + w of
-  the first maximum in row-major window order (PyTorch's ``return_indices``);
+  the first maximum in row-major window order (PyTorch's ``return_indices``); a NaN counts as
+  the maximum (the first NaN, as ``np.argmax``), so it propagates.
   dL/dx[n, c, idx] += dL/dy, so overlapping windows accumulate.
 - avg:  y = (1 / (k_h k_w)) sum over the window, padding counts as zeros
   (``count_include_pad=True``); dL/dx gets dL/dy / (k_h k_w) at every window position.
