@@ -1,6 +1,6 @@
 """Quantization acceptance experiments on LeNet-5, and int8 vs fp32 inference speed.
 
-    python benchmarks/bench_quant.py [--seeds 0 1 2] [--epochs 20] [--no-torch]
+    python benchmarks/bench_quant.py [--seeds 0 1 2] [--epochs 20] [--no-torch] [--speed-only]
 
 Recipe: LeNet-5 trained with ``minnet.train.fit`` on the 4,000 bundled training images (Adam
 1e-3, batch 64, 20 epochs), once per seed and cached in a temporary directory for the run;
@@ -198,29 +198,7 @@ def mean_std(values) -> str:
     return f"{np.mean(values):.2f} ± {spread:.2f}"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--epochs", type=int, default=20)
-    parser.add_argument("--no-torch", action="store_true")
-    args = parser.parse_args()
-    use_torch = False
-    if not args.no_torch:
-        try:
-            import torch  # noqa: F401
-            use_torch = True
-        except ImportError:
-            pass
-    train, test = load_mnist("train"), load_mnist("test")
-    print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-          f"numpy {np.__version__}, seeds {args.seeds}, {args.epochs} epochs\n")
-    started = time.perf_counter()
-    with tempfile.TemporaryDirectory() as directory:
-        cache = FloatCache(directory, args.epochs, train)
-        per_seed = [lenet5_rows(cache, seed, train, test) for seed in args.seeds]
-        timing, gemm = timing_rows(cache, train, test, use_torch)
-
+def print_accuracy_tables(seeds, per_seed) -> None:
     rows = [r for r, _ in per_seed]
     base = [r[("fp32", "32/32")][0] for r in rows]
     fp32_bytes = rows[0][("fp32", "32/32")][1]
@@ -237,10 +215,12 @@ def main() -> None:
     print("\n| seed | integer-only accuracy % | agrees with fake-quant % | Numba == NumPy "
           "bitwise | NumPy int64 s | Numba s |")
     print("|---|---|---|---|---|---|")
-    for seed, (_, check) in zip(args.seeds, per_seed):
+    for seed, (_, check) in zip(seeds, per_seed):
         print(f"| {seed} | {check['accuracy']:.1f} | {check['agreement']:.1f} | "
               f"{check['bitwise']} | {check['numpy_s']:.3f} | {check['numba_s']:.3f} |")
 
+
+def print_speed_tables(timing, gemm) -> None:
     extra = [k for k in timing[0] if k.startswith("torch")]
     print("\n| LeNet-300-100 batch | minnet fp32 ms | integer-only int8 ms | int8 speedup | "
           + " | ".join(f"{k} ms" for k in extra) + (" |" if extra else "|"))
@@ -254,6 +234,36 @@ def main() -> None:
     print("|---|---|---|")
     for name, seconds, rate in gemm:
         print(f"| {name} | {1e3 * seconds:.3f} | {rate:.1f} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--no-torch", action="store_true")
+    parser.add_argument("--speed-only", action="store_true",
+                        help="skip the LeNet-5 accuracy experiments")
+    args = parser.parse_args()
+    use_torch = False
+    if not args.no_torch:
+        try:
+            import torch  # noqa: F401
+            use_torch = True
+        except ImportError:
+            pass
+    train, test = load_mnist("train"), load_mnist("test")
+    print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+          f"numpy {np.__version__}, seeds {args.seeds}, {args.epochs} epochs\n")
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as directory:
+        cache = FloatCache(directory, args.epochs, train)
+        per_seed = [] if args.speed_only else [lenet5_rows(cache, seed, train, test)
+                                               for seed in args.seeds]
+        timing, gemm = timing_rows(cache, train, test, use_torch)
+    if per_seed:
+        print_accuracy_tables(args.seeds, per_seed)
+    print_speed_tables(timing, gemm)
     print(f"\ntotal {time.perf_counter() - started:.0f} s")
 
 
