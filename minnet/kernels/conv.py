@@ -12,7 +12,7 @@ matrix. Its adjoints give the gradients for an upstream gradient G_y:
     dL/dW = sum_n G_y[n] X[n]^T,      dL/dx = col2im(W^T G_y).
 
 Bias is added by the op (``minnet.ops.conv``). Geometry arguments are (height, width) int pairs.
-Tests: ``tests/minnet/kernels/test_conv.py`` (brute-force definition, adjoint identities,
+Tests: ``tests/minnet/kernels/test_conv_kernels.py`` (brute-force definition, adjoint identities,
 Numba equals NumPy, PyTorch).
 """
 from __future__ import annotations

@@ -12,8 +12,8 @@ Windows: output (u, v) covers input rows u s_h - p_h + i (i < k_h) and columns v
 - adaptive avg: output cell u averages rows floor(u H / H_out) ... ceil((u + 1) H / H_out) - 1
   (likewise columns), as ``torch.nn.functional.adaptive_avg_pool2d``.
 
-Geometry arguments are (height, width) int pairs. Tests: ``tests/minnet/kernels/test_pool.py``
-(Numba equals NumPy, max-pool ties, adjoint identities, PyTorch).
+Geometry arguments are (height, width) int pairs. Tests: ``tests/minnet/kernels/test_pool_kernels.py``
+(window definitions, max-pool ties, adjoint identities, Numba equals NumPy, PyTorch).
 """
 from __future__ import annotations
 

@@ -67,6 +67,8 @@ def conv2d(x: Any, weight: Any, bias: Any = None, stride: IntPair = 1, padding: 
 
     y[n, o, u, v] = b[o] + sum_{c, i, j} w[o, c, i, j] xpad[n, g C_in/G + c, u s_h + i d_h, v s_w + j d_w]
     with g = o // (C_out / G), and H_out = floor((H + 2 p_h - d_h (k_h - 1) - 1) / s_h) + 1.
+    Gradients: ``Conv2d``. Tested against finite differences and PyTorch in
+    ``tests/minnet/ops/test_conv.py``.
 
     Parameters
     ----------

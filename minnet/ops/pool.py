@@ -72,6 +72,8 @@ def max_pool2d(x: Any, kernel_size: IntPair, stride: IntPair | None = None,
     y[n, c, u, v] = max_{i < k_h, j < k_w} xpad[n, c, u s_h + i, v s_w + j], padding counting as
     -inf; the gradient goes to the first maximum of each window (row-major), and accumulates where
     windows overlap. ``stride`` defaults to ``kernel_size``; padding is at most half the kernel.
+    Tested against finite differences, the first-max rule on ties and PyTorch in
+    ``tests/minnet/ops/test_pool.py``.
 
     Examples
     --------
@@ -91,7 +93,7 @@ def avg_pool2d(x: Any, kernel_size: IntPair, stride: IntPair | None = None,
     (``count_include_pad=True``, ``ceil_mode=False``).
 
     y[n, c, u, v] = (1 / (k_h k_w)) sum_{i < k_h, j < k_w} xpad[n, c, u s_h + i, v s_w + j],
-    zero padding included in the count.
+    zero padding included in the count. Tested in ``tests/minnet/ops/test_pool.py``.
 
     Examples
     --------
@@ -109,7 +111,7 @@ def adaptive_avg_pool2d(x: Any, output_size: IntPair) -> Tensor:
     """Average pooling to a fixed (H_out, W_out), as ``torch.nn.functional.adaptive_avg_pool2d``.
 
     Output cell u averages input rows floor(u H / H_out) ... ceil((u + 1) H / H_out) - 1
-    (likewise columns).
+    (likewise columns). Tested in ``tests/minnet/ops/test_pool.py``.
 
     Examples
     --------
