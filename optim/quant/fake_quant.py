@@ -46,9 +46,10 @@ class FixedFakeQuantize(nn.Module):
 
 class FakeQuantize(nn.Module):
     """Observer-driven fake quantization: in training mode ``observer`` sees each input and
-    the qparams are recomputed from it; in eval mode the last qparams are used.
-    ``track_current`` resets the observer before each input, so the range is the current
-    tensor's (for weights, which change at every step)."""
+    the qparams are recomputed from it; in eval mode the last qparams are used (the first
+    input initialises them). With ``track_current`` the observer is reset before every input,
+    in either mode, so the range is always the current tensor's (for weights, which change at
+    every step)."""
 
     def __init__(self, observer: Observer, track_current: bool = False):
         super().__init__()
@@ -59,7 +60,7 @@ class FakeQuantize(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         obs = self.observer
-        if self.training or self.scale is None:
+        if self.training or self.track_current or self.scale is None:
             if self.track_current:
                 obs.reset()
             obs(x.data)

@@ -91,6 +91,7 @@ class IntegerModel:
         if not isinstance(head, FixedFakeQuantize):
             raise ValueError("the model must start with its input quantizer")
         self.input_qparams = (float(head.scale), int(head.zero_point), head.qmin, head.qmax)
+        quantize(np.zeros(1, np.float32), *self.input_qparams)  # validates the qparams once
         self.input_dtype = quant_dtype(head.qmin, head.qmax)
         scale, zero_point, dtype = self.input_qparams[0], self.input_qparams[1], self.input_dtype
         self.ops = []
@@ -119,7 +120,8 @@ class IntegerModel:
         if np.isnan(x).any():
             raise ValueError("x must not contain NaN")
         scale, zero_point, qmin, qmax = self.input_qparams
-        codes = np.rint(x / np.float32(scale)) + np.float32(zero_point)
+        with np.errstate(over="ignore"):  # huge |x| / s overflows to +-inf, then saturates
+            codes = np.rint(x / np.float32(scale)) + np.float32(zero_point)
         return np.clip(codes, qmin, qmax).astype(self.input_dtype)
 
     def forward_codes(self, q: np.ndarray) -> np.ndarray:

@@ -23,12 +23,19 @@ import numpy as np
 import minnet
 from minnet import nn
 from minnet.data import DataLoader
+from minnet.tensor import as_tensor
 
 from ._checks import check_count
 from ._layers import Stage, flat_modules, fold_batchnorms, plan_stages
-from .fake_quant import QUANTIZERS, FixedFakeQuantize, QuantSequential, QuantStage
-from .qconfig import QConfig
+from .fake_quant import (
+    QUANTIZERS,
+    FakeQuantize,
+    FixedFakeQuantize,
+    QuantSequential,
+    QuantStage,
+)
 from .int_linear import MAX_INTEGER_BITS
+from .qconfig import QConfig
 from .requant import INT32_MAX, INT32_MIN
 
 
@@ -59,7 +66,7 @@ class PreparedModel(nn.Module):
 
     def _observe_input(self, observer) -> None:
         def hook(module, args):
-            observer(args[0].data)
+            observer(as_tensor(args[0]).data)
 
         self.activation_observers.append(observer)
         self.model.register_forward_pre_hook(hook)
@@ -121,7 +128,7 @@ def convert(model: nn.Module) -> QuantSequential:
     stays in float. ValueError if an activation observer has seen no data.
 
     Checked by ``tests/optim/quant/test_quant_ptq.py::test_convert_before_calibration_raises``
-    and ``::test_int8_ptq_close_to_float``.
+    and ``::test_16_bit_ptq_is_close_to_float``.
     """
     if isinstance(model, PreparedModel):
         modules = _frozen_from_observers(model)
@@ -172,6 +179,8 @@ def _frozen_module(module: nn.Module) -> nn.Module:
     if isinstance(module, QUANTIZERS):
         return module.frozen()
     if isinstance(module, QuantStage):
+        if isinstance(module.weight_quant, FakeQuantize) and module.weight_quant.track_current:
+            module.weight_quant(module.layer.weight)  # the range of the final weights
         for name in ("weight_quant", "output_quant"):
             quantizer = getattr(module, name)
             if quantizer is not None:

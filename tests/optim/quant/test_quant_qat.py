@@ -119,3 +119,14 @@ def test_qat_trains_and_runs_as_integers():
 def test_errors_name_the_argument(error, message, call):
     with pytest.raises(error, match=message):
         call()
+
+
+def test_convert_uses_the_range_of_the_final_weights():
+    qat = prepare_qat(tiny_cnn(), weight_bits=4, weight_method="ste")
+    run(qat, images())
+    stage = qat[1]
+    stage.layer.weight.data = 2 * stage.layer.weight.data  # an optimizer step after the forward
+    frozen = convert(qat)[1].weight_quant
+    w = stage.layer.weight.data.reshape(3, -1)
+    scale, _ = qparams(w.min(axis=1), w.max(axis=1), *int_range(4), symmetric=True)
+    np.testing.assert_allclose(frozen.scale, scale, rtol=1e-6)
