@@ -17,7 +17,7 @@ accuracy on the 1,000 test images. Then, from the cached float model:
   agreement with the fake-quant simulation.
 
 Speed: LeNet-300-100 (trained 20 epochs, seed 0), this project's fp32 forward vs the
-integer-only model at batch 1 and 256 (median of repeated runs), the first layer's GEMM alone,
+integer-only model at batch 1 and 256 (best of repeated runs), the first layer's GEMM alone,
 and PyTorch's fp32 vs dynamic int8 (``quantize_dynamic``) on the same weights when importable.
 """
 from __future__ import annotations
@@ -130,14 +130,16 @@ def integer_check(int8, test) -> dict:
             "numpy_s": seconds["numpy"], "numba_s": seconds["numba"]}
 
 
-def median_seconds(fn, repeats: int) -> float:
+def best_seconds(fn, repeats: int) -> float:
+    """Best of ``repeats`` timed runs after one warm-up (the least disturbed by other load on
+    the machine, as ``timeit`` recommends)."""
     fn()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
-    return float(np.median(times))
+    return min(times)
 
 
 def timing_rows(cache: FloatCache, train, test, use_torch: bool) -> tuple[list, list]:
@@ -153,8 +155,8 @@ def timing_rows(cache: FloatCache, train, test, use_torch: bool) -> tuple[list, 
             with minnet.no_grad():
                 model(tensor)
 
-        row = {"batch": batch, "fp32": median_seconds(fp32, repeats),
-               "int8": median_seconds(lambda: int8(x), repeats)}
+        row = {"batch": batch, "fp32": best_seconds(fp32, repeats),
+               "int8": best_seconds(lambda: int8(x), repeats)}
         if use_torch:
             row.update(torch_timing(model, x, repeats))
         rows.append(row)
@@ -170,9 +172,9 @@ def gemm_rows(int8: IntegerModel, x: np.ndarray) -> list:
     xf = x.reshape(len(x), -1)
     wf = np.ascontiguousarray(layer.w_q.astype(np.float32).T)
     macs = codes.shape[0] * codes.shape[1] * layer.w_q.shape[0]
-    seconds = {"int8 Numba (int32 acc + requantize)": median_seconds(
+    seconds = {"int8 Numba (int32 acc + requantize)": best_seconds(
                    lambda: linear_kernel.numba(*args), 100),
-               "fp32 NumPy matmul (BLAS)": median_seconds(lambda: xf @ wf, 100)}
+               "fp32 NumPy matmul (BLAS)": best_seconds(lambda: xf @ wf, 100)}
     return [(name, s, macs / s / 1e9) for name, s in seconds.items()]
 
 
@@ -189,8 +191,8 @@ def torch_timing(model, x, repeats: int) -> dict:
     dynamic = torch.ao.quantization.quantize_dynamic(net, {torch.nn.Linear}, dtype=torch.qint8)
     xt = torch.from_numpy(x)
     with torch.no_grad():
-        return {"torch fp32": median_seconds(lambda: net(xt), repeats),
-                "torch dynamic int8": median_seconds(lambda: dynamic(xt), repeats)}
+        return {"torch fp32": best_seconds(lambda: net(xt), repeats),
+                "torch dynamic int8": best_seconds(lambda: dynamic(xt), repeats)}
 
 
 def mean_std(values) -> str:
@@ -222,7 +224,8 @@ def print_accuracy_tables(seeds, per_seed) -> None:
 
 def print_speed_tables(timing, gemm) -> None:
     extra = [k for k in timing[0] if k.startswith("torch")]
-    print("\n| LeNet-300-100 batch | minnet fp32 ms | integer-only int8 ms | int8 speedup | "
+    print("\nTimes are the best of repeated runs.\n")
+    print("| LeNet-300-100 batch | minnet fp32 ms | integer-only int8 ms | int8 speedup | "
           + " | ".join(f"{k} ms" for k in extra) + (" |" if extra else "|"))
     print("|---|---|---|---|" + "---|" * len(extra))
     for row in timing:
@@ -254,7 +257,8 @@ def main() -> None:
             pass
     train, test = load_mnist("train"), load_mnist("test")
     print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-          f"numpy {np.__version__}, seeds {args.seeds}, {args.epochs} epochs\n")
+          f"numpy {np.__version__}, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, "
+          f"seeds {args.seeds}, {args.epochs} epochs\n")
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as directory:
         cache = FloatCache(directory, args.epochs, train)
