@@ -12,11 +12,14 @@ codec           bytes
                 length :math:`\ell_s`, then the bit stream
 ``bitmap``      :math:`\lceil n / 8 \rceil + \mathrm{nnz} \cdot` itemsize: which entries
                 are non-zero, then their values
+``relative``    the entries other than a dominant symbol :math:`z` as pairs (gap, symbol),
+                the gap a :math:`g`-bit count of the :math:`z` s skipped; each of the two
+                sequences coded by ``fixed`` or ``huffman``
 ==============  =====================================================================
 
-Deep Compression stores pruned, weight-shared layers the same way in spirit (Han, Mao &
-Dally 2016, sections 2-4: a sparse structure, :math:`\lceil \log_2 k \rceil`-bit indices,
-Huffman-coded), with a bitmap in place of its relative column indices.
+``relative`` is Deep Compression's sparse storage (Han, Mao & Dally 2016, section 2 and
+figure 2: relative indices of bounded width with filler entries, then section 4: Huffman
+coding of the indices and of the quantized weights).
 Tests: ``tests/optim/test_pipeline_codecs.py``.
 """
 from __future__ import annotations
@@ -28,7 +31,8 @@ import numpy as np
 from optim.quant.huffman import huffman_code_lengths
 
 __all__ = ["symbol_bits", "pack_symbols", "unpack_symbols", "canonical_codes", "huffman_encode",
-           "huffman_decode", "bitmap_encode", "bitmap_decode"]
+           "huffman_decode", "relative_encode", "relative_decode", "bitmap_encode",
+           "bitmap_decode"]
 
 # Codes are built in int64; an optimal code for fewer than ~10^12 symbols is far shorter.
 MAX_CODE_LENGTH = 62
@@ -38,7 +42,7 @@ def _check_symbols(symbols: object, alphabet: int) -> np.ndarray:
     if isinstance(alphabet, bool) or not isinstance(alphabet, (int, np.integer)) or alphabet < 1:
         raise ValueError(f"alphabet must be a positive integer, got {alphabet!r}")
     s = np.asarray(symbols)
-    if s.dtype.kind not in "iub":
+    if s.dtype.kind not in "iub" and s.size:
         raise TypeError(f"symbols must be integers, got dtype {s.dtype}")
     s = s.reshape(-1).astype(np.int64)
     if s.size and (s.min() < 0 or s.max() >= alphabet):
@@ -173,6 +177,52 @@ def huffman_decode(lengths: object, stream: bytes, n: int) -> np.ndarray:
             code = length = 0
     if produced != n:
         raise ValueError(f"stream ended after {produced} of {n} symbols")
+    return out
+
+
+def relative_encode(symbols: object, zero: int, gap_bits: int) -> tuple[np.ndarray, np.ndarray]:
+    r"""Relative indexing of the symbols that are not ``zero``: ``(gaps, values)``, one pair per
+    entry, ``gaps[j]`` the number of ``zero`` symbols between entry :math:`j-1` and entry
+    :math:`j`, ``values[j]`` its symbol. A gap larger than :math:`G = 2^g - 1` (``gap_bits``)
+    is split by *filler* entries, each covering :math:`G` zeros and holding ``zero`` itself;
+    zeros after the last entry are implied by the length. Positions are recovered as
+    :math:`p_j = \sum_{i \le j} (\text{gap}_i + 1) - 1`.
+
+    Source: Han, Mao & Dally 2016, "Deep Compression", section 2, figure 2 (3-bit example:
+    a gap of 8 needs a filler zero). Inverse: ``relative_decode``. Test:
+    ``test_pipeline_codecs.py::test_relative_round_trip_and_entry_count``.
+
+    >>> relative_encode([0, 5, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2], zero=0, gap_bits=3)
+    (array([1, 7, 1]), array([5, 0, 2]))
+    """
+    s = _check_symbols(symbols, np.iinfo(np.int64).max)
+    if isinstance(gap_bits, bool) or not isinstance(gap_bits, (int, np.integer)) \
+            or not 1 <= gap_bits <= 32:
+        raise ValueError(f"gap_bits must be an integer in [1, 32], got {gap_bits!r}")
+    cap = (1 << int(gap_bits)) - 1
+    positions = np.flatnonzero(s != zero)
+    gaps = np.diff(positions, prepend=-1) - 1
+    fillers = gaps // (cap + 1)  # filler entries needed before each entry
+    owner = np.repeat(np.arange(positions.size), fillers + 1)
+    rank = np.arange(owner.size) - (np.cumsum(fillers + 1) - (fillers + 1))[owner]
+    real = rank == fillers[owner]
+    out_gaps = np.where(real, gaps[owner] - fillers[owner] * (cap + 1), cap)
+    out_values = np.where(real, s[positions][owner], zero)
+    return out_gaps.astype(np.int64), out_values.astype(np.int64)
+
+
+def relative_decode(gaps: object, values: object, zero: int, n: int) -> np.ndarray:
+    """The ``n`` symbols (int64) that ``relative_encode`` turned into ``(gaps, values)``."""
+    n = _check_count(n, "n")
+    gaps, values = np.asarray(gaps, dtype=np.int64), np.asarray(values, dtype=np.int64)
+    if gaps.shape != values.shape or gaps.ndim != 1:
+        raise ValueError(f"gaps and values must be 1-D of equal length, got shapes {gaps.shape} "
+                         f"and {values.shape}")
+    positions = np.cumsum(gaps + 1) - 1
+    if positions.size and (positions[-1] >= n or gaps.min() < 0):
+        raise ValueError(f"the gaps address position {positions[-1]}, beyond n={n}")
+    out = np.full(n, zero, dtype=np.int64)
+    out[positions] = values
     return out
 
 

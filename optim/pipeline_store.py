@@ -6,11 +6,15 @@ bytes in the payload) and ``payload``, the concatenated encoded arrays. ``load_m
 rebuilds the model from the file alone. Each array is stored with the cheapest exact codec
 that fits it (``optim.pipeline_codecs``):
 
-- the weight of a converted ``QuantStage``: its integer codes :math:`q - q_{min}`,
-  fixed-width or Huffman-coded; loading dequantizes them, :math:`\\hat W = (q - z) s`, which
-  the stage's weight quantizer maps to itself, so the model computes the same outputs;
-- the indices of a ``SharedWeightLayer``: fixed-width :math:`\\lceil\\log_2 k\\rceil` bits or
-  Huffman-coded (Deep Compression's storage);
+- the weight of a converted ``QuantStage``: its integer codes :math:`q - q_{min}`; loading
+  dequantizes them, :math:`\\hat W = (q - z) s`, which the stage's weight quantizer maps to
+  itself, so the model computes the same outputs;
+- the indices of a ``SharedWeightLayer``: its centroids are stored beside them;
+
+  codes and indices are integer symbols, stored fixed-width, Huffman-coded, or (when one
+  symbol, e.g. the code of a pruned zero, dominates) relatively indexed with fixed or
+  Huffman-coded gaps and values, whichever is smallest (Deep Compression's storage, Han et al.
+  2016, sections 2-4);
 - a pruning mask: one bit per weight; the pruned parameter ``<name>_orig``: its kept entries;
 - other float arrays: raw, or a bitmap of the non-zeros and their values when smaller;
   arrays of zeros: nothing.
@@ -158,12 +162,44 @@ def _special_arrays(module: nn.Module) -> tuple[dict[str, dict], set[str]]:
     return symbols, derived
 
 
-def _symbol_codec(symbols: np.ndarray, alphabet: int) -> tuple[str, list[bytes]]:
+def _sequence(symbols: np.ndarray, alphabet: int) -> tuple[str, list[bytes]]:
+    """The cheaper of the fixed-width and the Huffman code of ``symbols``."""
     fixed = C.pack_symbols(symbols, alphabet)
     lengths, stream = C.huffman_encode(symbols, alphabet)
     if len(lengths) + len(stream) < len(fixed):
         return "huffman", [lengths.tobytes(), stream]
     return "fixed", [fixed]
+
+
+def _sequence_decode(codec: str, parts: list[bytes], alphabet: int, n: int) -> np.ndarray:
+    if codec == "fixed":
+        return C.unpack_symbols(parts[0], alphabet, n)
+    return C.huffman_decode(np.frombuffer(parts[0], np.uint8), parts[1], n)
+
+
+MAX_GAP_BITS = 12
+
+
+def _symbol_codec(symbols: np.ndarray, alphabet: int) -> tuple[str, list[bytes], dict]:
+    """The cheapest exact code of integer ``symbols`` in [0, ``alphabet``): dense (fixed or
+    Huffman), or relative indexing around the most frequent symbol with the best gap width
+    (gaps and symbols each fixed or Huffman)."""
+    symbols = symbols.reshape(-1).astype(np.int64)
+    codec, parts = _sequence(symbols, alphabet)
+    best = (sum(map(len, parts)), codec, parts, {})
+    if symbols.size:
+        zero = int(np.bincount(symbols, minlength=alphabet).argmax())
+        for gap_bits in range(1, MAX_GAP_BITS + 1):
+            gaps, values = C.relative_encode(symbols, zero, gap_bits)
+            gap_codec, gap_parts = _sequence(gaps, 1 << gap_bits)
+            value_codec, value_parts = _sequence(values, alphabet)
+            size = sum(map(len, gap_parts + value_parts))
+            if size < best[0]:
+                best = (size, "relative", gap_parts + value_parts,
+                        {"zero": zero, "gap_bits": gap_bits, "entries": len(gaps),
+                         "gaps": [gap_codec, len(gap_parts)],
+                         "values": [value_codec, len(value_parts)]})
+    return best[1], best[2], best[3]
 
 
 def _array_codec(name: str, array: np.ndarray, state: dict) -> tuple[str, list[bytes], dict]:
@@ -203,7 +239,8 @@ def encode_state(module: nn.Module) -> tuple[list[dict], bytes]:
                 values = codes.astype(np.int64) - q["qmin"]
             else:
                 values = array
-            codec, parts = _symbol_codec(values, info["alphabet"])
+            codec, parts, coded = _symbol_codec(values, info["alphabet"])
+            extra.update(coded)
         else:
             codec, parts, extra = _array_codec(name, array, state)
         spans = []
@@ -221,12 +258,17 @@ def _decode(entry: dict, payload: bytes, state: dict) -> np.ndarray:
     shape, dtype = tuple(entry["shape"]), np.dtype(entry["dtype"])
     size = int(np.prod(shape, dtype=np.int64))
     codec = entry["codec"]
-    if codec in ("fixed", "huffman"):
+    if codec in ("fixed", "huffman", "relative"):
         alphabet = entry["alphabet"]
-        if codec == "fixed":
-            values = C.unpack_symbols(parts[0], alphabet, size)
+        if codec == "relative":
+            (gap_codec, n_gap_parts), (value_codec, _) = entry["gaps"], entry["values"]
+            gaps = _sequence_decode(gap_codec, parts[:n_gap_parts], 1 << entry["gap_bits"],
+                                    entry["entries"])
+            symbols = _sequence_decode(value_codec, parts[n_gap_parts:], alphabet,
+                                       entry["entries"])
+            values = C.relative_decode(gaps, symbols, entry["zero"], size)
         else:
-            values = C.huffman_decode(np.frombuffer(parts[0], np.uint8), parts[1], size)
+            values = _sequence_decode(codec, parts, alphabet, size)
         values = values.reshape(shape)
         if "quant" not in entry:
             return values.astype(dtype)
@@ -270,8 +312,9 @@ def save_model(module: nn.Module, path: str | os.PathLike, meta: dict | None = N
     entries, payload = encode_state(module)
     spec = {"format": FORMAT, "module": module_spec(module), "arrays": entries,
             "meta": meta or {}}
-    minnet.save({"spec": np.frombuffer(json.dumps(spec).encode(), np.uint8),
-                 "payload": np.frombuffer(payload, np.uint8)}, path, compress=True)
+    text = json.dumps(spec, separators=(",", ":")).encode()
+    minnet.save({"spec": np.frombuffer(text, np.uint8), "payload": np.frombuffer(payload, np.uint8)},
+                path, compress=True)
     return {"packed_bytes": len(payload), "file_bytes": os.path.getsize(path)}
 
 
