@@ -8,7 +8,7 @@ import tempfile
 
 import minnet
 from minnet import models, optimizers
-from minnet.data import load_mnist
+from minnet.data import load_mnist, random_subset
 from minnet.train import evaluate, fit
 
 parser = argparse.ArgumentParser(description=__doc__)
@@ -19,8 +19,7 @@ args = parser.parse_args()
 
 x_train, y_train = load_mnist("train")
 x_test, y_test = load_mnist("test")
-if args.limit:
-    x_train, y_train = x_train[:args.limit], y_train[:args.limit]
+x_train, y_train = random_subset(x_train, y_train, n=args.limit)
 
 model = models.lenet5()
 fit(model, optimizers.Adam(model.parameters()), (x_train, y_train), args.epochs)

@@ -6,7 +6,7 @@ import argparse
 
 import minnet
 from minnet import models, optimizers
-from minnet.data import load_mnist
+from minnet.data import load_mnist, random_subset
 from minnet.train import evaluate, fit
 
 parser = argparse.ArgumentParser(description=__doc__)
@@ -17,8 +17,7 @@ args = parser.parse_args()
 
 x_train, y_train = load_mnist("train")
 x_test, y_test = load_mnist("test")
-if args.limit:
-    x_train, y_train = x_train[:args.limit], y_train[:args.limit]
+x_train, y_train = random_subset(x_train, y_train, n=args.limit)
 
 minnet.manual_seed(args.seed)
 model = models.lenet5()

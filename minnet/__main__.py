@@ -6,7 +6,7 @@ import argparse
 
 import minnet
 from minnet import models, optimizers
-from minnet.data import load_mnist
+from minnet.data import load_mnist, random_subset
 from minnet.train import evaluate, fit
 
 MODELS = {"lenet5": models.lenet5, "lenet300": models.lenet_300_100}
@@ -20,7 +20,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--limit", type=int, default=None,
-                        help="train on the first LIMIT images only (smoke runs)")
+                        help="train on LIMIT randomly chosen images only (smoke runs)")
     parser.add_argument("--checkpoint", default=None, help="npz checkpoint written every epoch")
     parser.add_argument("--resume", action="store_true", help="continue from --checkpoint")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
@@ -34,8 +34,7 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     x_train, y_train = load_mnist("train")
     x_test, y_test = load_mnist("test")
-    if args.limit:
-        x_train, y_train = x_train[:args.limit], y_train[:args.limit]
+    x_train, y_train = random_subset(x_train, y_train, n=args.limit, seed=args.seed)
     minnet.manual_seed(args.seed)
     model = MODELS[args.model]()
     optimizer = optimizers.Adam(model.parameters(), lr=args.lr)

@@ -27,7 +27,8 @@ LossFn = Callable[[minnet.Tensor, np.ndarray], minnet.Tensor]
 _HISTORY_KEYS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "seconds")
 
 
-def _check_data(name: str, data) -> tuple[np.ndarray, np.ndarray]:
+def check_data(name: str, data) -> tuple[np.ndarray, np.ndarray]:
+    """``data`` as a pair of equal-length, non-empty arrays (x, y); errors name ``name``."""
     if not isinstance(data, (tuple, list)) or len(data) != 2:
         raise TypeError(f"{name} must be a pair (x, y) of arrays, got {type(data).__name__}")
     x, y = (np.asarray(a) for a in data)
@@ -43,7 +44,7 @@ def _show_progress(progress: bool | None) -> bool:
 
 def evaluate(model: Module, data, batch_size: int = 256, loss_fn: LossFn = F.cross_entropy) -> dict:
     """Mean loss and accuracy of ``model`` on ``data = (x, y)`` in eval mode, without a graph."""
-    x, y = _check_data("data", data)
+    x, y = check_data("data", data)
     was_training = model.training
     model.eval()
     total_loss, correct = 0.0, 0
@@ -58,7 +59,9 @@ def evaluate(model: Module, data, batch_size: int = 256, loss_fn: LossFn = F.cro
     return {"loss": total_loss / len(x), "accuracy": correct / len(x)}
 
 
-def _checkpoint_state(model, optimizer, scheduler, epoch: int, history: dict) -> dict:
+def checkpoint_state(model, optimizer, scheduler, epoch: int, history: dict) -> dict:
+    """The flat npz-ready training state: model., optimizer., scheduler. and history. sections,
+    the epoch count and the global RNG state (read back by ``load_checkpoint``)."""
     state = {f"model.{k}": v for k, v in model.state_dict().items()}
     state.update({f"optimizer.{k}": v for k, v in optimizer.state_dict().items()})
     if scheduler is not None:
@@ -98,7 +101,7 @@ def fit(model: Module, optimizer, train_data, epochs: int, *, batch_size: int = 
     and the wall time. With ``checkpoint_path`` the state is saved after every epoch, and
     ``resume=True`` continues from that file when it exists.
     """
-    x, y = _check_data("train_data", train_data)
+    x, y = check_data("train_data", train_data)
     if not isinstance(epochs, int) or epochs < 1:
         raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
     if resume and checkpoint_path is None:
@@ -139,5 +142,5 @@ def fit(model: Module, optimizer, train_data, epochs: int, *, batch_size: int = 
             tqdm.write(f"epoch {epoch + 1}/{epochs}: " + ", ".join(
                 f"{k} {v:.4f}" for k, v in record.items() if np.isfinite(v)))
         if checkpoint_path is not None:
-            save(_checkpoint_state(model, optimizer, scheduler, epoch + 1, history), checkpoint_path)
+            save(checkpoint_state(model, optimizer, scheduler, epoch + 1, history), checkpoint_path)
     return history

@@ -3,5 +3,6 @@
 from minnet.data.idx import read_idx
 from minnet.data.loader import DataLoader
 from minnet.data.mnist import load_mnist
+from minnet.data.subset import random_subset
 
-__all__ = ["load_mnist", "DataLoader", "read_idx"]
+__all__ = ["load_mnist", "DataLoader", "read_idx", "random_subset"]

@@ -37,7 +37,7 @@ from minnet import functional as F
 from minnet import nn
 from minnet.data import DataLoader
 from minnet.io import save
-from minnet.train import _check_data, _checkpoint_state, evaluate, load_checkpoint
+from minnet.train import check_data, checkpoint_state, evaluate, load_checkpoint
 
 from ._checks import check_temperature, check_weight
 from .features import named_submodules, record_features
@@ -212,7 +212,7 @@ class Distiller(nn.Module):
         history adds the mean unweighted ``kd_loss``, ``ce_loss``, ``hint_loss`` and
         ``attention_loss`` per epoch to fit's keys.
         """
-        x, y = _check_data("train_data", train_data)
+        x, y = check_data("train_data", train_data)
         if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
             raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
         if resume and checkpoint_path is None:
@@ -258,6 +258,6 @@ class Distiller(nn.Module):
                 tqdm.write(f"epoch {epoch + 1}/{epochs}: " + ", ".join(
                     f"{k} {v:.4f}" for k, v in record.items() if np.isfinite(v)))
             if checkpoint_path is not None:
-                save(_checkpoint_state(self, optimizer, scheduler, epoch + 1, history),
+                save(checkpoint_state(self, optimizer, scheduler, epoch + 1, history),
                      checkpoint_path)
         return history

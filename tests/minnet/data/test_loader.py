@@ -129,3 +129,17 @@ def test_bad_epoch_and_state_are_refused():
         loader.set_epoch(-1)
     with pytest.raises(ValueError, match="missing keys"):
         loader.load_state_dict({"seed": np.array(0)})
+
+
+def test_random_subset_takes_the_same_rows_of_every_array_in_order():
+    from minnet.data import random_subset
+
+    x, y = np.arange(100) * 10, np.arange(100)
+    xs, ys = random_subset(x, y, n=30, seed=1)
+    assert len(ys) == 30 and np.array_equal(xs, ys * 10) and np.all(np.diff(ys) > 0)
+    assert len(set(ys)) == 30 and not np.array_equal(ys, np.arange(30))
+    assert random_subset(x, y, n=None)[1] is y
+    with pytest.raises(ValueError, match="n must be"):
+        random_subset(x, y, n=0)
+    with pytest.raises(ValueError, match="equal lengths"):
+        random_subset(x, y[:5], n=3)
