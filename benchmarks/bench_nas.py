@@ -1,6 +1,6 @@
 """Architecture search on the bundled MNIST: NSGA-II over the CNN space against LeNet-5.
 
-    python benchmarks/bench_nas.py [--population 16] [--generations 6] [--epochs 3]
+    python benchmarks/bench_nas.py [--population 16] [--generations 8] [--epochs 3]
                                    [--full-epochs 20] [--workers 2] [--out nas-results]
 
 NSGA-II searches ``cnn_space`` under a hard MACs budget (default: LeNet-5's MACs, so every
@@ -24,7 +24,7 @@ import sys
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("--population", type=int, default=16)
-parser.add_argument("--generations", type=int, default=6)
+parser.add_argument("--generations", type=int, default=8)
 parser.add_argument("--epochs", type=int, default=3, help="training epochs per trial")
 parser.add_argument("--full-epochs", type=int, default=20, help="epochs of the full recipe")
 parser.add_argument("--max-macs", type=int, default=None, help="MACs budget (default: LeNet-5's)")
@@ -49,7 +49,8 @@ from minnet.data import load_mnist  # noqa: E402
 from minnet.models import lenet5  # noqa: E402
 from optim import metrics  # noqa: E402
 from optim.nas import (NSGA2, MnistObjectives, RandomSearch, Trial, build_cnn, cnn_space,  # noqa: E402
-                       describe, macs_at_most, measure, plot_best_so_far, plot_front, search)
+                       describe, hypervolume_2d, macs_at_most, measure, plot_best_so_far, plot_front,
+                       search)
 
 LENET = "LeNet-5"
 
@@ -121,9 +122,11 @@ def main() -> None:
                                                history_path=f"{stem}.json", resume=args.resume)
             history.to_csv(f"{stem}.csv")
             failed = sum(r.status != "ok" for r in history.records)
+            scaled = np.array([r.objectives for r in history.ok()]) / [1.0, budget]
             lines.append(f"- {name}: {time.perf_counter() - start:.0f} s for {len(history)} trials "
                          f"({failed} failed or invalid), best validation error "
-                         f"{history.best().objectives[0]:.4f}")
+                         f"{history.best().objectives[0]:.4f}, hypervolume of (error, MACs / budget) "
+                         f"below (1, 1): {hypervolume_2d(scaled, [1.0, 1.0]):.4f}")
         front = unique_front(histories["NSGA-II"])
         candidates = [{"name": LENET}] + [r.arch for r in front]
         start, n = time.perf_counter(), len(candidates)

@@ -19,6 +19,8 @@ from .pareto import pareto_front
 
 __all__ = ["best_so_far", "objective_values", "plot_front", "plot_best_so_far"]
 
+LINESTYLES = ("-", "--", ":", "-.")  # one per history, so overlapping curves stay visible
+
 
 def best_so_far(values: ArrayLike) -> np.ndarray:
     """Running minimum of a sequence of objective values, NaN (failed trials) skipped.
@@ -87,7 +89,7 @@ def plot_front(histories: Mapping[str, History], path: str | os.PathLike, x: int
             front = points[pareto_front(points)]
             front = front[np.lexsort((front[:, 1], front[:, 0]))]
             axes.step(front[:, 0], front[:, 1], where="post", marker="o", color=dots.get_facecolor()[0],
-                      alpha=1.0, linestyle=("-", "--", ":", "-.")[k % 4],
+                      alpha=1.0, linestyle=LINESTYLES[k % len(LINESTYLES)],
                       label=f"{label}: front of {len(front)}", gid=f"front:{label}")
     for label, (rx, ry) in (references or {}).items():
         axes.scatter([rx], [ry], marker="*", s=160, color="black", zorder=3)
@@ -115,9 +117,10 @@ def plot_best_so_far(histories: Mapping[str, History], path: str | os.PathLike, 
     _check_histories(histories)
     figure = _figure()
     axes = figure.add_subplot()
-    for label, history in histories.items():
+    for k, (label, history) in enumerate(histories.items()):
         curve = best_so_far(objective_values(history, objective))
-        axes.plot(np.arange(1, len(curve) + 1), curve, label=label, gid=f"best:{label}")
+        axes.plot(np.arange(1, len(curve) + 1), curve, label=label, gid=f"best:{label}",
+                  linestyle=LINESTYLES[k % len(LINESTYLES)])
     if logy:
         axes.set_yscale("log")
     axes.set(xlabel="trials", ylabel=ylabel, title="Best so far per strategy")
