@@ -2,7 +2,9 @@
 
 Both use a fixed-length encoding: genes exist for ``max_blocks`` blocks and ``n_blocks``
 says how many are used (genes of unused blocks are carried along and may change without
-changing the network). Gene names are ``<gene>_<block>`` with blocks counted from 0.
+changing the network; ``canonical_arch`` resets them, so the spaces' keys identify models and
+their mutations always change the model). Gene names are ``<gene>_<block>`` with blocks
+counted from 0.
 
 MLP (input flattened to 784 features), block ``i < n_blocks``::
 
