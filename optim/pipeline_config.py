@@ -77,6 +77,10 @@ def _unit(value) -> str | None:
     return None if 0 <= value <= 1 else f"must lie in [0, 1], got {value!r}"
 
 
+def _energy(value) -> str | None:
+    return None if 0 < value <= 1 else f"must lie in (0, 1], got {value!r}"
+
+
 def _bits(value) -> str | None:
     return None if MIN_BITS <= value <= MAX_BITS else \
         f"must lie in [{MIN_BITS}, {MAX_BITS}], got {value!r}"
@@ -148,7 +152,7 @@ OPTIONS: dict[str, dict[str, Option]] = {
         "layers": Option("strs", None, "Linear/Conv2d layer names to factorize (default: every "
                          "Linear but the output layer)"),
         "energy": Option("float", 0.9, "keep the smallest rank holding this fraction of the "
-                         "singular energy", check=_unit),
+                         "singular energy", check=_energy),
         "scheme": Option("str", "channel", "factorization of convolutions",
                          ("channel", "spatial")),
         "data_aware": Option("bool", True, "factorize Linear layers on their calibration "
@@ -192,7 +196,10 @@ OPTIONS: dict[str, dict[str, Option]] = {
                                      check=_POSITIVE),
         "epochs": Option("int", 3, "QAT training epochs", check=_POSITIVE),
         "lr": Option("float", 1e-4, _LR + " (QAT)", check=_at_least(0, strict=True)),
-        "weight_method": Option("str", "lsq", "QAT weight quantizer", ("lsq", "ste")),
+        "weight_method": Option("str", "ste", "QAT weight quantizer: the current range per "
+                                "channel (ste) or a learned step (lsq; its initial step averages "
+                                "|w| over pruned zeros too, so prefer ste after pruning)",
+                                ("lsq", "ste")),
         "activation_method": Option("str", "ste", "QAT activation quantizer", ("lsq", "ste")),
         "engine": Option("str", "auto", "what runs the measurements: integer-only kernels, the "
                          "fake-quantized minnet model, or integer when possible",
