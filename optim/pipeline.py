@@ -48,7 +48,8 @@ __all__ = ["PipelineError", "run_pipeline", "load_data", "stage_dirname", "summa
            "MEASUREMENT_OPTIONS", "FORMAT"]
 
 FORMAT = "optim.pipeline.run/1"
-# Run options that change measurements or file locations but no model: left out of stage keys.
+# Run options that change measurements or file locations but no model: left out of stage keys
+# (a finished stage measured with other values is measured again, not recomputed).
 MEASUREMENT_OPTIONS = ("latency_repeats", "data_root", "test_limit")
 
 
@@ -144,6 +145,18 @@ def _write_json(path: Path, value) -> None:
         f.write((json.dumps(value, indent=2) + "\n").encode())
 
 
+def _measurement_key(run: dict) -> str:
+    return config_hash({k: run.get(k) for k in MEASUREMENT_OPTIONS if k != "data_root"})
+
+
+def _measured(directory: Path, record: dict, ctx: Context) -> dict:
+    """``record`` with the measurements (test accuracy, counts, latency) of the stage's
+    stored model."""
+    stored, _ = load_model(directory / "model.npz")
+    return {**record, **measure(stored, record["engine"], ctx.test, ctx.run["latency_repeats"]),
+            "measured_with": _measurement_key(ctx.run)}
+
+
 def _run_stage(stage: dict, model, ctx: Context, directory: Path, key: str) -> dict:
     """Run one stage, store its model and artifacts, measure the stored model, and write
     ``stage.json`` last. Returns the record."""
@@ -158,10 +171,10 @@ def _run_stage(stage: dict, model, ctx: Context, directory: Path, key: str) -> d
             f.write(data)
     sizes = save_model(outcome.model, directory / "model.npz",
                        meta={"stage": stage["name"], "type": stage["type"]})
-    stored, _ = load_model(directory / "model.npz")
-    metrics = measure(stored, outcome.engine, ctx.test, ctx.run["latency_repeats"])
-    record = {"key": key, "stage": stage["name"], "type": stage["type"], **metrics, **sizes,
-              "seconds": time.perf_counter() - started, "details": details}
+    record = {"key": key, "stage": stage["name"], "type": stage["type"],
+              "engine": outcome.engine, **sizes, "details": details}
+    record = _measured(directory, record, ctx)
+    record["seconds"] = time.perf_counter() - started
     _write_json(directory / "stage.json", record)
     shutil.rmtree(ctx.work, ignore_errors=True)
     return record
@@ -171,7 +184,7 @@ def summarize(rows: list[dict]) -> dict:
     """The final stage against the baseline: compression ratios, accuracy drop, b1 speed-up,
     and whether the targets (>= 10x smaller, drop <= 1 pp, faster at batch 1) are met."""
     base, final = rows[0], rows[-1]
-    return {"final_stage": final["stage"], "ratio": final["ratio"],
+    return {"final_stage": final["stage"], "engine": final["engine"], "ratio": final["ratio"],
             "file_ratio": final["file_ratio"], "accuracy": final["accuracy"],
             "baseline_accuracy": base["accuracy"], "accuracy_drop_pp": final["accuracy_drop_pp"],
             "latency_b1_speedup": base["latency_b1"] / final["latency_b1"],
@@ -183,7 +196,8 @@ def summarize(rows: list[dict]) -> dict:
 
 def _summary_text(summary: dict) -> str:
     met = ", ".join(f"{k} {'yes' if v else 'NO'}" for k, v in summary["targets"].items())
-    return (f"final stage {summary['final_stage']!r}: {summary['ratio']:.1f}x smaller packed "
+    return (f"final stage {summary['final_stage']!r} (run by {summary['engine']}): "
+            f"{summary['ratio']:.1f}x smaller packed "
             f"({summary['file_ratio']:.1f}x on disk), test accuracy "
             f"{summary['accuracy']:.2%} vs {summary['baseline_accuracy']:.2%} "
             f"({-summary['accuracy_drop_pp']:+.2f} pp), batch-1 latency "
@@ -227,20 +241,25 @@ def run_pipeline(config: dict, out: str | Path, *, config_text: str = "", force:
             input_hash = "checkpoint:" + _sha256(Path(stage["checkpoint"]))
         key = _stage_key(run, stage, input_hash)
         record = _finished(directory, key)
+        where = f"[{index + 1}/{len(names)}] {stage['name']} ({stage['type']})"
         if record is None:
-            log(f"[{index + 1}/{len(names)}] {stage['name']} ({stage['type']}): running")
+            log(f"{where}: running")
             ctx = Context(run, train, test, _claim(directory, key), baseline, show)
             record = _run_stage(stage, model, ctx, directory, key)
+        elif record.get("measured_with") != _measurement_key(run):
+            log(f"{where}: done earlier, reused and measured again")
+            record = _measured(directory, record, Context(run, train, test, directory / "work"))
+            _write_json(directory / "stage.json", record)
         else:
-            log(f"[{index + 1}/{len(names)}] {stage['name']} ({stage['type']}): done earlier, "
-                f"reused")
+            log(f"{where}: done earlier, reused")
         model, _ = load_model(directory / "model.npz")
         if baseline is None:
             baseline = model
         input_hash = _sha256(directory / "model.npz")
         records.append(record)
     bar.close()
-    rows = compression_rows([{k: v for k, v in r.items() if k != "key"} for r in records])
+    rows = compression_rows([{k: v for k, v in r.items() if k not in ("key", "measured_with")}
+                             for r in records])
     report = {"format": FORMAT, "config": config, "rows": rows, "summary": summarize(rows),
               "environment": {"python": platform.python_version(), "numpy": np.__version__,
                               "minnet": minnet.__version__, "machine": platform.machine(),

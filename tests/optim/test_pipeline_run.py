@@ -214,3 +214,18 @@ def test_check_and_print_config(capsys):
     assert main(["--print-config"]) == 0
     assert capsys.readouterr().out == default_config_text()
     assert main(["--check", "--limit", "100", "--dataset", "mnist-full"]) == 0
+
+
+def test_changed_measurement_options_measure_again_without_recomputing(reference, tmp_path):
+    out, report, _ = reference
+    copy = tmp_path / "run"
+    subprocess.run(["cp", "-r", str(out), str(copy)], check=True)
+    text = TINY.format(bits=5).replace("test_limit = 100", "test_limit = 40")
+    lines = []
+    again = run_pipeline(parse_config(text), copy, config_text=text, force=True, progress=False,
+                         log=lines.append)
+    assert all(line.endswith("measured again") for line in lines[:len(STAGES)])
+    for old, new in zip(report["rows"], again["rows"]):
+        assert new["packed_bytes"] == old["packed_bytes"] and new["seconds"] == old["seconds"]
+    # accuracy on 40 images is a multiple of 1/40
+    assert all(abs(40 * r["accuracy"] - round(40 * r["accuracy"])) < 1e-9 for r in again["rows"])
