@@ -207,8 +207,8 @@ def filters(seeds):
             rows.append((gap, before, accuracy(shrunk) - base, t_dense / t_shrunk,
                          shrunk[0].out_channels, shrunk[3].out_channels))
     print(f"\n### LeNet-5, 50 % of conv filters removed and shrunk ({len(seeds)} seeds)\n")
-    print("| criterion | filters left | max \\|masked − shrunk\\| | change before FT | after 5 ep "
-          "@ 3e-4 | shrunk speed-up at b64 |\n|---|---|---:|---:|---:|---:|")
+    print("| criterion | filters left | max \\|masked − shrunk\\| | change before FT "
+          "| after 5 ep @ 3e-4 | shrunk speed-up at b64 |\n|---|---|---:|---:|---:|---:|")
     for criterion, rows in results.items():
         gap, before, after, speedup, c1, c2 = zip(*rows)
         print(f"| {criterion} | {c1[0]} + {c2[0]} | {max(gap):.1e} | {pp(before)} | {pp(after)} "
@@ -253,8 +253,8 @@ if __name__ == "__main__":
     parser.add_argument("--sections", nargs="+", choices=sorted(SECTIONS), default=list(SECTIONS))
     args = parser.parse_args()
     print(f"numpy {np.__version__}, numba {numba.__version__}, python "
-          f"{platform.python_version()}, {platform.machine()}, {os.cpu_count()} cores, BLAS threads "
-          f"{os.environ['OPENBLAS_NUM_THREADS']}")
+          f"{platform.python_version()}, {platform.machine()}, {os.cpu_count()} cores, "
+          f"BLAS threads {os.environ['OPENBLAS_NUM_THREADS']}")
     for section in args.sections:
         started = time.perf_counter()
         SECTIONS[section](args.seeds)

@@ -23,10 +23,10 @@ from .parametrize import (apply_mask, effective_weight, get_mask, is_pruned, rem
                           remove_all, restore_pruning)
 from .report import format_report, layer_report
 from .schedules import agp_sparsity, geometric_sparsities, lottery_ticket, prune_rounds, rewind
-from .scores import (activation_entropy, activation_variance, bn_scale_scores, finite_difference_hvp,
-                     fisher_diagonal, fpgm_scores, hutchinson_diagonal, influence_scores,
-                     magnitude_scores, obd_scores, random_scores, slimming_penalty_grad,
-                     snip_scores, taylor_group_scores, taylor_scores)
+from .scores import (activation_entropy, activation_variance, bn_scale_scores,
+                     finite_difference_hvp, fisher_diagonal, fpgm_scores, hutchinson_diagonal,
+                     influence_scores, magnitude_scores, obd_scores, random_scores,
+                     slimming_penalty_grad, snip_scores, taylor_group_scores, taylor_scores)
 from .shrink import flat_layers, kept_units, shrink
 from .sparse import SparseConv2d, SparseLinear, sparsify
 

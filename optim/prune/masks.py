@@ -182,7 +182,7 @@ def nm_mask(scores: np.ndarray, n: int = 2, m: int = 4, axis: int = -1) -> np.nd
     keep the ``n`` highest scores (ties: the lower index is pruned first).
 
     NVIDIA's 2:4 pattern groups along the input axis of a weight (Mishra et al. 2021,
-    "Accelerating Sparse Deep Neural Networks", Sec. 3; Zhou et al. 2021, "Learning N:M
+    "Accelerating Sparse Deep Neural Networks"; Zhou et al. 2021, "Learning N:M
     Fine-grained Structured Sparse Neural Networks From Scratch"). ``scores.shape[axis]`` must
     be a multiple of ``m``. Test: ``test_prune_masks.py::test_nm_mask_keeps_n_of_every_m``.
 

@@ -51,7 +51,8 @@ def layer_report(model: nn.Module, input_shape: tuple[int, ...]) -> list[dict]:
 
 def format_report(rows: list[dict]) -> str:
     """A markdown table of ``layer_report`` rows with a total line."""
-    lines = ["| layer | type | weight shape | params | non-zero | sparsity | MACs | non-zero MACs |",
+    lines = ["| layer | type | weight shape | params | non-zero | sparsity | MACs "
+             "| non-zero MACs |",
              "|---|---|---|---:|---:|---:|---:|---:|"]
     for r in rows:
         lines.append(f"| {r['name']} | {r['type']} | {'×'.join(map(str, r['shape']))} | "

@@ -66,7 +66,7 @@ def rewind(model: nn.Module, state: dict[str, np.ndarray]) -> nn.Module:
     before or after pruning) but keep the masks: ``w_orig <- w_0`` and thus the effective
     weight becomes :math:`w_0 \\odot m` (lottery-ticket rewinding, Frankle & Carbin 2019,
     Algorithm step 4; to early weights, Frankle et al. 2020, "Linear Mode Connectivity and the
-    Lottery Ticket Hypothesis", Sec. 5). Returns ``model``."""
+    Lottery Ticket Hypothesis": rewinding to iteration k). Returns ``model``."""
     own = model.state_dict()
     values = {}
     for key, value in state.items():
@@ -145,7 +145,7 @@ def prune_rounds(model: nn.Module, sparsities: Sequence[float],
     ``fine_tune(model, k)`` (if given) and record the reached sparsity and ``evaluate(model)``.
 
     One round is one-shot pruning; a rising list is iterative pruning (Han et al. 2015, Sec.
-    3.3: "pruning and retraining" repeated); ``[agp_sparsity(k, ...) for k in ...]`` with a
+    3.4: pruning and retraining repeated); ``[agp_sparsity(k, ...) for k in ...]`` with a
     short ``fine_tune`` is AGP. Criterion randomness in round k is seeded by ``(seed, k)``.
     With ``checkpoint_path`` the model (masks included), the round and the history are saved
     after every round; ``resume=True`` continues from that file. Returns the history

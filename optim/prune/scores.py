@@ -49,8 +49,8 @@ def taylor_scores(w: np.ndarray, grad: np.ndarray, squared: bool = False) -> np.
     with :math:`g = \partial L / \partial w`. Removing weight :math:`i` changes the loss by
     :math:`\Delta L_i = L(w - w_i e_i) - L(w) = -g_i w_i + O(w_i^2)`, so :math:`s_i` is the
     first-order size of that change. Sources: Molchanov et al. 2017, "Pruning Convolutional
-    Neural Networks for Resource Efficient Inference", eq. 8 (absolute value); Molchanov et al.
-    2019, "Importance Estimation for Neural Network Pruning", eq. 3 (squared).
+    Neural Networks for Resource Efficient Inference", Sec. 2.2 (absolute value); Molchanov et
+    al. 2019, "Importance Estimation for Neural Network Pruning", Sec. 3 (squared).
     Test: ``test_prune_scores.py::test_taylor_score_is_the_first_order_loss_change``.
     """
     w, grad = check_float_array(w, "w"), check_float_array(grad, "grad")
@@ -65,7 +65,7 @@ def taylor_group_scores(w: np.ndarray, grad: np.ndarray, axis: int = 0) -> np.nd
     .. math:: I_c = \Big(\sum_{s \in c} g_s w_s\Big)^2
 
     the squared first-order change of the loss when every weight of slice :math:`c` is zeroed.
-    Source: Molchanov et al. 2019, eq. 8 (group contribution). Test:
+    Source: Molchanov et al. 2019, Sec. 3 (the contribution of a group of parameters). Test:
     ``test_prune_scores.py::test_taylor_group_score_is_squared_loss_change``.
     """
     w, grad = check_float_array(w, "w"), check_float_array(grad, "grad")
@@ -80,8 +80,9 @@ def obd_scores(w: np.ndarray, hessian_diag: np.ndarray) -> np.ndarray:
 
     At a minimum (:math:`g = 0`) and ignoring off-diagonal terms, deleting weight :math:`i`
     changes the loss by :math:`\delta L \approx \tfrac12 h_{ii} w_i^2`. Source: LeCun, Denker &
-    Solla 1990, "Optimal Brain Damage", eq. 6. ``hessian_diag`` comes from ``fisher_diagonal``
-    or ``hutchinson_diagonal``. Test: ``test_prune_hessian.py::test_obd_is_exact_for_a_diagonal_quadratic``.
+    Solla 1990, "Optimal Brain Damage", Sec. 3 (the saliency). ``hessian_diag`` comes from
+    ``fisher_diagonal`` or ``hutchinson_diagonal``.
+    Test: ``test_prune_hessian.py::test_obd_is_exact_for_a_diagonal_quadratic``.
     """
     w, h = check_float_array(w, "w"), check_float_array(hessian_diag, "hessian_diag")
     _same_shape(w, "w", h, "hessian_diag")
@@ -97,11 +98,12 @@ def fisher_diagonal(per_sample_grads: np.ndarray, sample_weights: np.ndarray | N
 
     (:math:`\pi_n = 1` by default). With :math:`y_n` the data labels this is the *empirical*
     Fisher; with labels drawn from the model, or every label weighted by its model probability
-    :math:`\pi = p(y \mid x)`, it is the Fisher, which equals the Hessian of the expected
-    negative log-likelihood for exponential-family outputs such as logistic regression (and of
-    least squares under Gaussian noise). Sources: Martens 2020, "New Insights and Perspectives
-    on the Natural Gradient Method", Sec. 9; Theis et al. 2018, "Faster gaze prediction with
-    dense networks and Fisher pruning", eq. 5. Tests:
+    :math:`\pi = p(y \mid x)`, it is the Fisher. For a network the Fisher is the generalized
+    Gauss-Newton matrix (never negative); for a model linear in :math:`w` with canonical-link
+    outputs (logistic regression, least squares) it equals the Hessian of the loss. Sources:
+    Martens 2020, "New Insights and Perspectives on the Natural Gradient Method" (Fisher,
+    generalized Gauss-Newton, empirical Fisher); Theis et al. 2018, "Faster gaze prediction
+    with dense networks and Fisher pruning", Sec. 2. Tests:
     ``test_prune_hessian.py::test_fisher_with_model_label_weights_is_the_logistic_hessian``,
     ``::test_empirical_fisher_approaches_hessian_with_samples_from_the_model``.
     """
@@ -128,7 +130,7 @@ def hutchinson_diagonal(hvp: Callable[[np.ndarray], np.ndarray], shape: tuple[in
     unbiased, since :math:`E[z_i z_j] = \delta_{ij}`; the error of each entry shrinks like
     :math:`1/\sqrt S` (its variance is :math:`\sum_{j \ne i} H_{ij}^2 / S`, so it is exact for
     a diagonal :math:`H`). Sources: Bekas, Kokiopoulou & Saad 2007, "An estimator for the
-    diagonal of a matrix", eq. 2; Yao et al. 2021, "AdaHessian", eq. 8.
+    diagonal of a matrix", Sec. 2; Yao et al. 2021, "AdaHessian", Sec. 3.
     ``hvp(v)`` returns :math:`Hv` for ``v`` of ``shape`` (see ``finite_difference_hvp``).
     Test: ``test_prune_hessian.py::test_hutchinson_error_shrinks_with_samples``.
     """
@@ -151,7 +153,8 @@ def finite_difference_hvp(grad_fn: Callable[[np.ndarray], np.ndarray], w: np.nda
     .. math:: H v \approx \frac{\nabla L(w + \epsilon v) - \nabla L(w - \epsilon v)}{2\epsilon}
 
     exact (up to rounding) when :math:`L` is quadratic, :math:`O(\epsilon^2)` otherwise.
-    Source: Pearlmutter 1994, "Fast Exact Multiplication by the Hessian", eq. 2. Use float64.
+    Source: Pearlmutter 1994, "Fast Exact Multiplication by the Hessian", Sec. 2 (the
+    finite-difference form that his R-operator makes exact). Use float64.
     Test: ``test_prune_hessian.py::test_finite_difference_hvp_is_exact_for_a_quadratic``.
     """
     w, v = np.asarray(w, dtype=np.float64), np.asarray(v, dtype=np.float64)
@@ -168,7 +171,7 @@ def snip_scores(weights: list[np.ndarray], grads: list[np.ndarray]) -> list[np.n
               g_j w_j = \frac{\partial L(c \odot w)}{\partial c_j}\Big|_{c = 1}
 
     Source: Lee, Ajanthan & Torr 2019, "SNIP: Single-shot Network Pruning based on Connection
-    Sensitivity", eq. 6 (computed on one mini-batch before training). The normalisation does
+    Sensitivity", Sec. 4.1 (computed on one mini-batch before training). The normalisation does
     not change the ranking; it makes the scores a distribution over connections.
     Test: ``test_prune_scores.py::test_snip_is_the_normalised_derivative_wrt_the_gate``.
     """
@@ -209,7 +212,7 @@ def activation_variance(activations: np.ndarray, axis: int = 1) -> np.ndarray:
     r"""Variance of each channel's activation over the data (samples and positions):
     :math:`s_c = \operatorname{Var}_{n, p}[a_{n,c,p}]`. A channel whose output barely varies
     acts as a constant (which ``shrink`` folds into the next layer's bias). Source: Polyak &
-    Wolf 2015, "Channel-Level Acceleration of Deep Face Representations", Sec. 3.2.
+    Wolf 2015, "Channel-Level Acceleration of Deep Face Representations" (inbound pruning).
     Test: ``test_prune_scores.py::test_activation_variance_is_per_channel_variance``.
     """
     return _channels_first(activations, axis).astype(np.float64).var(axis=1)
@@ -223,7 +226,7 @@ def activation_entropy(activations: np.ndarray, bins: int = 100, axis: int = 1) 
     where :math:`p_i` is the fraction of samples whose pooled activation :math:`\bar a_{n,c}`
     falls in the i-th of ``bins`` equal-width bins over that channel's range (:math:`0 \log 0
     = 0`; a constant channel has entropy 0). Low entropy = little information = prunable.
-    Source: Luo & Wu 2017, "An Entropy-based Pruning Method for CNN Compression", eq. 1.
+    Source: Luo & Wu 2017, "An Entropy-based Pruning Method for CNN Compression", Sec. 3.
     Test: ``test_prune_scores.py::test_activation_entropy_bounds_and_uniform_case``.
     """
     a = check_float_array(activations, "activations")
@@ -236,7 +239,7 @@ def activation_entropy(activations: np.ndarray, bins: int = 100, axis: int = 1) 
     for c, values in enumerate(pooled.T):
         counts, _ = np.histogram(values, bins=bins)
         p = counts[counts > 0] / len(values)
-        entropy[c] = -np.sum(p * np.log(p))
+        entropy[c] = 0.0 - np.sum(p * np.log(p))  # 0.0 - 0.0: no negative zero
     return entropy
 
 
@@ -248,7 +251,7 @@ def fpgm_scores(w: np.ndarray, axis: int = 0) -> np.ndarray:
     The geometric median of the filters is :math:`\arg\min_x \sum_j \|x - F_j\|_2`; restricted
     to the filters themselves it is the filter of least :math:`s_i`, whose information the
     others already carry, so the filters with the smallest :math:`s_i` are pruned. Source: He
-    et al. 2019, "Filter Pruning via Geometric Median for Deep CNN Acceleration", eqs. 4-7.
+    et al. 2019, "Filter Pruning via Geometric Median for Deep CNN Acceleration", Sec. 3.
     Test: ``test_prune_scores.py::test_fpgm_prunes_the_brute_force_geometric_median_filter``.
     """
     w = check_float_array(w, "w")

@@ -85,7 +85,7 @@ class SparseConv2d(nn.Module):
     @property
     def csr(self):
         return CSR(self.data, self.indices, self.indptr,
-                   (self.out_channels, self.in_channels * self.kernel_size[0] * self.kernel_size[1]))
+                   (self.out_channels, self.in_channels * int(np.prod(self.kernel_size))))
 
     def forward(self, x):
         x = _input(x)

@@ -1,7 +1,7 @@
 """Masks from scores: exact counts, top-k sets, tie-breaking, global scope, structured and N:M."""
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
@@ -71,6 +71,7 @@ def test_global_masks_equal_topk_on_concatenation(data):
 @given(data=st.data(), shape=SHAPES, copies=st.integers(1, 4))
 def test_global_magnitude_equals_layerwise_for_identical_layers(data, shape, copies):
     w = data.draw(float_arrays(shape, unique=True))
+    assume(np.unique(np.abs(w)).size == w.size)  # a tie split by k is broken by layer order
     per_layer_k = data.draw(st.integers(0, w.size))
     # the same fraction of each identical layer: one global threshold keeps the same total,
     # and the same entries, as per-layer masks

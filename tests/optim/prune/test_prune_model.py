@@ -1,10 +1,8 @@
 """Pruning whole models: exact total sparsity in global and layer scope, nested masks over
 rising sparsities, data-driven criteria against second implementations, channel pruning."""
-import copy
-
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 import minnet
@@ -123,7 +121,10 @@ def test_random_criterion_is_seeded():
     prune_model(a, 0.5, "random", rng=1)
     prune_model(b, 0.5, "random", rng=1)
     prune_model(c, 0.5, "random", rng=2)
-    masks = lambda m: np.concatenate([get_mask(t, "weight").ravel() for _, t, _ in prunable(m)])  # noqa: E731
+
+    def masks(model):
+        return np.concatenate([get_mask(t, "weight").ravel() for _, t, _ in prunable(model)])
+
     np.testing.assert_array_equal(masks(a), masks(b))
     assert not np.array_equal(masks(a), masks(c))
 
