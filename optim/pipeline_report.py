@@ -239,8 +239,8 @@ def write_report(report: dict, directory) -> None:
 
 
 def plot_accuracy_vs_size(rows: Sequence[dict], path) -> bool:
-    """A PNG of test accuracy against packed size (log scale), one labelled point per stage,
-    in pipeline order. Returns False (and writes nothing) when matplotlib is missing."""
+    """A PNG of test accuracy against packed size (log scale), one point per stage joined in
+    pipeline order, labelled with the stage names and compression ratios. Returns False (and writes nothing) when matplotlib is missing."""
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -252,9 +252,12 @@ def plot_accuracy_vs_size(rows: Sequence[dict], path) -> bool:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     ax.plot(sizes, accuracy, "-", color="0.75", zorder=1)
     ax.scatter(sizes, accuracy, zorder=2)
+    points: dict[tuple[float, float], list[str]] = {}  # stages at the same point share a label
     for row, s, a in zip(rows, sizes, accuracy):
-        ax.annotate(f"{row['stage']} ({row['ratio']:.1f}x)", (s, a), textcoords="offset points",
-                    xytext=(6, 6), fontsize=8)
+        points.setdefault((s, a), []).append(f"{row['stage']} ({row['ratio']:.1f}x)")
+    for i, ((s, a), labels) in enumerate(points.items()):  # alternate above/below neighbours
+        ax.annotate(", ".join(labels), (s, a), textcoords="offset points",
+                    xytext=(6, 6 if i % 2 == 0 else -13), fontsize=8)
     ax.axhline(accuracy[0] - 1.0, color="tab:red", linestyle=":", linewidth=1,
                label="baseline - 1 pp")
     ax.set_xscale("log")
