@@ -360,7 +360,7 @@ def export_stage(model, options: dict, ctx: Context) -> Outcome:
     when that is installed too; otherwise record why nothing was written."""
     try:
         proto = to_onnx(optimized_graph(model, ctx.test[0][:1]))
-    except ImportError as err:
+    except (ImportError, NotImplementedError) as err:  # no onnx, or an op ONNX cannot express
         return Outcome(model, "graph", details={"onnx": f"not written: {err}"})
     data = proto.SerializeToString()
     try:

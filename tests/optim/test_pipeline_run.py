@@ -229,3 +229,70 @@ def test_changed_measurement_options_measure_again_without_recomputing(reference
         assert new["packed_bytes"] == old["packed_bytes"] and new["seconds"] == old["seconds"]
     # accuracy on 40 images is a multiple of 1/40
     assert all(abs(40 * r["accuracy"] - round(40 * r["accuracy"])) < 1e-9 for r in again["rows"])
+
+
+@pytest.mark.parametrize("text", [
+    # every optional stage: NAS picks the student, structured pruning, low rank, sharing
+    """[run]
+limit = 128
+test_limit = 50
+latency_repeats = 1
+[[stage]]
+type = "baseline"
+epochs = 1
+[[stage]]
+type = "nas"
+space = "mlp"
+trials = 2
+trial_epochs = 1
+epochs = 1
+[[stage]]
+type = "prune"
+method = "channels"
+amounts = [0.25]
+fine_tune_epochs = 1
+[[stage]]
+type = "shrink"
+[[stage]]
+type = "lowrank"
+energy = 0.8
+fine_tune_epochs = 1
+[[stage]]
+type = "distill"
+epochs = 1
+[[stage]]
+type = "share"
+n_clusters = 4
+fine_tune_epochs = 1
+[[stage]]
+type = "graph"
+""",
+    # BatchNorm model, quantization-aware training, a disabled stage
+    """[run]
+model = "lenet5-bn"
+limit = 128
+test_limit = 50
+latency_repeats = 1
+[[stage]]
+type = "baseline"
+epochs = 1
+[[stage]]
+type = "prune"
+amounts = [0.5]
+fine_tune_epochs = 1
+[[stage]]
+type = "shrink"
+enabled = false
+[[stage]]
+type = "quantize"
+method = "qat"
+weight_bits = 4
+epochs = 1
+""",
+], ids=["optional-stages", "batchnorm-qat"])
+def test_other_pipelines_run(tmp_path, text):
+    report = run_pipeline(parse_config(text), tmp_path / "run", config_text=text, progress=False,
+                          log=lambda line: None)
+    kinds = [row["type"] for row in report["rows"]]
+    assert kinds == [s["type"] for s in parse_config(text)["stages"]]
+    assert report["rows"][-1]["packed_bytes"] < report["rows"][0]["packed_bytes"]
