@@ -18,6 +18,7 @@ import minnet
 from minnet import models, optimizers
 from minnet.data import load_mnist
 from minnet.train import evaluate, fit
+from torch_reference import torch_model
 
 
 def minnet_accuracy(name: str, seed: int, epochs: int, data) -> float:
@@ -31,18 +32,10 @@ def minnet_accuracy(name: str, seed: int, epochs: int, data) -> float:
 
 def torch_accuracy(name: str, seed: int, epochs: int, data) -> float:
     import torch
-    from torch import nn
 
     (x, y), (xt, yt) = data
     torch.manual_seed(seed)
-    if name == "lenet5":
-        model = nn.Sequential(nn.Conv2d(1, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
-                              nn.Conv2d(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
-                              nn.Linear(400, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(),
-                              nn.Linear(84, 10))
-    else:
-        model = nn.Sequential(nn.Flatten(), nn.Linear(784, 300), nn.ReLU(), nn.Linear(300, 100),
-                              nn.ReLU(), nn.Linear(100, 10))
+    model = torch_model(name)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     x, y = torch.from_numpy(x), torch.from_numpy(y)
     for _ in range(epochs):

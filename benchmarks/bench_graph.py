@@ -55,6 +55,7 @@ from optim.graph.passes import (eliminate_common, eliminate_dead, eliminate_iden
                                 fold_batchnorms, fold_constants, fuse_activations, fuse_biases,
                                 simplify_algebra)
 from optim.graph.zoo import random_model, randomize_batchnorm, residual_cnn  # noqa: E402
+from torch_reference import torch_model  # noqa: E402
 
 
 def _median_ms(fns: dict, repeats: int) -> dict[str, float]:
@@ -71,24 +72,12 @@ def _median_ms(fns: dict, repeats: int) -> dict[str, float]:
     return {k: 1e3 * statistics.median(v) for k, v in times.items()}
 
 
-def _torch_lenet5_bn(model):
-    import torch
-    from torch import nn
-    net = nn.Sequential(nn.Conv2d(1, 6, 5, padding=2), nn.BatchNorm2d(6), nn.ReLU(), nn.MaxPool2d(2),
-                        nn.Conv2d(6, 16, 5), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2),
-                        nn.Flatten(), nn.Linear(400, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(),
-                        nn.Linear(84, 10))
-    state = {k: torch.from_numpy(v.copy()) for k, v in model.state_dict().items()}
-    net.load_state_dict(state)
-    return net.eval()
-
-
 def speed(model, cost_model, repeats: int, torch) -> None:
     print("\n## 1. LeNet-5 with BatchNorm: latency (ms, median)\n")
     print("| batch | eager minnet | reference executor | compiled graph | PyTorch eager | "
           "compiled / eager | compiled / PyTorch |")
     print("|---|---|---|---|---|---|---|")
-    net = _torch_lenet5_bn(model) if torch else None
+    net = torch_model("lenet5", batch_norm=True, weights_from=model).eval() if torch else None
     for batch in (1, 64):
         x = np.random.default_rng(batch).random((batch, 1, 28, 28), dtype=np.float32)
         graph = optimize(trace(model, x))

@@ -22,6 +22,7 @@ import minnet
 from minnet import functional as F
 from minnet import models, optimizers
 from minnet.kernels import backend
+from torch_reference import torch_model
 
 
 def timings(fn, steps: int, warmup: int) -> list[float]:
@@ -56,17 +57,8 @@ def minnet_cases(name: str, batch: int, rng):
 
 def torch_cases(name: str, batch: int, rng, minnet_model):
     import torch
-    from torch import nn
 
-    if name == "lenet5":
-        model = nn.Sequential(nn.Conv2d(1, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
-                              nn.Conv2d(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
-                              nn.Linear(400, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(),
-                              nn.Linear(84, 10))
-    else:
-        model = nn.Sequential(nn.Flatten(), nn.Linear(784, 300), nn.ReLU(), nn.Linear(300, 100),
-                              nn.ReLU(), nn.Linear(100, 10))
-    model.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in minnet_model.state_dict().items()})
+    model = torch_model(name, weights_from=minnet_model)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     x = torch.from_numpy(rng.random((batch, 1, 28, 28), dtype=np.float32))
     y = torch.from_numpy(rng.integers(0, 10, batch))
