@@ -13,13 +13,11 @@ import warnings
 _VALID = ("numpy", "numba")
 
 try:
-    import numba
+    import numba  # noqa: F401
 
     HAVE_NUMBA = True
-    prange = numba.prange  # parallel range inside @jit(parallel=True) kernels
 except ImportError:  # pragma: no cover - exercised only without numba
     HAVE_NUMBA = False
-    prange = range
 
 
 def _initial_backend() -> str:
@@ -78,7 +76,9 @@ def dispatch(numpy_impl, numba_impl):
 def jit(*args, **kwargs):
     """``numba.njit(cache=True, error_model="numpy", ...)`` when Numba is installed; otherwise
     the function unchanged. NumPy's error model (x/0 gives inf or nan, no exception) matches the
-    NumPy references and lets loops with divisions vectorize.
+    NumPy references and lets loops with divisions vectorize. Kernels stay single-threaded:
+    Numba's parallel threads and OpenBLAS's both spin-wait, and on two cores they stall each
+    other (a parallel im2col before a matmul ran 8x slower).
 
     Use as ``@jit`` or ``@jit(parallel=True)``. Without Numba the decorated function is plain
     Python; it is never dispatched to, because the backend is then ``numpy``.
