@@ -124,5 +124,7 @@ def test_mse_clip_range_is_grid_argmin(rows, qrange, symmetric, grid):
 
         candidates = [error(np.float32(k / grid) * rows[c].min(), np.float32(k / grid) * rows[c].max())
                       for k in range(1, grid + 1)]
-        assert error(lo[c], hi[c]) <= min(candidates) * (1 + 1e-9) + 1e-12
-        assert error(lo[c], hi[c]) <= candidates[-1] * (1 + 1e-9) + 1e-12  # never worse than min-max
+        # the search and this check round the grid's ranges to float32 in different orders,
+        # which moves the errors by a few float32 ulps
+        assert error(lo[c], hi[c]) <= min(candidates) * (1 + 1e-5) + 1e-12
+        assert error(lo[c], hi[c]) <= candidates[-1] * (1 + 1e-5) + 1e-12  # never worse than min-max
