@@ -12,6 +12,7 @@ Pruned weights stay zero in every later stage: the pruning masks survive ``shrin
 to the shrunk layers), distillation trains through them, and quantization-aware training and
 weight sharing pin the zero entries (Han et al. 2015 retrain only the kept connections;
 Han et al. 2016 share weights among the surviving ones).
+Tests: ``tests/optim/test_pipeline_stages.py``.
 """
 from __future__ import annotations
 
