@@ -29,17 +29,16 @@ from minnet.io import load, save
 from minnet.train import fit
 from optim import metrics
 from optim.distill import Distiller
+from optim.graph import to_onnx
 from optim.lowrank import factorize
 from optim.nas import (NSGA2, MnistObjectives, RandomSearch, RegularizedEvolution, build_cnn,
                        build_mlp, cnn_cost, cnn_space, describe, macs_at_most, mlp_cost,
                        mlp_space, search)
-from optim.prune import (apply_mask, prunable, prune_channels, prune_model,
-                         remove_all, restore_pruning, shrink, target_sparsity)
+from optim.prune import (apply_mask, prunable, prune_channels, prune_model, remove_all,
+                         restore_pruning, shrink, target_sparsity)
 from optim.prune.parametrize import named_pruned
-from optim.quant import (IntegerModel, SharedWeightLayer, calibrate, convert,
-                         kmeans_codebook, prepare, prepare_qat, share_weights)
-
-from optim.graph import to_onnx
+from optim.quant import (IntegerModel, SharedWeightLayer, calibrate, convert, kmeans_codebook,
+                         prepare, prepare_qat, share_weights)
 
 from .pipeline_report import float_view, optimized_graph
 from .pipeline_store import load_model
@@ -108,10 +107,11 @@ class KeepZeros:
 
 
 def _train(model: nn.Module, ctx: Context, epochs: int, lr: float, checkpoint: str | None,
-           pins: list | None = None, parameters=None) -> dict:
+           pins: list | None = None) -> dict:
     """Adam(``lr``) with a cosine schedule over ``epochs`` on the training data, checkpointed
-    to (and resumed from) ``ctx.work / checkpoint``; returns fit's history."""
-    optimizer = optimizers.Adam(model.parameters() if parameters is None else parameters, lr=lr)
+    to (and resumed from) ``ctx.work / checkpoint``, keeping the ``pins`` at zero
+    (``KeepZeros``); returns fit's history."""
+    optimizer = optimizers.Adam(model.parameters(), lr=lr)
     scheduler = optimizers.CosineAnnealingLR(optimizer, T_max=epochs)
     if pins:
         optimizer = KeepZeros(optimizer, pins)
@@ -154,7 +154,8 @@ def prune_stage(model, options: dict, ctx: Context) -> Outcome:
     (Han et al. 2015, section 3.3): ``method = "weights"`` masks single weights
     (``optim.prune.prune_model``, global or per-layer ranking), ``"channels"`` whole
     neurons/filters of each layer (``optim.prune.prune_channels``; ``shrink`` then removes
-    them). Rounds are checkpointed; a resumed round is redone from the last finished one."""
+    them). Each round and each fine-tuning epoch is checkpointed; a resumed stage redoes the
+    (deterministic) pruning of the interrupted round and continues its fine-tuning."""
     model = copy.deepcopy(model)
     amounts, seed = options["amounts"], ctx.run["seed"]
     start, path = 0, ctx.work / "rounds.npz"
@@ -181,7 +182,7 @@ def prune_stage(model, options: dict, ctx: Context) -> Outcome:
         if options["fine_tune_epochs"]:
             _train(model, ctx, options["fine_tune_epochs"], options["lr"], f"round{k}.npz")
         _round_checkpoint(model, ctx, k + 1)
-    targets = [(n, m, p) for n, m, p in named_pruned(model)]
+    targets = list(named_pruned(model))
     sparsity = target_sparsity(targets) if targets else 0.0
     return Outcome(model, details={"sparsity": sparsity, "rounds": len(amounts)})
 
