@@ -4,6 +4,7 @@ quantized, graph-optimized and exported) and print the per-stage report."""
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import textwrap
 
@@ -21,7 +22,7 @@ RUN_FLAGS = ("dataset", "data_root", "seed", "limit", "test_limit", "latency_rep
 
 
 def _option_line(key: str, option) -> str:
-    default = "" if option.default is None else f" (default {option.default!r})"
+    default = "" if option.default is None else f" (default {json.dumps(option.default)})"
     choices = f" [{' | '.join(option.choices)}]" if option.choices else ""
     return f"  {key}{choices}: {option.help}{default}"
 
@@ -43,7 +44,7 @@ def _stage_reference() -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m optim", description=__doc__,
+        prog="python -m optim", description=__doc__.replace("``", ""),
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Artifacts: OUT/NN-<stage>/model.npz (packed model), stage.json (measurements), "
                "OUT/report.{txt,csv,json}, OUT/accuracy_vs_size.png (with matplotlib), "
