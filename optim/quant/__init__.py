@@ -14,7 +14,8 @@
   ``prepare_qat`` on minnet models;
 - ``int_linear`` / ``int_conv`` / ``integer_model``: integer-only kernels (NumPy reference and
   Numba fast path) and a runner for converted models;
-- ``model_sharing`` / ``size``: weight sharing on models with fine-tuning; model bytes.
+- ``model_sharing`` / ``size``: weight sharing on models with fine-tuning; model bytes;
+- ``mixed``: per-layer sensitivity and greedy bit widths under a size budget (mixed precision).
 """
 from .affine import dequantize, fake_quantize, qparams, quantize
 from .binary import binarize, ternarize
@@ -38,6 +39,15 @@ from .huffman import huffman_code_lengths, sharing_size_bits
 from .int_conv import quantized_conv2d
 from .int_linear import quantized_linear
 from .integer_model import IntegerModel, max_pool2d_codes
+from .mixed import (
+    greedy_bit_allocation,
+    layer_sensitivity,
+    layer_weight_counts,
+    mixed_model_bytes,
+    quantizable_layers,
+    quantize_mixed,
+    weight_bytes,
+)
 from .model_sharing import SharedLookup, SharedWeightLayer, share_weights, sharing_sizes
 from .observers import (
     HistogramKLObserver,
@@ -93,4 +103,6 @@ __all__ = [
     "quantized_linear", "quantized_conv2d", "IntegerModel", "max_pool2d_codes",
     "SharedLookup", "SharedWeightLayer", "share_weights", "sharing_sizes",
     "packed_bytes", "quantized_model_bytes",
+    "quantizable_layers", "layer_weight_counts", "layer_sensitivity", "greedy_bit_allocation",
+    "weight_bytes", "quantize_mixed", "mixed_model_bytes",
 ]
