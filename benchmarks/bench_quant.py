@@ -1,6 +1,7 @@
 """Quantization acceptance experiments on LeNet-5, and int8 vs fp32 inference speed.
 
     python benchmarks/bench_quant.py [--seeds 0 1 2] [--epochs 20] [--no-torch] [--speed-only]
+    python benchmarks/bench_quant.py --mixed [--seeds 0]
 
 Recipe: LeNet-5 trained with ``minnet.train.fit`` on the 4,000 bundled training images (Adam
 1e-3, batch 64, 20 epochs), once per seed and cached in a temporary directory for the run;
@@ -15,6 +16,11 @@ accuracy on the 1,000 test images. Then, from the cached float model:
   and biases; storage with and without Huffman-coded indices;
 - integer-only inference of the int8 model over the test set: NumPy reference vs Numba,
   agreement with the fake-quant simulation.
+
+Mixed precision (``--mixed``, only this section, first seed): one-layer-at-a-time loss
+sensitivity of LeNet-5 (weight-only, per-channel MSE ranges, 8/4/3/2 bits, on the first 1,000
+training images), the greedy allocation at the weight budget of uniform 3-bit (and 2-bit)
+weights, against uniform min-max and MSE weights of those widths.
 
 Speed: LeNet-300-100 (trained 20 epochs, seed 0), this project's fp32 forward vs the
 integer-only model at batch 1 and 256 (best of repeated runs), the first layer's GEMM alone,
@@ -40,11 +46,17 @@ from optim.quant import (
     IntegerModel,
     calibrate,
     convert,
+    greedy_bit_allocation,
+    layer_sensitivity,
+    layer_weight_counts,
+    mixed_model_bytes,
     prepare,
     prepare_qat,
+    quantize_mixed,
     quantized_model_bytes,
     share_weights,
     sharing_sizes,
+    weight_bytes,
 )
 from optim.quant.int_linear import linear_kernel
 
@@ -108,6 +120,45 @@ def lenet5_rows(cache: FloatCache, seed: int, train, test) -> tuple[dict, dict]:
     rows[("k-means sharing k=16 + fine-tune", "4-bit idx")] = (tuned, sizes["shared"] / 8)
     rows[("  + Huffman-coded indices", "Huffman idx")] = (tuned, sizes["shared_huffman"] / 8)
     return rows, integer_check(int8, test)
+
+
+def mixed_rows(cache: FloatCache, seed: int, train, test) -> tuple[list, dict]:
+    """Greedy mixed precision vs uniform weights at the same weight budget (LeNet-5)."""
+    model = cache.model("lenet5", seed)
+    table = layer_sensitivity(model, train, bits=(8, 4, 3, 2))
+    sizes = layer_weight_counts(model)
+    fp32 = quantized_model_bytes(convert(prepare(model, weight_only=True)))["fp32"]
+    rows = [("fp32", "32", accuracy(model, test), fp32)]
+    for bits in (3, 2):
+        for observer, label in (("minmax", "min-max"), ("mse", "MSE")):
+            uniform = convert(prepare(model, weight_bits=bits, weight_observer=observer,
+                                      weight_only=True))
+            rows.append((f"uniform {label}", str(bits), accuracy(uniform, test),
+                         quantized_model_bytes(uniform)["total"]))
+        budget = weight_bytes(sizes, dict.fromkeys(sizes, bits))
+        assignment = greedy_bit_allocation(table, sizes, budget)
+        mixed = quantize_mixed(model, assignment)
+        rows.append((f"greedy mixed MSE (budget: uniform {bits}-bit weights)",
+                     "/".join(str(b) for b in assignment.values()), accuracy(mixed, test),
+                     mixed_model_bytes(mixed)["total"]))
+    return rows, table
+
+
+def print_mixed_tables(rows, table, sizes) -> None:
+    fp32 = rows[0][3]
+    print("| method (LeNet-5, weight-only) | bits per layer | test accuracy % | drop pp | bytes "
+          "| × fp32 |")
+    print("|---|---|---|---|---|---|")
+    for name, bits, acc, size in rows:
+        print(f"| {name} | {bits} | {acc:.1f} | {rows[0][2] - acc:.1f} | {size:,} | "
+              f"{size / fp32:.3f} |")
+    widths = list(next(iter(table.values())))
+    print("\n| layer | weights | " + " | ".join(f"loss increase at {b} bits" for b in widths)
+          + " |")
+    print("|---|---|" + "---|" * len(widths))
+    for name, row in table.items():
+        print(f"| {name} | {sizes[name]:,} | " + " | ".join(f"{row[b]:+.4f}" for b in widths)
+              + " |")
 
 
 def integer_check(int8, test) -> dict:
@@ -248,6 +299,8 @@ def main() -> None:
     parser.add_argument("--no-torch", action="store_true")
     parser.add_argument("--speed-only", action="store_true",
                         help="skip the LeNet-5 accuracy experiments")
+    parser.add_argument("--mixed", action="store_true",
+                        help="only the mixed-precision experiment (first seed)")
     args = parser.parse_args()
     use_torch = False
     if not args.no_torch:
@@ -261,6 +314,14 @@ def main() -> None:
           f"numpy {np.__version__}, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, "
           f"seeds {args.seeds}, {args.epochs} epochs\n")
     started = time.perf_counter()
+    if args.mixed:
+        with tempfile.TemporaryDirectory() as directory:
+            cache = FloatCache(directory, args.epochs, train)
+            rows, table = mixed_rows(cache, args.seeds[0], train, test)
+            sizes = layer_weight_counts(cache.model("lenet5", args.seeds[0]))
+        print_mixed_tables(rows, table, sizes)
+        print(f"\ntotal {time.perf_counter() - started:.0f} s")
+        return
     with tempfile.TemporaryDirectory() as directory:
         cache = FloatCache(directory, args.epochs, train)
         per_seed = [] if args.speed_only else [lenet5_rows(cache, seed, train, test)
