@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
                   + " -> ".join(f"{s['name']} ({s['type']})" for s in config["stages"]))
             return 0
         run_pipeline(config, args.out, config_text=text, force=args.force,
-                     progress=False if args.no_progress else None, log=print)
+                     progress=False if args.no_progress else None)
     except (ConfigError, PipelineError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

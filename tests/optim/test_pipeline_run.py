@@ -27,7 +27,7 @@ epochs = 2
 
 [[stage]]
 type = "prune"
-amounts = [0.5, 0.7, 0.8]
+amounts = [0.5, 0.6, 0.7, 0.8]
 fine_tune_epochs = 2
 
 [[stage]]
