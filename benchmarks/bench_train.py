@@ -2,8 +2,9 @@
 
     python benchmarks/bench_train.py [--steps 40] [--threads 2] [--backend numba|numpy]
 
-Each figure is the median of ``--steps`` timed repetitions, taken in two rounds interleaved
-with PyTorch's, each round after ``--warmup`` untimed ones.
+Each figure is the median of ``--steps`` timed repetitions, taken in two rounds alternating
+with PyTorch's, each round in a fresh process after ``--warmup`` untimed steps (loading PyTorch
+into the same process as NumPy slows both here, so the frameworks never share a process).
 A train step is forward, cross-entropy, backward and an Adam step. PyTorch (if importable)
 runs the same architecture, weights, batch and thread count, so the printed
 ratios (minnet / PyTorch) come from one run on one machine state.
@@ -11,6 +12,8 @@ ratios (minnet / PyTorch) come from one run on one machine state.
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
+import multiprocessing
 import os
 import platform
 import statistics
@@ -37,6 +40,7 @@ def timings(fn, steps: int, warmup: int) -> list[float]:
 
 
 def minnet_cases(name: str, batch: int, rng):
+    minnet.manual_seed(0)
     model = models.lenet5() if name == "lenet5" else models.lenet_300_100()
     opt = optimizers.Adam(model.parameters(), lr=1e-3)
     x = rng.random((batch, 1, 28, 28), dtype=np.float32)
@@ -55,10 +59,10 @@ def minnet_cases(name: str, batch: int, rng):
     return model, train_step, infer
 
 
-def torch_cases(name: str, batch: int, rng, minnet_model):
+def torch_cases(name: str, batch: int, rng):
     import torch
 
-    model = torch_model(name, weights_from=minnet_model)
+    model = torch_model(name, weights_from=minnet_cases(name, 1, np.random.default_rng(0))[0])
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     x = torch.from_numpy(rng.random((batch, 1, 28, 28), dtype=np.float32))
     y = torch.from_numpy(rng.integers(0, 10, batch))
@@ -76,6 +80,21 @@ def torch_cases(name: str, batch: int, rng, minnet_model):
     return train_step, infer
 
 
+def measure(framework: str, name: str, task: str, batch: int, steps: int, warmup: int,
+            threads: int, backend_name: str) -> list[float]:
+    """Step times of one case, run in a fresh process so neither framework's thread pools
+    disturb the other's (loading PyTorch beside NumPy slows both here)."""
+    rng = np.random.default_rng(0)
+    if framework == "torch":
+        import torch
+        torch.set_num_threads(threads)
+        train_step, infer = torch_cases(name, batch, rng)
+    else:
+        backend.set_backend(backend_name)
+        _, train_step, infer = minnet_cases(name, batch, rng)
+    return timings(train_step if task == "train" else infer, steps, warmup)
+
+
 CASES = [("lenet300", "train", 128), ("lenet5", "train", 64),
          ("lenet300", "infer", 1), ("lenet300", "infer", 256),
          ("lenet5", "infer", 1), ("lenet5", "infer", 64), ("lenet5", "infer", 256)]
@@ -90,11 +109,8 @@ def main() -> None:
     args = parser.parse_args()
     backend.set_backend(args.backend)
     try:
-        import torch
-        torch.set_num_threads(args.threads)
-        torch_version = torch.__version__
-    except ImportError:
-        torch = None
+        torch_version = importlib.metadata.version("torch")
+    except importlib.metadata.PackageNotFoundError:
         torch_version = "not installed"
     try:
         import numba
@@ -104,27 +120,24 @@ def main() -> None:
     print(f"machine: {platform.machine()} {platform.processor() or ''}, {os.cpu_count()} cores; "
           f"python {platform.python_version()}, numpy {np.__version__}, numba {numba_version}, "
           f"torch {torch_version}; backend {args.backend}; threads {args.threads}; "
-          f"median of {args.steps} in two interleaved rounds, {args.warmup} warm-up each")
+          f"median of {args.steps} in two alternating rounds, each framework in a fresh "
+          f"process, {args.warmup} warm-up each")
     print(f"| model | task | batch | minnet ms | torch ms | ratio |")
     print(f"|---|---|---|---|---|---|")
-    rng = np.random.default_rng(0)
+    frameworks = ["minnet"] + (["torch"] if torch_version != "not installed" else [])
+    spawn = multiprocessing.get_context("spawn")
     for name, task, batch in CASES:
-        model, train_step, infer = minnet_cases(name, batch, rng)
-        fn = train_step if task == "train" else infer
-        ours, theirs = [], []
-        torch_fn = None
-        if torch is not None:
-            t_train, t_infer = torch_cases(name, batch, rng, model)
-            torch_fn = t_train if task == "train" else t_infer
-        for _ in range(2):  # two interleaved rounds, so drift of the machine hits both sides
-            ours += timings(fn, args.steps // 2, args.warmup)
-            if torch_fn is not None:
-                theirs += timings(torch_fn, args.steps // 2, args.warmup)
-        ours = statistics.median(ours)
-        theirs = statistics.median(theirs) if theirs else float("nan")
-        ratio = ours / theirs
-        print(f"| {name} | {task} | {batch} | {1e3 * ours:.3f} | {1e3 * theirs:.3f} | {ratio:.2f} |")
-
+        times = {f: [] for f in frameworks}
+        for _ in range(2):  # two alternating rounds, so drift of the machine hits both sides
+            for framework in frameworks:
+                with spawn.Pool(1) as pool:
+                    times[framework] += pool.apply(measure, (framework, name, task, batch,
+                                                             args.steps // 2, args.warmup,
+                                                             args.threads, args.backend))
+        ours = statistics.median(times["minnet"])
+        theirs = statistics.median(times["torch"]) if "torch" in times else float("nan")
+        print(f"| {name} | {task} | {batch} | {1e3 * ours:.3f} | {1e3 * theirs:.3f} | "
+              f"{ours / theirs:.2f} |", flush=True)
 
 if __name__ == "__main__":
     main()
