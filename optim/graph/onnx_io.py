@@ -395,8 +395,8 @@ def _value_type(value_info, helper) -> TensorType:
     return as_type(dims, helper.tensor_dtype_to_np_dtype(tensor.elem_type))
 
 
-def from_onnx(model: Any, bind: Mapping[str, np.ndarray] | None = None) -> Graph:
-    """Import an ONNX model (path or ``onnx.ModelProto``) as a Graph.
+def from_onnx(path: Any, bind: Mapping[str, np.ndarray] | None = None) -> Graph:
+    """Import an ONNX model (``path`` to a file, or an ``onnx.ModelProto``) as a Graph.
 
     ``bind`` maps graph input names to arrays that become constants (for inputs that ops need
     as static arguments, such as a Reshape's target shape).
@@ -406,10 +406,9 @@ def from_onnx(model: Any, bind: Mapping[str, np.ndarray] | None = None) -> Graph
     shape argument, or a symbolic input dimension.
     """
     onnx, helper, numpy_helper = _onnx()
-    if isinstance(model, (str, os.PathLike)):
-        model = onnx.load(os.fspath(model))
+    model = onnx.load(os.fspath(path)) if isinstance(path, (str, os.PathLike)) else path
     if not isinstance(model, onnx.ModelProto):
-        raise TypeError(f"model must be a path or an onnx.ModelProto, got {type(model).__name__}")
+        raise TypeError(f"path must be a file path or an onnx.ModelProto, got {type(path).__name__}")
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), OPSET)
     im = _Importer(helper, numpy_helper, opset)
     g = model.graph
