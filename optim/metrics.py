@@ -51,18 +51,12 @@ def _layer_macs(module: nn.Module, input_shape: tuple[int, ...], output: minnet.
     return 0
 
 
-def macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
-    """Multiply-accumulates of one forward pass on a zero input of ``input_shape``, counted
-    per leaf module through forward hooks (see the module docstring for the convention)."""
+def forward_with_hooks(model: nn.Module, input_shape: tuple[int, ...], hooks: dict) -> None:
+    """Run ``model`` once on zeros of ``input_shape`` in eval mode under ``no_grad`` with
+    ``hooks`` (module -> forward hook) registered, then remove them and restore the mode."""
     if not all(isinstance(n, (int, np.integer)) and n > 0 for n in input_shape):
         raise ValueError(f"input_shape must be positive integers, got {input_shape}")
-    counts: list[int] = []
-
-    def hook(module, args, output):
-        counts.append(_layer_macs(module, args[0].shape, output))
-
-    leaves = [m for m in model.modules() if not any(True for _ in m.children())]
-    handles = [m.register_forward_hook(hook) for m in leaves]
+    handles = [module.register_forward_hook(hook) for module, hook in hooks.items()]
     was_training = model.training
     try:
         model.eval()
@@ -70,8 +64,20 @@ def macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
             model(minnet.Tensor(np.zeros(input_shape, dtype=np.float32)))
     finally:
         model.train(was_training)
-        for h in handles:
-            h.remove()
+        for handle in handles:
+            handle.remove()
+
+
+def macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
+    """Multiply-accumulates of one forward pass on a zero input of ``input_shape``, counted
+    per leaf module through forward hooks (see the module docstring for the convention)."""
+    counts: list[int] = []
+
+    def hook(module, args, output):
+        counts.append(_layer_macs(module, args[0].shape, output))
+
+    leaves = [m for m in model.modules() if not any(True for _ in m.children())]
+    forward_with_hooks(model, input_shape, {m: hook for m in leaves})
     return int(sum(counts))
 
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-import minnet
 from minnet import nn
+from optim.metrics import forward_with_hooks
 
 from .parametrize import effective_weight
 
@@ -19,10 +19,8 @@ from .parametrize import effective_weight
 def layer_report(model: nn.Module, input_shape: tuple[int, ...]) -> list[dict]:
     """One row per Linear/Conv2d of ``model`` for an input of ``input_shape`` (batch included):
     ``name, type, shape, params, nonzero, sparsity, macs, nonzero_macs``."""
-    if not all(isinstance(n, (int, np.integer)) and n > 0 for n in input_shape):
-        raise ValueError(f"input_shape must be positive integers, got {input_shape}")
     rows: list[dict] = []
-    handles = []
+    hooks = {}
     for name, module in model.named_modules():
         if not isinstance(module, (nn.Linear, nn.Conv2d)):
             continue
@@ -36,16 +34,8 @@ def layer_report(model: nn.Module, input_shape: tuple[int, ...]) -> list[dict]:
                          "sparsity": float(1 - np.count_nonzero(w) / w.size),
                          "macs": per_position * w.size,
                          "nonzero_macs": per_position * int(np.count_nonzero(w))})
-        handles.append(module.register_forward_hook(hook))
-    was_training = model.training
-    try:
-        model.eval()
-        with minnet.no_grad():
-            model(minnet.Tensor(np.zeros(input_shape, dtype=np.float32)))
-    finally:
-        model.train(was_training)
-        for handle in handles:
-            handle.remove()
+        hooks[module] = hook
+    forward_with_hooks(model, input_shape, hooks)
     return rows
 
 
