@@ -99,6 +99,8 @@ class LSQFakeQuantize(nn.Module):
         if not self.initialized:
             self.step.data[...] = lsq_initial_step(x.data, self.qmax, self.axis)
             self.initialized = np.array(True)
+        # an optimizer step can push s to 0 or below; project it back onto s >= eps
+        np.maximum(self.step.data, np.finfo(self.step.dtype).eps, out=self.step.data)
         n = x.size // (x.shape[0] if self.per_sample else 1) // self.step.size
         return lsq_fake_quantize(x, self.step, self.qmin, self.qmax,
                                  lsq_grad_scale(n, self.qmax), self.axis)

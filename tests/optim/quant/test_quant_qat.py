@@ -130,3 +130,13 @@ def test_convert_uses_the_range_of_the_final_weights():
     w = stage.layer.weight.data.reshape(3, -1)
     scale, _ = qparams(w.min(axis=1), w.max(axis=1), *int_range(4), symmetric=True)
     np.testing.assert_allclose(frozen.scale, scale, rtol=1e-6)
+
+
+def test_lsq_step_pushed_below_zero_is_projected_back_to_eps():
+    quant = LSQFakeQuantize(4)
+    x = minnet.tensor(np.linspace(-1, 1, 16, dtype=np.float32))
+    quant(x)
+    quant.step.data[...] = -0.5  # as an optimizer step overshooting would leave it
+    out = quant(x)
+    assert quant.step.data.item() == np.finfo(np.float32).eps
+    assert np.all(np.isfinite(out.data))
