@@ -16,7 +16,6 @@ import argparse
 import os
 import platform
 import statistics
-import time
 
 
 def parse_args() -> argparse.Namespace:
@@ -38,17 +37,11 @@ import numpy as np  # noqa: E402  (after the thread caps)
 from minnet.kernels import conv as KC  # noqa: E402
 from minnet.kernels import pool as KP  # noqa: E402
 from minnet.kernels.backend import HAVE_NUMBA, use_backend  # noqa: E402
+from timing import step_times  # noqa: E402
 
 
 def median_ms(fn, repeats: int, warmup: int) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1e3 * statistics.median(times)
+    return 1e3 * statistics.median(step_times(fn, repeats, warmup))
 
 
 # ---- cases: (name, minnet forward, minnet backward, torch forward, torch backward) --------

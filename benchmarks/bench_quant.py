@@ -59,6 +59,7 @@ from optim.quant import (
     weight_bytes,
 )
 from optim.quant.int_linear import linear_kernel
+from timing import step_times
 
 
 class FloatCache:
@@ -184,13 +185,7 @@ def integer_check(int8, test) -> dict:
 def best_seconds(fn, repeats: int) -> float:
     """Best of ``repeats`` timed runs after one warm-up (the least disturbed by other load on
     the machine, as ``timeit`` recommends)."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
+    return min(step_times(fn, repeats, warmup=1))
 
 
 def timing_rows(cache: FloatCache, train, test, use_torch: bool) -> tuple[list, list]:

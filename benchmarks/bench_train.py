@@ -17,7 +17,6 @@ import multiprocessing
 import os
 import platform
 import statistics
-import time
 
 import numpy as np
 
@@ -25,18 +24,8 @@ import minnet
 from minnet import functional as F
 from minnet import models, optimizers
 from minnet.kernels import backend
+from timing import step_times
 from torch_reference import torch_model
-
-
-def timings(fn, steps: int, warmup: int) -> list[float]:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return times
 
 
 def minnet_cases(name: str, batch: int, rng):
@@ -92,7 +81,7 @@ def measure(framework: str, name: str, task: str, batch: int, steps: int, warmup
     else:
         backend.set_backend(backend_name)
         _, train_step, infer = minnet_cases(name, batch, rng)
-    return timings(train_step if task == "train" else infer, steps, warmup)
+    return step_times(train_step if task == "train" else infer, steps, warmup)
 
 
 CASES = [("lenet300", "train", 128), ("lenet5", "train", 64),
