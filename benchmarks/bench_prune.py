@@ -18,6 +18,9 @@ Sections (each prints a markdown table):
   inference time of the shrunk and dense models at batch 64.
 - ``speed``: a 784→300 Linear with magnitude-pruned weights, minnet's dense layer against the
   CSR layer (Numba kernel), over sparsities and batch sizes; LeNet-300-100 at 95 %.
+- ``bounds``: where the time of the 90 %-sparse layer at batch 1 goes: the raw dense GEMV, the
+  raw CSR kernel, and one flat gathered dot product over all its non-zeros (the same loads and
+  multiply-adds without the per-row structure, which Numba's LLVM vectorises with gathers).
 
 Timings are the best of several interleaved repeats (the machine may be shared), with BLAS
 limited to one thread unless OPENBLAS_NUM_THREADS / OMP_NUM_THREADS are set: the CSR kernels
@@ -45,6 +48,7 @@ from minnet.data import load_mnist  # noqa: E402
 from minnet.train import evaluate, fit  # noqa: E402
 from optim.prune import (SparseLinear, agp_sparsity, magnitude_mask, prune_channels, prune_model,
                          prune_rounds, remove_all, shrink, sparsify)  # noqa: E402
+from optim.prune.csr import csr_matmul, to_csr  # noqa: E402
 
 TRAIN, TEST = load_mnist("train"), load_mnist("test")
 STEPS = [0.5, 0.75, 0.875, 0.92, 0.95]
@@ -243,8 +247,42 @@ def speed(_seeds):
               f"{t_dense / t_sparse:.2f}× |")
 
 
+@numba.njit(fastmath=True, error_model="numpy")
+def flat_gather_dot(x, data, columns):
+    """sum_k data_k x[columns_k]: every product of the CSR kernel, one running sum."""
+    total = data.dtype.type(0)
+    for k in range(data.shape[0]):
+        total += data[k] * x[columns[k]]
+    return total
+
+
+def bounds(_seeds):
+    minnet.manual_seed(0)
+    layer = nn.Linear(784, 300)
+    weight = layer.weight.data * magnitude_mask(layer.weight.data, 0.9)
+    csr = to_csr(weight)
+    x = np.random.default_rng(1).random((1, 784)).astype(np.float32)
+    columns = csr.indices.view(np.uint32)
+    flat_gather_dot(x[0], csr.data, columns)
+    csr_matmul(x, csr)
+    runs = {"dense GEMV (x @ W.T)": lambda: x @ weight.T,
+            "CSR kernel (csr_matmul)": lambda: csr_matmul(x, csr),
+            "flat gathered dot over all non-zeros": lambda: flat_gather_dot(x[0], csr.data, columns)}
+    times = {name: [] for name in runs}
+    for _ in range(15):
+        for name, fn in runs.items():
+            times[name].append(best_time(fn, 1, 200))
+    print(f"\n### 90 %-sparse 784→300 at batch 1 ({csr.data.size:,} non-zeros): median of 15 "
+          "interleaved rounds\n")
+    medians = {name: statistics.median(values) for name, values in times.items()}
+    dense = medians["dense GEMV (x @ W.T)"]
+    print("| computation | µs | speed-up over dense |\n|---|---:|---:|")
+    for name, median in medians.items():
+        print(f"| {name} | {1e6 * median:.1f} | {dense / median:.2f}× |")
+
+
 SECTIONS = {"iterative": iterative, "criteria": criteria, "at_init": at_init, "filters": filters,
-            "speed": speed}
+            "speed": speed, "bounds": bounds}
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__,
