@@ -37,8 +37,7 @@ from optim.nas import (NSGA2, MnistObjectives, RandomSearch, RegularizedEvolutio
 from optim.prune import (apply_mask, prunable, prune_channels, prune_model, remove_all,
                          restore_pruning, shrink, target_sparsity)
 from optim.prune.parametrize import named_pruned
-from optim.quant import (IntegerModel, SharedWeightLayer, calibrate, convert, kmeans_codebook,
-                         prepare, prepare_qat, share_weights)
+from optim.quant import IntegerModel, calibrate, convert, prepare, prepare_qat, share_weights
 
 from .pipeline_report import float_view, optimized_graph
 from .pipeline_store import load_model
@@ -312,38 +311,14 @@ def quantize_stage(model, options: dict, ctx: Context) -> Outcome:
                    details={"config": config, "method": options["method"]})
 
 
-def _share_sparse(layer: SharedWeightLayer, weight: np.ndarray, n_clusters: int, init: str
-                  ) -> tuple[nn.Parameter, np.ndarray] | None:
-    """Re-cluster a layer with zero weights: zeros get their own centroid 0 (index 0), the
-    other weights ``n_clusters - 1`` k-means centroids. Returns the pin of centroid 0."""
-    kept = weight != 0
-    if kept.all():
-        return None
-    centroids, indices = kmeans_codebook(weight[kept], n_clusters - 1, init)
-    full = np.zeros(weight.shape, dtype=layer.indices.dtype)
-    full[kept] = indices + 1
-    layer.centroids.data = np.concatenate([np.zeros(1, centroids.dtype), centroids])
-    layer.indices = full
-    pin = np.zeros(n_clusters, dtype=bool)
-    pin[0] = True
-    return layer.centroids, pin
-
-
 def share_stage(model, options: dict, ctx: Context) -> Outcome:
     """Deep Compression's weight sharing (Han et al. 2016, section 3): per layer, k-means over
     the weights (``optim.quant.share_weights``; over the non-zero ones when pruned, zero
-    keeping a centroid of its own), then fine-tuning of the centroids."""
-    float_model = remove_all(copy.deepcopy(model))
-    weights = {name: m.weight.data.copy() for name, m in float_model.named_modules()
-               if isinstance(m, (nn.Linear, nn.Conv2d))}
-    shared = share_weights(float_model, options["n_clusters"], options["init"])
-    pins = []
-    for name, module in shared.named_modules():
-        if isinstance(module, SharedWeightLayer):
-            pin = _share_sparse(module, weights[name], options["n_clusters"], options["init"])
-            pins += [] if pin is None else [pin]
+    keeping a fixed centroid of its own), then fine-tuning of the centroids."""
+    shared = share_weights(remove_all(copy.deepcopy(model)), options["n_clusters"],
+                           options["init"])
     if options["fine_tune_epochs"]:
-        _train(shared, ctx, options["fine_tune_epochs"], options["lr"], "fit.npz", pins=pins)
+        _train(shared, ctx, options["fine_tune_epochs"], options["lr"], "fit.npz")
     return Outcome(shared, details={"n_clusters": options["n_clusters"]})
 
 

@@ -70,7 +70,8 @@ from .requant import (
     rounding_right_shift,
 )
 from .rounding import ROUNDING_MODES, round_values
-from .sharing import centroid_gradients, kmeans_codebook, nearest_centroid, shared_weights
+from .sharing import (centroid_gradients, kmeans_codebook, nearest_centroid, shared_weights,
+                      sparse_kmeans_codebook)
 from .size import packed_bytes, quantized_model_bytes
 from .ste import (
     FakeQuantizeSTE,
@@ -94,7 +95,8 @@ __all__ = [
     "MSEObserver", "HistogramKLObserver",
     "quantize_multiplier", "requantize", "quantize_bias",
     "rounding_doubling_high_mul", "rounding_right_shift",
-    "kmeans_codebook", "nearest_centroid", "shared_weights", "centroid_gradients",
+    "kmeans_codebook", "sparse_kmeans_codebook", "nearest_centroid", "shared_weights",
+    "centroid_gradients",
     "huffman_code_lengths", "sharing_size_bits",
     "ste_mask", "fake_quantize_ste", "FakeQuantizeSTE", "lsq_quantize", "lsq_gradients",
     "lsq_grad_scale", "lsq_initial_step", "lsq_fake_quantize", "LSQQuantize",

@@ -89,6 +89,33 @@ def kmeans_codebook(
     return centroids, index.reshape(w.shape).astype(_index_dtype(k))
 
 
+def sparse_kmeans_codebook(w: np.ndarray, n_clusters: int, init: str = "linear",
+                           iters: int = 100, rng: np.random.Generator | int | None = None
+                           ) -> tuple[np.ndarray, np.ndarray, bool]:
+    """``kmeans_codebook`` that keeps exact zeros exact: if ``w`` has zeros (and
+    ``n_clusters >= 2``), centroid 0 is 0 and holds them, and the non-zero weights are clustered
+    into the other ``n_clusters - 1`` centroids (Han et al. 2016: sharing after pruning).
+
+    Returns ``(centroids, indices, zero_pinned)``; ``zero_pinned`` says whether code 0 is the
+    reserved zero.
+
+    Source: Han, Mao & Dally 2016, sections 2-3 (prune, then share the remaining weights).
+    Checked by ``tests/optim/quant/test_quant_sharing.py::test_sparse_kmeans_keeps_zeros`` and
+    ``tests/optim/quant/test_quant_model_sharing.py::test_sharing_keeps_pruned_zeros``.
+    """
+    w = as_float_array(w, "w")
+    n_clusters = check_count(n_clusters, "n_clusters")
+    kept = w != 0
+    if kept.all() or n_clusters < 2:
+        return (*kmeans_codebook(w, n_clusters, init, iters, rng=rng), False)
+    centroids = np.zeros(n_clusters, dtype=w.dtype)
+    indices = np.zeros(w.shape, dtype=_index_dtype(n_clusters))
+    if kept.any():
+        centroids[1:], codes = kmeans_codebook(w[kept], n_clusters - 1, init, iters, rng=rng)
+        indices[kept] = codes + 1
+    return centroids, indices, True
+
+
 def _index_dtype(n_clusters: int) -> np.dtype:
     for dtype in (np.uint8, np.uint16, np.uint32):
         if n_clusters - 1 <= np.iinfo(dtype).max:

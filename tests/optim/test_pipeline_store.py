@@ -140,8 +140,9 @@ def test_weight_shared_model_round_trips(tmp_path, images):
     model = quant.share_weights(_seeded(lenet5), n_clusters=8)
     loaded, sizes = _round_trip(model, tmp_path, images)
     layers = [m for m in model.modules() if isinstance(m, quant.SharedWeightLayer)]
-    # indices at ceil(log2 k) bits (or fewer, Huffman-coded), plus 8 float32 centroids each
-    bound = sum(math.ceil(m.indices.size * symbol_bits(8) / 8) + 8 * 4 for m in layers)
+    # indices at ceil(log2 k) bits (or fewer, Huffman-coded), plus 8 float32 centroids and
+    # the one-byte zero_pinned flag each
+    bound = sum(math.ceil(m.indices.size * symbol_bits(8) / 8) + 8 * 4 + 1 for m in layers)
     biases = sum(m.layer.bias.data.nbytes for m in layers)
     assert sizes["packed_bytes"] <= bound + biases
 

@@ -87,3 +87,33 @@ def test_share_weights_leaves_the_model_alone_and_rejects_other_layers():
         SharedWeightLayer(nn.ReLU(), 2)
     with pytest.raises(ValueError, match="n_clusters"):
         share_weights(model, n_clusters=0)
+
+
+@pytest.mark.parametrize("make_optimizer", [
+    lambda params: optimizers.Adam(params, lr=1e-2, weight_decay=1e-2),
+    lambda params: optimizers.SGD(params, lr=0.1, momentum=0.9, weight_decay=1e-2),
+])
+def test_sharing_keeps_pruned_zeros(make_optimizer):
+    """A pruned model shares only its non-zero weights: zeros keep the pinned code 0 and stay
+    exactly zero through fine-tuning with momentum and weight decay, while the other
+    centroids move; with keep_zeros=False the zeros are clustered like any weight."""
+    model = tiny_cnn()
+    rng = np.random.default_rng(0)
+    for layer in (model[0], model[3][0], model[5]):
+        layer.weight.data[rng.random(layer.weight.shape) < 0.6] = 0
+    zeros = [layer.weight.data == 0 for layer in (model[0], model[3][0], model[5])]
+    shared = share_weights(model, n_clusters=4)
+    layers = [m for m in shared.modules() if isinstance(m, SharedWeightLayer)]
+    before = [layer.centroids.data.copy() for layer in layers]
+    x = images(64)
+    y = (x.reshape(64, -1).mean(axis=1) > 0.5).astype(np.int64)
+    fit(shared, make_optimizer(shared.parameters()), (x, y), 1, batch_size=16, progress=False)
+    for layer, zero, old in zip(layers, zeros, before):
+        assert bool(layer.zero_pinned) and layer.centroids.data[0] == 0
+        weight = layer.shared_weight().data
+        np.testing.assert_array_equal(weight == 0, zero)
+        assert not np.array_equal(layer.centroids.data[1:], old[1:])
+    plain = share_weights(model, n_clusters=4, keep_zeros=False)
+    assert not any(bool(m.zero_pinned) for m in plain.modules() if isinstance(m, SharedWeightLayer))
+    assert any((m.shared_weight().data != 0).all() for m in plain.modules()
+               if isinstance(m, SharedWeightLayer))

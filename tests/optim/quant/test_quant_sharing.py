@@ -5,7 +5,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from optim.quant import centroid_gradients, kmeans_codebook, shared_weights
+from optim.quant import centroid_gradients, kmeans_codebook, shared_weights, sparse_kmeans_codebook
 
 from quant_helpers import FLOAT_DTYPES, float_arrays
 
@@ -93,3 +93,25 @@ def test_kmeans_rejects_bad_arguments():
         shared_weights(np.ones(2), np.array([0, 2]))
     with pytest.raises(ValueError, match="grad and indices"):
         centroid_gradients(np.ones(3), np.zeros(2, dtype=int), 2)
+
+
+@given(dtype=FLOAT_DTYPES, shape=SHAPES, k=st.integers(2, 8), seed=st.integers(0, 1000),
+       data=st.data())
+def test_sparse_kmeans_keeps_zeros(dtype, shape, k, seed, data):
+    """Zeros map to the fixed centroid 0 and stay exactly zero; the non-zero weights get the
+    same codebook as k-means over them alone with k - 1 clusters (Han et al. 2016)."""
+    w = data.draw(float_arrays(dtype, shape))
+    w[np.random.default_rng(seed).random(shape) < 0.5] = 0
+    centroids, index, pinned = sparse_kmeans_codebook(w, k)
+    kept = w != 0
+    if kept.all():
+        assert not pinned
+        np.testing.assert_array_equal(index, kmeans_codebook(w, k)[1])
+        return
+    assert pinned and centroids[0] == 0
+    np.testing.assert_array_equal(index == 0, ~kept)
+    np.testing.assert_array_equal(shared_weights(centroids, index)[~kept], 0)
+    if kept.any():
+        alone, codes = kmeans_codebook(w[kept], k - 1)
+        np.testing.assert_array_equal(centroids[1:], alone)
+        np.testing.assert_array_equal(index[kept], codes + 1)
