@@ -29,6 +29,9 @@ def model_bytes(model: nn.Module, include_buffers: bool = True) -> int:
     return sum({id(a): a.nbytes for a in arrays}.values())
 
 
+LAYERS = (nn.Linear, nn.Conv2d)
+
+
 def _pair(v) -> tuple[int, int]:
     return (v, v) if np.isscalar(v) else tuple(v)
 
@@ -70,14 +73,26 @@ def forward_with_hooks(model: nn.Module, input_shape: tuple[int, ...], hooks: di
 
 def macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
     """Multiply-accumulates of one forward pass on a zero input of ``input_shape``, counted
-    per leaf module through forward hooks (see the module docstring for the convention)."""
+    per leaf module through forward hooks (see the module docstring for the convention).
+
+    A module holding its Linear/Conv2d as ``.layer`` and running it with replaced weights
+    (``QuantStage``, ``SharedWeightLayer``) counts as that layer, plus one per output element
+    for a fused ReLU (``relu=True``)."""
     counts: list[int] = []
 
     def hook(module, args, output):
         counts.append(_layer_macs(module, args[0].shape, output))
 
-    leaves = [m for m in model.modules() if not any(True for _ in m.children())]
-    forward_with_hooks(model, input_shape, {m: hook for m in leaves})
+    def wrapper_hook(module, args, output):
+        counts.append(_layer_macs(module.layer, args[0].shape, output)
+                      + (output.size if getattr(module, "relu", False) is True else 0))
+
+    wrappers = [m for m in model.modules() if isinstance(getattr(m, "layer", None), LAYERS)]
+    wrapped = {id(m.layer) for m in wrappers}
+    hooks = {m: hook for m in model.modules()
+             if not any(True for _ in m.children()) and id(m) not in wrapped}
+    hooks.update({m: wrapper_hook for m in wrappers})
+    forward_with_hooks(model, input_shape, hooks)
     return int(sum(counts))
 
 

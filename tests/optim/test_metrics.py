@@ -6,6 +6,7 @@ from hypothesis import strategies as st
 
 from minnet import models, nn
 from optim import metrics
+from optim.quant import prepare, prepare_qat, share_weights
 
 
 def test_count_params_of_lenets_matches_the_literature():
@@ -75,3 +76,13 @@ def test_model_bytes_counts_a_shared_layer_once():
     shared = nn.Linear(4, 4)
     model = nn.Sequential(shared, nn.ReLU(), shared)
     assert metrics.model_bytes(model) == metrics.model_bytes(shared) == (16 + 4) * 4
+
+
+def test_quantized_and_shared_models_count_the_macs_of_their_float_view():
+    """QuantStage and SharedWeightLayer run their layer with replaced weights: they count as
+    that layer (and a fused ReLU), so the total equals the float model's."""
+    model = models.lenet5()
+    expected = metrics.macs(model, (2, 1, 28, 28))
+    assert metrics.macs(share_weights(model, n_clusters=4), (2, 1, 28, 28)) == expected
+    assert metrics.macs(prepare_qat(model, weight_method="ste"), (2, 1, 28, 28)) == expected
+    assert metrics.macs(prepare(model), (2, 1, 28, 28)) == expected
