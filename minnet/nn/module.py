@@ -4,6 +4,13 @@ A Module registers Parameters, buffers (plain ndarrays such as BatchNorm's runni
 and child Modules as attributes, in assignment order. ``state_dict`` names them like PyTorch
 (``fc1.weight``, ``bn.running_mean``); forward pre-hooks and forward hooks run around
 ``forward`` and return removable handles.
+
+A buffer registered with ``resizable=True`` holds state whose shape is only known once data
+has been seen (a quantizer's scale, an observer's running range), like PyTorch's
+``UninitializedBuffer`` and the resize in ``FakeQuantize._load_from_state_dict``: it may be
+None, and ``load_state_dict`` replaces it by the saved array instead of copying in place.
+After loading, every module's ``_load_state_dict_post`` runs, so a module can rebuild state
+kept outside its parameters and buffers from them.
 """
 from __future__ import annotations
 
@@ -50,6 +57,7 @@ class Module:
         object.__setattr__(self, "_parameters", OrderedDict())
         object.__setattr__(self, "_buffers", OrderedDict())
         object.__setattr__(self, "_non_persistent", set())
+        object.__setattr__(self, "_resizable", set())
         object.__setattr__(self, "_modules", OrderedDict())
         object.__setattr__(self, "_forward_pre_hooks", OrderedDict())
         object.__setattr__(self, "_forward_hooks", OrderedDict())
@@ -90,6 +98,7 @@ class Module:
             if name in table:
                 del table[name]
                 self._non_persistent.discard(name)
+                self._resizable.discard(name)
                 return
         object.__delattr__(self, name)
 
@@ -98,15 +107,25 @@ class Module:
             raise TypeError(f"param {name!r} must be a Parameter or None, got {type(param).__name__}")
         self._parameters[name] = param
 
-    def register_buffer(self, name: str, array: np.ndarray | None, persistent: bool = True) -> None:
+    def register_buffer(self, name: str, array: np.ndarray | None, persistent: bool = True, *,
+                        resizable: bool = False) -> None:
         """Register an ndarray that is state but not a parameter (saved in ``state_dict``
-        unless ``persistent=False``)."""
+        unless ``persistent=False``).
+
+        A ``resizable`` buffer may be None until data is seen; its key is accepted by
+        ``load_state_dict`` even while it is None, is not required while it is None, and a
+        loaded array replaces it whatever its shape (keeping the current dtype, or the saved
+        one while None)."""
         if not isinstance(name, str) or not name or "." in name:
             raise ValueError(f"buffer name must be a non-empty string without '.', got {name!r}")
         self.__dict__.pop(name, None)
         self._buffers[name] = None if array is None else np.asarray(array)
+        self._non_persistent.discard(name)
+        self._resizable.discard(name)
         if not persistent:
             self._non_persistent.add(name)
+        if resizable:
+            self._resizable.add(name)
 
     def register_module(self, name: str, module: Module | None) -> None:
         self._modules[name] = module
@@ -221,6 +240,8 @@ class Module:
         return state
 
     def _state_slots(self) -> dict[str, tuple[Module, str, str]]:
+        """Every loadable key: parameters, persistent buffers (``"buffer"``) and persistent
+        resizable buffers, None ones included (``"resizable"``)."""
         slots = {}
         for module_name, module in self.named_modules(remove_duplicate=False):
             dot = f"{module_name}." if module_name else ""
@@ -228,21 +249,29 @@ class Module:
                 if p is not None:
                     slots[dot + name] = (module, "param", name)
             for name, b in module._buffers.items():
-                if b is not None and name not in module._non_persistent:
+                if name in module._non_persistent:
+                    continue
+                if name in module._resizable:
+                    slots[dot + name] = (module, "resizable", name)
+                elif b is not None:
                     slots[dot + name] = (module, "buffer", name)
         return slots
 
     def load_state_dict(self, state_dict: dict[str, np.ndarray], strict: bool = True) -> IncompatibleKeys:
-        """Copy arrays into the parameters and buffers in place (casting to their dtypes).
+        """Copy arrays into the parameters and buffers in place (casting to their dtypes);
+        resizable buffers are replaced by a copy of the saved array instead (see
+        ``register_buffer``). Then ``_load_state_dict_post()`` runs on every module.
 
-        A wrong shape is always an error; with ``strict`` so are missing and unexpected keys.
-        Returns ``(missing_keys, unexpected_keys)``.
+        A wrong shape is always an error (except for resizable buffers); with ``strict`` so
+        are missing and unexpected keys. A resizable buffer that is still None is never
+        missing. Returns ``(missing_keys, unexpected_keys)``.
         """
         slots = self._state_slots()
-        missing = [k for k in slots if k not in state_dict]
+        missing = [k for k in slots if k not in state_dict
+                   and self._slot_array(*slots[k]) is not None]
         unexpected = [k for k in state_dict if k not in slots]
         wrong = [f"{k}: checkpoint {np.shape(state_dict[k])}, model {self._slot_array(*slots[k]).shape}"
-                 for k in slots if k in state_dict
+                 for k in slots if k in state_dict and slots[k][1] != "resizable"
                  and np.shape(state_dict[k]) != self._slot_array(*slots[k]).shape]
         problems = []
         if wrong:
@@ -254,12 +283,24 @@ class Module:
         if problems:
             raise ValueError("load_state_dict: " + ", ".join(problems))
         for key, (module, kind, name) in slots.items():
-            if key in state_dict:
+            if key not in state_dict:
+                continue
+            if kind == "resizable":
+                current = module._buffers[name]
+                dtype = None if current is None else current.dtype
+                module._buffers[name] = np.array(state_dict[key], dtype=dtype, copy=True)
+            else:
                 self._slot_array(module, kind, name)[...] = np.asarray(state_dict[key])
+        for module in self.modules():
+            module._load_state_dict_post()
         return IncompatibleKeys(missing, unexpected)
 
+    def _load_state_dict_post(self) -> None:
+        """Runs on every module after ``load_state_dict`` has written the arrays; a subclass
+        overrides it to rebuild state derived from its buffers (does nothing by default)."""
+
     @staticmethod
-    def _slot_array(module: Module, kind: str, name: str) -> np.ndarray:
+    def _slot_array(module: Module, kind: str, name: str) -> np.ndarray | None:
         return module._parameters[name].data if kind == "param" else module._buffers[name]
 
     # ---- calling -----------------------------------------------------------------------

@@ -49,14 +49,28 @@ class FakeQuantize(nn.Module):
     the qparams are recomputed from it; in eval mode the last qparams are used (the first
     input initialises them). With ``track_current`` the observer is reset before every input,
     in either mode, so the range is always the current tensor's (for weights, which change at
-    every step)."""
+    every step).
+
+    State (as ``torch.ao.quantization.FakeQuantize``'s buffers): resizable buffers ``scale``,
+    ``zero_point`` and ``observer_<key>`` for each of the observer's ``state_keys``
+    (``observer_min``, ``observer_max`` for the min-max observers), None until data is seen.
+    The observer's statistics are mirrored into them after each observation and pushed back
+    into it by ``load_state_dict``, so a loaded model evaluates with the saved qparams and
+    trains on from the saved running range. Histogram and MSE observers are calibration-only:
+    after a load they start afresh (the saved qparams are still used in eval mode).
+    """
 
     def __init__(self, observer: Observer, track_current: bool = False):
         super().__init__()
         if not isinstance(observer, Observer):
             raise TypeError(f"observer must be an Observer, got {type(observer).__name__}")
         self.observer, self.track_current = observer, bool(track_current)
-        self.scale = self.zero_point = None
+        for name in ("scale", "zero_point", *self._observer_buffers()):
+            self.register_buffer(name, None, resizable=True)
+
+    def _observer_buffers(self) -> dict[str, str]:
+        """Buffer name -> observer state key."""
+        return {f"observer_{key}": key for key in self.observer.state_keys}
 
     def forward(self, x: Tensor) -> Tensor:
         obs = self.observer
@@ -65,7 +79,16 @@ class FakeQuantize(nn.Module):
                 obs.reset()
             obs(x.data)
             self.scale, self.zero_point = obs.calculate_qparams()
+            state = obs.state_dict()
+            for name, key in self._observer_buffers().items():
+                setattr(self, name, state[key])
         return fake_quantize_ste(x, self.scale, self.zero_point, obs.qmin, obs.qmax, obs.axis)
+
+    def _load_state_dict_post(self) -> None:
+        buffers = self._observer_buffers()
+        if buffers and all(getattr(self, name) is not None for name in buffers):
+            self.observer.load_state_dict({key: getattr(self, name)
+                                           for name, key in buffers.items()})
 
     def frozen(self) -> FixedFakeQuantize:
         if self.scale is None:

@@ -6,6 +6,11 @@ clipping range ``(x_min, x_max)`` and ``calculate_qparams()`` feeds it to ``qpar
 (arrays of shape ``(C,)``). The integer range is ``int_range(bits, signed, restricted)``.
 Calibration data with NaN or Inf, and ``calculate_qparams`` before any data, raise
 ``ValueError``. The methods follow ``torch.ao.quantization.observer`` where it has them.
+
+``state_dict()`` / ``load_state_dict(state)`` save and restore the running statistics that
+observing continues from: ``min`` and ``max`` (per channel, shape ``(C,)``) for the min-max
+observers, as PyTorch's ``min_val`` / ``max_val`` buffers. The histogram and MSE observers are
+calibration-only: their state is empty, and after a load they start observing afresh.
 """
 from __future__ import annotations
 
@@ -18,7 +23,10 @@ from .ranges import check_bits, int_range
 
 
 class Observer:
-    """Base class; subclasses implement ``_observe(rows)`` and ``_range()`` on ``(C, N)`` rows."""
+    """Base class; subclasses implement ``_observe(rows)`` and ``_range()`` on ``(C, N)`` rows
+    and name in ``state_keys`` the ``(C,)`` attributes that ``state_dict`` saves."""
+
+    state_keys: tuple[str, ...] = ()
 
     def __init__(
         self,
@@ -43,6 +51,31 @@ class Observer:
     def __call__(self, x: np.ndarray) -> np.ndarray:
         self._observe(self._rows(x))
         return x
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Copies of the running statistics (``state_keys``); empty before any data."""
+        if self.channels is None:
+            return {}
+        return {key: np.array(getattr(self, key)) for key in self.state_keys}
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        """Forget everything observed, then continue from ``state`` (a ``state_dict()``; empty
+        means no data seen). The channel count and dtype are the saved arrays'."""
+        if state and set(state) != set(self.state_keys):
+            raise ValueError(f"state must be empty or have the keys {list(self.state_keys)}, "
+                             f"got {sorted(state)}")
+        arrays = [np.array(state[key]) for key in self.state_keys if state]
+        shapes = [a.shape for a in arrays]
+        if arrays and (len(set(shapes)) > 1 or arrays[0].ndim != 1 or arrays[0].size == 0
+                       or (self.axis is None and arrays[0].size != 1)
+                       or any(a.dtype.kind != "f" for a in arrays)):
+            raise ValueError("state arrays must be floating and of one shape (C,), C = 1 per "
+                             f"tensor (axis={self.axis}), got shapes {shapes}")
+        self.reset()
+        if arrays:
+            self.channels, self.dtype = arrays[0].shape[0], arrays[0].dtype
+            for key, value in zip(self.state_keys, arrays):
+                setattr(self, key, value.astype(self.dtype))
 
     def _rows(self, x: object) -> np.ndarray:
         """``x`` as ``(C, N)``: channel rows (one row per tensor when ``axis`` is None)."""
@@ -96,6 +129,8 @@ class MinMaxObserver(Observer):
     Checked by ``tests/optim/quant/test_quant_observers.py::test_minmax_is_running_extremes`` and
     ``tests/optim/quant/test_quant_torch.py::test_qparams_match_torch_minmax_observer``.
     """
+
+    state_keys = ("min", "max")
 
     def reset(self) -> None:
         super().reset()
