@@ -4,6 +4,9 @@ import copy
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 
 import minnet
 from minnet import functional as F
@@ -292,3 +295,73 @@ def test_hooks_survive_deepcopy_and_the_copy_is_independent():
     clone.head.weight.data[...] = 0.0
     assert net.head.weight.data.any()
     assert not np.shares_memory(clone.body[2].bn.running_mean, net.body[2].bn.running_mean)
+
+
+# ---- resizable buffers and the post-load hook --------------------------------------------
+
+
+class _Lazy(nn.Module):
+    """A resizable ``stat`` (None until ``forward`` sees data), an ordinary ``count`` buffer,
+    and ``seen``: state outside the buffers that ``_load_state_dict_post`` rebuilds."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("stat", None, resizable=True)
+        self.register_buffer("count", np.zeros(2, dtype=np.int64))
+        self.seen = None
+
+    def forward(self, x):
+        self.stat = x.data.max(axis=0)
+        self.seen = self.stat.shape
+        return x
+
+    def _load_state_dict_post(self):
+        self.seen = None if self.stat is None else self.stat.shape
+
+
+def _lazy_pair():
+    return nn.Sequential(nn.Linear(2, 2), _Lazy())
+
+
+@given(shape=hnp.array_shapes(min_dims=1, max_dims=3, max_side=4),
+       dtype=st.sampled_from([np.float32, np.float64]))
+def test_resizable_buffer_is_replaced_by_the_saved_array(shape, dtype):
+    trained, fresh = _lazy_pair(), _lazy_pair()
+    trained[1](minnet.Tensor(np.arange(np.prod(shape) * 2, dtype=dtype).reshape(2, *shape)))
+    assert "1.stat" not in fresh.state_dict()
+    fresh.load_state_dict(trained.state_dict())  # strict: the None buffer's key is expected
+    saved = trained[1].stat
+    assert fresh[1].stat.shape == saved.shape and fresh[1].stat.dtype == saved.dtype
+    np.testing.assert_array_equal(fresh[1].stat, saved)
+    assert fresh[1].stat is not saved and fresh[1].seen == saved.shape  # a copy; hook ran
+    other = np.ones((5,), dtype=np.float64)  # a different shape replaces it too, keeping dtype
+    fresh.load_state_dict({**trained.state_dict(), "1.stat": other})
+    assert fresh[1].stat.shape == (5,) and fresh[1].stat.dtype == saved.dtype
+
+
+def test_state_of_a_model_that_saw_no_data_loads_strictly():
+    trained, fresh = _lazy_pair(), _lazy_pair()
+    trained[1](minnet.Tensor(np.ones((2, 2), np.float32)))
+    fresh.load_state_dict(_lazy_pair().state_dict())
+    assert fresh[1].stat is None and fresh[1].seen is None
+    with pytest.raises(ValueError, match=r"missing keys \['1.stat'\]"):  # no longer optional
+        trained.load_state_dict(_lazy_pair().state_dict())
+    assert trained.load_state_dict(_lazy_pair().state_dict(), strict=False).missing_keys == ["1.stat"]
+    assert trained[1].stat is not None
+
+
+def test_ordinary_buffers_keep_their_shape_check_next_to_resizable_ones():
+    trained = _lazy_pair()
+    trained[1](minnet.Tensor(np.ones((2, 2), np.float32)))
+    state = {**trained.state_dict(), "1.count": np.zeros(3, dtype=np.int64)}
+    with pytest.raises(ValueError, match=r"1.count: checkpoint \(3,\), model \(2,\)"):
+        _lazy_pair().load_state_dict(state)
+
+
+def test_non_persistent_resizable_buffer_is_neither_saved_nor_expected():
+    module = nn.Identity()
+    module.register_buffer("cache", None, persistent=False, resizable=True)
+    module.cache = np.ones(3)
+    assert "cache" not in module.state_dict()
+    with pytest.raises(ValueError, match="unexpected keys"):
+        module.load_state_dict({"cache": np.ones(3)})
