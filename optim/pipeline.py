@@ -38,7 +38,7 @@ import minnet
 from minnet.data import load_mnist
 from minnet.io import atomic_write
 
-from .pipeline_config import ConfigError, config_hash
+from .pipeline_config import MNIST_SUBSETS, ConfigError, config_hash
 from .pipeline_report import (TIMING_KEYS, compression_rows, format_table, measure,
                               plot_accuracy_vs_size, write_report)
 from .pipeline_stages import STAGE_FUNCTIONS, Context, Outcome
@@ -68,7 +68,7 @@ def _sha256(path: Path) -> str:
 def load_data(run: dict) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
     """``(train, test)`` for the run: the bundled MNIST-5k or the full set, cut to seeded
     random subsets of ``limit`` training and ``test_limit`` test images (in file order)."""
-    subset = {"mnist-5k": "5k", "mnist-full": "full"}[run["dataset"]]
+    subset = MNIST_SUBSETS[run["dataset"]]
     x, y = load_mnist("train", subset, run.get("data_root"))
     x_test, y_test = load_mnist("test", subset, run.get("data_root"))
     return _subset(x, y, run.get("limit"), run["seed"]), \

@@ -33,7 +33,8 @@ __all__ = ["ConfigError", "Option", "RUN_OPTIONS", "OPTIONS", "STAGES", "MODELS"
            "default_config_text", "load_config", "parse_config", "validate", "config_hash"]
 
 MODELS = ("lenet5", "lenet5-bn", "lenet-300-100")
-DATASETS = ("mnist-5k", "mnist-full")
+MNIST_SUBSETS = {"mnist-5k": "5k", "mnist-full": "full"}  # dataset -> load_mnist subset
+DATASETS = tuple(MNIST_SUBSETS)
 WEIGHT_CRITERIA = ("magnitude", "random", "taylor", "snip", "obd_fisher", "obd_hutchinson",
                    "influence")
 CHANNEL_CRITERIA = ("l1", "l2", "fpgm", "random", "taylor", "bn_scale", "activation_variance",

@@ -39,6 +39,7 @@ from optim.prune import (apply_mask, prunable, prune_channels, prune_model, remo
 from optim.prune.parametrize import named_pruned
 from optim.quant import IntegerModel, calibrate, convert, prepare, prepare_qat, share_weights
 
+from .pipeline_config import MNIST_SUBSETS
 from .pipeline_report import float_view, optimized_graph
 from .pipeline_store import load_model
 
@@ -221,7 +222,7 @@ _NAS = {"cnn": (cnn_space, build_cnn, cnn_cost), "mlp": (mlp_space, build_mlp, m
 def nas_stage(model, options: dict, ctx: Context) -> Outcome:
     """Pick a new (student) architecture by architecture search over ``space`` under a MACs
     budget relative to the current model: trials are trained for ``trial_epochs`` and
-    validated on a split of the bundled training images (``optim.nas.MnistObjectives``); the
+    validated on a split of the run's training images (``optim.nas.MnistObjectives``); the
     architecture with the fewest parameters among those within ``tolerance`` of the lowest
     validation error is trained for ``epochs``. The search history is resumable."""
     make_space, build, cost = _NAS[options["space"]]
@@ -231,7 +232,8 @@ def nas_stage(model, options: dict, ctx: Context) -> Outcome:
     names = ("error", "params") if options["strategy"] == "nsga2" else ("error",)
     objectives = MnistObjectives(build, names, options["trial_epochs"], lr=options["lr"],
                                  batch_size=ctx.run["batch_size"], limit=ctx.run.get("limit"),
-                                 seed=seed)
+                                 seed=seed, subset=MNIST_SUBSETS[ctx.run["dataset"]],
+                                 root=ctx.run.get("data_root"))
     population = max(2, min(8, options["trials"]))
     strategy = {"random": lambda: RandomSearch(space, len(names), seed=seed),
                 "evolution": lambda: RegularizedEvolution(space, population,

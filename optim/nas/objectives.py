@@ -57,14 +57,16 @@ def stratified_split(y: np.ndarray, fraction: float, seed: int = 0) -> tuple[np.
 
 
 @lru_cache(maxsize=4)
-def mnist_splits(val_fraction: float = 0.2, limit: int | None = None,
-                 seed: int = 0) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """``{"train": (x, y), "val": (x, y)}`` from the bundled training images (cached per process).
+def mnist_splits(val_fraction: float = 0.2, limit: int | None = None, seed: int = 0,
+                 subset: str = "5k", root: str | None = None
+                 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """``{"train": (x, y), "val": (x, y)}`` from the MNIST training images (cached per process):
+    the bundled ``subset="5k"`` or the ``"full"`` set under ``root`` (``load_mnist``'s).
 
     ``limit``: keep only that many training images (a seeded random subset) before
     splitting, for quick runs. The arrays are shared between calls: do not modify them.
     """
-    x, y = load_mnist("train")
+    x, y = load_mnist("train", subset, root)
     if limit is not None:
         limit = check_positive_int(limit, "limit", high=len(y))
         keep = np.sort(np.random.default_rng(seed).permutation(len(y))[:limit])
@@ -128,13 +130,15 @@ class MnistObjectives:
     objectives whichever trial, worker or process evaluates it; the number of epochs is
     ``trial.resource`` when a multi-fidelity strategy sets it, else ``epochs``. Holds only
     settings (the data is loaded in each process), so it pickles cheaply to worker processes.
+    ``subset`` and ``root`` choose the MNIST images as ``load_mnist`` does.
     Tested by ``tests/optim/nas/test_nas_objectives.py::test_objectives_are_reproducible_and_match_metrics``.
     """
 
     def __init__(self, build: Callable[[dict], nn.Module] = build_cnn,
                  objectives: Sequence[str] = ("error", "macs"), epochs: int = 2, *,
                  lr: float = 1e-3, batch_size: int = 64, val_fraction: float = 0.2,
-                 limit: int | None = None, seed: int = 0, latency_repeats: int = 10):
+                 limit: int | None = None, seed: int = 0, latency_repeats: int = 10,
+                 subset: str = "5k", root: str | None = None):
         if not callable(build):
             raise TypeError(f"build must be callable, got {build!r}")
         objectives = tuple(objectives)
@@ -148,15 +152,17 @@ class MnistObjectives:
         self.lr, self.batch_size = float(lr), check_positive_int(batch_size, "batch_size")
         self.val_fraction, self.limit, self.seed = val_fraction, limit, check_positive_int(seed, "seed", low=0)
         self.latency_repeats = check_positive_int(latency_repeats, "latency_repeats")
+        self.subset, self.root = subset, None if root is None else str(root)
         self.data()  # validates val_fraction and limit now, not in every trial
 
     def __repr__(self) -> str:
         return (f"MnistObjectives({getattr(self.build, '__name__', self.build)!r}, "
-                f"{self.objectives}, epochs={self.epochs}, limit={self.limit}, seed={self.seed})")
+                f"{self.objectives}, epochs={self.epochs}, limit={self.limit}, seed={self.seed}, "
+                f"subset={self.subset!r})")
 
     def data(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """The ``mnist_splits`` this evaluator trains and validates on."""
-        return mnist_splits(self.val_fraction, self.limit, self.seed)
+        return mnist_splits(self.val_fraction, self.limit, self.seed, self.subset, self.root)
 
     def trained(self, arch: dict, epochs: int | None = None,
                 data: tuple[np.ndarray, np.ndarray] | None = None) -> nn.Module:

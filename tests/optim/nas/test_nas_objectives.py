@@ -9,6 +9,7 @@ from minnet.data import load_mnist
 from minnet.train import evaluate
 from optim.nas import SuccessiveHalving, Trial, cnn_space, search
 from optim.nas.build import build_cnn, cnn_cost
+from optim.nas import objectives as objectives_module
 from optim.nas.objectives import MnistObjectives, measure, mnist_splits, stratified_split
 
 LIMIT = 160
@@ -103,3 +104,25 @@ def test_successive_halving_spends_epochs_on_the_best_half():
     ranked = sorted(first, key=lambda r: (r.objectives[0], r.id))
     assert [r.arch for r in second] == [r.arch for r in ranked[:2]]
     assert all(r.objectives == objectives(Trial(0, r.arch, resource=2)) for r in second)
+
+
+def test_objectives_load_the_requested_mnist_subset(monkeypatch):
+    """``subset`` and ``root`` reach ``load_mnist``: the splits are carved from its images."""
+    calls = []
+    x = np.random.default_rng(0).random((60, 1, 28, 28)).astype(np.float32)
+    y = np.repeat(np.arange(10), 6)
+
+    def fake_load(split, subset="5k", root=None):
+        calls.append((split, subset, root))
+        return x, y
+
+    monkeypatch.setattr(objectives_module, "load_mnist", fake_load)
+    mnist_splits.cache_clear()
+    try:
+        objectives = MnistObjectives(build_cnn, ("error",), subset="full", root="mnist-cache")
+        splits = objectives.data()
+    finally:
+        mnist_splits.cache_clear()
+    assert calls == [("train", "full", "mnist-cache")]
+    assert len(splits["train"][1]) + len(splits["val"][1]) == 60
+    assert np.array_equal(np.sort(np.concatenate([splits["train"][1], splits["val"][1]])), y)
