@@ -166,3 +166,48 @@ def test_channel_count_change_and_bad_axis_raise(cls):
         cls(axis=2)(np.ones((2, 3)))
     with pytest.raises(ValueError, match="bits"):
         cls(bits=17)
+
+
+@pytest.mark.parametrize("cls", [MinMaxObserver, MovingAverageMinMaxObserver])
+@given(batches=calibration_batches(max_batches=4), axis=AXES, split=st.integers(1, 3))
+def test_loaded_state_continues_like_the_original(cls, batches, axis, split):
+    # observing batches[:k], saving, loading into a new observer and observing the rest
+    # gives the same statistics (and dtype) as observing everything in one observer
+    split = min(split, len(batches))
+    original = _observe(cls(axis=axis), batches[:split])
+    restored = cls(axis=axis)
+    restored.load_state_dict(original.state_dict())
+    for observer in (original, restored):
+        _observe(observer, batches[split:])
+    for a, b in zip(original.range(), restored.range()):
+        np.testing.assert_array_equal(b, a)
+        assert b.dtype == a.dtype
+    for key, value in original.state_dict().items():
+        np.testing.assert_array_equal(restored.state_dict()[key], value)
+
+
+@pytest.mark.parametrize("cls", OBSERVERS)
+def test_empty_state_means_no_data_and_calibration_only_observers_save_nothing(cls):
+    observer = _observe(cls(axis=0), [np.ones((2, 3), dtype=np.float32)])
+    assert set(observer.state_dict()) == set(cls.state_keys)
+    observer.load_state_dict({})
+    assert observer.state_dict() == {}
+    with pytest.raises(ValueError, match="observed no data"):
+        observer.calculate_qparams()
+
+
+@pytest.mark.parametrize("axis, state, message", [
+    (0, {"min": np.zeros(2)}, "keys"),
+    (0, {"min": np.zeros(2), "max": np.zeros(3)}, "one shape"),
+    (0, {"min": np.zeros((2, 1)), "max": np.zeros((2, 1))}, "one shape"),
+    (0, {"min": np.zeros(2, np.int64), "max": np.zeros(2, np.int64)}, "floating"),
+    (None, {"min": np.zeros(2), "max": np.ones(2)}, "per tensor"),
+])
+def test_bad_observer_state_raises_and_keeps_the_old_state(axis, state, message):
+    observer = _observe(MinMaxObserver(axis=axis), [np.arange(4.0).reshape(2, 2)])
+    before = observer.state_dict()
+    with pytest.raises(ValueError, match=message):
+        observer.load_state_dict(state)
+    assert observer.state_dict().keys() == before.keys()
+    for key, value in observer.state_dict().items():
+        np.testing.assert_array_equal(value, before[key])

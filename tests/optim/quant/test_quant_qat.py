@@ -5,6 +5,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import minnet
+from minnet import functional as F
 from minnet import nn, optimizers
 from minnet.train import fit
 from optim.quant import (
@@ -140,3 +141,120 @@ def test_lsq_step_pushed_below_zero_is_projected_back_to_eps():
     out = quant(x)
     assert quant.step.data.item() == np.finfo(np.float32).eps
     assert np.all(np.isfinite(out.data))
+
+
+# ---- exact save / resume of a QAT model --------------------------------------------------
+
+
+def _labels(x):
+    return (x.reshape(len(x), -1).mean(axis=1) > 0.5).astype(np.int64)
+
+
+def _train_step(qat, optimizer, x):
+    optimizer.zero_grad()
+    F.cross_entropy(qat(minnet.Tensor(x)), _labels(x)).backward()
+    optimizer.step()
+
+
+def _trained_qat(weight_method, steps=3):
+    """A 4-bit QAT model (moving-average activation observers) after ``steps`` SGD steps on
+    batches of different ranges, so each observer's running range is not any batch's own."""
+    qat = prepare_qat(tiny_cnn(), weight_bits=4, weight_method=weight_method)
+    optimizer = optimizers.SGD(qat.parameters(), lr=0.05)
+    for k in range(steps):
+        _train_step(qat, optimizer, (k + 1) * images(8, seed=k))
+    return qat
+
+
+def _observer_ranges(qat):
+    return [(m.observer.min, m.observer.max) for m in qat.modules()
+            if isinstance(m, FakeQuantize) and not m.track_current]
+
+
+def _through_minnet_io(state, path):
+    minnet.save(state, path)
+    return minnet.load(path)
+
+
+def _through_np_savez(state, path):
+    np.savez(path, **state)
+    with np.load(path, allow_pickle=False) as archive:
+        return dict(archive)
+
+
+@pytest.mark.parametrize("weight_method", ["ste", "lsq"])
+@pytest.mark.parametrize("round_trip", [lambda state, path: state, _through_minnet_io,
+                                        _through_np_savez], ids=["dict", "minnet.io", "np.savez"])
+def test_loaded_qat_model_evaluates_and_trains_on_exactly(weight_method, round_trip, tmp_path):
+    trained = _trained_qat(weight_method)
+    state = round_trip(trained.state_dict(), tmp_path / "qat.npz")
+    fresh = prepare_qat(tiny_cnn(seed=1), weight_bits=4, weight_method=weight_method)
+    fresh.load_state_dict(state)
+    x = 3 * images(8, seed=9)  # a range no observer has seen: eval must not re-observe
+    trained.eval(), fresh.eval()
+    np.testing.assert_array_equal(run(fresh, x), run(trained, x))
+    trained.train(), fresh.train()
+    for model in (trained, fresh):
+        _train_step(model, optimizers.SGD(model.parameters(), lr=0.05), x)
+    for (name, a), (_, b) in zip(trained.named_parameters(), fresh.named_parameters()):
+        np.testing.assert_array_equal(b.data, a.data, err_msg=name)
+    ranges = _observer_ranges(trained)
+    assert len(ranges) == 4
+    for (lo_a, hi_a), (lo_b, hi_b) in zip(ranges, _observer_ranges(fresh)):
+        np.testing.assert_array_equal(lo_b, lo_a)
+        np.testing.assert_array_equal(hi_b, hi_a)
+    for key, value in trained.state_dict().items():
+        np.testing.assert_array_equal(fresh.state_dict()[key], value, err_msg=key)
+
+
+def test_moving_average_continues_from_the_loaded_range():
+    trained = _trained_qat("ste")
+    fresh = prepare_qat(tiny_cnn(), weight_bits=4, weight_method="ste")
+    fresh.load_state_dict(trained.state_dict())
+    head = fresh[0]
+    saved_min, saved_max = head.observer_min.copy(), head.observer_max.copy()
+    x = images(8, seed=9)
+    run(fresh, x)  # training mode: one moving-average update of the input range
+    c = head.observer.averaging_constant
+    np.testing.assert_allclose(head.observer.min, saved_min + c * (x.min() - saved_min), rtol=1e-6)
+    np.testing.assert_allclose(head.observer.max, saved_max + c * (x.max() - saved_max), rtol=1e-6)
+
+
+@pytest.mark.parametrize("weight_method", ["ste", "lsq"])
+def test_state_of_an_unrun_qat_model_loads_strictly(weight_method):
+    unrun = prepare_qat(tiny_cnn(), weight_bits=4, weight_method=weight_method).state_dict()
+    assert not any(key.endswith(("scale", "observer_min")) for key in unrun)
+    fresh = prepare_qat(tiny_cnn(seed=1), weight_bits=4, weight_method=weight_method)
+    assert fresh.load_state_dict(unrun) == ([], [])
+    reference = prepare_qat(tiny_cnn(), weight_bits=4, weight_method=weight_method)
+    x = images(8)
+    np.testing.assert_array_equal(run(fresh, x), run(reference, x))  # both observe afresh
+    trained = _trained_qat(weight_method)
+    fresh.load_state_dict(trained.state_dict())  # a trained state into a model that has run
+
+
+def test_wrong_shape_ordinary_state_still_raises_naming_the_key():
+    state = _trained_qat("lsq").state_dict()
+    state["1.weight_quant.initialized"] = np.zeros(2, dtype=bool)
+    with pytest.raises(ValueError, match=r"1\.weight_quant\.initialized: checkpoint \(2,\)"):
+        prepare_qat(tiny_cnn(), weight_bits=4).load_state_dict(state)
+
+
+@pytest.mark.parametrize("weight_method", ["ste", "lsq"])
+def test_fit_resumed_after_epoch_one_equals_an_uninterrupted_qat_run(weight_method, tmp_path):
+    x = images(16, seed=3)
+    data = (x, _labels(x))
+
+    def train(epochs, path, resume=False, seed=0):
+        qat = prepare_qat(tiny_cnn(seed=seed), weight_bits=4, weight_method=weight_method)
+        fit(qat, optimizers.Adam(qat.parameters(), lr=1e-2), data, epochs, batch_size=8,
+            checkpoint_path=path, resume=resume, progress=False)
+        return qat
+
+    full = train(2, tmp_path / "full.npz")
+    train(1, tmp_path / "cut.npz")
+    resumed = train(2, tmp_path / "cut.npz", resume=True, seed=1)
+    full_state, resumed_state = full.state_dict(), resumed.state_dict()
+    assert full_state.keys() == resumed_state.keys()
+    for key, value in full_state.items():
+        np.testing.assert_array_equal(resumed_state[key], value, err_msg=key)
