@@ -115,7 +115,8 @@ class Module:
         A ``resizable`` buffer may be None until data is seen; its key is accepted by
         ``load_state_dict`` even while it is None, is not required while it is None, and a
         loaded array replaces it whatever its shape (keeping the current dtype, or the saved
-        one while None)."""
+        one while None). Checked by
+        ``tests/minnet/nn/test_module.py::test_resizable_buffer_is_replaced_by_the_saved_array``."""
         if not isinstance(name, str) or not name or "." in name:
             raise ValueError(f"buffer name must be a non-empty string without '.', got {name!r}")
         self.__dict__.pop(name, None)

@@ -58,6 +58,8 @@ class FakeQuantize(nn.Module):
     into it by ``load_state_dict``, so a loaded model evaluates with the saved qparams and
     trains on from the saved running range. Histogram and MSE observers are calibration-only:
     after a load they start afresh (the saved qparams are still used in eval mode).
+    Checked by ``tests/optim/quant/test_quant_qat.py::test_loaded_qat_model_evaluates_and_trains_on_exactly``
+    and ``::test_fit_resumed_after_epoch_one_equals_an_uninterrupted_qat_run``.
     """
 
     def __init__(self, observer: Observer, track_current: bool = False):

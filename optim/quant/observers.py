@@ -10,7 +10,8 @@ Calibration data with NaN or Inf, and ``calculate_qparams`` before any data, rai
 ``state_dict()`` / ``load_state_dict(state)`` save and restore the running statistics that
 observing continues from: ``min`` and ``max`` (per channel, shape ``(C,)``) for the min-max
 observers, as PyTorch's ``min_val`` / ``max_val`` buffers. The histogram and MSE observers are
-calibration-only: their state is empty, and after a load they start observing afresh.
+calibration-only: their state is empty, and after a load they start observing afresh
+(``tests/optim/quant/test_quant_observers.py::test_loaded_state_continues_like_the_original``).
 """
 from __future__ import annotations
 
