@@ -5,8 +5,8 @@ stage's model (``None`` for the baseline), ``options`` the stage's validated tab
 (``optim.pipeline_config.OPTIONS``) and ``ctx`` the ``Context`` (data, the baseline as the
 teacher, the stage's work directory for resumable checkpoints). Every training loop writes a
 checkpoint to the work directory after each epoch (or pruning round) and resumes from it, so a
-run killed mid-stage continues where it stopped and ends with the same weights; QAT, whose
-observers are not part of a ``state_dict``, restarts its stage instead.
+run killed mid-stage continues where it stopped and ends with the same weights (QAT included:
+its fake quantizers keep their qparams and observer ranges in the ``state_dict``).
 
 Pruned weights stay zero in every later stage: the pruning masks survive ``shrink`` (re-applied
 to the shrunk layers), distillation trains through them, and quantization-aware training and
@@ -307,7 +307,7 @@ def quantize_stage(model, options: dict, ctx: Context) -> Outcome:
     else:
         qat = prepare_qat(float_model, weight_method=options["weight_method"],
                           activation_method=options["activation_method"], **config)
-        _train(qat, ctx, options["epochs"], options["lr"], None, pins=_zero_pins(qat))
+        _train(qat, ctx, options["epochs"], options["lr"], "qat.npz", pins=_zero_pins(qat))
         quantized = convert(qat)
     return Outcome(quantized, _quant_engine(quantized, options["engine"]),
                    details={"config": config, "method": options["method"]})

@@ -9,7 +9,7 @@ import minnet
 from minnet import nn, optimizers
 from minnet.data import load_mnist
 from minnet.models import lenet5, lenet_300_100
-from optim import prune, quant
+from optim import pipeline_stages, prune, quant
 from optim.pipeline_config import validate
 from optim.pipeline_stages import STAGE_FUNCTIONS, Context, KeepZeros, build_model
 from optim.pipeline_store import save_model
@@ -88,6 +88,26 @@ def test_prune_rounds_resume_exactly(data, tmp_path):
     resumed = _run("prune", model, data, tmp_path, name="split", **options).model
     for (k, a), (_, b) in zip(whole.state_dict().items(), resumed.state_dict().items()):
         np.testing.assert_array_equal(a, b, err_msg=k)
+
+
+def test_qat_resumes_exactly(data, tmp_path, monkeypatch):
+    """A QAT stage killed after its first epoch (its checkpoint then holds epoch 1) resumes
+    from the checkpoint and ends with the uninterrupted run's state, qparams included."""
+    model = build_model("lenet5", 0)
+    options = dict(method="qat", epochs=2, weight_bits=4)
+    whole = _run("quantize", model, data, tmp_path, name="whole", **options).model
+    real_fit = pipeline_stages.fit
+    with monkeypatch.context() as patch:
+        patch.setattr(pipeline_stages, "fit",
+                      lambda model, optimizer, train, epochs, **kw: real_fit(
+                          model, optimizer, train, 1, **kw))
+        _run("quantize", model, data, tmp_path, name="split", **options)
+    assert (tmp_path / "split" / "qat.npz").exists()
+    resumed = _run("quantize", model, data, tmp_path, name="split", **options).model
+    whole_state, resumed_state = whole.state_dict(), resumed.state_dict()
+    assert whole_state.keys() == resumed_state.keys()
+    for key, value in whole_state.items():
+        np.testing.assert_array_equal(resumed_state[key], value, err_msg=key)
 
 
 def test_channel_pruning_then_shrink_removes_units(data, tmp_path):
