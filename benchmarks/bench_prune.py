@@ -230,7 +230,7 @@ def speed(_seeds):
         dense = copy.deepcopy(source)
         dense.weight.data *= magnitude_mask(dense.weight.data, s)
         sparse = SparseLinear(dense)
-        for batch in (1, 8, 64):
+        for batch in (1, 4, 8, 64):
             x = np.random.default_rng(batch).random((batch, 784)).astype(np.float32)
             t_dense, t_sparse = compare_speed(dense, sparse, x, repeats=20, number=50)
             print(f"| {100 * s:.0f} % | {batch} | {1e6 * t_dense:.1f} | {1e6 * t_sparse:.1f} | "

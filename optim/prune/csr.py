@@ -58,15 +58,24 @@ def csr_matmul_numpy(x: np.ndarray, data: np.ndarray, indices: np.ndarray,
 
 
 @jit(fastmath=True)
+def _gathered_dot(x, columns, values):
+    """sum_k values_k x[columns_k] over whole 1-D arrays: a loop LLVM turns into SIMD gathers."""
+    total = values.dtype.type(0)
+    for k in range(values.shape[0]):
+        total += values[k] * x[columns[k]]
+    return total
+
+
+@jit(fastmath=True)
 def _rows_times_samples(x, data, indices, indptr, y):
-    """Small batches: for each sample and row, a gathered dot product (vectorised gathers)."""
+    """Small batches: for each sample and row, a gathered dot product over the row's slices
+    (written over offsets ``indptr[r] + k`` instead, the loop is not vectorised and runs
+    2.5x slower)."""
     for b in range(x.shape[0]):
         xb = x[b]
         for r in range(y.shape[1]):
-            acc = data.dtype.type(0)
-            for k in range(indptr[r], indptr[r + 1]):
-                acc += data[k] * xb[indices[k]]
-            y[b, r] = acc
+            start, end = indptr[r], indptr[r + 1]
+            y[b, r] = _gathered_dot(xb, indices[start:end], data[start:end])
 
 
 @jit(fastmath=True)
@@ -83,7 +92,7 @@ def _rows_times_batch(xt, data, indices, indptr, yt):
                 out[b] += value * source[b]
 
 
-BATCHED_FROM = 8  # from this batch size on, the transposed loop is faster
+BATCHED_FROM = 12  # from this batch size on, the transposed loop is faster
 
 
 def csr_matmul_numba(x: np.ndarray, data: np.ndarray, indices: np.ndarray,
@@ -93,7 +102,7 @@ def csr_matmul_numba(x: np.ndarray, data: np.ndarray, indices: np.ndarray,
     dtype = np.result_type(x, data)
     x, data = x.astype(dtype, copy=False), data.astype(dtype, copy=False)
     # the columns are non-negative: as uint32 they skip Numba's negative-index wraparound
-    columns = np.asarray(indices, dtype=np.int32).view(np.uint32)
+    columns = indices.astype(np.int32, copy=False).view(np.uint32)
     if x.shape[0] < BATCHED_FROM:
         y = np.empty((x.shape[0], n_rows), dtype=dtype)
         _rows_times_samples(np.ascontiguousarray(x), data, columns, indptr, y)

@@ -47,15 +47,18 @@ class SparseLinear(nn.Module):
 
     @property
     def csr(self):
-        return CSR(self.data, self.indices, self.indptr, (self.out_features, self.in_features))
+        # read from the buffer table: five attribute look-ups cost more than the batch-1 kernel
+        buffers = self._buffers
+        return CSR(buffers["data"], buffers["indices"], buffers["indptr"],
+                   (self.out_features, self.in_features))
 
     def forward(self, x):
         x = _input(x)
-        lead = x.shape[:-1]
         y = csr_matmul(x.reshape(-1, self.in_features), self.csr)
-        if self.bias is not None:
-            y += self.bias
-        return minnet.Tensor(y.reshape(*lead, self.out_features))
+        bias = self._buffers["bias"]
+        if bias is not None:
+            y += bias
+        return minnet.Tensor(y.reshape(*x.shape[:-1], self.out_features))
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
