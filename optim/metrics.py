@@ -15,6 +15,8 @@ import numpy as np
 import minnet
 from minnet import nn
 
+LAYERS = (nn.Linear, nn.Conv2d)
+
 
 def count_params(model: nn.Module, trainable_only: bool = False) -> int:
     """Number of parameter elements (shared parameters counted once)."""
@@ -27,9 +29,6 @@ def model_bytes(model: nn.Module, include_buffers: bool = True) -> int:
     if include_buffers:
         arrays += list(model.buffers())
     return sum({id(a): a.nbytes for a in arrays}.values())
-
-
-LAYERS = (nn.Linear, nn.Conv2d)
 
 
 def _pair(v) -> tuple[int, int]:
