@@ -119,13 +119,16 @@ class Function:
 
     @classmethod
     def apply(cls, *inputs, **attrs) -> Tensor:
-        tensors = [None if x is None else as_tensor(x) for x in inputs]
-        needs = tuple(t is not None and t.requires_grad for t in tensors)
-        record = is_grad_enabled() and any(needs)
+        # list comprehensions, not generators: this runs once per op, batch-1 inference
+        # spends most of its time here
+        tensors = [x if x is None or isinstance(x, Tensor) else Tensor(x) for x in inputs]
+        needs = tuple([t is not None and t.requires_grad for t in tensors])
+        record = True in needs and is_grad_enabled()
         ctx = Context(needs)
-        out = cls.forward(ctx, *(None if t is None else t.data for t in tensors), **attrs)
+        out = cls.forward(ctx, *[None if t is None else t.data for t in tensors], **attrs)
         # 0-d NumPy arithmetic returns a scalar, which Tensor() would turn into float32
-        result = Tensor(np.asarray(out), requires_grad=record)
+        result = Tensor(out if isinstance(out, np.ndarray) else np.asarray(out),
+                        requires_grad=record)
         if record:
             result._node = Node(cls, ctx, tensors, attrs)
         for observer in _op_observers:
@@ -160,6 +163,24 @@ def _default_dtype(array: np.ndarray) -> np.ndarray:
     return array.astype(np.float32) if array.dtype == np.float64 else array
 
 
+def _tensor_data(data: Any, requires_grad: bool) -> np.ndarray:
+    """``Tensor``'s array (checked) for anything but a plain numeric ndarray without grad: a
+    Tensor's data, Python scalars and lists in float32 (or int/bool), NumPy scalars in their
+    dtype."""
+    if isinstance(data, Tensor):
+        data = data.data
+    if not isinstance(data, np.ndarray):
+        keep_dtype = isinstance(data, np.generic)
+        data = np.asarray(data)
+        if not keep_dtype:
+            data = _default_dtype(data)
+    if data.dtype == object:
+        raise TypeError("Tensor data must be numeric, got an object array")
+    if requires_grad and not np.issubdtype(data.dtype, np.floating):
+        raise TypeError(f"only floating tensors can require gradients, got dtype {data.dtype}")
+    return data
+
+
 class Tensor:
     """An n-dimensional array that records the operations applied to it.
 
@@ -170,17 +191,8 @@ class Tensor:
     __array_priority__ = 1000  # ndarray (op) Tensor defers to Tensor's reflected operators
 
     def __init__(self, data: Any, requires_grad: bool = False):
-        if isinstance(data, Tensor):
-            data = data.data
-        if not isinstance(data, np.ndarray):
-            keep_dtype = isinstance(data, np.generic)
-            data = np.asarray(data)
-            if not keep_dtype:
-                data = _default_dtype(data)
-        if data.dtype == object:
-            raise TypeError("Tensor data must be numeric, got an object array")
-        if requires_grad and not np.issubdtype(data.dtype, np.floating):
-            raise TypeError(f"only floating tensors can require gradients, got dtype {data.dtype}")
+        if type(data) is not np.ndarray or requires_grad or data.dtype == object:
+            data = _tensor_data(data, requires_grad)  # a plain numeric ndarray is kept as is
         self.data: np.ndarray = data
         self.grad: np.ndarray | None = None
         self.requires_grad: bool = bool(requires_grad)
