@@ -118,7 +118,7 @@ def sparsify(model: nn.Sequential, min_sparsity: float = 0.95,
 
     The default is where ``benchmarks/bench_prune.py`` measured the CSR layer at least as fast
     as minnet's dense Linear (784→300, one core) at every batch size it tried (1, 4, 8, 64);
-    at 90 % it is faster at batch 1 (1.6×), 8 and 64 but slower at batch 4."""
+    at 90 % it is faster at batch 1 (1.4–1.6×), 8 and 64 but slower at batch 4."""
     min_sparsity = check_fraction(min_sparsity, "min_sparsity")
     flat_layers(model)
     out = remove_all(copy.deepcopy(model))
