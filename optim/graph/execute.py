@@ -3,7 +3,7 @@
 Each node calls its op's reference kernel (the minnet ``Function.forward`` on arrays, see
 ``optim.graph.ops``) in topological order; a value is dropped after its last use. No autograd
 graph is built. The fast, memory-planned executor is ``optim.graph.compiled``.
-Tests: ``tests/optim/graph/test_trace.py`` (equal to eager minnet on many models).
+Tests: ``tests/optim/graph/test_graph_trace.py`` (equal to eager minnet on many models).
 """
 from __future__ import annotations
 

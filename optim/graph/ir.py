@@ -13,7 +13,7 @@ A ``Graph`` is a pure data object (frozen; passes return new graphs):
 Shapes are static (those of the traced example input). ``Graph.build`` sorts the nodes
 topologically and infers every type; ``validate`` re-checks an existing graph for cycles,
 dangling or doubly defined values and recorded shapes that disagree with inference.
-Tests: ``tests/optim/graph/test_ir.py``.
+Tests: ``tests/optim/graph/test_graph_ir.py``.
 """
 from __future__ import annotations
 

@@ -15,7 +15,7 @@ so a traced node runs the very ``forward`` that eager minnet runs, plus graph-on
 
 BatchNorm reads its running statistics as inputs (x, weight, bias, mean, var) rather than as
 attributes, so passes can fold them like any constant.
-Tests: ``tests/optim/graph/test_ir.py`` (every rule against the minnet op's own output).
+Tests: ``tests/optim/graph/test_graph_ir.py`` (every rule against the minnet op's own output).
 """
 from __future__ import annotations
 

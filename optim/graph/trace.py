@@ -11,7 +11,7 @@ attributes and output tensor. The tracer maps
 
 The model runs in eval mode under ``no_grad`` (its mode is restored). Like ``torch.jit.trace``
 the graph is specialised to the example input's shape and records no Python control flow.
-Tests: ``tests/optim/graph/test_trace.py``.
+Tests: ``tests/optim/graph/test_graph_trace.py``.
 """
 from __future__ import annotations
 
