@@ -62,8 +62,13 @@ def ternarize(
         I_\Delta = \{i : |W_i| > \Delta\}
 
     :math:`\alpha` is the exact minimiser of :math:`\lVert W - \alpha T\rVert^2` for the given
-    support; :math:`\Delta \approx 0.7\, E|W|` approximates the optimal threshold (exact for
-    uniform and close for Gaussian weights). :math:`\alpha = 0` when no weight exceeds
+    support. The optimal threshold maximises
+    :math:`(\sum_{|W_i| > \Delta} |W_i|)^2 / |I_\Delta|`; for i.i.d. weights it is
+    :math:`\Delta^* = c\, E|W|` with :math:`c = 2/3 \approx 0.667` for a uniform distribution
+    (:math:`\Delta^* = a/3` on :math:`[-a, a]`) and :math:`c \approx 0.768` for a Gaussian
+    (:math:`\Delta^* \approx 0.612\,\sigma`), so the paper's 0.7 is a compromise between the
+    two, exact for neither (``test_twn_optimal_threshold_for_uniform_and_gaussian``).
+    :math:`\alpha = 0` when no weight exceeds
     :math:`\Delta`. ``axis=None`` is per-layer as in the paper; ``axis=k`` gives one
     :math:`(\Delta, \alpha)` per channel along ``k``.
 
@@ -72,7 +77,8 @@ def ternarize(
     Source: Li & Liu 2016, "Ternary Weight Networks", section 2 (threshold-based ternary
     function and its approximate solution).
     Checked by
-    ``tests/optim/quant/test_quant_lowbit.py::test_ternarize_threshold_and_optimal_scale``.
+    ``tests/optim/quant/test_quant_lowbit.py::test_ternarize_threshold_and_optimal_scale`` and
+    ``::test_twn_optimal_threshold_for_uniform_and_gaussian``.
 
     >>> ternarize(np.array([0.1, -1.0, 0.8, 0.05]))
     (array([ 0, -1,  1,  0], dtype=int8), array(0.9), array(0.34125))

@@ -130,3 +130,41 @@ def test_ternarize_per_channel_equals_per_slice(dtype, shape, data):
         t, a, d = ternarize(np.take(w, c, axis=1))
         np.testing.assert_array_equal(np.take(codes, c, axis=1), t)
         np.testing.assert_allclose([alpha[c], delta[c]], [a, d], rtol=1e-6)
+
+
+def _twn_objective(magnitude, delta):
+    """TWN's threshold objective (sum_{|w|>delta} |w|)^2 / #{|w| > delta} (Li & Liu 2016,
+    eq. 8), whose maximiser minimises ||W - alpha T||^2."""
+    kept = magnitude > delta
+    return magnitude[kept].sum() ** 2 / max(kept.sum(), 1)
+
+
+def test_twn_optimal_threshold_for_uniform_and_gaussian():
+    """The optimal Delta / E|W| is 2/3 for uniform and ~0.768 for Gaussian weights, found by
+    maximising the expected objective E[|W| 1(|W|>D)]^2 / P(|W|>D) numerically (scipy), and
+    confirmed by a brute-force search over a large sample; 0.7 is exact for neither."""
+    from scipy import integrate, optimize, stats
+
+    def expected_ratio(dist, mean_abs):
+        def negative(d):  # per unit sample size; |W| has density 2 f on [0, inf)
+            tail = integrate.quad(lambda x: x * 2 * dist.pdf(x), d, np.inf)[0]
+            return -tail ** 2 / (2 * dist.sf(d))
+        best = optimize.minimize_scalar(negative, bounds=(1e-3, 3 * mean_abs), method="bounded",
+                                        options={"xatol": 1e-9})
+        return best.x / mean_abs
+
+    uniform = expected_ratio(stats.uniform(-1, 2), 0.5)
+    gaussian = expected_ratio(stats.norm(), np.sqrt(2 / np.pi))
+    np.testing.assert_allclose(uniform, 2 / 3, atol=1e-4)
+    np.testing.assert_allclose(gaussian, 0.768, atol=1e-3)
+    assert abs(uniform - 0.7) > 0.03 and abs(gaussian - 0.7) > 0.06
+    rng = np.random.default_rng(0)
+    for sample, ratio in ((rng.uniform(-1, 1, 200_000), uniform),
+                          (rng.normal(size=200_000), gaussian)):
+        magnitude = np.abs(sample)
+        grid = np.linspace(0.5, 0.9, 81) * magnitude.mean()
+        best = grid[np.argmax([_twn_objective(magnitude, d) for d in grid])]
+        assert abs(best / magnitude.mean() - ratio) <= 0.01
+        # ternarize's own threshold is the fixed 0.7 E|W|, not the optimum
+        _, _, delta = ternarize(sample)
+        np.testing.assert_allclose(delta / magnitude.mean(), 0.7, rtol=1e-9)
