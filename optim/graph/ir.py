@@ -10,84 +10,30 @@ A ``Graph`` is a pure data object (frozen; passes return new graphs):
 - ``outputs``: names of the returned values;
 - ``types``: name -> ``TensorType(shape, dtype)`` for every value, from shape inference.
 
-Shapes are static (those of the traced example input). ``Graph.build`` sorts the nodes
-topologically and infers every type; ``validate`` re-checks an existing graph for cycles,
-dangling or doubly defined values and recorded shapes that disagree with inference.
+A dimension is an int or a symbolic name (``optim.graph.dims``): ``trace(..., dynamic_axes=)``
+and ``from_onnx`` (ONNX ``dim_param``) give graphs whose batch axis is ``"N"``; shape inference
+propagates names through every op and rejects what it cannot prove. ``specialise`` binds the
+names to the concrete shapes of a call and returns the static graph that the executors run.
+``Graph.build`` sorts the nodes topologically and infers every type; ``validate`` re-checks an
+existing graph for cycles, dangling or doubly defined values and recorded shapes that disagree
+with inference.
 Tests: ``tests/optim/graph/test_graph_ir.py``.
 """
 from __future__ import annotations
 
 import hashlib
 import heapq
-from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, NamedTuple, Sequence
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from optim.graph import dims
+from optim.graph.ops import OPS, infer_node
+from optim.graph.types import GraphError, Node, TensorType, as_type, attr_key
+
 __all__ = ["TensorType", "Node", "Graph", "GraphError", "validate", "topological_order",
-           "attr_key", "fresh_name"]
-
-
-class GraphError(ValueError):
-    """A malformed graph: cycle, dangling or duplicate value, shape or dtype mismatch."""
-
-
-class TensorType(NamedTuple):
-    """Static shape and dtype of a value."""
-    shape: tuple[int, ...]
-    dtype: np.dtype
-
-    @property
-    def size(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64))
-
-    @property
-    def nbytes(self) -> int:
-        return self.size * np.dtype(self.dtype).itemsize
-
-    def __str__(self) -> str:
-        return f"{np.dtype(self.dtype).name}[{', '.join(map(str, self.shape))}]"
-
-
-def as_type(shape: Iterable[int], dtype: Any) -> TensorType:
-    return TensorType(tuple(int(n) for n in shape), np.dtype(dtype))
-
-
-@dataclass(frozen=True)
-class Node:
-    """``output = op(*inputs, **attrs)``; the output name also names the node."""
-    op: str
-    inputs: tuple[str, ...]
-    output: str
-    attrs: Mapping[str, Any] = field(default_factory=dict)
-
-    def __str__(self) -> str:
-        args = ", ".join(name or "None" for name in self.inputs)
-        attrs = ", ".join(f"{k}={_short(v)}" for k, v in sorted(self.attrs.items()))
-        return f"%{self.output} = {self.op}({args})" + (f" {{{attrs}}}" if attrs else "")
-
-
-def _short(value: Any) -> str:
-    if isinstance(value, np.ndarray):
-        return f"array{list(value.shape)}"
-    return repr(value)
-
-
-def attr_key(attrs: Mapping[str, Any]) -> tuple:
-    """A hashable, order-independent key of an attribute dict (arrays by dtype, shape, bytes)."""
-    def freeze(v: Any) -> Any:
-        if isinstance(v, np.ndarray):
-            return ("array", v.dtype.str, v.shape, hashlib.sha1(np.ascontiguousarray(v)).hexdigest())
-        if isinstance(v, (list, tuple)):
-            return (type(v).__name__,) + tuple(freeze(x) for x in v)
-        if isinstance(v, slice):
-            return ("slice", v.start, v.stop, v.step)
-        if isinstance(v, np.generic):
-            return v.item()
-        if isinstance(v, dict):
-            return tuple(sorted((k, freeze(x)) for k, x in v.items()))
-        return v
-    return tuple(sorted((k, freeze(v)) for k, v in attrs.items()))
+           "attr_key", "fresh_name", "specialise", "input_shapes"]
 
 
 def fresh_name(taken: set[str] | Mapping[str, Any], base: str) -> str:
@@ -232,6 +178,16 @@ class Graph:
         return set(self.types)
 
     @property
+    def static(self) -> bool:
+        """True when every value's shape is concrete."""
+        return all(t.static for t in self.types.values())
+
+    @property
+    def symbols(self) -> set[str]:
+        """The plain symbols of the input shapes (what a call binds)."""
+        return {d for k in self.inputs for d in self.types[k].shape if dims.is_symbol(d)}
+
+    @property
     def constant_bytes(self) -> int:
         return sum(a.nbytes for a in self.constants.values())
 
@@ -257,7 +213,6 @@ class Graph:
 
 
 def _infer(nodes: Sequence[Node], types: dict[str, TensorType]) -> dict[str, TensorType]:
-    from optim.graph.ops import infer_node
     for node in nodes:
         types[node.output] = infer_node(node, [types[n] if n else None for n in node.inputs])
     return types
@@ -304,3 +259,43 @@ def validate(graph: Graph) -> Graph:
         if name not in types:
             raise GraphError(f"graph output {name!r} is not defined")
     return graph
+
+
+def input_shapes(graph: Graph, arrays: Sequence[Any]) -> dict[str, int]:
+    """The symbol bindings that the concrete ``arrays`` (one per graph input) give; GraphError
+    naming the input, axis and sizes when a shape cannot match (``dims.bind``)."""
+    if len(arrays) != len(graph.inputs):
+        raise GraphError(f"the graph takes {len(graph.inputs)} input(s) {list(graph.inputs)}, "
+                         f"got {len(arrays)}")
+    expected = {k: graph.types[k].shape for k in graph.inputs}
+    actual = {k: np.shape(a) for k, a in zip(graph.inputs, arrays)}
+    try:
+        return dims.bind(expected, actual)
+    except dims.DimError as e:
+        raise GraphError(f"input {e}") from None
+
+
+def specialise(graph: Graph, bindings: Mapping[str, int]) -> Graph:
+    """The static graph for ``bindings`` (symbol -> size): input types, every shape-valued
+    attribute (``OpDef.shape_attrs``) and so every inferred type made concrete.
+
+    Returns ``graph`` itself when it is already static. Raises GraphError when a binding makes
+    a node invalid (a window larger than its input, a reshape that does not divide).
+    """
+    if graph.static:
+        return graph
+    try:
+        inputs = {k: TensorType(dims.substitute(graph.types[k].shape, bindings),
+                                graph.types[k].dtype) for k in graph.inputs}
+        nodes = []
+        for node in graph.nodes:
+            shape_attrs = [a for a in OPS[node.op].shape_attrs if a in node.attrs]
+            if shape_attrs:
+                attrs = dict(node.attrs)
+                for a in shape_attrs:
+                    attrs[a] = dims.substitute(attrs[a], bindings)
+                node = Node(node.op, node.inputs, node.output, attrs)
+            nodes.append(node)
+    except dims.DimError as e:
+        raise GraphError(str(e)) from None
+    return Graph.build(inputs, nodes, graph.outputs, graph.constants)

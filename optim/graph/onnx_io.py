@@ -33,7 +33,8 @@ import numpy as np
 
 from minnet.io import atomic_write
 from optim.graph.ir import Graph, Node, TensorType, as_type, fresh_name
-from optim.graph.ops import infer_node, reshape_target
+from optim.graph import dims as D
+from optim.graph.ops import infer_node
 
 __all__ = ["to_onnx", "from_onnx", "OPSET"]
 
@@ -177,9 +178,14 @@ def _spatial_pads(im: _Importer, kernel: tuple[int, int], strides: tuple[int, in
     return begin + end
 
 
-def _padded_input(im: _Importer, pads: list[int], value: float) -> tuple[str, tuple[int, int]]:
-    """Symmetric pads stay an attribute; asymmetric ones become an explicit Pad node."""
-    if pads[0] == pads[2] and pads[1] == pads[3]:
+def _padded_input(im: _Importer, pads: list[int], value: float,
+                  limit: tuple[int, int] | None = None) -> tuple[str, tuple[int, int]]:
+    """Symmetric pads (at most ``limit`` per axis) stay an attribute; others become an explicit
+    Pad node."""
+    if any(p < 0 for p in pads):
+        raise ValueError(f"{im.where}: pads {pads} must be non-negative")
+    fits = limit is None or (pads[0] <= limit[0] and pads[1] <= limit[1])
+    if pads[0] == pads[2] and pads[1] == pads[3] and fits:
         return im.input(0), (pads[0], pads[1])
     widths = ((0, 0), (0, 0), (pads[0], pads[2]), (pads[1], pads[3]))
     return im.emit("Pad", (im.input(0),), pad_width=widths, value=value), (0, 0)
@@ -208,7 +214,10 @@ def _pool(op: str) -> Callable[[_Importer], None]:
         pads = _spatial_pads(im, kernel, strides, (1, 1))
         if op == "AvgPool2d" and any(pads) and not im.attr("count_include_pad", 0):
             raise im.unsupported("average pooling that excludes padding (count_include_pad=0)")
-        x, padding = _padded_input(im, pads, -np.inf if op == "MaxPool2d" else 0.0)
+        if any(p >= k for p, k in zip(pads, kernel + kernel)):
+            raise ValueError(f"{im.where}: pads {pads} must be smaller than kernel_shape {kernel}")
+        x, padding = _padded_input(im, pads, -np.inf if op == "MaxPool2d" else 0.0,
+                                   (kernel[0] // 2, kernel[1] // 2))
         im.emit(op, (x,), im.node.output[0], kernel_size=kernel, stride=strides, padding=padding)
     return run
 
@@ -263,7 +272,8 @@ def _dropout(im: _Importer) -> None:
 
 
 def _reshape_to(im: _Importer, shape: tuple[int, ...]) -> None:
-    im.emit("Reshape", (im.input(0),), im.node.output[0], shape=tuple(int(n) for n in shape))
+    im.emit("Reshape", (im.input(0),), im.node.output[0],
+            shape=tuple(n if isinstance(n, str) else int(n) for n in shape))
 
 
 def _reshape(im: _Importer) -> None:
@@ -271,14 +281,14 @@ def _reshape(im: _Importer) -> None:
     target = [int(n) for n in im.const(1, "shape")]
     if not im.attr("allowzero", 0):
         target = [x.shape[i] if n == 0 else n for i, n in enumerate(target)]
-    _reshape_to(im, reshape_target(x.size, target))
+    _reshape_to(im, D.reshape_shape(x.shape, target))
 
 
 def _flatten(im: _Importer) -> None:
     shape = im.type(0).shape
     axis = im.attr("axis", 1)
     axis = axis + len(shape) if axis < 0 else axis
-    _reshape_to(im, (math.prod(shape[:axis]), math.prod(shape[axis:])))
+    _reshape_to(im, (D.product(shape[:axis]), D.product(shape[axis:])))
 
 
 def _axes(im: _Importer, ndim: int, input_from: int) -> list[int] | None:

@@ -34,7 +34,8 @@ from minnet.ops import pool as P
 from minnet.ops import reduce as R
 from minnet.ops import shape as S
 from minnet.tensor import Context, Function
-from optim.graph.ir import GraphError, Node, TensorType, as_type
+from optim.graph import dims as D
+from optim.graph.types import GraphError, Node, TensorType, as_type
 
 Types = Sequence["TensorType | None"]
 Arrays = Sequence["np.ndarray | None"]
@@ -49,14 +50,15 @@ class OpDef:
     work: Callable[[Types, TensorType, Mapping], int]
     kind: str = "compute"
     function: type[Function] | None = None
+    shape_attrs: tuple[str, ...] = ()  # attributes holding Dims, evaluated by ``specialise``
 
 
 OPS: dict[str, OpDef] = {}
 
 
 def _register(name: str, n_inputs: tuple[int, int], infer, run, work, kind="compute",
-              function=None) -> None:
-    OPS[name] = OpDef(name, n_inputs, infer, run, work, kind, function)
+              function=None, shape_attrs=()) -> None:
+    OPS[name] = OpDef(name, n_inputs, infer, run, work, kind, function, tuple(shape_attrs))
 
 
 def _forward(fn: type[Function]) -> Callable[[Arrays, Mapping], np.ndarray]:
@@ -86,10 +88,7 @@ def _fail(message: str) -> None:
 
 def _broadcast(types: Types, attrs: Mapping) -> TensorType:
     present = [t for t in types if t is not None]
-    try:
-        shape = np.broadcast_shapes(*(t.shape for t in present))
-    except ValueError:
-        _fail("shapes " + ", ".join(str(t.shape) for t in present) + " do not broadcast")
+    shape = D.broadcast_shapes(*(t.shape for t in present))
     dtypes = [t.dtype for t in present[-2:]]  # Where: the condition does not set the dtype
     return as_type(shape, np.result_type(*dtypes))
 
@@ -139,24 +138,8 @@ for _fn in (R.Softmax, R.LogSoftmax):
 # ---- movement ----------------------------------------------------------------------------
 
 
-def reshape_target(size: int, shape: Sequence[int]) -> tuple[int, ...]:
-    """The concrete shape of a reshape of ``size`` elements to ``shape`` (one -1 allowed)."""
-    shape = tuple(int(n) for n in shape)
-    unknown = [i for i, n in enumerate(shape) if n == -1]
-    known = math.prod(n for n in shape if n != -1)
-    if len(unknown) > 1 or any(n < -1 for n in shape):
-        _fail(f"reshape target {shape} is invalid")
-    if unknown:
-        if known == 0 or size % known:
-            _fail(f"cannot reshape {size} elements into {shape}")
-        shape = shape[:unknown[0]] + (size // known,) + shape[unknown[0] + 1:]
-    if math.prod(shape) != size:
-        _fail(f"cannot reshape {size} elements into {shape}")
-    return shape
-
-
 def _reshape(types: Types, attrs: Mapping) -> TensorType:
-    return as_type(reshape_target(types[0].size, attrs["shape"]), types[0].dtype)
+    return as_type(D.reshape_shape(types[0].shape, attrs["shape"]), types[0].dtype)
 
 
 def _transpose(types: Types, attrs: Mapping) -> TensorType:
@@ -166,12 +149,31 @@ def _transpose(types: Types, attrs: Mapping) -> TensorType:
     return as_type([x.shape[a] for a in axes], x.dtype)
 
 
-def _getitem(types: Types, attrs: Mapping) -> TensorType:
-    x = types[0]
+def _indexed_shape(shape: tuple[int, ...], index: Any) -> tuple[int, ...]:
     try:
-        shape = np.broadcast_to(np.empty((), np.bool_), x.shape)[attrs["index"]].shape
+        return np.broadcast_to(np.empty((), np.bool_), shape)[index].shape
     except IndexError as e:
-        _fail(f"index {attrs['index']!r} does not fit shape {x.shape}: {e}")
+        _fail(f"index {index!r} does not fit shape {shape}: {e}")
+
+
+def _getitem(types: Types, attrs: Mapping) -> TensorType:
+    """Static shapes index an empty broadcast array; a symbolic axis must come out of the index
+    untouched, which two different stand-in sizes prove (anything else is rejected)."""
+    x, index = types[0], attrs["index"]
+    if x.static:
+        return as_type(_indexed_shape(x.shape, index), x.dtype)
+    stand_ins = [tuple(d if isinstance(d, int) else base + 7 * i for i, d in enumerate(x.shape))
+                 for base in (1_000_003, 2_000_029)]
+    first, second = (_indexed_shape(s, index) for s in stand_ins)
+    symbol_of = {s[i]: d for s in stand_ins for i, d in enumerate(x.shape) if isinstance(d, str)}
+    shape = []
+    for a, b in zip(first, second):
+        if a == b:
+            shape.append(a)
+        elif symbol_of.get(a) is not None and symbol_of.get(a) == symbol_of.get(b):
+            shape.append(symbol_of[a])
+        else:
+            _fail(f"index {index!r} on symbolic shape {x.shape} gives a size that is not provable")
     return as_type(shape, x.dtype)
 
 
@@ -180,11 +182,12 @@ def _concatenate(types: Types, attrs: Mapping) -> TensorType:
     ndim = len(first.shape)
     (axis,) = _axes(axis, ndim)
     for t in types[1:]:
-        if len(t.shape) != ndim or any(a != b for i, (a, b) in enumerate(zip(t.shape, first.shape))
-                                       if i != axis):
+        if len(t.shape) != ndim or any(not D.same(a, b) for i, (a, b)
+                                       in enumerate(zip(t.shape, first.shape)) if i != axis):
             _fail(f"cannot concatenate shapes {first.shape} and {t.shape} along axis {axis}")
     shape = list(first.shape)
-    shape[axis] = sum(t.shape[axis] for t in types)
+    for t in types[1:]:
+        shape[axis] = D.add(shape[axis], t.shape[axis])
     return as_type(shape, np.result_type(*(t.dtype for t in types)))
 
 
@@ -202,14 +205,17 @@ def _pad(types: Types, attrs: Mapping) -> TensorType:
     x, widths = types[0], attrs["pad_width"]
     if len(widths) != len(x.shape):
         _fail(f"pad_width {widths} does not match {len(x.shape)} dimensions")
-    return as_type([n + a + b for n, (a, b) in zip(x.shape, widths)], x.dtype)
+    if any(a < 0 or b < 0 for a, b in widths):
+        _fail(f"pad_width {widths} must be non-negative")
+    return as_type([D.add(n, a + b) for n, (a, b) in zip(x.shape, widths)], x.dtype)
 
 
 def _identity_run(arrays: Arrays, attrs: Mapping) -> np.ndarray:
     return arrays[0]
 
 
-_register("Reshape", (1, 1), _reshape, _forward(S.Reshape), _no_work, "view", S.Reshape)
+_register("Reshape", (1, 1), _reshape, _forward(S.Reshape), _no_work, "view", S.Reshape,
+          shape_attrs=("shape",))
 _register("Identity", (1, 1), _same, _identity_run, _no_work, "view")
 _register("Dropout", (1, 1), _same, _identity_run, _no_work, "view")
 _register("Transpose", (1, 1), _transpose, _forward(S.Transpose), _out_elements, function=S.Transpose)
@@ -228,12 +234,9 @@ def matmul_shape(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...]:
         _fail(f"matmul needs at least 1-D operands, got {a} and {b}")
     a2 = (1,) + a if len(a) == 1 else a
     b2 = b + (1,) if len(b) == 1 else b
-    if a2[-1] != b2[-2]:
+    if not D.same(a2[-1], b2[-2]):
         _fail(f"matmul shapes {a} and {b} do not match ({a2[-1]} != {b2[-2]})")
-    try:
-        batch = np.broadcast_shapes(a2[:-2], b2[:-2])
-    except ValueError:
-        _fail(f"matmul batch shapes {a[:-2]} and {b[:-2]} do not broadcast")
+    batch = D.broadcast_shapes(a2[:-2], b2[:-2])
     shape = batch + (a2[-2], b2[-1])
     if len(b) == 1:
         shape = shape[:-1]
@@ -253,7 +256,7 @@ def _matmul_work(types: Types, out: TensorType, attrs: Mapping) -> int:
 
 def _linear(types: Types, attrs: Mapping) -> TensorType:
     x, w, b = (list(types) + [None])[:3]
-    if len(w.shape) != 2 or not x.shape or x.shape[-1] != w.shape[1]:
+    if len(w.shape) != 2 or not x.shape or not D.same(x.shape[-1], w.shape[1]):
         _fail(f"linear input {x.shape} does not match weight {w.shape}")
     if b is not None and b.shape != (w.shape[0],):
         _fail(f"linear bias {b.shape} does not match weight {w.shape}")
@@ -270,25 +273,54 @@ _register("Linear", (2, 3), _linear, _forward(L.Linear), _linear_work, function=
 # ---- convolution, pooling, normalization ---------------------------------------------------
 
 
-def _spatial(x: TensorType, kernel: Sequence[int], stride, padding, dilation) -> tuple[int, int]:
-    out = tuple(output_size(x.shape[2 + a], kernel[a], stride[a], padding[a], dilation[a])
-                for a in (0, 1))
-    if min(out) < 1:
-        _fail(f"window {tuple(kernel)} (stride {stride}, padding {padding}, dilation {dilation}) "
-              f"does not fit input {x.shape}")
-    return out
+def _pair_attr(attrs: Mapping, name: str, low: int, default: Any = None) -> tuple[int, int]:
+    """A window attribute as two ints >= ``low`` (ONNX / onnxruntime reject 0 kernels, strides
+    and dilations and negative pads); GraphError naming it otherwise."""
+    value = attrs.get(name, default)
+    pair = (value, value) if isinstance(value, (int, np.integer)) else tuple(value)
+    if (len(pair) != 2 or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+                                  for v in pair) or min(pair) < low):
+        _fail(f"{name} must be two integers >= {low}, got {value!r}")
+    return int(pair[0]), int(pair[1])
+
+
+def _spatial(x: TensorType, kernel: Sequence[int], stride, padding, dilation,
+             ceil_mode: bool = False) -> tuple:
+    """PyTorch's output size per spatial axis (``dims.conv_out``; ceil mode as ``MaxPool2d``:
+    a last window must start inside the input or its left padding)."""
+    out = []
+    for a in (0, 1):
+        size = x.shape[2 + a]
+        n = D.conv_out(size, kernel[a], stride[a], padding[a], dilation[a])
+        if ceil_mode and stride[a] > 1:
+            if not isinstance(size, int):
+                _fail(f"ceil_mode on the symbolic axis {size!r} is not supported")
+            span = size + 2 * padding[a] - dilation[a] * (kernel[a] - 1) - 1
+            n = -(-span // stride[a]) + 1
+            if (n - 1) * stride[a] >= size + padding[a]:
+                n -= 1
+        if isinstance(n, int) and n < 1:
+            _fail(f"window {tuple(kernel)} (stride {stride}, padding {padding}, dilation "
+                  f"{dilation}) does not fit input {x.shape}")
+        out.append(n)
+    return tuple(out)
 
 
 def _conv(types: Types, attrs: Mapping) -> TensorType:
     x, w, b = (list(types) + [None])[:3]
     groups = attrs["groups"]
+    if not isinstance(groups, (int, np.integer)) or groups < 1:
+        _fail(f"groups must be a positive integer, got {groups!r}")
     if len(x.shape) != 4 or len(w.shape) != 4:
         _fail(f"conv needs 4-D input and weight, got {x.shape} and {w.shape}")
-    if w.shape[1] * groups != x.shape[1] or w.shape[0] % groups:
+    if not D.same(D.mul(w.shape[1], groups), x.shape[1]) or w.shape[0] % groups:
         _fail(f"conv weight {w.shape} with groups={groups} does not fit input {x.shape}")
     if b is not None and b.shape != (w.shape[0],):
         _fail(f"conv bias {b.shape} does not match weight {w.shape}")
-    hw = _spatial(x, w.shape[2:], attrs["stride"], attrs["padding"], attrs["dilation"])
+    if min(w.shape[2:]) < 1:
+        _fail(f"conv kernel {w.shape[2:]} must be at least 1x1")
+    hw = _spatial(x, w.shape[2:], _pair_attr(attrs, "stride", 1), _pair_attr(attrs, "padding", 0),
+                  _pair_attr(attrs, "dilation", 1))
     return as_type((x.shape[0], w.shape[0]) + hw, x.dtype)
 
 
@@ -298,10 +330,17 @@ def _conv_work(types: Types, out: TensorType, attrs: Mapping) -> int:
 
 
 def _pool(types: Types, attrs: Mapping) -> TensorType:
+    """Pooling windows: kernel, stride >= 1, padding >= 0 and at most half the kernel (PyTorch's
+    rule; a window entirely in the padding would pool nothing)."""
     x = types[0]
     if len(x.shape) != 4:
         _fail(f"pooling needs a 4-D input, got {x.shape}")
-    hw = _spatial(x, attrs["kernel_size"], attrs["stride"], attrs["padding"], (1, 1))
+    kernel = _pair_attr(attrs, "kernel_size", 1)
+    stride = _pair_attr(attrs, "stride", 1)
+    padding = _pair_attr(attrs, "padding", 0)
+    if any(p > k // 2 for p, k in zip(padding, kernel)):
+        _fail(f"padding {padding} must be at most half of kernel_size {kernel}")
+    hw = _spatial(x, kernel, stride, padding, (1, 1), bool(attrs.get("ceil_mode", False)))
     return as_type(x.shape[:2] + hw, x.dtype)
 
 
@@ -321,7 +360,7 @@ def _batch_norm(types: Types, attrs: Mapping) -> TensorType:
     if len(x.shape) < 2:
         _fail(f"batch norm needs (N, C, ...) input, got {x.shape}")
     for t in types[1:]:
-        if t is not None and t.shape != (x.shape[1],):
+        if t is not None and (len(t.shape) != 1 or not D.same(t.shape[0], x.shape[1])):
             _fail(f"batch norm parameter {t.shape} does not match {x.shape[1]} channels")
     if not attrs.get("training", False) and (len(types) < 5 or types[3] is None or types[4] is None):
         _fail("batch norm at inference needs the running mean and variance")
