@@ -143,6 +143,45 @@ def test_kd_loss_float32_stays_float32_and_differentiable():
     assert loss.dtype == np.float32 and s.grad.dtype == np.float32
 
 
+def _logsumexp_ld(z):
+    """Row log-sum-exp in extended precision."""
+    top = z.max(axis=1, keepdims=True)
+    return top + np.log(np.exp(z - top).sum(axis=1, keepdims=True))
+
+
+@given(pair=logit_pairs(bound=20.0), T=st.floats(1e2, 1e4))
+def test_kd_loss_float32_at_large_T_matches_extended_precision(pair, T):
+    s, t = (z.astype(np.float32) for z in pair)
+    u, v = s.astype(np.longdouble) / T, t.astype(np.longdouble) / T
+    # log p - log q = (t - s)/T - (LSE(t/T) - LSE(s/T)) in extended precision; the textbook
+    # difference of two float32 log-softmaxes is 21 % off at T = 1e4
+    log_ratio = (v - u) - (_logsumexp_ld(v) - _logsumexp_ld(u))
+    p = np.exp(v - _logsumexp_ld(v))
+    expected = float(T * T * np.mean(np.sum(p * log_ratio, axis=1)))
+    assume(expected > 1e-3)
+    got = kd_loss(s, t, T)
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(float(got.data), expected, rtol=1e-6)
+
+
+@given(pair=logit_pairs(bound=20.0), T=st.floats(1e9, 1e18))
+def test_kd_loss_at_huge_T_is_the_taylor_limit(pair, T):
+    s, t = pair
+    gap = (t - s) - (t - s).mean(axis=1, keepdims=True)
+    # T² KL -> (1/2N) Σ_i Var_c(t_i - s_i) as q -> uniform; the remainder is O(max|z| / T)
+    limit = 0.5 * np.mean(np.mean(gap ** 2, axis=1))
+    assume(limit > 1e-6)
+    np.testing.assert_allclose(_kd(s, t, T), limit, rtol=1e-6)
+
+
+@pytest.mark.parametrize("T", [0.5, 3.0, 1e4, 1e10])
+def test_kd_loss_gradient_matches_finite_differences(T):
+    rng = np.random.default_rng(int(np.log10(T) + 3))
+    s = minnet.Tensor(rng.standard_normal((3, 5)) * 4, requires_grad=True)
+    t = rng.standard_normal((3, 5)) * 4
+    assert minnet.gradcheck(lambda x: kd_loss(x, t, T), [s])
+
+
 # ---- soft cross entropy and the combined loss ---------------------------------------------
 
 
@@ -194,6 +233,20 @@ def test_bad_temperature_is_rejected(T, error):
         kd_loss(z, z, T)
     with pytest.raises(error, match="T"):
         soft_targets(z, T)
+
+
+@pytest.mark.parametrize("T, dtype", [(1e-300, np.float64), (1e-19, np.float32), (1e19, np.float32),
+                                      (1e19, np.float64), (1e300, np.float64)])
+def test_temperature_whose_loss_cannot_be_finite_is_rejected(T, dtype):
+    z = np.arange(6, dtype=dtype).reshape(2, 3)
+    with pytest.raises(ValueError, match="T must lie in"):
+        kd_loss(z, z[::-1], T)
+
+
+def test_temperature_too_small_for_the_logits_is_rejected():
+    s = np.array([[1e300, -1e300]])
+    with pytest.raises(ValueError, match=r"T=1e-18 is too small for these logits"):
+        kd_loss(s, s[:, ::-1], 1e-18)
 
 
 @pytest.mark.parametrize("alpha", [-0.1, 1.5, float("nan")])
