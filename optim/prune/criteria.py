@@ -17,9 +17,11 @@ import numpy as np
 import minnet
 from minnet import functional as F
 from minnet.data import DataLoader
-from minnet.nn import BatchNorm1d, BatchNorm2d, Module
+from minnet.nn import BatchNorm1d, BatchNorm2d, Module, ReLU
 
+from . import grasp as G
 from . import scores as S
+from .grasp import hessian_gradient_product
 from .masks import lp_norms
 from ._checks import check_positive_int, make_rng
 from .parametrize import effective_weight, original
@@ -100,18 +102,17 @@ def _per_sample_means(model, targets, data, fn, loss_fn) -> list[np.ndarray]:
     return [total / count for total in totals]
 
 
-def hessian_diagonals(model: Module, targets: Sequence[Target], data, *, n_samples: int = 20,
-                      eps: float = 1e-3, rng=None, loss_fn: LossFn = F.cross_entropy,
-                      batch_size: int = 256) -> list[np.ndarray]:
-    """Hutchinson estimates of the Hessian diagonal of the mean loss for every target, with
-    Hessian-vector products by central differences of gradients on a float64 copy of the model
-    (``scores.hutchinson_diagonal``, ``scores.finite_difference_hvp``)."""
+def flat_gradient(model: Module, targets: Sequence[Target], data, *,
+                  loss_fn: LossFn = F.cross_entropy, batch_size: int = 256
+                  ) -> tuple[Callable[[np.ndarray], np.ndarray], np.ndarray, Callable]:
+    """``(gradient, start, unflatten)``: ``gradient(flat)`` is the mean-loss gradient of a
+    float64 copy of the model at the targets' parameters set to ``flat`` (all targets
+    concatenated), ``start`` their current values, ``unflatten(flat)`` the per-target arrays."""
     twin = copy.deepcopy(model).double()
     modules = dict(twin.named_modules())
     twin_targets = [(name, modules[name], p) for name, _, p in targets]
     params = [original(m, p) for _, m, p in twin_targets]
-    sizes = [p.size for p in params]
-    splits = np.cumsum(sizes)[:-1]
+    splits = np.cumsum([p.size for p in params])[:-1]
     start = np.concatenate([p.data.ravel() for p in params])
 
     def gradient(flat: np.ndarray) -> np.ndarray:
@@ -120,11 +121,25 @@ def hessian_diagonals(model: Module, targets: Sequence[Target], data, *, n_sampl
         grads = mean_gradients(twin, twin_targets, data, loss_fn=loss_fn, batch_size=batch_size)
         return np.concatenate([g.ravel() for g in grads])
 
+    def unflatten(flat: np.ndarray) -> list[np.ndarray]:
+        return [part.reshape(p.shape) for part, p in zip(np.split(flat, splits), params)]
+
+    return gradient, start, unflatten
+
+
+def hessian_diagonals(model: Module, targets: Sequence[Target], data, *, n_samples: int = 20,
+                      eps: float = 1e-3, rng=None, loss_fn: LossFn = F.cross_entropy,
+                      batch_size: int = 256) -> list[np.ndarray]:
+    """Hutchinson estimates of the Hessian diagonal of the mean loss for every target, with
+    Hessian-vector products by central differences of gradients on a float64 copy of the model
+    (``scores.hutchinson_diagonal``, ``scores.finite_difference_hvp``)."""
+    gradient, start, unflatten = flat_gradient(model, targets, data, loss_fn=loss_fn,
+                                               batch_size=batch_size)
+
     def hvp(v: np.ndarray) -> np.ndarray:
         return S.finite_difference_hvp(gradient, start, v, eps)
 
-    diag = S.hutchinson_diagonal(hvp, (start.size,), n_samples, rng)
-    return [d.reshape(p.shape) for d, p in zip(np.split(diag, splits), params)]
+    return unflatten(S.hutchinson_diagonal(hvp, (start.size,), n_samples, rng))
 
 
 def _cast(scores: list[np.ndarray], targets: Sequence[Target]) -> list[np.ndarray]:
@@ -167,25 +182,36 @@ def _influence(model, targets, data, rng, loss_fn=F.cross_entropy, **_):
     return _per_sample_means(model, targets, data, S.influence_scores, loss_fn)
 
 
+def _grasp(model, targets, data, rng, loss_fn=F.cross_entropy, eps=1e-4, **_):
+    """Keep-score -S = θ ⊙ Hg (GraSP deletes the highest S, the masks the lowest keep-score)."""
+    gradient, start, unflatten = flat_gradient(model, targets, data, loss_fn=loss_fn)
+    hg = hessian_gradient_product(gradient, start, eps)
+    weights = [effective_weight(m, n) for _, m, n in targets]
+    return [-G.grasp_scores(w, h) for w, h in zip(weights, unflatten(hg))]
+
+
 UNSTRUCTURED = {"magnitude": _magnitude, "random": _random, "taylor": _taylor, "snip": _snip,
                 "obd_fisher": _obd_fisher, "obd_hutchinson": _obd_hutchinson,
-                "influence": _influence}
-DATA_DRIVEN = ("taylor", "snip", "obd_fisher", "obd_hutchinson", "influence",
-               "activation_variance", "activation_entropy")
+                "influence": _influence, "grasp": _grasp}
+DATA_DRIVEN = ("taylor", "snip", "obd_fisher", "obd_hutchinson", "influence", "grasp",
+               "activation_variance", "activation_entropy", "taylor_feature_map", "apoz")
 
 
 def weight_scores(model: Module, targets: Sequence[Target], criterion: str | Callable = "magnitude",
                   data=None, rng=None, **options) -> list[np.ndarray]:
     """One score per weight of every target by ``criterion``: a name in ``UNSTRUCTURED``
     (``magnitude``, ``random``, ``taylor``, ``snip``, ``obd_fisher``, ``obd_hutchinson``,
-    ``influence``) or a callable ``(model, targets, data, rng, **options) -> list of arrays``.
+    ``influence``, ``grasp``) or a callable ``(model, targets, data, rng, **options) -> list of arrays``.
     Data-driven criteria need ``data=(x, y)``; ``loss_fn`` and ``n_samples`` (Hutchinson) are
     passed through ``options``.
 
     ``obd_fisher`` uses the empirical Fisher diagonal, which is never negative (LeCun et al.
     1990 also used a non-negative, Gauss-Newton diagonal); ``obd_hutchinson`` estimates the
     exact Hessian diagonal, which can be negative (noise, or negative curvature away from a
-    minimum), and such weights then score below zero and are pruned first."""
+    minimum), and such weights then score below zero and are pruned first. ``grasp`` returns
+    the keep-score θ ⊙ Hg, the negated GraSP score, so that the masks delete
+    the weights of highest GraSP score as Wang et al. 2020 do (``grasp.grasp_scores``; ``eps``
+    sets the finite-difference step of :math:`Hg`)."""
     fn = _lookup(UNSTRUCTURED, criterion)
     if criterion in DATA_DRIVEN:
         _check_data(data, criterion)
@@ -216,6 +242,52 @@ def activations(model: Module, module: Module, x: np.ndarray, batch_size: int = 
     if not collected:
         raise ValueError("the module was not called by the model's forward pass")
     return np.concatenate(collected)
+
+
+def activations_and_gradients(model: Module, module: Module, data, *,
+                              loss_fn: LossFn = F.cross_entropy, batch_size: int = 256
+                              ) -> tuple[np.ndarray, np.ndarray]:
+    r"""Outputs :math:`z_n` of ``module`` and the gradients :math:`\partial \ell(x_n, y_n) /
+    \partial z_n` of each example's own loss, over ``data=(x, y)`` in eval mode (examples are
+    independent there, so one backward of the summed batch loss gives every example's
+    gradient). Leaves the parameters' ``.grad`` as it found them."""
+    x, y = _check_data(data, "activation gradient")
+    outputs: list[minnet.Tensor] = []
+
+    def keep(m, args, out):
+        outputs.append(out)
+
+    acts, grads = [], []
+    handle = module.register_forward_hook(keep)
+    try:
+        with _eval_mode(model), _saved_grads(model):
+            for xb, yb in DataLoader(x, y, batch_size=batch_size):
+                outputs.clear()
+                loss = loss_fn(model(minnet.Tensor(xb)), yb, reduction="sum")
+                if len(outputs) != 1:
+                    raise ValueError("the module must be called exactly once by the forward pass")
+                out = outputs[0]
+                seen: list[np.ndarray] = []
+                if out.requires_grad:
+                    out.register_hook(lambda g: seen.append(g.copy()))
+                    loss.backward()
+                acts.append(out.data.copy())
+                grads.append(seen[0] if seen else np.zeros_like(out.data))
+    finally:
+        handle.remove()
+    return np.concatenate(acts), np.concatenate(grads)
+
+
+def _relu_output(model: Module, layer_name: str) -> Module:
+    """The first ReLU after ``layer_name`` with only channel-wise layers between them."""
+    layers = flat_layers(model)
+    names = [name for name, _ in layers]
+    for _, module in layers[names.index(layer_name) + 1:]:
+        if isinstance(module, ReLU):
+            return module
+        if not isinstance(module, PER_CHANNEL):
+            break
+    raise ValueError(f"criterion 'apoz' needs a ReLU after layer {layer_name!r}")
 
 
 def _unit_output(model: Module, layer_name: str) -> Module:
@@ -251,6 +323,11 @@ def channel_scores(model: Module, layer_name: str, criterion: str = "l1", data=N
     - ``bn_scale``: :math:`|\\gamma|` of the BatchNorm that follows (Liu et al. 2017);
     - ``activation_variance`` / ``activation_entropy``: statistics of the unit's output after
       its BatchNorm/activation/pooling over ``data`` (Polyak & Wolf 2015; Luo & Wu 2017);
+    - ``taylor_feature_map``: :math:`|\\frac1M \\sum_m g_m z_m|` per example, averaged and
+      ℓ2-normalised over the layer, at that same output (Molchanov et al. 2017,
+      ``scores.taylor_feature_map_scores``);
+    - ``apoz``: :math:`1 - \\mathrm{APoZ}` of the unit's ReLU output over ``data`` (Hu et al.
+      2016, ``scores.apoz``), so the channels with the most zeros are pruned first;
     - ``random``: the seeded baseline.
     """
     modules = dict(model.named_modules())
@@ -272,10 +349,18 @@ def channel_scores(model: Module, layer_name: str, criterion: str = "l1", data=N
     if criterion == "bn_scale":
         return S.bn_scale_scores(effective_weight(_following_batch_norm(model, layer_name),
                                                   "weight"))
+    if criterion == "taylor_feature_map":
+        z, g = activations_and_gradients(model, _unit_output(model, layer_name), data,
+                                         loss_fn=loss_fn)
+        return S.taylor_feature_map_scores(z, g)
+    if criterion == "apoz":
+        return 1.0 - S.apoz(activations(model, _relu_output(model, layer_name),
+                                        np.asarray(data[0])))
     if criterion in ("activation_variance", "activation_entropy"):
         acts = activations(model, _unit_output(model, layer_name), np.asarray(data[0]))
         if criterion == "activation_variance":
             return S.activation_variance(acts)
         return S.activation_entropy(acts, check_positive_int(bins, "bins"))
     raise ValueError(f"criterion must be one of ['activation_entropy', 'activation_variance', "
-                     f"'bn_scale', 'fpgm', 'l1', 'l2', 'random', 'taylor'], got {criterion!r}")
+                     f"'apoz', 'bn_scale', 'fpgm', 'l1', 'l2', 'random', 'taylor', "
+                     f"'taylor_feature_map'], got {criterion!r}")

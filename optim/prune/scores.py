@@ -48,9 +48,11 @@ def taylor_scores(w: np.ndarray, grad: np.ndarray, squared: bool = False) -> np.
 
     with :math:`g = \partial L / \partial w`. Removing weight :math:`i` changes the loss by
     :math:`\Delta L_i = L(w - w_i e_i) - L(w) = -g_i w_i + O(w_i^2)`, so :math:`s_i` is the
-    first-order size of that change. Sources: Molchanov et al. 2017, "Pruning Convolutional
-    Neural Networks for Resource Efficient Inference", Sec. 2.2 (absolute value); Molchanov et
-    al. 2019, "Importance Estimation for Neural Network Pruning", Sec. 3 (squared).
+    first-order size of that change. Source: Molchanov et al. 2019, "Importance Estimation for
+    Neural Network Pruning", Sec. 3, eq. 3 (the squared per-parameter score
+    :math:`\mathcal I^{(1)}_m = (g_m w_m)^2`); the absolute value ranks the weights identically
+    (it is the square root of the same number) and is what SNIP normalises. Molchanov et al.
+    2017 score feature maps, not weights: see ``taylor_feature_map_scores``.
     Test: ``test_prune_scores.py::test_taylor_score_is_the_first_order_loss_change``.
     """
     w, grad = check_float_array(w, "w"), check_float_array(grad, "grad")
@@ -191,8 +193,8 @@ def influence_scores(w: np.ndarray, per_sample_grads: np.ndarray) -> np.ndarray:
 
     Unlike ``taylor_scores`` on the mean gradient (:math:`|\frac1N \sum_n g_{n,i} w_i|`), the
     absolute value is taken per sample, so opposite effects on different samples do not cancel
-    (the point of averaging absolute per-example contributions in Molchanov et al. 2017,
-    Sec. 2.2). Test: ``test_prune_scores.py::test_influence_is_mean_absolute_per_sample_change``.
+    (the per-example absolute value that Molchanov et al. 2017, Sec. 2.2, take for feature
+    maps, here applied to single weights). Test: ``test_prune_scores.py::test_influence_is_mean_absolute_per_sample_change``.
     """
     w = check_float_array(w, "w")
     g = _per_sample(w, per_sample_grads)
@@ -241,6 +243,62 @@ def activation_entropy(activations: np.ndarray, bins: int = 100, axis: int = 1) 
         p = counts[counts > 0] / len(values)
         entropy[c] = 0.0 - np.sum(p * np.log(p))  # 0.0 - 0.0: no negative zero
     return entropy
+
+
+def _pair_of_activations(activations: np.ndarray, grads: np.ndarray, axis: int
+                         ) -> tuple[np.ndarray, np.ndarray, int]:
+    a = check_float_array(activations, "activations")
+    g = check_float_array(grads, "grads")
+    _same_shape(a, "activations", g, "grads")
+    if a.ndim < 2 or a.shape[0] == 0:
+        raise ValueError(f"activations must have shape (N, C, ...) with N >= 1, got {a.shape}")
+    return a, g, check_axis(axis, a.ndim)
+
+
+def taylor_feature_map_scores(activations: np.ndarray, grads: np.ndarray, axis: int = 1,
+                              normalize: bool = True) -> np.ndarray:
+    r"""First-order Taylor importance of each feature map (channel) :math:`k` of one layer:
+
+    .. math:: \Theta_n(z^{(k)}) = \Big|rac1M \sum_{m=1}^{M}
+              rac{\partial C}{\partial z^{(k)}_{n,m}}\, z^{(k)}_{n,m}\Big|, \qquad
+              \Theta(z^{(k)}) = rac1N \sum_{n=1}^{N} \Theta_n(z^{(k)}), \qquad
+              \hat\Theta(z^{(k)}) = rac{\Theta(z^{(k)})}{\sqrt{\sum_j \Theta(z^{(j)})^2}}
+
+    with :math:`z_{n,m}` the :math:`M` values of channel :math:`k` for example :math:`n`
+    (``activations``, shape (N, C, ...)) and :math:`\partial C/\partial z` the gradient of that
+    example's loss (``grads``, same shape). The absolute value is taken per example, then
+    averaged over the examples; the layer-wise :math:`\ell_2` normalisation (``normalize``)
+    makes scores of different layers comparable and cancels any constant factor in the
+    gradients, such as :math:`1/N` when they come from a batch-mean loss. Source: Molchanov et
+    al. 2017, "Pruning Convolutional Neural Networks for Resource Efficient Inference",
+    Sec. 2.2, eq. 8 (:math:`\Theta_{TE}`) and the layer-wise normalisation after it.
+    Test: ``test_prune_scores.py::test_taylor_feature_map_scores_match_brute_force``.
+    """
+    a, g, axis = _pair_of_activations(activations, grads, axis)
+    n, c = a.shape[0], a.shape[axis]
+    if axis == 0:
+        raise ValueError("axis must not be 0, the examples' axis")
+    per_example = np.moveaxis(a.astype(np.float64) * g, axis, 1).reshape(n, c, -1).mean(axis=2)
+    theta = np.abs(per_example).mean(axis=0)
+    if not normalize:
+        return theta
+    norm = np.sqrt(np.sum(theta * theta))
+    return theta / norm if norm > 0 else theta
+
+
+def apoz(activations: np.ndarray, axis: int = 1) -> np.ndarray:
+    r"""Average Percentage of Zeros of each channel's post-ReLU output over a dataset:
+
+    .. math:: \mathrm{APoZ}_c = rac{\sum_{n=1}^{N} \sum_{m=1}^{M} \mathbb 1[O_{c,n,m} = 0]}
+                               {N M}
+
+    (:math:`M` positions of channel :math:`c` per example; a fraction in [0, 1]). Channels with
+    the *highest* APoZ are pruned first, so as a keep-score (``masks`` prune the lowest) use
+    :math:`1 - \mathrm{APoZ}`, as ``criteria.channel_scores(..., "apoz")`` does. Source: Hu et
+    al. 2016, "Network Trimming: A Data-Driven Neuron Pruning Approach towards Efficient Deep
+    Architectures", Sec. 3, eq. 1. Test: ``test_prune_scores.py::test_apoz_is_the_zero_count``.
+    """
+    return np.mean(_channels_first(activations, axis) == 0, axis=1)
 
 
 def fpgm_scores(w: np.ndarray, axis: int = 0) -> np.ndarray:
