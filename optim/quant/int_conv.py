@@ -9,19 +9,34 @@ The input is shifted by its zero point first, so that zero padding is the real v
     q_y = \operatorname{clamp}(z_y + \operatorname{requant}(acc; M_{0,o}, n_o),\ lo,\ q_{max})
 
 exactly as ``int_linear`` with one row per output position. The reference computes it in
-int64 with NumPy's im2col; the fast path runs Numba's im2col on int16 and hands the
-(N H_out W_out, C_in k_h k_w) patch matrix to ``int_linear``'s blocked Numba loops. They agree
-bitwise (``tests/optim/quant/test_quant_kernels.py::test_conv_numba_equals_numpy``).
+int64 with NumPy's im2col. The fast path, chosen at import as ``int_linear``'s:
+
+- with AVX512-VNNI, the raw unsigned codes :math:`u` (``int_gemm.unsigned_codes``) padded
+  with :math:`z_u` (so a padded position is the real value 0, as above) are gathered straight
+  into the row-padded (N H_out W_out, C_in k_h k_w) patch matrix that ``int_gemm``'s VNNI
+  micro-kernel reads (``_patch_rows_loops``, one pass, no intermediate column matrix); the
+  correction :math:`-z_u \sum_k q_{w,ok}` and the requantization write NCHW codes directly;
+- otherwise Numba's im2col on int16 and ``int_linear``'s blocked int16 loops.
+
+They agree bitwise (``tests/optim/quant/test_quant_kernels.py::test_conv_numba_equals_numpy``,
+``tests/optim/quant/test_quant_int_gemm.py::test_conv_routes_equal_reference``).
 """
 from __future__ import annotations
 
 import numpy as np
 
-from minnet.kernels.backend import dispatch
+from minnet.kernels.backend import dispatch, jit
 from minnet.kernels.im2col import im2col_numba, im2col_numpy, output_size
 from minnet.ops.conv import int_pair
 
-from .int_linear import check_operands, linear_rows_numba, requantize_relu, shifted_int16
+from .int_gemm import HAVE_VNNI, ROWS, unsigned_codes
+from .int_linear import (
+    check_operands,
+    linear_rows_numba,
+    requantize_relu,
+    requantize_rows_vnni,
+    shifted_int16,
+)
 
 
 def quantized_conv2d_numpy(x_q, x_zero_point, w_q, bias_q, M0, shift, out_zero_point, qmin,
@@ -35,9 +50,9 @@ def quantized_conv2d_numpy(x_q, x_zero_point, w_q, bias_q, M0, shift, out_zero_p
     return y.reshape(n, c_out, *_out_hw(x_q.shape, w_q.shape, stride, padding, dilation))
 
 
-def quantized_conv2d_numba(x_q, x_zero_point, w_q, bias_q, M0, shift, out_zero_point, qmin,
-                           qmax, relu, stride, padding, dilation):
-    """Fast path: int16 im2col, patches as rows, ``int_linear``'s blocked loops."""
+def conv2d_int16(x_q, x_zero_point, w_q, bias_q, M0, shift, out_zero_point, qmin, qmax, relu,
+                 stride, padding, dilation):
+    """The portable route: int16 im2col, patches as rows, ``int_linear``'s blocked loops."""
     n, c_out = x_q.shape[0], w_q.shape[0]
     cols = im2col_numba(shifted_int16(x_q, x_zero_point), w_q.shape[2:], stride, padding,
                         dilation)
@@ -47,6 +62,48 @@ def quantized_conv2d_numba(x_q, x_zero_point, w_q, bias_q, M0, shift, out_zero_p
     oh, ow = _out_hw(x_q.shape, w_q.shape, stride, padding, dilation)
     return np.ascontiguousarray(y.reshape(n, oh * ow, c_out).transpose(0, 2, 1)).reshape(
         n, c_out, oh, ow)
+
+
+@jit
+def _patch_rows_loops(upad, kh, kw, sh, sw, dh, dw, oh, ow, a):
+    """a[n H_out W_out + y W_out + x, (c k_h + i) k_w + j] = upad[n, c, y s_h + i d_h,
+    x s_w + j d_w] (the row order of im2col's transpose, written in one pass)."""
+    n_batch, channels = upad.shape[:2]
+    sh, sw, dh, dw = max(sh, 1), max(sw, 1), max(dh, 1), max(dw, 1)  # see minnet's im2col
+    for n in range(n_batch):
+        for y in range(oh):
+            for x in range(ow):
+                row = a[(n * oh + y) * ow + x]
+                k = 0
+                for c in range(channels):
+                    for i in range(kh):
+                        src = upad[n, c, y * sh + i * dh]
+                        for j in range(kw):
+                            row[k + j] = src[x * sw + j * dw]
+                        k += kw
+
+
+def conv2d_vnni(x_q, x_zero_point, w_q, bias_q, M0, shift, out_zero_point, qmin, qmax, relu,
+                stride, padding, dilation):
+    """The VNNI route: unsigned codes padded with z_u, gathered into the padded patch rows
+    that ``int_gemm``'s micro-kernel reads, then corrected and requantized into NCHW."""
+    n, c_out = x_q.shape[0], w_q.shape[0]
+    oh, ow = _out_hw(x_q.shape, w_q.shape, stride, padding, dilation)
+    u, zero_point_u = unsigned_codes(x_q, x_zero_point)
+    (ph, pw), depth = padding, int(np.prod(w_q.shape[1:]))
+    upad = u if ph == pw == 0 else np.pad(u, ((0, 0), (0, 0), (ph, ph), (pw, pw)),
+                                          constant_values=zero_point_u)
+    rows = n * oh * ow
+    # Rows past N H_out W_out and depths past K are never initialised: their products meet
+    # zero weights (depth) or are never read (rows).
+    a = np.empty((-(-rows // ROWS) * ROWS, -(-depth // 4) * 4), dtype=np.uint8)
+    _patch_rows_loops(np.ascontiguousarray(upad), *w_q.shape[2:], *stride, *dilation, oh, ow, a)
+    y = requantize_rows_vnni(a, rows, w_q, zero_point_u, bias_q, M0, shift,
+                             out_zero_point, qmin, qmax, relu, oh * ow)
+    return y.reshape(n, c_out, oh, ow)
+
+
+quantized_conv2d_numba = conv2d_vnni if HAVE_VNNI else conv2d_int16
 
 
 def _out_hw(x_shape, w_shape, stride, padding, dilation) -> tuple[int, int]:

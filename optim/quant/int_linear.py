@@ -14,10 +14,17 @@ else :math:`q_{min}`. ``requant`` is ``optim.quant.requantize`` (gemmlowp's roun
 doubling high multiply and rounding right shift).
 
 ``quantized_linear_numpy`` is the reference (int64 arithmetic, then ``requantize``);
-``quantized_linear_numba`` the fast path: operands widened to int16 (LLVM turns the int32
-dot product into ``vpmaddwd``) and blocks of ``_BLOCK`` output rows of the weight kept in L1
-while every input row passes over them, with requantization fused. They agree bitwise
-(``tests/optim/quant/test_quant_kernels.py::test_linear_numba_equals_numpy``).
+``quantized_linear_numba`` the fast path, chosen at import:
+
+- with AVX512-VNNI (``int_gemm.HAVE_VNNI``), ``int_gemm``'s register-tiled ``vpdpbusd``
+  micro-kernel on the raw unsigned codes, then one loop that subtracts
+  :math:`z_u \sum_k q_{w,ok}`, adds the bias and requantizes (``linear_rows_vnni``);
+- otherwise operands widened to int16 (LLVM turns the int32 dot product into ``vpmaddwd``)
+  and blocks of ``_BLOCK`` output rows of the weight kept in L1 while every input row passes
+  over them, with requantization fused (``linear_rows_int16``).
+
+All agree bitwise (``tests/optim/quant/test_quant_kernels.py::test_linear_numba_equals_numpy``,
+``tests/optim/quant/test_quant_int_gemm.py::test_linear_routes_equal_reference``).
 """
 from __future__ import annotations
 
@@ -26,6 +33,7 @@ import numpy as np
 from minnet.kernels.backend import dispatch, jit
 
 from ._checks import check_int, check_qrange
+from .int_gemm import HAVE_VNNI, gemm_u8s8_vnni_raw, padded_rows, unsigned_codes
 from .requant import INT32_MAX, INT32_MIN, requantize
 
 # Codes of up to 8 bits: int8 weights, uint8/int8 activations, int32 accumulators and biases.
@@ -92,8 +100,44 @@ def shifted_int16(x_q: np.ndarray, zero_point: int) -> np.ndarray:
     return np.subtract(x_q, zero_point, dtype=np.int16)
 
 
+@jit
+def _requantize_loops(c, column_sums, zero_point_u, bias, m0, shift, zero_point, lo, hi, out):
+    """out[n, o, p] = requant(c[n P + p, o] - z_u colsum[o] + bias[o]) for out (N, O, P);
+    the raw sum c wraps modulo 2**32 like the int32 result, which fits (``check_operands``)."""
+    n_batch, outputs, positions = out.shape
+    for n in range(n_batch):
+        for p in range(positions):
+            row = c[n * positions + p]
+            for o in range(outputs):
+                acc = np.int32(np.int64(row[o]) - zero_point_u * column_sums[o] + bias[o])
+                out[n, o, p] = _requantize_one(acc, m0[o], shift[o], zero_point, lo, hi)
+
+
+def requantize_rows_vnni(a, rows, w_q, zero_point_u, bias_q, M0, shift, out_zero_point, qmin,
+                         qmax, relu, positions):
+    """``int_gemm``'s VNNI product of the padded unsigned rows ``a`` (of which the first
+    ``rows`` are real) with ``w_q`` (O, ...) read as (O, K), then the zero-point correction and requantization
+    into codes of shape (rows / positions, O, positions)."""
+    c, column_sums = gemm_u8s8_vnni_raw(a, w_q)
+    out = np.empty((rows // positions, w_q.shape[0], positions), dtype=code_dtype(qmin))
+    _requantize_loops(c, column_sums, zero_point_u,
+                      *(np.asarray(v, dtype=np.int32) for v in (bias_q, M0, shift)),
+                      out_zero_point, relu_floor(qmin, out_zero_point, relu), qmax, out)
+    return out
+
+
+def linear_rows_vnni(x_q, x_zero_point, w_q, bias_q, M0, shift, out_zero_point, qmin, qmax,
+                     relu):
+    """The VNNI route: raw unsigned codes through ``int_gemm``, zero point corrected after."""
+    u, zero_point_u = unsigned_codes(x_q, x_zero_point)
+    a = padded_rows(u, -(-x_q.shape[1] // 4))
+    y = requantize_rows_vnni(a, x_q.shape[0], w_q, zero_point_u, bias_q, M0, shift,
+                             out_zero_point, qmin, qmax, relu, 1)
+    return y.reshape(x_q.shape[0], w_q.shape[0])
+
+
 def linear_rows_numba(x, w_q, bias_q, M0, shift, out_zero_point, qmin, qmax, relu):
-    """The blocked loops on zero-point-shifted int16 rows ``x`` (M, K)."""
+    """The blocked int16 loops on zero-point-shifted int16 rows ``x`` (M, K)."""
     out = np.empty((x.shape[0], w_q.shape[0]), dtype=code_dtype(qmin))
     _linear_loops(np.ascontiguousarray(x), np.ascontiguousarray(w_q),
                   *(np.asarray(a, dtype=np.int32) for a in (bias_q, M0, shift)),
@@ -101,11 +145,14 @@ def linear_rows_numba(x, w_q, bias_q, M0, shift, out_zero_point, qmin, qmax, rel
     return out
 
 
-def quantized_linear_numba(x_q, x_zero_point, w_q, bias_q, M0, shift, out_zero_point, qmin,
-                           qmax, relu):
-    """Fast path: the zero point is subtracted once into int16, then the blocked loops."""
+def linear_rows_int16(x_q, x_zero_point, w_q, bias_q, M0, shift, out_zero_point, qmin, qmax,
+                      relu):
+    """The portable route: the zero point subtracted once into int16, then the blocked loops."""
     return linear_rows_numba(shifted_int16(x_q, x_zero_point), w_q, bias_q, M0, shift,
                              out_zero_point, qmin, qmax, relu)
+
+
+quantized_linear_numba = linear_rows_vnni if HAVE_VNNI else linear_rows_int16
 
 
 linear_kernel = dispatch(quantized_linear_numpy, quantized_linear_numba)
