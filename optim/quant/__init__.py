@@ -3,7 +3,10 @@
 - ``affine``: ``qparams``, ``quantize``, ``dequantize``, ``fake_quantize`` (uniform affine or
   symmetric, per tensor or per channel, PyTorch's conventions);
 - ``ranges`` / ``rounding``: integer ranges of b-bit codes, storage dtypes, rounding modes;
-- ``pow2``, ``fixed_point``, ``binary``: power-of-two, Qm.n, XNOR-Net and TWN weights;
+- ``pow2``, ``fixed_point``, ``binary``: power-of-two, Qm.n, BinaryConnect, XNOR-Net and TWN
+  weights;
+- ``pact`` / ``dorefa``: PACT's learned activation clipping and DoReFa-Net's k-bit weights and
+  activations;
 - ``calibration`` / ``observers``: clipping-range selection (min-max, moving average,
   percentile, MSE, TensorRT's KL) and the observers wrapping it;
 - ``requant``: fixed-point multipliers and integer-only requantization (Jacob et al. 2018);
@@ -18,7 +21,7 @@
 - ``mixed``: per-layer sensitivity and greedy bit widths under a size budget (mixed precision).
 """
 from .affine import dequantize, fake_quantize, qparams, quantize
-from .binary import binarize, ternarize
+from .binary import binarize, binary_connect, binary_connect_mask, ternarize
 from .calibration import (
     SignedHistogram,
     histogram_quantile,
@@ -27,10 +30,22 @@ from .calibration import (
     mse_clip_range,
     squared_error,
 )
+from .dorefa import (
+    dorefa_activation,
+    dorefa_activation_ste,
+    dorefa_weight,
+    dorefa_weight_codes,
+    dorefa_weight_ste,
+    quantize_k,
+)
 from .fake_quant import (
+    BinaryFakeQuantize,
+    DoReFaActivationQuantize,
+    DoReFaWeightQuantize,
     FakeQuantize,
     FixedFakeQuantize,
     LSQFakeQuantize,
+    PACTFakeQuantize,
     QuantSequential,
     QuantStage,
 )
@@ -57,6 +72,7 @@ from .observers import (
     Observer,
     PercentileObserver,
 )
+from .pact import PACTQuantize, pact_clip, pact_fake_quantize, pact_gradients, pact_quantize
 from .pow2 import pow2_quantize
 from .ptq import PreparedModel, calibrate, convert, prepare
 from .qat import prepare_qat
@@ -83,12 +99,17 @@ from .ste import (
     lsq_initial_step,
     lsq_quantize,
     ste_mask,
+    straight_through,
 )
 
 __all__ = [
     "qparams", "quantize", "dequantize", "fake_quantize",
     "int_range", "quant_dtype", "check_bits", "ROUNDING_MODES", "round_values",
     "pow2_quantize", "fixed_point_quantize", "qformat_range", "binarize", "ternarize",
+    "binary_connect", "binary_connect_mask",
+    "quantize_k", "dorefa_weight", "dorefa_weight_codes", "dorefa_weight_ste",
+    "dorefa_activation", "dorefa_activation_ste",
+    "pact_clip", "pact_quantize", "pact_gradients", "pact_fake_quantize", "PACTQuantize",
     "squared_error", "mse_clip_range", "histogram_quantile", "kl_divergences", "kl_clip_bins",
     "SignedHistogram",
     "Observer", "MinMaxObserver", "MovingAverageMinMaxObserver", "PercentileObserver",
@@ -99,8 +120,9 @@ __all__ = [
     "centroid_gradients",
     "huffman_code_lengths", "sharing_size_bits",
     "ste_mask", "fake_quantize_ste", "FakeQuantizeSTE", "lsq_quantize", "lsq_gradients",
-    "lsq_grad_scale", "lsq_initial_step", "lsq_fake_quantize", "LSQQuantize",
+    "lsq_grad_scale", "lsq_initial_step", "lsq_fake_quantize", "LSQQuantize", "straight_through",
     "FixedFakeQuantize", "FakeQuantize", "LSQFakeQuantize", "QuantStage", "QuantSequential",
+    "PACTFakeQuantize", "DoReFaActivationQuantize", "BinaryFakeQuantize", "DoReFaWeightQuantize",
     "QConfig", "OBSERVERS", "PreparedModel", "prepare", "calibrate", "convert", "prepare_qat",
     "quantized_linear", "quantized_conv2d", "IntegerModel", "max_pool2d_codes",
     "SharedLookup", "SharedWeightLayer", "share_weights", "sharing_sizes",

@@ -97,3 +97,37 @@ def ternarize(
     alpha = np.asarray(alpha, dtype=w.dtype)
     codes = (np.sign(w) * support).astype(np.int8)
     return codes, alpha, delta
+
+
+def binary_connect(w: object) -> np.ndarray:
+    r"""BinaryConnect's deterministic binarization :math:`w_b = \operatorname{sign}(w)` with
+    :math:`\operatorname{sign}(0) = +1`, as float values of ``w``'s dtype.
+
+    In training (``BinaryFakeQuantize``) the forward pass uses :math:`w_b`, the backward pass
+    the clipped straight-through estimator ``binary_connect_mask``, and the real-valued
+    weights are clipped to :math:`[-1, 1]` after each update (the paper's ``clip``).
+
+    Source: Courbariaux, Bengio & David 2015, "BinaryConnect", eq. (1) and algorithm 1.
+    Checked by ``tests/optim/quant/test_quant_binary_qat.py::test_binary_connect_is_sign``.
+
+    >>> binary_connect(np.array([-0.5, 0.0, 2.0]))
+    array([-1.,  1.,  1.])
+    """
+    w = as_float_array(w, "w")
+    check_finite(w, "w")
+    return np.where(w >= 0, 1, -1).astype(w.dtype)
+
+
+def binary_connect_mask(w: object, bound: float = 1.0) -> np.ndarray:
+    r"""Where the clipped STE of a sign function passes the gradient,
+    :math:`\partial w_b / \partial w = 1[|w| \le 1]` (the derivative of
+    :math:`\operatorname{htanh}(w) = \operatorname{clip}(w, -1, 1)`), ``bound`` in place of 1.
+
+    Source: Courbariaux et al. 2016, "Binarized Neural Networks", eq. (4) (the clipped STE
+    for BinaryConnect's sign); Bengio et al. 2013.
+    Checked by ``tests/optim/quant/test_quant_binary_qat.py::test_binary_connect_gradient_is_clipped_ste``.
+    """
+    w = as_float_array(w, "w")
+    if not (np.isfinite(bound) and bound > 0):
+        raise ValueError(f"bound must be finite and > 0, got {bound}")
+    return np.abs(w) <= bound

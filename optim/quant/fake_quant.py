@@ -4,13 +4,22 @@ r"""Fake-quantization modules and the quantized layer they wrap.
 * ``FakeQuantize``: an observer sets the qparams while training (``torch.ao.quantization``'s
   ``FakeQuantize``), the clipped STE passes gradients;
 * ``LSQFakeQuantize``: a learned step size (Esser et al. 2020);
+* ``PACTFakeQuantize``: a learned clipping level for activations (Choi et al. 2018);
+* ``DoReFaActivationQuantize``: k-bit activations on [0, 1] (Zhou et al. 2016);
+* ``BinaryFakeQuantize`` (BinaryConnect / XNOR-Net binary or TWN ternary weights) and
+  ``DoReFaWeightQuantize``: weight quantizers whose codes and scale are a function of the
+  weight alone, so they stay as they are when frozen and run on the integer engine;
 * ``QuantStage``: a Linear/Conv2d with a fake-quantized weight (and bias), an optional fused
   ReLU and a fake-quantized output, the unit that integer inference runs as one kernel.
 
 Every quantizer maps a Tensor to a Tensor and has ``frozen()``, the ``FixedFakeQuantize`` with
-its current qparams.
+its current qparams (or, for the weight-rule quantizers, a copy of itself). A weight quantizer
+also has ``codes_and_scale(w)``: the integer codes (zero point 0) and per-channel scale that
+integer inference stores.
 """
 from __future__ import annotations
+
+import copy
 
 import numpy as np
 
@@ -19,9 +28,14 @@ from minnet import nn
 from minnet.tensor import Tensor
 
 from ._layers import layer_forward
+from .affine import quantize
+from .binary import binarize, binary_connect, binary_connect_mask, ternarize
+from .dorefa import dorefa_activation_ste, dorefa_weight_codes, dorefa_weight_ste
 from .observers import Observer
+from .pact import pact_fake_quantize
 from .ranges import int_range
-from .ste import fake_quantize_ste, lsq_fake_quantize, lsq_grad_scale, lsq_initial_step
+from .ste import (fake_quantize_ste, lsq_fake_quantize, lsq_grad_scale, lsq_initial_step,
+                  straight_through)
 
 
 class FixedFakeQuantize(nn.Module):
@@ -39,6 +53,11 @@ class FixedFakeQuantize(nn.Module):
 
     def frozen(self) -> FixedFakeQuantize:
         return FixedFakeQuantize(self.scale, self.zero_point, self.qmin, self.qmax, self.axis)
+
+    def codes_and_scale(self, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``quantize(w)`` with these qparams, and the scale."""
+        return (quantize(w, self.scale, self.zero_point, self.qmin, self.qmax, self.axis),
+                self.scale)
 
     def extra_repr(self) -> str:
         return f"qmin={self.qmin}, qmax={self.qmax}, axis={self.axis}"
@@ -141,6 +160,145 @@ class LSQFakeQuantize(nn.Module):
         return f"bits={self.bits}, qmin={self.qmin}, qmax={self.qmax}, axis={self.axis}"
 
 
+class PACTFakeQuantize(nn.Module):
+    r"""PACT activations: ``pact_fake_quantize`` with a Parameter :math:`\alpha` (initialised
+    to ``alpha``, 10 in the paper) and its L2 regularisation :math:`\lambda_\alpha`
+    (``alpha_decay``) applied in the backward pass. Codes are unsigned, :math:`[0, 2^k - 1]`;
+    ``frozen()`` is the affine quantizer with scale :math:`\alpha / (2^k - 1)`, zero point 0.
+    Checked by ``tests/optim/quant/test_quant_pact.py::test_pact_qat_converts_to_an_equal_affine_quantizer``.
+    """
+
+    def __init__(self, bits: int, alpha: float = 10.0, alpha_decay: float = 1e-4):
+        super().__init__()
+        if not (np.isfinite(alpha) and alpha > 0):
+            raise ValueError(f"alpha must be positive and finite, got {alpha}")
+        if not (np.isfinite(alpha_decay) and alpha_decay >= 0):
+            raise ValueError(f"alpha_decay must be finite and >= 0, got {alpha_decay}")
+        self.qmin, self.qmax = int_range(bits, signed=False)
+        self.bits, self.alpha_decay = bits, float(alpha_decay)
+        self.alpha = nn.Parameter(np.array(alpha, dtype=np.float32))
+
+    def forward(self, x: Tensor) -> Tensor:
+        # an optimizer step can push alpha to 0 or below; project it back onto alpha >= eps
+        np.maximum(self.alpha.data, np.finfo(self.alpha.dtype).eps, out=self.alpha.data)
+        return pact_fake_quantize(x, self.alpha, self.bits, self.alpha_decay)
+
+    def frozen(self) -> FixedFakeQuantize:
+        scale = self.alpha.data / self.alpha.dtype.type(self.qmax)
+        return FixedFakeQuantize(scale, 0, self.qmin, self.qmax)
+
+    def extra_repr(self) -> str:
+        return f"bits={self.bits}, alpha_decay={self.alpha_decay}"
+
+
+class DoReFaActivationQuantize(nn.Module):
+    r"""DoReFa activations ``dorefa_activation_ste``: :math:`\operatorname{quantize}_k(\operatorname
+    {clip}(x, 0, 1))`; ``frozen()`` is the affine quantizer with scale :math:`1/(2^k - 1)`,
+    zero point 0, codes :math:`[0, 2^k - 1]`.
+    Checked by ``tests/optim/quant/test_quant_dorefa.py::test_dorefa_qat_trains_converts_and_runs_as_integers``.
+    """
+
+    def __init__(self, bits: int):
+        super().__init__()
+        self.qmin, self.qmax = int_range(bits, signed=False)
+        self.bits = bits
+
+    def forward(self, x: Tensor) -> Tensor:
+        return dorefa_activation_ste(x, self.bits)
+
+    def frozen(self) -> FixedFakeQuantize:
+        return FixedFakeQuantize(1.0 / self.qmax, 0, self.qmin, self.qmax)
+
+    def extra_repr(self) -> str:
+        return f"bits={self.bits}"
+
+
+class _WeightRule(nn.Module):
+    """A weight quantizer whose codes and scale are a function of the weight alone (no
+    learned state): frozen, it is a copy of itself. ``scale`` (a resizable buffer, shape
+    ``(C_out,)``) is the last weight's; integer inference reads ``codes_and_scale``."""
+
+    track_current = True  # convert() re-runs it on the final weights
+
+    def __init__(self, qmin: int, qmax: int):
+        super().__init__()
+        self.qmin, self.qmax, self.axis = qmin, qmax, 0
+        self.register_buffer("scale", None, resizable=True)
+
+    def codes_and_scale(self, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        raise NotImplementedError
+
+    def frozen(self) -> _WeightRule:
+        return copy.deepcopy(self).eval()
+
+
+class BinaryFakeQuantize(_WeightRule):
+    r"""Binary or ternary weights for QAT.
+
+    * ``ternary=False``: BinaryConnect, :math:`w_b = \alpha_o \operatorname{sign}(w)`
+      (``binary_connect``), with :math:`\alpha_o = \lVert W_o\rVert_1 / n` per output channel
+      when ``scaled`` (XNOR-Net's binary-weight scale, ``binarize``) and :math:`\alpha = 1`
+      otherwise (the paper's pure ±1 weights, meant for networks with BatchNorm);
+    * ``ternary=True``: TWN, :math:`w_t = \alpha_o T` (``ternarize`` per output channel).
+
+    The gradient is the clipped STE :math:`1[|w| \le 1]` (``binary_connect_mask``), and in
+    training mode the real-valued weights are clipped to :math:`[-1, 1]` in place before each
+    forward pass, BinaryConnect's clip after every update. Codes are int8 in
+    :math:`\{-1, 0, +1\}`.
+
+    Source: Courbariaux et al. 2015, algorithm 1; Rastegari et al. 2016, section 3.1;
+    Li & Liu 2016, section 2.
+    Checked by ``tests/optim/quant/test_quant_binary_qat.py::test_binary_connect_gradient_is_clipped_ste``
+    and ``::test_binary_and_ternary_qat_run_as_integers``.
+    """
+
+    def __init__(self, ternary: bool = False, scaled: bool = True):
+        super().__init__(-1, 1)
+        self.ternary, self.scaled = bool(ternary), bool(scaled)
+
+    def codes_and_scale(self, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if self.ternary:
+            codes, alpha, _ = ternarize(w, axis=0)
+        else:
+            codes, alpha = binary_connect(w).astype(np.int8), binarize(w, axis=0)[1]
+        return codes, (alpha if self.scaled else np.ones_like(alpha))
+
+    def forward(self, w: Tensor) -> Tensor:
+        if self.training:
+            np.clip(w.data, -1, 1, out=w.data)
+        codes, alpha = self.codes_and_scale(w.data)
+        self.scale = alpha
+        values = codes * alpha.reshape((-1,) + (1,) * (w.ndim - 1))
+        return straight_through(w, values, binary_connect_mask(w.data))
+
+    def extra_repr(self) -> str:
+        return f"ternary={self.ternary}, scaled={self.scaled}"
+
+
+class DoReFaWeightQuantize(_WeightRule):
+    r"""DoReFa k-bit weights (``dorefa_weight_ste``): values
+    :math:`c / (2^k - 1)` with odd codes :math:`|c| \le 2^k - 1`, one scale for the tensor
+    (repeated per output channel). Integer inference needs :math:`2^k - 1 \le 127`, k ≤ 7.
+    Checked by ``tests/optim/quant/test_quant_dorefa.py::test_dorefa_qat_trains_converts_and_runs_as_integers``.
+    """
+
+    def __init__(self, bits: int):
+        n = 2 ** bits - 1
+        super().__init__(-n, n)
+        self.bits = bits
+
+    def codes_and_scale(self, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        codes, scale = dorefa_weight_codes(w, self.bits)
+        return codes, np.full(w.shape[0], scale, dtype=w.dtype)
+
+    def forward(self, w: Tensor) -> Tensor:
+        self.scale = self.codes_and_scale(w.data)[1]
+        return dorefa_weight_ste(w, self.bits)
+
+    def extra_repr(self) -> str:
+        return f"bits={self.bits}"
+
+
 class QuantStage(nn.Module):
     r"""One quantized layer,
     :math:`y = q_{out}(\operatorname{act}(\operatorname{layer}(x;\ q_w(W),\ q_b(b))))`, with
@@ -168,7 +326,7 @@ class QuantStage(nn.Module):
         return f"relu={self.relu}"
 
 
-TRAINABLE_QUANTIZERS = (FakeQuantize, LSQFakeQuantize)
+TRAINABLE_QUANTIZERS = (FakeQuantize, LSQFakeQuantize, PACTFakeQuantize, DoReFaActivationQuantize)
 QUANTIZERS = (FixedFakeQuantize, *TRAINABLE_QUANTIZERS)
 
 

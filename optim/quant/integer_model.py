@@ -6,6 +6,9 @@ logits out), each ``QuantStage`` becomes one ``quantized_linear`` / ``quantized_
 (int8 weights, int32 bias at scale :math:`s_{in} s_w`, fixed-point requantization by
 :math:`M = s_{in} s_w / s_{out}`, ReLU fused as a clamp), max pooling and flattening act on the
 codes directly (both commute with a monotone affine map), and the last codes are dequantized.
+Weights are whatever int8 codes and per-channel scale their quantizer stores
+(``codes_and_scale``): affine codes, binary or ternary codes with a scale :math:`\alpha`
+(BinaryConnect / XNOR-Net / TWN) or DoReFa's odd codes with scale :math:`1/(2^k - 1)`.
 """
 from __future__ import annotations
 
@@ -47,9 +50,14 @@ class _Layer:
         layer, wq, out = stage.layer, stage.weight_quant, stage.output_quant
         if isinstance(layer, nn.Conv2d) and layer.groups != 1:
             raise ValueError(f"integer conv supports groups=1, got groups={layer.groups}")
-        w_scale = wq.scale.astype(np.float64)
-        self.w_q = quantize(layer.weight.data, w_scale, wq.zero_point, wq.qmin, wq.qmax, axis=0)
-        self.w_q = self.w_q.astype(np.int8)
+        w_q, w_scale = wq.codes_and_scale(layer.weight.data)
+        w_scale = np.broadcast_to(np.asarray(w_scale, np.float64), (layer.weight.shape[0],))
+        int8 = np.iinfo(np.int8)
+        if w_q.min() < int8.min or w_q.max() > int8.max:
+            raise ValueError(f"weight codes must fit int8, got [{w_q.min()}, {w_q.max()}] "
+                             f"from {type(wq).__name__}")
+        self.w_q = w_q.astype(np.int8)
+        self.w_q.flags.writeable = False  # frozen: int_gemm may keep a packed copy
         bias = np.zeros(w_scale.shape) if layer.bias is None else layer.bias.data
         self.bias_q = quantize_bias(bias, in_scale, w_scale, axis=0)
         self.M0, self.shift = quantize_multiplier(in_scale * w_scale / float(out.scale))

@@ -29,7 +29,6 @@ from ._checks import check_count
 from ._layers import Stage, flat_modules, fold_batchnorms, plan_stages
 from .fake_quant import (
     QUANTIZERS,
-    FakeQuantize,
     FixedFakeQuantize,
     QuantSequential,
     QuantStage,
@@ -179,7 +178,7 @@ def _frozen_module(module: nn.Module) -> nn.Module:
     if isinstance(module, QUANTIZERS):
         return module.frozen()
     if isinstance(module, QuantStage):
-        if isinstance(module.weight_quant, FakeQuantize) and module.weight_quant.track_current:
+        if getattr(module.weight_quant, "track_current", False):
             module.weight_quant(module.layer.weight)  # the range of the final weights
         for name in ("weight_quant", "output_quant"):
             quantizer = getattr(module, name)

@@ -2,10 +2,14 @@ r"""Quantization-aware training: ``prepare_qat`` turns a trained float model int
 ``QuantSequential`` whose weights and activations pass through trainable fake quantizers;
 train it with ``minnet.train.fit`` and freeze it with ``convert``.
 
-Weights: ``"lsq"`` (a learned per-channel step, Esser et al. 2020) or ``"ste"`` (the current
-per-channel range from the weight observer, clipped STE). Activations: ``"ste"`` (a
-moving-average min-max observer, as ``torch.ao.quantization``'s default QAT configuration) or
-``"lsq"``. BatchNorm is folded with its running statistics before training (Jacob et al.
+Weights: ``"lsq"`` (a learned per-channel step, Esser et al. 2020), ``"ste"`` (the current
+per-channel range from the weight observer, clipped STE), ``"binary"`` (BinaryConnect's sign
+with XNOR-Net's per-channel scale), ``"binary_connect"`` (pure ±1, Courbariaux et al. 2015),
+``"ternary"`` (TWN, Li & Liu 2016) or ``"dorefa"`` (Zhou et al. 2016, ``weight_bits`` bits).
+Activations: ``"ste"`` (a moving-average min-max observer, as ``torch.ao.quantization``'s
+default QAT configuration), ``"lsq"``, ``"pact"`` (a learned clipping level, Choi et al. 2018)
+or ``"dorefa"`` (the fixed range [0, 1]); PACT and DoReFa clip at 0, so they quantize only the
+outputs of fused ReLUs, and the model input and the outputs without a ReLU use ``"ste"``. BatchNorm is folded with its running statistics before training (Jacob et al.
 2018, section 3.2, simplified: the statistics are frozen).
 """
 from __future__ import annotations
@@ -13,15 +17,26 @@ from __future__ import annotations
 from minnet import nn
 
 from ._layers import Stage, flat_modules, fold_batchnorms, plan_stages
-from .fake_quant import FakeQuantize, LSQFakeQuantize, QuantSequential, QuantStage
+from .fake_quant import (
+    BinaryFakeQuantize,
+    DoReFaActivationQuantize,
+    DoReFaWeightQuantize,
+    FakeQuantize,
+    LSQFakeQuantize,
+    PACTFakeQuantize,
+    QuantSequential,
+    QuantStage,
+)
 from .qconfig import QConfig
 
-METHODS = ("lsq", "ste")
+WEIGHT_METHODS = ("lsq", "ste", "binary", "binary_connect", "ternary", "dorefa")
+ACTIVATION_METHODS = ("lsq", "ste", "pact", "dorefa")
+CLIPPING_AT_ZERO = ("pact", "dorefa")
 
 
-def _check_method(value: str, name: str) -> str:
-    if value not in METHODS:
-        raise ValueError(f"{name} must be one of {METHODS}, got {value!r}")
+def _check_method(value: str, name: str, methods: tuple[str, ...]) -> str:
+    if value not in methods:
+        raise ValueError(f"{name} must be one of {methods}, got {value!r}")
     return value
 
 
@@ -29,13 +44,21 @@ def _weight_quantizer(config: QConfig, method: str, weight) -> nn.Module:
     if method == "lsq":
         return LSQFakeQuantize(config.weight_bits, signed=True,
                                restricted=config.restricted_weights, channels=weight.shape[0])
+    if method in ("binary", "binary_connect", "ternary"):
+        return BinaryFakeQuantize(ternary=method == "ternary", scaled=method != "binary_connect")
+    if method == "dorefa":
+        return DoReFaWeightQuantize(config.weight_bits)
     return FakeQuantize(config.weight_observer_instance(), track_current=True)
 
 
-def _activation_quantizer(config: QConfig, method: str) -> nn.Module:
+def _activation_quantizer(config: QConfig, method: str, after_relu: bool) -> nn.Module:
     if method == "lsq":
         return LSQFakeQuantize(config.activation_bits, signed=config.signed_activations,
                                per_sample=True)
+    if method == "pact" and after_relu:
+        return PACTFakeQuantize(config.activation_bits)
+    if method == "dorefa" and after_relu:
+        return DoReFaActivationQuantize(config.activation_bits)
     return FakeQuantize(config.activation_observer_instance("moving_average"))
 
 
@@ -55,19 +78,23 @@ def prepare_qat(model: nn.Module, config: QConfig | None = None, *, weight_metho
         config = QConfig(**options)
     elif options:
         raise TypeError(f"pass either config or keyword options, got both ({sorted(options)})")
-    weight_method = _check_method(weight_method, "weight_method")
-    activation_method = _check_method(activation_method, "activation_method")
+    weight_method = _check_method(weight_method, "weight_method", WEIGHT_METHODS)
+    activation_method = _check_method(activation_method, "activation_method", ACTIVATION_METHODS)
+    if activation_method in CLIPPING_AT_ZERO and config.signed_activations:
+        raise ValueError(f"activation_method={activation_method!r} gives unsigned codes; it "
+                         "needs signed_activations=False")
     modules = fold_batchnorms(flat_modules(model))
     out: list[nn.Module] = []
     if not config.weight_only:
-        out.append(_activation_quantizer(config, activation_method))
+        out.append(_activation_quantizer(config, activation_method, after_relu=False))
     for item in plan_stages(modules):
         if not isinstance(item, Stage):
             out.append(modules[item])
             continue
         layer = modules[item.layer]
-        output_quant = None if config.weight_only else _activation_quantizer(config,
-                                                                             activation_method)
+        output_quant = None
+        if not config.weight_only:
+            output_quant = _activation_quantizer(config, activation_method, item.relu is not None)
         out.append(QuantStage(layer, item.relu is not None,
                               _weight_quantizer(config, weight_method, layer.weight.data),
                               output_quant))

@@ -216,3 +216,40 @@ def lsq_fake_quantize(
     """
     return LSQQuantize.apply(as_tensor(v), as_tensor(step), qmin=qmin, qmax=qmax,
                              grad_scale=grad_scale, axis=axis)
+
+
+# ---- straight-through substitution -------------------------------------------------------
+
+
+class StraightThrough(Function):
+    r""":math:`y = v` (precomputed quantized values) with
+    :math:`\partial L / \partial x = m \cdot \partial L / \partial y` (a precomputed mask)."""
+
+    @staticmethod
+    def forward(ctx, x, *, values, mask):
+        ctx.save_for_backward(mask)
+        return values
+
+    @staticmethod
+    def backward(ctx, grad):
+        (mask,) = ctx.saved_tensors
+        return grad * mask
+
+
+def straight_through(x: object, values: np.ndarray, mask: np.ndarray | None = None) -> Tensor:
+    r"""A Tensor whose value is ``values`` (the quantized ``x``) and whose gradient with respect
+    to ``x`` is :math:`m \odot g` (the identity STE when ``mask`` is None): the one mechanism
+    by which binary, ternary and DoReFa quantizers substitute a surrogate derivative for the
+    zero derivative of a step function.
+
+    Source: Bengio, Léonard & Courville 2013 (straight-through estimator).
+    Checked by ``tests/optim/quant/test_quant_binary_qat.py::test_binary_connect_gradient_is_clipped_ste``.
+    """
+    x = as_tensor(x)
+    values = np.asarray(values, dtype=x.dtype)
+    if values.shape != x.shape:
+        raise ValueError(f"values must have x's shape {x.shape}, got {values.shape}")
+    mask = np.ones(x.shape, dtype=bool) if mask is None else np.asarray(mask)
+    if mask.shape != x.shape:
+        raise ValueError(f"mask must have x's shape {x.shape}, got {mask.shape}")
+    return StraightThrough.apply(x, values=values, mask=mask)

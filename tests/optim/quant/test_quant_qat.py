@@ -111,7 +111,7 @@ def test_qat_trains_and_runs_as_integers():
 
 
 @pytest.mark.parametrize("error, message, call", [
-    (ValueError, "weight_method", lambda: prepare_qat(tiny_cnn(), weight_method="dorefa")),
+    (ValueError, "weight_method", lambda: prepare_qat(tiny_cnn(), weight_method="xnor")),
     (ValueError, "activation_method", lambda: prepare_qat(tiny_cnn(), activation_method="x")),
     (ValueError, "weight_bits", lambda: prepare_qat(tiny_cnn(), weight_bits=20)),
     (ValueError, "seen no data", lambda: convert(prepare_qat(tiny_cnn()))),
