@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import itertools
 from collections import OrderedDict
-from typing import Any, Callable, Iterator, NamedTuple
+from typing import Any, Callable, Iterator, Mapping, NamedTuple
 
 import numpy as np
 
@@ -263,38 +263,80 @@ class Module:
         resizable buffers are replaced by a copy of the saved array instead (see
         ``register_buffer``). Then ``_load_state_dict_post()`` runs on every module.
 
-        A wrong shape is always an error (except for resizable buffers); with ``strict`` so
-        are missing and unexpected keys. A resizable buffer that is still None is never
-        missing. Returns ``(missing_keys, unexpected_keys)``.
+        All or nothing: every key, shape and dtype is checked (``prepare_load_state_dict``)
+        before the first array is written, so on an error the module is unchanged. A wrong
+        shape is always an error (except for resizable buffers), and so is a value that does
+        not cast to its slot's dtype under NumPy's ``same_kind`` rule (e.g. float into an
+        integer buffer, complex, strings); with ``strict`` so are missing and unexpected keys.
+        A resizable buffer that is still None is never missing. Returns
+        ``(missing_keys, unexpected_keys)``. Test:
+        ``tests/adversarial/test_minnet_state.py::test_module_load_state_dict_is_all_or_nothing``.
         """
+        return self.prepare_load_state_dict(state_dict, strict)()
+
+    def prepare_load_state_dict(self, state_dict: dict[str, np.ndarray], strict: bool = True
+                                ) -> Callable[[], IncompatibleKeys]:
+        """Check ``state_dict`` as ``load_state_dict`` does, without changing the module, and
+        return a function that applies it (and returns ``(missing_keys, unexpected_keys)``).
+
+        Raises ``ValueError`` naming every bad key first. The values are converted to their
+        slots' dtypes here, so applying cannot fail on them; this lets a caller check several
+        state dicts (model, optimizer, ...) before it applies any.
+        """
+        if not isinstance(state_dict, Mapping):
+            raise TypeError(f"state_dict must be a mapping of names to arrays, got "
+                            f"{type(state_dict).__name__}")
         slots = self._state_slots()
         missing = [k for k in slots if k not in state_dict
                    and self._slot_array(*slots[k]) is not None]
         unexpected = [k for k in state_dict if k not in slots]
-        wrong = [f"{k}: checkpoint {np.shape(state_dict[k])}, model {self._slot_array(*slots[k]).shape}"
-                 for k in slots if k in state_dict and slots[k][1] != "resizable"
-                 and np.shape(state_dict[k]) != self._slot_array(*slots[k]).shape]
+        wrong, bad_dtype = [], []
+        converted: dict[str, np.ndarray] = {}
+        for key, (module, kind, name) in slots.items():
+            if key not in state_dict:
+                continue
+            current = self._slot_array(module, kind, name)
+            value = state_dict[key]
+            try:
+                source = np.asarray(value)
+            except (TypeError, ValueError):  # ragged nested sequences and the like
+                source = None
+            if source is None or source.dtype.kind not in "biuf":
+                got = type(value).__name__ if source is None else str(source.dtype)
+                bad_dtype.append(f"{key}: {got} is not a numeric array")
+                continue
+            if current is not None and not np.can_cast(source.dtype, current.dtype, "same_kind"):
+                bad_dtype.append(f"{key}: checkpoint {source.dtype}, model {current.dtype}")
+                continue
+            if kind != "resizable" and source.shape != current.shape:
+                wrong.append(f"{key}: checkpoint {source.shape}, model {current.shape}")
+                continue
+            dtype = None if current is None else current.dtype
+            converted[key] = np.array(source, dtype=dtype, copy=True)
         problems = []
         if wrong:
             problems.append("shape mismatch for " + "; ".join(wrong))
+        if bad_dtype:
+            problems.append("dtype mismatch for " + "; ".join(bad_dtype))
         if strict and missing:
             problems.append(f"missing keys {missing}")
         if strict and unexpected:
             problems.append(f"unexpected keys {unexpected}")
         if problems:
             raise ValueError("load_state_dict: " + ", ".join(problems))
-        for key, (module, kind, name) in slots.items():
-            if key not in state_dict:
-                continue
-            if kind == "resizable":
-                current = module._buffers[name]
-                dtype = None if current is None else current.dtype
-                module._buffers[name] = np.array(state_dict[key], dtype=dtype, copy=True)
-            else:
-                self._slot_array(module, kind, name)[...] = np.asarray(state_dict[key])
-        for module in self.modules():
-            module._load_state_dict_post()
-        return IncompatibleKeys(missing, unexpected)
+
+        def apply() -> IncompatibleKeys:
+            for key, array in converted.items():
+                module, kind, name = slots[key]
+                if kind == "resizable":
+                    module._buffers[name] = array
+                else:
+                    self._slot_array(module, kind, name)[...] = array
+            for module in self.modules():
+                module._load_state_dict_post()
+            return IncompatibleKeys(missing, unexpected)
+
+        return apply
 
     def _load_state_dict_post(self) -> None:
         """Runs on every module after ``load_state_dict`` has written the arrays; a subclass

@@ -56,6 +56,8 @@ class Adam(Optimizer):
     ``max_exp_avg_sq``.
     """
     _decoupled_weight_decay = False
+    _state_spec = {"step": ("count", True), "exp_avg": ("array", True),
+                   "exp_avg_sq": ("array", True), "max_exp_avg_sq": ("array", False)}
 
     def __init__(self, params: ParamsT, lr: float = 1e-3,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,

@@ -89,8 +89,12 @@ def _param_list(params: Any, where: str) -> list:
 
 
 class Optimizer:
-    """Base class: subclasses set ``defaults``, validate options in ``_check_options`` and
-    update one parameter in ``_update(p, group, state)``."""
+    """Base class: subclasses set ``defaults``, validate options in ``_check_options``,
+    update one parameter in ``_update(p, group, state)`` and describe the per-parameter state
+    in ``_state_spec``: buffer name -> (``"count"`` for an integer such as ``step`` or
+    ``"array"`` for a buffer of the parameter's shape, required once any state exists)."""
+
+    _state_spec: dict[str, tuple[str, bool]] = {}
 
     def __init__(self, params: ParamsT, defaults: dict[str, Any]):
         _require_iterable(params, "params", "tensors or of dicts")
@@ -184,7 +188,27 @@ class Optimizer:
 
     def load_state_dict(self, state_dict: Mapping[str, np.ndarray]) -> None:
         """Restore hyperparameters and buffers saved by ``state_dict``. The optimizer must have
-        the same number of groups, each with as many parameters as when it was saved."""
+        the same number of groups, each with as many parameters as when it was saved.
+
+        All or nothing: the whole state dict is checked first (``prepare_load_state_dict``)
+        and on an error the optimizer is unchanged. Test:
+        ``tests/adversarial/test_minnet_state.py::test_optimizer_load_state_dict_is_all_or_nothing``.
+        """
+        self.prepare_load_state_dict(state_dict)()
+
+    def prepare_load_state_dict(self, state_dict: Mapping[str, np.ndarray]) -> Callable[[], None]:
+        """Check ``state_dict`` without changing the optimizer; return a function applying it.
+
+        Checked: every key is ``param_groups.<g>.<option>`` or ``state.<i>.<name>``; the group
+        count and each group's parameter indices match; every option is one this optimizer
+        has and passes its checks; every parameter's state holds exactly the buffers
+        ``_state_spec`` requires (e.g. Adam's ``step``, ``exp_avg``, ``exp_avg_sq``), a
+        non-negative integer ``step`` and floating buffers of the parameter's shape.
+        Raises ``ValueError`` (``TypeError`` for an option of the wrong type) naming the key.
+        """
+        if not isinstance(state_dict, Mapping):
+            raise TypeError(f"state_dict must be a mapping of names to arrays, got "
+                            f"{type(state_dict).__name__}")
         groups: dict[int, dict[str, np.ndarray]] = {}
         states: dict[int, dict[str, np.ndarray]] = {}
         for key, value in state_dict.items():
@@ -193,37 +217,89 @@ class Optimizer:
                     or not parts[1].isdigit():
                 raise ValueError(f"state_dict has an unexpected key {key!r}")
             table = groups if parts[0] == "param_groups" else states
-            table.setdefault(int(parts[1]), {})[parts[2]] = np.asarray(value)
+            table.setdefault(int(parts[1]), {})[parts[2]] = _numeric(key, value)
         if sorted(groups) != list(range(len(self.param_groups))):
             raise ValueError(f"state_dict has {len(groups)} parameter groups, the optimizer "
                              f"has {len(self.param_groups)}")
+        start = 0
         for g, group in enumerate(self.param_groups):
             saved = groups[g].get("params")
-            if saved is None or saved.size != len(group["params"]):
+            expected = np.arange(start, start + len(group["params"]))
+            if saved is None or saved.size != expected.size:
                 size = None if saved is None else saved.size
-                raise ValueError(f"parameter group {g} has {len(group['params'])} parameters, "
+                raise ValueError(f"parameter group {g} has {expected.size} parameters, "
                                  f"state_dict has {size}")
+            if saved.shape != expected.shape or not np.array_equal(saved, expected):
+                raise ValueError(f"state_dict entry 'param_groups.{g}.params' must be the "
+                                 f"indices {expected.tolist()}, got {saved.tolist()}")
+            start += len(group["params"])
         params = self._indexed_params()
         new_state: dict[int, dict[str, Any]] = {}
         for i, buffers in states.items():
             if i >= len(params):
                 raise ValueError(f"state_dict has state for parameter {i}, the optimizer has "
                                  f"{len(params)} parameters")
-            p = params[i]
-            entry = new_state[id(p)] = {}
-            for name, value in buffers.items():
-                if value.ndim == 0 and np.issubdtype(value.dtype, np.integer):
-                    entry[name] = int(value)
-                elif value.shape != p.data.shape:
-                    raise ValueError(f"state_dict entry 'state.{i}.{name}' has shape "
-                                     f"{value.shape}, its parameter has shape {p.data.shape}")
-                else:
-                    entry[name] = value.astype(p.data.dtype, copy=True)
-        options = [{k: v.item() if v.ndim == 0 else tuple(v.tolist())
-                    for k, v in groups[g].items() if k != "params"}
-                   for g in range(len(self.param_groups))]
-        for group, saved_options in zip(self.param_groups, options):
+            new_state[id(params[i])] = self._checked_state(i, params[i], buffers)
+        options = []
+        for g, group in enumerate(self.param_groups):
+            # initial_lr is the base rate an LRScheduler records in each group (as PyTorch's)
+            known = set(self.defaults) | set(group) | {"initial_lr"}
+            unknown = sorted(set(groups[g]) - known)
+            if unknown:
+                raise ValueError(f"state_dict group {g} has unknown options {unknown}; "
+                                 f"{type(self).__name__} has {sorted(known - {'params'})}")
+            saved_options = {k: v.item() if v.ndim == 0 else tuple(v.tolist())
+                             for k, v in groups[g].items() if k != "params"}
             self._check_options({**group, **saved_options})
-        for group, saved_options in zip(self.param_groups, options):
-            group.update(saved_options)
-        self.state = new_state
+            if "initial_lr" in saved_options:
+                check_real(f"param_groups.{g}.initial_lr", saved_options["initial_lr"])
+            options.append(saved_options)
+
+        def apply() -> None:
+            for group, saved_options in zip(self.param_groups, options):
+                group.update(saved_options)
+            self.state = new_state
+
+        return apply
+
+    def _checked_state(self, i: int, p: Any, buffers: dict[str, np.ndarray]) -> dict[str, Any]:
+        """Parameter ``i``'s saved ``buffers`` as its state, checked against ``_state_spec``."""
+        spec = self._state_spec
+        unknown = sorted(set(buffers) - set(spec))
+        if unknown:
+            raise ValueError(f"state_dict has unknown state {unknown} for parameter {i}; "
+                             f"{type(self).__name__} keeps {sorted(spec)}")
+        required = sorted(name for name, (_, needed) in spec.items() if needed)
+        missing = [name for name in required if name not in buffers]
+        if missing:
+            raise ValueError(f"state_dict lacks state {missing} for parameter {i} "
+                             f"({type(self).__name__} needs {required} once a parameter "
+                             f"has state)")
+        entry: dict[str, Any] = {}
+        for name, value in buffers.items():
+            where = f"state_dict entry 'state.{i}.{name}'"
+            if spec[name][0] == "count":
+                if value.ndim != 0 or value.dtype.kind not in "iu" or value < 0:
+                    raise ValueError(f"{where} must be a non-negative integer scalar, got "
+                                     f"{value.dtype} of shape {value.shape}")
+                entry[name] = int(value)
+            elif value.dtype.kind != "f":
+                raise ValueError(f"{where} has dtype {value.dtype}, expected a floating array")
+            elif value.shape != p.data.shape:
+                raise ValueError(f"{where} has shape {value.shape}, its parameter has shape "
+                                 f"{p.data.shape}")
+            else:
+                entry[name] = value.astype(p.data.dtype, copy=True)
+        return entry
+
+
+def _numeric(key: str, value: Any) -> np.ndarray:
+    """``value`` as a numeric (bool, integer or floating) ndarray; errors name ``key``."""
+    try:
+        array = np.asarray(value)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"state_dict entry {key!r} is not an array: {err}") from err
+    if array.dtype.kind not in "biuf":
+        raise ValueError(f"state_dict entry {key!r} has dtype {array.dtype}; only numeric "
+                         f"arrays are accepted")
+    return array

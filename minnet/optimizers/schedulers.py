@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import bisect
 import math
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -93,18 +93,37 @@ class LRScheduler:
 
     def load_state_dict(self, state_dict: Mapping[str, np.ndarray]) -> None:
         """Restore the epoch counter and rates saved by ``state_dict``; the optimizer's own
-        learning rates come from its state dict."""
+        learning rates come from its state dict. All or nothing (``prepare_load_state_dict``)."""
+        self.prepare_load_state_dict(state_dict)()
+
+    def prepare_load_state_dict(self, state_dict: Mapping[str, np.ndarray]) -> Callable[[], None]:
+        """Check ``state_dict`` (exactly the keys ``last_epoch``, a non-negative integer
+        scalar, and ``base_lrs``, ``last_lr``, one real rate per group) without changing the
+        scheduler; return a function that applies it. Raises ``ValueError`` naming the key."""
         keys = {"last_epoch", "base_lrs", "last_lr"}
-        if set(state_dict) != keys:
-            raise ValueError(f"state_dict keys must be {sorted(keys)}, got {sorted(state_dict)}")
+        if not isinstance(state_dict, Mapping) or set(state_dict) != keys:
+            got = sorted(state_dict) if isinstance(state_dict, Mapping) else type(state_dict)
+            raise ValueError(f"state_dict keys must be {sorted(keys)}, got {got}")
+        last_epoch = np.asarray(state_dict["last_epoch"])
+        if last_epoch.ndim != 0 or last_epoch.dtype.kind not in "iu" or last_epoch < 0:
+            raise ValueError(f"state_dict entry 'last_epoch' must be a non-negative integer "
+                             f"scalar, got {last_epoch.dtype} of shape {last_epoch.shape}")
         base_lrs = np.asarray(state_dict["base_lrs"])
         last_lr = np.asarray(state_dict["last_lr"])
         if base_lrs.shape != (len(self.base_lrs),) or last_lr.shape != base_lrs.shape:
             raise ValueError(f"state_dict has rates of shapes {base_lrs.shape} and "
                              f"{last_lr.shape}, expected ({len(self.base_lrs)},)")
-        self.last_epoch = int(state_dict["last_epoch"])
-        self.base_lrs = base_lrs.tolist()
-        self._last_lr = last_lr.tolist()
+        for name, rates in (("base_lrs", base_lrs), ("last_lr", last_lr)):
+            if rates.dtype.kind not in "iuf":
+                raise ValueError(f"state_dict entry {name!r} has dtype {rates.dtype}, expected "
+                                 f"real numbers")
+
+        def apply() -> None:
+            self.last_epoch = int(last_epoch)
+            self.base_lrs = base_lrs.tolist()
+            self._last_lr = last_lr.tolist()
+
+        return apply
 
 
 class StepLR(LRScheduler):

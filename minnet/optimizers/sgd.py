@@ -51,6 +51,7 @@ class SGD(Optimizer):
 
     State per parameter: ``momentum_buffer`` (only when momentum is non-zero).
     """
+    _state_spec = {"momentum_buffer": ("array", False)}
 
     def __init__(self, params: ParamsT, lr: float, momentum: float = 0.0,
                  nesterov: bool = False, weight_decay: float = 0.0, *, dampening: float = 0.0):
