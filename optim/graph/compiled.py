@@ -17,6 +17,7 @@ Tests: ``tests/optim/graph/test_graph_compiled.py``.
 """
 from __future__ import annotations
 
+from collections import OrderedDict
 from functools import partial
 from typing import Any, Callable, Mapping
 
@@ -26,11 +27,11 @@ import scipy.special
 
 from optim.graph import kernels as K
 from optim.graph.execute import check_inputs
-from optim.graph.ir import Graph, Node, validate
+from optim.graph.ir import Graph, Node, input_shapes, specialise, validate
 from optim.graph.memory import ALIGNMENT, MemoryPlan, plan_memory
 from optim.graph.ops import OPS, UNFUSED, run_node
 
-__all__ = ["compile", "CompiledGraph", "algorithm_options", "default_algorithm",
+__all__ = ["compile", "CompiledGraph", "Plan", "algorithm_options", "default_algorithm",
            "precompute_constants", "UFUNCS"]
 
 Step = Callable[[], Any]
@@ -162,10 +163,10 @@ def _steps(node: Node, ins: list, out: np.ndarray, algorithm: str) -> list[Step]
     return [_copy_result(node, ins, out)]
 
 
-class CompiledGraph:
-    """A graph ready to run fast; call it like ``execute``: ``compiled(*inputs)``.
+class Plan:
+    """The graph specialised to one set of input shapes, ready to run fast.
 
-    Attributes: ``graph`` (after constant precomputation), ``plan`` (``MemoryPlan``),
+    Attributes: ``graph`` (static, after constant precomputation), ``plan`` (``MemoryPlan``),
     ``algorithms`` (node output name -> kernel), ``arena`` (the one activation allocation),
     ``node_steps`` (node output name -> the closures computing it, timed by the cost model).
     """
@@ -190,8 +191,9 @@ class CompiledGraph:
         self._steps = [step for steps in self.node_steps.values() for step in steps]
         self._outputs = [env[k] for k in graph.outputs]
 
-    def __call__(self, *inputs: Any) -> np.ndarray | tuple[np.ndarray, ...]:
-        for buffer, array in zip(self._inputs, check_inputs(self.graph, inputs)):
+    def run(self, arrays: list[np.ndarray]) -> np.ndarray | tuple[np.ndarray, ...]:
+        """Run on arrays already checked to have this plan's shapes and dtypes."""
+        for buffer, array in zip(self._inputs, arrays):
             np.copyto(buffer, array)
         for step in self._steps:
             step()
@@ -203,29 +205,9 @@ class CompiledGraph:
         return self.arena.nbytes
 
 
-def compile(graph: Graph, algorithms: Mapping[str, str] | None = None, cost_model: Any = None,
-            reuse: bool = True, inplace: bool = True) -> CompiledGraph:
-    """Prepare ``graph`` for fast repeated execution (see the module docstring).
-
-    Parameters
-    ----------
-    graph : a valid Graph (run ``optimize`` first to get fused kernels).
-    algorithms : node output name -> kernel name, overriding the choice for those nodes.
-    cost_model : a ``CostModel``; when given, every other node gets the kernel it predicts
-        fastest, else ``default_algorithm``.
-    reuse, inplace : memory plan options (``plan_memory``); ``reuse=False`` allocates every
-        value separately.
-
-    Raises ValueError if ``algorithms`` names an unknown node or a kernel that cannot run it.
-    """
-    validate(graph)
-    graph = precompute_constants(graph)
+def _choose(graph: Graph, requested: Mapping[str, str], cost_model: Any) -> dict[str, str]:
+    """Each node's kernel: the requested one (checked), else the cost model's, else the default."""
     chosen = {}
-    requested = dict(algorithms or {})
-    producers = graph.producers()
-    for name in requested:
-        if name not in producers:
-            raise ValueError(f"algorithms names {name!r}, which is not a node of the graph")
     for node in graph.nodes:
         options = algorithm_options(node, graph)
         if node.output in requested:
@@ -237,4 +219,136 @@ def compile(graph: Graph, algorithms: Mapping[str, str] | None = None, cost_mode
             chosen[node.output] = cost_model.choose(node, graph)
         else:
             chosen[node.output] = default_algorithm(node, graph)
-    return CompiledGraph(graph, plan_memory(graph, reuse=reuse, inplace=inplace), chosen)
+    return chosen
+
+
+class CompiledGraph:
+    """One callable for every input shape the graph admits: ``compiled(*inputs)``.
+
+    Each call binds the graph's symbolic dimensions to the inputs' shapes and looks the shapes
+    up in a bounded LRU cache of ``Plan``s; on a miss it specialises the graph, precomputes
+    constants, lets the cost model choose each node's kernel *for those shapes* and plans the
+    memory (the seeds' dynamic computation-graph optimization, 002 §3.5: minimise Σ C(v_i) at
+    run time for the inputs at hand). A static graph has one plan, built at compile time.
+
+    ``graph``, ``plan``, ``algorithms``, ``arena``, ``buffers``, ``node_steps`` and ``arena_bytes``
+    are those of the most recently used plan; ``plans`` lists the cached ones, ``explain()`` shows them.
+    """
+
+    def __init__(self, graph: Graph, algorithms: Mapping[str, str] | None = None,
+                 cost_model: Any = None, reuse: bool = True, inplace: bool = True,
+                 cache_size: int = 8):
+        if not isinstance(cache_size, int) or isinstance(cache_size, bool) or cache_size < 1:
+            raise ValueError(f"cache_size must be a positive integer, got {cache_size!r}")
+        self.source, self.cost_model, self.cache_size = graph, cost_model, cache_size
+        self._requested = dict(algorithms or {})
+        self._memory = {"reuse": reuse, "inplace": inplace}
+        self._plans: OrderedDict[tuple, Plan] = OrderedDict()
+        self._last: Plan | None = None
+        if graph.static:
+            self.plan_for(*(graph.types[k].shape for k in graph.inputs))
+
+    def plan_for(self, *shapes: tuple[int, ...]) -> Plan:
+        """The plan for these input shapes (built and cached on a miss, least recent evicted)."""
+        key = tuple(tuple(int(n) for n in s) for s in shapes)
+        plan = self._plans.get(key)
+        if plan is None:
+            bindings = input_shapes(self.source, [np.empty(s, np.bool_) for s in key])
+            graph = precompute_constants(specialise(self.source, bindings))
+            plan = Plan(graph, plan_memory(graph, **self._memory),
+                        _choose(graph, self._requested, self.cost_model))
+            self._plans[key] = plan
+            while len(self._plans) > self.cache_size:
+                self._plans.popitem(last=False)
+        else:
+            self._plans.move_to_end(key)
+        self._last = plan
+        return plan
+
+    def __call__(self, *inputs: Any) -> np.ndarray | tuple[np.ndarray, ...]:
+        arrays = check_inputs(self.source, inputs)
+        return self.plan_for(*(a.shape for a in arrays)).run(arrays)
+
+    @property
+    def plans(self) -> dict[tuple, Plan]:
+        """Input shapes -> cached plan, least recently used first."""
+        return dict(self._plans)
+
+    def _latest(self) -> Plan:
+        if self._last is None:
+            raise ValueError("this graph has symbolic shapes and has not been called yet; "
+                             "call it or use plan_for(shapes)")
+        return self._last
+
+    @property
+    def graph(self) -> Graph:
+        return self._latest().graph
+
+    @property
+    def plan(self) -> MemoryPlan:
+        return self._latest().plan
+
+    @property
+    def algorithms(self) -> dict[str, str]:
+        return self._latest().algorithms
+
+    @property
+    def arena(self) -> np.ndarray:
+        return self._latest().arena
+
+    @property
+    def node_steps(self) -> dict[str, list[Step]]:
+        return self._latest().node_steps
+
+    @property
+    def buffers(self) -> dict[str, np.ndarray]:
+        return self._latest().buffers
+
+    @property
+    def arena_bytes(self) -> int:
+        return self._latest().arena_bytes
+
+    def explain(self, measure: bool = False) -> str:
+        """One table per cached plan: each node's op, output shape and chosen kernel, with the
+        cost model's predicted time and, if ``measure``, the measured time of its steps."""
+        from optim.graph.cost import time_callable
+        lines = []
+        for key, plan in self._plans.items():
+            lines.append(f"input shapes {list(key)}: arena {plan.arena_bytes} bytes")
+            lines.append("  node | op | shape | kernel | predicted ms | measured ms")
+            for node in plan.graph.nodes:
+                shape = "x".join(map(str, plan.graph.types[node.output].shape))
+                algorithm = plan.algorithms.get(node.output, "default")
+                predicted = (f"{1e3 * self.cost_model.node_cost(node, plan.graph, algorithm):.4f}"
+                             if self.cost_model is not None else "-")
+                steps = plan.node_steps[node.output]
+                measured = (f"{1e3 * time_callable(lambda: [s() for s in steps]):.4f}"
+                            if measure else "-")
+                lines.append(f"  {node.output} | {node.op} | {shape} | {algorithm} | "
+                             f"{predicted} | {measured}")
+        return "\n".join(lines)
+
+
+def compile(graph: Graph, algorithms: Mapping[str, str] | None = None, cost_model: Any = None,
+            reuse: bool = True, inplace: bool = True, cache_size: int = 8) -> CompiledGraph:
+    """Prepare ``graph`` for fast repeated execution at any input shape it admits (see
+    ``CompiledGraph`` and the module docstring).
+
+    Parameters
+    ----------
+    graph : a valid Graph, static or symbolic (run ``optimize`` first to get fused kernels).
+    algorithms : node output name -> kernel name, overriding the choice for those nodes.
+    cost_model : a ``CostModel``; when given, every other node gets the kernel it predicts
+        fastest for each call's shapes, else ``default_algorithm``.
+    reuse, inplace : memory plan options (``plan_memory``); ``reuse=False`` allocates every
+        value separately.
+    cache_size : how many input-shape plans are kept (least recently used evicted).
+
+    Raises ValueError if ``algorithms`` names an unknown node or a kernel that cannot run it.
+    """
+    validate(graph)
+    producers = graph.producers()
+    for name in algorithms or {}:
+        if name not in producers:
+            raise ValueError(f"algorithms names {name!r}, which is not a node of the graph")
+    return CompiledGraph(graph, algorithms, cost_model, reuse, inplace, cache_size)

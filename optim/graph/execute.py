@@ -11,7 +11,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from optim.graph.ir import Graph, validate
+from optim.graph.ir import Graph, input_shapes, specialise, validate
 from optim.graph.ops import run_node
 
 __all__ = ["execute", "check_inputs", "last_uses"]
@@ -27,21 +27,17 @@ def check_inputs(graph: Graph, inputs: Sequence[Any]) -> list[np.ndarray]:
     if len(inputs) != len(graph.inputs):
         raise ValueError(f"the graph takes {len(graph.inputs)} input(s) {list(graph.inputs)}, "
                          f"got {len(inputs)}")
-    arrays = []
-    for name, value in zip(graph.inputs, inputs):
+    arrays = [np.asarray(getattr(value, "data", value)) for value in inputs]
+    input_shapes(graph, arrays)
+    for i, (name, array) in enumerate(zip(graph.inputs, arrays)):
         expected = graph.types[name]
-        array = np.asarray(getattr(value, "data", value))
-        if array.shape != expected.shape:
-            raise ValueError(f"input {name!r} has shape {array.shape}, but the graph expects "
-                             f"{expected.shape}")
         if not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_):
             raise TypeError(f"input {name!r} must be numeric, got dtype {array.dtype}")
         if array.dtype != expected.dtype:
             if np.issubdtype(array.dtype, np.floating) != np.issubdtype(expected.dtype, np.floating):
                 raise TypeError(f"input {name!r} has dtype {array.dtype}, but the graph expects "
                                 f"{expected.dtype}")
-            array = array.astype(expected.dtype)
-        arrays.append(array)
+            arrays[i] = array.astype(expected.dtype)
     return arrays
 
 
@@ -60,9 +56,10 @@ def last_uses(graph: Graph) -> dict[str, int]:
 def execute(graph: Graph, *inputs: Any) -> np.ndarray | tuple[np.ndarray, ...]:
     """Run ``graph`` on ``inputs`` with the reference kernels.
 
-    Returns the output array, or a tuple when the graph has several outputs. Raises
-    ``GraphError`` (a ValueError) for a malformed graph and ValueError naming the input and
-    both shapes for an input of the wrong shape.
+    A symbolic graph is specialised to the inputs' shapes first (``ir.specialise``). Returns the
+    output array, or a tuple when the graph has several outputs. Raises ``GraphError`` (a
+    ValueError) for a malformed graph and for an input whose shape the graph cannot take,
+    naming the input, the axis and both sizes.
 
     Examples
     --------
@@ -74,8 +71,10 @@ def execute(graph: Graph, *inputs: Any) -> np.ndarray | tuple[np.ndarray, ...]:
     (2, 10)
     """
     validate(graph)
+    arrays = check_inputs(graph, inputs)
+    graph = specialise(graph, input_shapes(graph, arrays))
     env: dict[str, np.ndarray] = dict(graph.constants)
-    env.update(zip(graph.inputs, check_inputs(graph, inputs)))
+    env.update(zip(graph.inputs, arrays))
     last = last_uses(graph)
     for i, node in enumerate(graph.nodes):
         env[node.output] = run_node(node, [env[n] if n else None for n in node.inputs])

@@ -419,7 +419,7 @@ def infer_node(node: Node, types: Types) -> TensorType:
                          f"inputs, got {list(node.inputs)}")
     try:
         return op.infer(types, node.attrs)
-    except GraphError as e:
+    except D.DimError as e:  # GraphError included
         raise GraphError(f"node {node.output!r} ({node.op}): {e}") from None
     except (KeyError, TypeError) as e:
         raise GraphError(f"node {node.output!r} ({node.op}): bad attributes "
