@@ -1,31 +1,73 @@
-"""2-D pooling kernels (NCHW), forward and backward, following PyTorch's conventions.
+"""2-D pooling kernels (NCHW), forward and backward, following PyTorch's CPU kernels.
 
 Windows: output (u, v) covers input rows u s_h - p_h + i (i < k_h) and columns v s_w - p_w + j
-(j < k_w); H_out = floor((H + 2 p_h - k_h) / s_h) + 1 (``ceil_mode=False``).
+(j < k_w). The output size is PyTorch's ``pooling_output_shape``:
 
-- max:  y = max over the window, padding counts as -inf. ``idx`` is the flat position h W + w of
-  the first maximum in row-major window order (PyTorch's ``return_indices``); a NaN counts as
-  the maximum (the first NaN, as ``np.argmax``), so it propagates.
+    H_out = floor((H + 2 p_h - k_h) / s_h) + 1                  (``ceil_mode=False``)
+    H_out = ceil((H + 2 p_h - k_h) / s_h) + 1, minus 1 if (H_out - 1) s_h >= H + p_h
+                                                                 (``ceil_mode=True``: the last
+                                                                 window starts inside the input
+                                                                 or its left padding)
+
+and 0 when no window fits (H + 2 p_h < k_h).
+
+- max:  y = max over the window's in-bounds cells; ``idx`` is the flat position h W + w of the
+  first maximum in row-major window order (PyTorch's ``return_indices``). A NaN counts as the
+  maximum and, as in PyTorch's CPU kernel (``val > maxval || isnan(val)``), the *last* NaN of the
+  window is kept. A window with no in-bounds cell (possible only when padding >= kernel, which
+  the op layer refuses) gives y = -inf and idx = -1, and receives no gradient.
   dL/dx[n, c, idx] += dL/dy, so overlapping windows accumulate.
-- avg:  y = (1 / (k_h k_w)) sum over the window, padding counts as zeros
-  (``count_include_pad=True``); dL/dx gets dL/dy / (k_h k_w) at every window position.
+- avg:  y = (1 / D) sum over the window's in-bounds cells, with the divisor D of PyTorch's
+  ``avg_pool2d``: ``count_include_pad=True`` counts the padding, D = (min(r + k_h, H + p_h) - r)
+  (min(c + k_w, W + p_w) - c) for the window origin (r, c) (the full k_h k_w unless a ceil-mode
+  window runs past the padding); ``count_include_pad=False`` (ONNX AveragePool's default) counts
+  only in-bounds cells. dL/dx gets dL/dy / D at every in-bounds cell of the window. A window
+  with D = 0 gives 0.
 - adaptive avg: output cell u averages rows floor(u H / H_out) ... ceil((u + 1) H / H_out) - 1
   (likewise columns), as ``torch.nn.functional.adaptive_avg_pool2d``.
 
+Every kernel is safe on its own: kernel >= 1, stride >= 1 and padding >= 0 are checked here
+(``ValueError``), window bounds are clamped to the input before any read, and an empty window
+reads nothing, whatever the padding.
+
 Geometry arguments are (height, width) int pairs. Tests: ``tests/minnet/kernels/test_pool_kernels.py``
-(window definitions, max-pool ties, adjoint identities, Numba equals NumPy, PyTorch).
+(window definitions, max-pool ties and NaNs, adjoint identities, Numba equals NumPy, PyTorch,
+random geometry in a subprocess).
 """
 from __future__ import annotations
 
 import numpy as np
 
 from minnet.kernels.backend import dispatch, jit
-from minnet.kernels.im2col import Pair, col2im_numpy, im2col_numpy, output_size
+
+Pair = tuple[int, int]
 
 
-def _out_hw(shape: tuple, kernel_size: Pair, stride: Pair, padding: Pair) -> Pair:
-    return (output_size(shape[2], kernel_size[0], stride[0], padding[0], 1),
-            output_size(shape[3], kernel_size[1], stride[1], padding[1], 1))
+def pool_output_size(size: int, kernel: int, stride: int, padding: int,
+                     ceil_mode: bool = False) -> int:
+    """Number of pooling windows along one axis (PyTorch's ``pooling_output_shape``; see the
+    module docstring); 0 when no window fits."""
+    span = size + 2 * padding - kernel
+    if span < 0:
+        return 0
+    out = (-(-span // stride) if ceil_mode else span // stride) + 1
+    if ceil_mode and (out - 1) * stride >= size + padding:
+        out -= 1
+    return out
+
+
+def check_window(kernel_size: Pair, stride: Pair, padding: Pair) -> None:
+    """Raise ValueError unless kernel_size >= 1, stride >= 1 and padding >= 0 in both axes."""
+    for name, pair, minimum in (("kernel_size", kernel_size, 1), ("stride", stride, 1),
+                                ("padding", padding, 0)):
+        if len(pair) != 2 or min(pair) < minimum:
+            raise ValueError(f"{name} must be a pair of ints >= {minimum}, got {tuple(pair)}")
+
+
+def _out_hw(shape: tuple, kernel_size: Pair, stride: Pair, padding: Pair, ceil_mode: bool) -> Pair:
+    check_window(kernel_size, stride, padding)
+    return (pool_output_size(shape[2], kernel_size[0], stride[0], padding[0], ceil_mode),
+            pool_output_size(shape[3], kernel_size[1], stride[1], padding[1], ceil_mode))
 
 
 def adaptive_bounds(size: int, out_size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -34,49 +76,107 @@ def adaptive_bounds(size: int, out_size: int) -> tuple[np.ndarray, np.ndarray]:
     return (u * size) // out_size, -(-(u + 1) * size // out_size)
 
 
+def _strided_bounds(size: int, out_size: int, kernel: int, stride: int, padding: int):
+    """In-bounds window [start, end) per output, clamped to [0, size] (empty if all padding)."""
+    origin = np.arange(out_size, dtype=np.int64) * stride - padding
+    return np.clip(origin, 0, size), np.clip(origin + kernel, 0, size)
+
+
+def _avg_divisors(size: int, out_size: int, kernel: int, stride: int, padding: int,
+                  count_include_pad: bool) -> np.ndarray:
+    """Per-output count of the cells the average divides by, along one axis."""
+    if count_include_pad:
+        origin = np.arange(out_size, dtype=np.int64) * stride - padding
+        return np.minimum(origin + kernel, size + padding) - origin
+    start, end = _strided_bounds(size, out_size, kernel, stride, padding)
+    return end - start
+
+
+def _avg_scale(input_shape: tuple, out_hw: Pair, kernel_size: Pair, stride: Pair, padding: Pair,
+               count_include_pad: bool) -> np.ndarray:
+    """1 / D per output cell (0 where D = 0)."""
+    rows, cols = (_avg_divisors(input_shape[2 + a], out_hw[a], kernel_size[a], stride[a],
+                                padding[a], count_include_pad) for a in (0, 1))
+    divisor = np.outer(rows, cols).astype(np.float64)
+    return np.divide(1.0, divisor, out=np.zeros_like(divisor), where=divisor > 0)
+
+
 # ---- NumPy references --------------------------------------------------------------------
 
 
-def max_pool2d_forward_numpy(x: np.ndarray, kernel_size: Pair, stride: Pair,
-                             padding: Pair) -> tuple[np.ndarray, np.ndarray]:
-    """(y, idx): window maxima and the flat input position of each window's first maximum."""
+def _window_cells(a: np.ndarray, kernel_size: Pair, stride: Pair, padding: Pair, out_hw: Pair,
+                  fill) -> np.ndarray:
+    """cells[..., i k_w + j, u, v] = apad[..., u s_h + i, v s_w + j]: a padded by p before and,
+    after, by as much as the last window needs (``fill`` outside a)."""
+    (kh, kw), (sh, sw), (ph, pw), (oh, ow) = kernel_size, stride, padding, out_hw
+    h, w = a.shape[-2:]
+    after_h, after_w = max((oh - 1) * sh + kh - h - ph, 0), max((ow - 1) * sw + kw - w - pw, 0)
+    apad = np.pad(a, ((0, 0),) * (a.ndim - 2) + ((ph, after_h), (pw, after_w)),
+                  constant_values=fill)
+    return np.stack([apad[..., i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw]
+                     for i in range(kh) for j in range(kw)], axis=-3)
+
+
+def max_pool2d_forward_numpy(x: np.ndarray, kernel_size: Pair, stride: Pair, padding: Pair,
+                             ceil_mode: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(y, idx): window maxima (NaN propagates) and the flat input position of each window's
+    first maximum (its last NaN if the maximum is NaN; -1 for a window of padding only)."""
     n, c, h, w = x.shape
-    (kh, kw), (ph, pw) = kernel_size, padding
-    oh, ow = _out_hw(x.shape, kernel_size, stride, padding)
-    xpad = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=-np.inf)
-    windows = im2col_numpy(xpad, kernel_size, stride, (0, 0), (1, 1)).reshape(n, c, kh * kw, oh, ow)
-    first = windows.argmax(axis=2)  # argmax returns the first maximum
-    y = np.take_along_axis(windows, first[:, :, None], axis=2)[:, :, 0]
-    rows = np.arange(oh)[:, None] * stride[0] - ph + first // kw
-    cols = np.arange(ow) * stride[1] - pw + first % kw
-    return y, rows * w + cols
+    out_hw = _out_hw(x.shape, kernel_size, stride, padding, ceil_mode)
+    if 0 in out_hw:
+        return np.empty((n, c) + out_hw, x.dtype), np.empty((n, c) + out_hw, np.int64)
+    values = _window_cells(x, kernel_size, stride, padding, out_hw, -np.inf)  # (N, C, K, oh, ow)
+    position = _window_cells(np.arange(h * w).reshape(h, w), kernel_size, stride, padding, out_hw, -1)
+    inside = position >= 0
+    y = values.max(axis=2)  # NaN propagates
+    is_nan = np.isnan(y)[:, :, None]
+    hits = np.where(is_nan, np.isnan(values), values == y[:, :, None]) & inside
+    k = hits.shape[2]
+    chosen = np.where(is_nan[:, :, 0], k - 1 - hits[:, :, ::-1].argmax(axis=2), hits.argmax(axis=2))
+    idx = np.take_along_axis(np.broadcast_to(position, hits.shape), chosen[:, :, None], axis=2)[:, :, 0]
+    return y, np.where(hits.any(axis=2), idx, -1).astype(np.int64)
 
 
 def max_pool2d_backward_numpy(grad: np.ndarray, indices: np.ndarray, input_shape: tuple) -> np.ndarray:
-    """dL/dx[n, c, idx[n, c, u, v]] += dL/dy[n, c, u, v]."""
+    """dL/dx[n, c, idx[n, c, u, v]] += dL/dy[n, c, u, v] (windows with idx = -1 are skipped)."""
     n, c, h, w = input_shape
     dx = np.zeros((n * c, h * w), dtype=grad.dtype)
-    planes = np.arange(n * c)[:, None]
-    np.add.at(dx, (planes, indices.reshape(n * c, -1)), grad.reshape(n * c, -1))
+    windows = indices.shape[2] * indices.shape[3]
+    planes = np.broadcast_to(np.arange(n * c)[:, None], (n * c, windows))
+    flat_idx, flat_grad = indices.reshape(n * c, windows), grad.reshape(n * c, windows)
+    keep = flat_idx >= 0
+    np.add.at(dx, (planes[keep], flat_idx[keep]), flat_grad[keep])
     return dx.reshape(input_shape)
 
 
-def avg_pool2d_forward_numpy(x: np.ndarray, kernel_size: Pair, stride: Pair,
-                             padding: Pair) -> np.ndarray:
-    """y = mean of the zero-padded window (count_include_pad=True)."""
-    n, c = x.shape[:2]
-    oh, ow = _out_hw(x.shape, kernel_size, stride, padding)
-    windows = im2col_numpy(x, kernel_size, stride, padding, (1, 1)).reshape(n, c, -1, oh, ow)
-    return windows.mean(axis=2)
+def avg_pool2d_forward_numpy(x: np.ndarray, kernel_size: Pair, stride: Pair, padding: Pair,
+                             ceil_mode: bool = False, count_include_pad: bool = True) -> np.ndarray:
+    """y = (sum of the zero-padded window) / D."""
+    out_hw = _out_hw(x.shape, kernel_size, stride, padding, ceil_mode)
+    if 0 in out_hw:
+        return np.empty(x.shape[:2] + out_hw, x.dtype)
+    total = _window_cells(x, kernel_size, stride, padding, out_hw, 0).sum(axis=2)
+    scale = _avg_scale(x.shape, out_hw, kernel_size, stride, padding, count_include_pad)
+    return (total * scale).astype(x.dtype, copy=False)
 
 
 def avg_pool2d_backward_numpy(grad: np.ndarray, input_shape: tuple, kernel_size: Pair,
-                              stride: Pair, padding: Pair) -> np.ndarray:
-    """dL/dx = col2im(dL/dy / (k_h k_w) repeated over each window)."""
-    n, c, oh, ow = grad.shape
-    area = kernel_size[0] * kernel_size[1]
-    windows = np.broadcast_to((grad / area)[:, :, None], (n, c, area, oh, ow))
-    return col2im_numpy(windows, input_shape, kernel_size, stride, padding, (1, 1))
+                              stride: Pair, padding: Pair, ceil_mode: bool = False,
+                              count_include_pad: bool = True) -> np.ndarray:
+    """dL/dx[cell] += dL/dy[u, v] / D[u, v] for every in-bounds cell of window (u, v)."""
+    n, c, h, w = input_shape
+    dx = np.zeros(input_shape, dtype=grad.dtype)
+    out_hw = grad.shape[2:]
+    if 0 in out_hw:
+        return dx
+    scale = _avg_scale(input_shape, out_hw, kernel_size, stride, padding, count_include_pad)
+    share = (grad * scale).astype(grad.dtype, copy=False)
+    position = _window_cells(np.arange(h * w).reshape(h, w), kernel_size, stride, padding, out_hw, -1)
+    flat = dx.reshape(n, c, h * w)
+    for cells in position:  # one kernel tap at a time: (oh, ow) input positions
+        keep = cells >= 0
+        np.add.at(flat, (slice(None), slice(None), cells[keep]), share[:, :, keep])
+    return dx
 
 
 def adaptive_avg_pool2d_forward_numpy(x: np.ndarray, output_size: Pair) -> np.ndarray:
@@ -100,49 +200,45 @@ def adaptive_avg_pool2d_backward_numpy(grad: np.ndarray, input_shape: tuple) -> 
 
 
 # ---- Numba fast paths --------------------------------------------------------------------
+# Every loop reads only inside [row_start_u, row_end_u) x [col_start_v, col_end_v), bounds
+# clamped to the input by the callers, so no attribute can make a kernel read out of bounds.
 
 
 @jit
-def _max_pool_loops(x, y, idx, kh, kw, sh, sw, ph, pw):
+def _max_pool_loops(x, y, idx, row_start, row_end, col_start, col_end):
     n_batch, channels, h, w = x.shape
     oh, ow = y.shape[2:]
     for n in range(n_batch):
         for c in range(channels):
             plane = x[n, c]
             for u in range(oh):
-                r0, r1 = max(u * sh - ph, 0), min(u * sh - ph + kh, h)
+                r0, r1 = row_start[u], row_end[u]
                 for v in range(ow):
-                    c0, c1 = max(v * sw - pw, 0), min(v * sw - pw + kw, w)
-                    best, arg, nan = plane[r0, c0], r0 * w + c0, False
+                    c0, c1 = col_start[v], col_end[v]
+                    best = -np.inf
+                    arg = r0 * w + c0 if r0 < r1 and c0 < c1 else -1
                     for ih in range(r0, r1):
                         for iw in range(c0, c1):
                             value = plane[ih, iw]
-                            nan |= value != value
-                            if value > best:  # strict: the first maximum stays
+                            # PyTorch's rule: strict > keeps the first maximum, a NaN always
+                            # wins, so the last NaN stays
+                            if value > best or value != value:
                                 best, arg = value, ih * w + iw
-                    if nan:  # a NaN wins, the first one as in np.argmax (rare: kept off the hot loop)
-                        best, arg = _first_nan(plane, r0, r1, c0, c1)
                     y[n, c, u, v] = best
                     idx[n, c, u, v] = arg
 
 
 @jit
-def _first_nan(plane, r0, r1, c0, c1):
-    for ih in range(r0, r1):
-        for iw in range(c0, c1):
-            if plane[ih, iw] != plane[ih, iw]:
-                return plane[ih, iw], ih * plane.shape[1] + iw
-    return plane[r0, c0], -1
-
-
-@jit
 def _max_pool_backward_loops(grad, idx, dx):
     n_batch, channels, oh, ow = grad.shape
+    size = dx.shape[2]
     for n in range(n_batch):
         for c in range(channels):
             for u in range(oh):
                 for v in range(ow):
-                    dx[n, c, idx[n, c, u, v]] += grad[n, c, u, v]
+                    i = idx[n, c, u, v]
+                    if 0 <= i < size:
+                        dx[n, c, i] += grad[n, c, u, v]
 
 
 @jit
@@ -174,17 +270,9 @@ def _window_spread_loops(grad, dx, row_start, row_end, col_start, col_end, scale
                             dx[n, c, ih, iw] += g
 
 
-def _strided_bounds(size: int, out_size: int, kernel: int, stride: int, padding: int):
-    """Window [start, end) per output, clipped to the input (padding contributes nothing)."""
-    start = np.arange(out_size) * stride - padding
-    return np.maximum(start, 0), np.minimum(start + kernel, size)
-
-
-def _avg_windows(input_shape: tuple, out_hw: Pair, kernel_size: Pair, stride: Pair, padding: Pair):
-    rows = _strided_bounds(input_shape[2], out_hw[0], kernel_size[0], stride[0], padding[0])
-    cols = _strided_bounds(input_shape[3], out_hw[1], kernel_size[1], stride[1], padding[1])
-    scale = np.full(out_hw, 1.0 / (kernel_size[0] * kernel_size[1]))
-    return (*rows, *cols, scale)
+def _pool_bounds(input_shape: tuple, out_hw: Pair, kernel_size: Pair, stride: Pair, padding: Pair):
+    return (*_strided_bounds(input_shape[2], out_hw[0], kernel_size[0], stride[0], padding[0]),
+            *_strided_bounds(input_shape[3], out_hw[1], kernel_size[1], stride[1], padding[1]))
 
 
 def _adaptive_windows(input_shape: tuple, out_hw: Pair):
@@ -193,13 +281,14 @@ def _adaptive_windows(input_shape: tuple, out_hw: Pair):
     return (*rows, *cols, scale)
 
 
-def max_pool2d_forward_numba(x: np.ndarray, kernel_size: Pair, stride: Pair,
-                             padding: Pair) -> tuple[np.ndarray, np.ndarray]:
+def max_pool2d_forward_numba(x: np.ndarray, kernel_size: Pair, stride: Pair, padding: Pair,
+                             ceil_mode: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Numba twin of ``max_pool2d_forward_numpy``."""
-    oh, ow = _out_hw(x.shape, kernel_size, stride, padding)
-    y = np.empty(x.shape[:2] + (oh, ow), dtype=x.dtype)
+    out_hw = _out_hw(x.shape, kernel_size, stride, padding, ceil_mode)
+    y = np.empty(x.shape[:2] + out_hw, dtype=x.dtype)
     idx = np.empty(y.shape, dtype=np.int64)
-    _max_pool_loops(np.ascontiguousarray(x), y, idx, *kernel_size, *stride, *padding)
+    bounds = _pool_bounds(x.shape, out_hw, kernel_size, stride, padding)
+    _max_pool_loops(np.ascontiguousarray(x), y, idx, *bounds)
     return y, idx
 
 
@@ -207,25 +296,31 @@ def max_pool2d_backward_numba(grad: np.ndarray, indices: np.ndarray, input_shape
     """Numba twin of ``max_pool2d_backward_numpy``."""
     n, c, h, w = input_shape
     dx = np.zeros((n, c, h * w), dtype=grad.dtype)
-    _max_pool_backward_loops(np.ascontiguousarray(grad), indices, dx)
+    _max_pool_backward_loops(np.ascontiguousarray(grad), np.ascontiguousarray(indices), dx)
     return dx.reshape(input_shape)
 
 
-def avg_pool2d_forward_numba(x: np.ndarray, kernel_size: Pair, stride: Pair,
-                             padding: Pair) -> np.ndarray:
+def avg_pool2d_forward_numba(x: np.ndarray, kernel_size: Pair, stride: Pair, padding: Pair,
+                             ceil_mode: bool = False, count_include_pad: bool = True) -> np.ndarray:
     """Numba twin of ``avg_pool2d_forward_numpy``."""
-    out_hw = _out_hw(x.shape, kernel_size, stride, padding)
+    out_hw = _out_hw(x.shape, kernel_size, stride, padding, ceil_mode)
     y = np.empty(x.shape[:2] + out_hw, dtype=x.dtype)
-    _window_sum_loops(np.ascontiguousarray(x), y, *_avg_windows(x.shape, out_hw, kernel_size, stride, padding))
+    scale = _avg_scale(x.shape, out_hw, kernel_size, stride, padding, count_include_pad)
+    _window_sum_loops(np.ascontiguousarray(x), y,
+                      *_pool_bounds(x.shape, out_hw, kernel_size, stride, padding), scale)
     return y
 
 
 def avg_pool2d_backward_numba(grad: np.ndarray, input_shape: tuple, kernel_size: Pair,
-                              stride: Pair, padding: Pair) -> np.ndarray:
+                              stride: Pair, padding: Pair, ceil_mode: bool = False,
+                              count_include_pad: bool = True) -> np.ndarray:
     """Numba twin of ``avg_pool2d_backward_numpy``."""
     dx = np.zeros(input_shape, dtype=grad.dtype)
-    windows = _avg_windows(input_shape, grad.shape[2:], kernel_size, stride, padding)
-    _window_spread_loops(np.ascontiguousarray(grad), dx, *windows)
+    out_hw = grad.shape[2:]
+    check_window(kernel_size, stride, padding)
+    scale = _avg_scale(input_shape, out_hw, kernel_size, stride, padding, count_include_pad)
+    _window_spread_loops(np.ascontiguousarray(grad), dx,
+                         *_pool_bounds(input_shape, out_hw, kernel_size, stride, padding), scale)
     return dx
 
 

@@ -1,14 +1,14 @@
-"""2-D pooling as differentiable ops, with PyTorch's conventions (``ceil_mode=False``).
+"""2-D pooling as differentiable ops, with PyTorch's conventions.
 
-Formulas and tie/padding rules: ``minnet.kernels.pool``. Tests: ``tests/minnet/ops/test_pool.py``
-(finite differences in float64, the first-max rule on ties, PyTorch, validation errors).
+Formulas, the output size with ``ceil_mode``, the divisor of ``count_include_pad`` and the
+tie/NaN rules: ``minnet.kernels.pool``. Tests: ``tests/minnet/ops/test_pool.py`` (finite
+differences in float64, the first-max rule on ties, NaN windows, PyTorch, validation errors).
 """
 from __future__ import annotations
 
 from typing import Any
 
 from minnet.kernels import pool as K
-from minnet.kernels.im2col import output_size
 from minnet.ops.conv import IntPair, check_float_nchw, int_pair
 from minnet.tensor import Function, Tensor, as_tensor
 
@@ -16,8 +16,8 @@ from minnet.tensor import Function, Tensor, as_tensor
 class MaxPool2d(Function):
     """y = max over each window;  dL/dx[idx] += dL/dy with idx the window's first maximum."""
     @staticmethod
-    def forward(ctx, x, *, kernel_size, stride, padding):
-        y, ctx.indices = K.max_pool2d_forward(x, kernel_size, stride, padding)
+    def forward(ctx, x, *, kernel_size, stride, padding, ceil_mode=False):
+        y, ctx.indices = K.max_pool2d_forward(x, kernel_size, stride, padding, ceil_mode)
         ctx.input_shape = x.shape
         return y
 
@@ -27,11 +27,12 @@ class MaxPool2d(Function):
 
 
 class AvgPool2d(Function):
-    """y = window sum / (k_h k_w) (zero padding counted);  dL/dx = spread of dL/dy / (k_h k_w)."""
+    """y = window sum / D (D: ``count_include_pad`` divisor);  dL/dx = spread of dL/dy / D."""
     @staticmethod
-    def forward(ctx, x, *, kernel_size, stride, padding):
-        ctx.input_shape, ctx.window = x.shape, (kernel_size, stride, padding)
-        return K.avg_pool2d_forward(x, kernel_size, stride, padding)
+    def forward(ctx, x, *, kernel_size, stride, padding, ceil_mode=False, count_include_pad=True):
+        ctx.input_shape = x.shape
+        ctx.window = (kernel_size, stride, padding, ceil_mode, count_include_pad)
+        return K.avg_pool2d_forward(x, *ctx.window)
 
     @staticmethod
     def backward(ctx, g):
@@ -50,15 +51,20 @@ class AdaptiveAvgPool2d(Function):
         return K.adaptive_avg_pool2d_backward(g, ctx.input_shape)
 
 
-def _window_args(x: Tensor, kernel_size: IntPair, stride: IntPair | None, padding: IntPair):
-    """Validated (kernel_size, stride, padding) pairs for a pooling window over x."""
+def _window_args(x: Tensor, kernel_size: IntPair, stride: IntPair | None, padding: IntPair,
+                 ceil_mode: bool):
+    """Validated (kernel_size, stride, padding) pairs for a pooling window over x (PyTorch's
+    rules: kernel and stride positive, 0 <= padding <= kernel // 2, a non-empty output)."""
     check_float_nchw("x", x)
     kernel_size = int_pair("kernel_size", kernel_size, 1)
     stride = kernel_size if stride is None else int_pair("stride", stride, 1)
     padding = int_pair("padding", padding, 0)
     if padding[0] > kernel_size[0] // 2 or padding[1] > kernel_size[1] // 2:
         raise ValueError(f"padding {padding} must be at most half of kernel_size {kernel_size}")
-    out = [output_size(x.shape[2 + a], kernel_size[a], stride[a], padding[a], 1) for a in (0, 1)]
+    if not isinstance(ceil_mode, bool):
+        raise TypeError(f"ceil_mode must be a bool, got {ceil_mode!r}")
+    out = [K.pool_output_size(x.shape[2 + a], kernel_size[a], stride[a], padding[a], ceil_mode)
+           for a in (0, 1)]
     if min(out) < 1:
         raise ValueError(f"output size {tuple(out)} is empty: x {x.shape}, kernel_size "
                          f"{kernel_size}, stride {stride}, padding {padding}")
@@ -66,13 +72,15 @@ def _window_args(x: Tensor, kernel_size: IntPair, stride: IntPair | None, paddin
 
 
 def max_pool2d(x: Any, kernel_size: IntPair, stride: IntPair | None = None,
-               padding: IntPair = 0) -> Tensor:
+               padding: IntPair = 0, *, ceil_mode: bool = False) -> Tensor:
     """Max pooling over (N, C, H, W), as ``torch.nn.functional.max_pool2d``.
 
     y[n, c, u, v] = max_{i < k_h, j < k_w} xpad[n, c, u s_h + i, v s_w + j], padding counting as
     -inf; the gradient goes to the first maximum of each window (row-major), and accumulates where
-    windows overlap. ``stride`` defaults to ``kernel_size``; padding is at most half the kernel.
-    Tested against finite differences, the first-max rule on ties and PyTorch in
+    windows overlap. A NaN in a window propagates, and its last NaN receives the gradient
+    (PyTorch's CPU kernel). ``stride`` defaults to ``kernel_size``; padding is at most half the
+    kernel; ``ceil_mode`` rounds the output size up (``minnet.kernels.pool.pool_output_size``).
+    Tested against finite differences, the first-max rule on ties, NaN windows and PyTorch in
     ``tests/minnet/ops/test_pool.py``.
 
     Examples
@@ -83,17 +91,21 @@ def max_pool2d(x: Any, kernel_size: IntPair, stride: IntPair | None = None,
            [13., 15.]], dtype=float32)
     """
     x = as_tensor(x)
-    kernel_size, stride, padding = _window_args(x, kernel_size, stride, padding)
-    return MaxPool2d.apply(x, kernel_size=kernel_size, stride=stride, padding=padding)
+    kernel_size, stride, padding = _window_args(x, kernel_size, stride, padding, ceil_mode)
+    return MaxPool2d.apply(x, kernel_size=kernel_size, stride=stride, padding=padding,
+                           ceil_mode=ceil_mode)
 
 
 def avg_pool2d(x: Any, kernel_size: IntPair, stride: IntPair | None = None,
-               padding: IntPair = 0) -> Tensor:
-    """Average pooling over (N, C, H, W), as ``torch.nn.functional.avg_pool2d`` with its defaults
-    (``count_include_pad=True``, ``ceil_mode=False``).
+               padding: IntPair = 0, *, ceil_mode: bool = False,
+               count_include_pad: bool = True) -> Tensor:
+    """Average pooling over (N, C, H, W), as ``torch.nn.functional.avg_pool2d``.
 
-    y[n, c, u, v] = (1 / (k_h k_w)) sum_{i < k_h, j < k_w} xpad[n, c, u s_h + i, v s_w + j],
-    zero padding included in the count. Tested in ``tests/minnet/ops/test_pool.py``.
+    y[n, c, u, v] = (1 / D) sum_{i < k_h, j < k_w} xpad[n, c, u s_h + i, v s_w + j] with zero
+    padding; D = k_h k_w when ``count_include_pad`` (PyTorch's default; fewer only where a
+    ``ceil_mode`` window runs past the padding), else the number of in-bounds cells (ONNX
+    AveragePool's default ``count_include_pad=0``). Tested against finite differences, a
+    brute-force divisor and PyTorch in ``tests/minnet/ops/test_pool.py``.
 
     Examples
     --------
@@ -103,8 +115,11 @@ def avg_pool2d(x: Any, kernel_size: IntPair, stride: IntPair | None = None,
            [10.5, 12.5]], dtype=float32)
     """
     x = as_tensor(x)
-    kernel_size, stride, padding = _window_args(x, kernel_size, stride, padding)
-    return AvgPool2d.apply(x, kernel_size=kernel_size, stride=stride, padding=padding)
+    kernel_size, stride, padding = _window_args(x, kernel_size, stride, padding, ceil_mode)
+    if not isinstance(count_include_pad, bool):
+        raise TypeError(f"count_include_pad must be a bool, got {count_include_pad!r}")
+    return AvgPool2d.apply(x, kernel_size=kernel_size, stride=stride, padding=padding,
+                           ceil_mode=ceil_mode, count_include_pad=count_include_pad)
 
 
 def adaptive_avg_pool2d(x: Any, output_size: IntPair) -> Tensor:

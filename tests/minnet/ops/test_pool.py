@@ -67,6 +67,62 @@ def test_agrees_with_torch(case, seed, ties):
                                    lambda t: theirs(t, **_window(case)), x)
 
 
+@given(case=pool_cases(), seed=seeds, ceil_mode=st.booleans(), count_include_pad=st.booleans())
+def test_pool_options_gradients_match_finite_differences(case, seed, ceil_mode, count_include_pad):
+    x = np.random.default_rng(seed).permutation(np.prod(case.x_shape)).reshape(case.x_shape) * 0.01
+    helpers.check_gradients(lambda t: F.max_pool2d(t, **_window(case), ceil_mode=ceil_mode), x)
+    helpers.check_gradients(lambda t: F.avg_pool2d(t, **_window(case), ceil_mode=ceil_mode,
+                                                   count_include_pad=count_include_pad), x)
+
+
+@given(case=pool_cases(), seed=seeds, ceil_mode=st.booleans(), count_include_pad=st.booleans(),
+       ties=st.booleans())
+def test_pool_options_agree_with_torch(case, seed, ceil_mode, count_include_pad, ties):
+    torch = pytest.importorskip("torch")
+    x = (tied_array if ties else random_array)(case.x_shape, np.float64, seed)
+    helpers.compare_with_torch(lambda t: F.max_pool2d(t, **_window(case), ceil_mode=ceil_mode),
+                               lambda t: torch.nn.functional.max_pool2d(t, **_window(case),
+                                                                        ceil_mode=ceil_mode), x)
+    options = dict(ceil_mode=ceil_mode, count_include_pad=count_include_pad)
+    helpers.compare_with_torch(lambda t: F.avg_pool2d(t, **_window(case), **options),
+                               lambda t: torch.nn.functional.avg_pool2d(t, **_window(case), **options), x)
+
+
+@given(case=pool_cases(), seed=seeds)
+def test_max_pool_nan_gradient_agrees_with_torch(case, seed):
+    """Windows with several NaNs: NaN out, and the gradient goes where PyTorch's CPU kernel
+    sends it (the window's last NaN)."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(case.x_shape)
+    x[rng.random(case.x_shape) < 0.35] = np.nan
+    ours = minnet.Tensor(x.copy(), requires_grad=True)
+    theirs = torch.tensor(x, requires_grad=True)
+    y, ty = F.max_pool2d(ours, **_window(case)), torch.nn.functional.max_pool2d(theirs, **_window(case))
+    np.testing.assert_array_equal(y.data, ty.detach().numpy())
+    g = rng.standard_normal(y.shape)
+    y.backward(g)
+    ty.backward(torch.from_numpy(g))
+    np.testing.assert_allclose(ours.grad, theirs.grad.numpy(), rtol=1e-12, atol=1e-12)
+
+
+def test_avg_pool_count_include_pad_false_hand_example():
+    """ONNX AveragePool's default: a 3x3 window at a corner of a padded 2x2 input of ones
+    averages its 4 in-bounds cells (1), not 4/9."""
+    x = np.ones((1, 1, 2, 2))
+    y = F.avg_pool2d(x, 3, stride=1, padding=1, count_include_pad=False)
+    np.testing.assert_array_equal(y.data, np.ones((1, 1, 2, 2)))
+    np.testing.assert_allclose(F.avg_pool2d(x, 3, stride=1, padding=1).data, np.full((1, 1, 2, 2), 4 / 9))
+
+
+def test_pool_modules_pass_their_options():
+    x = random_array((1, 2, 5, 5), np.float32, 0)
+    assert minnet.nn.MaxPool2d(2, ceil_mode=True)(x).shape == (1, 2, 3, 3)
+    pool = minnet.nn.AvgPool2d(3, 2, 1, ceil_mode=True, count_include_pad=False)
+    np.testing.assert_array_equal(pool(x).data, F.avg_pool2d(x, 3, 2, 1, ceil_mode=True,
+                                                              count_include_pad=False).data)
+
+
 @given(case=adaptive_cases(), seed=seeds)
 def test_adaptive_agrees_with_torch(case, seed):
     torch = pytest.importorskip("torch")
@@ -108,6 +164,10 @@ INVALID = [
     ("empty_output", F.avg_pool2d, dict(x=X, kernel_size=7), ValueError, r"output size \(0, 0\) is empty"),
     ("kernel_not_int", F.max_pool2d, dict(x=X, kernel_size=(2, 2.0)), TypeError,
      r"kernel_size must be an int or a pair of ints"),
+    ("ceil_mode_not_bool", F.max_pool2d, dict(x=X, kernel_size=2, ceil_mode=1), TypeError,
+     r"ceil_mode must be a bool, got 1"),
+    ("count_include_pad_not_bool", F.avg_pool2d, dict(x=X, kernel_size=2, count_include_pad="no"),
+     TypeError, r"count_include_pad must be a bool, got 'no'"),
     ("adaptive_output_zero", F.adaptive_avg_pool2d, dict(x=X, output_size=(0, 2)), ValueError,
      r"output_size must be positive, got \(0, 2\)"),
     ("adaptive_empty_input", F.adaptive_avg_pool2d, dict(x=np.zeros((1, 1, 0, 3), np.float32), output_size=1),
