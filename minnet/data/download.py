@@ -18,7 +18,8 @@ from tqdm import tqdm
 
 from minnet.io import atomic_write
 
-__all__ = ["MNIST_MIRRORS", "MNIST_SHA256", "MIRRORS_ENV", "mirrors_from_env", "download"]
+__all__ = ["MNIST_MIRRORS", "MNIST_SHA256", "MIRRORS_ENV", "MAX_DOWNLOAD_BYTES",
+           "mirrors_from_env", "download"]
 
 # Base URLs, tried in order: the mirror PyTorch's torchvision uses, then the one TensorFlow uses.
 MNIST_MIRRORS: tuple[str, ...] = (
@@ -38,6 +39,10 @@ MNIST_SHA256: dict[str, str] = {
 
 MIRRORS_ENV = "MINNET_MNIST_MIRRORS"
 
+#: Default cap on the bytes one download may write (the largest MNIST file is 9.9 MB): a
+#: mirror announcing or sending more is treated as failing, before the disk fills.
+MAX_DOWNLOAD_BYTES = 64 << 20
+
 _CHUNK = 1 << 16
 
 
@@ -52,20 +57,25 @@ class _DigestMismatch(ValueError):
     pass
 
 
-def _fetch(url: str, destination: Path, expected: str, timeout: float) -> None:
-    """Stream ``url`` into ``destination`` atomically; raise ``_DigestMismatch`` on a bad digest."""
+def _fetch(url: str, destination: Path, expected: str, timeout: float, max_bytes: int) -> None:
+    """Stream ``url`` into ``destination`` atomically; raise ``_DigestMismatch`` on a bad
+    digest and ``OSError`` past ``max_bytes``."""
     digest = hashlib.sha256()
     with urllib.request.urlopen(url, timeout=timeout) as response, \
             atomic_write(destination) as out:
         size = response.headers.get("Content-Length")
-        size = int(size) if size else None
+        size = int(size) if size and size.isdigit() else None
+        if size is not None and size > max_bytes:
+            raise OSError(f"announces {size} bytes, more than max_bytes={max_bytes}")
         received = 0
         with tqdm(total=size, unit="B", unit_scale=True, desc=destination.name, disable=None,
                   leave=False) as bar:
             while chunk := response.read(_CHUNK):
+                received += len(chunk)
+                if received > max_bytes:
+                    raise OSError(f"sent more than max_bytes={max_bytes} bytes")
                 digest.update(chunk)
                 out.write(chunk)
-                received += len(chunk)
                 bar.update(len(chunk))
         if size is not None and received != size:
             raise OSError(f"transfer cut short: received {received} of {size} bytes")
@@ -75,7 +85,8 @@ def _fetch(url: str, destination: Path, expected: str, timeout: float) -> None:
 
 
 def download(filename: str, root: str | os.PathLike, mirrors: Sequence[str],
-             sha256: Mapping[str, str], *, timeout: float = 60.0) -> Path:
+             sha256: Mapping[str, str], *, timeout: float = 60.0,
+             max_bytes: int = MAX_DOWNLOAD_BYTES) -> Path:
     """Download ``filename`` into ``root`` from the first mirror serving it with the right digest.
 
     Parameters
@@ -85,6 +96,8 @@ def download(filename: str, root: str | os.PathLike, mirrors: Sequence[str],
     mirrors : base URLs, tried in order.
     sha256 : expected hex digests by file name; ``filename`` must be a key.
     timeout : seconds to wait on a connection or read.
+    max_bytes : a mirror announcing (Content-Length) or sending more bytes fails; default
+        ``MAX_DOWNLOAD_BYTES`` (64 MiB).
 
     Returns the path of the verified file. Raises ``ValueError`` naming the file, the expected
     and the actual digest if some mirror answered with wrong bytes and none with the right
@@ -101,7 +114,7 @@ def download(filename: str, root: str | os.PathLike, mirrors: Sequence[str],
     for base in mirrors:
         url = base.rstrip("/") + "/" + filename
         try:
-            _fetch(url, destination, sha256[filename].lower(), timeout)
+            _fetch(url, destination, sha256[filename].lower(), timeout, max_bytes)
             return destination
         except _DigestMismatch as err:
             mismatches.append(str(err))

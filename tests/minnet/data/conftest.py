@@ -56,7 +56,8 @@ def _offline(monkeypatch):
 
 class Mirror:
     """A directory served over HTTP on 127.0.0.1; ``requests`` lists the paths asked for.
-    Any path under ``/cut/`` answers with a body shorter than its Content-Length."""
+    Any path under ``/cut/`` answers with a body shorter than its Content-Length; a path
+    under ``/nolength/`` serves the file at the rest of the path without a Content-Length."""
 
     def __init__(self, directory, url, requests):
         self.directory = directory
@@ -81,6 +82,13 @@ def mirror(tmp_path):
                 self.send_header("Content-Length", "1000")
                 self.end_headers()
                 self.wfile.write(b"\x1f\x8b only part")
+                self.close_connection = True
+                return
+            if self.path.startswith("/nolength/"):
+                body = (directory / self.path[len("/nolength/"):]).read_bytes()
+                self.send_response(200)
+                self.end_headers()
+                self.wfile.write(body)
                 self.close_connection = True
                 return
             super().do_GET()

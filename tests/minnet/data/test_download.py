@@ -187,3 +187,17 @@ def test_gzip_and_plain_copies_decode_to_the_same_arrays(tmp_path, write_idx):
         np.testing.assert_array_equal(a, b)
     assert gzip.decompress((packed / "train-labels-idx1-ubyte.gz").read_bytes()) == \
         (plain / "train-labels-idx1-ubyte").read_bytes()
+
+
+@pytest.mark.parametrize("prefix", ["good", "nolength/good"])
+def test_a_mirror_sending_more_than_max_bytes_fails_and_leaves_nothing(tmp_path, mirror,
+                                                                       tiny_mnist, prefix):
+    name = "t10k-images-idx3-ubyte.gz"
+    size = (mirror.directory / "good" / name).stat().st_size
+    root = tmp_path / "cache"
+    with pytest.raises(OSError, match=rf"max_bytes={size - 1}"):
+        download.download(name, root, [f"{mirror.url}/{prefix}/"], download.MNIST_SHA256,
+                          max_bytes=size - 1)
+    assert cached_names(root) == []
+    assert download.download(name, root, [f"{mirror.url}/{prefix}/"], download.MNIST_SHA256,
+                             max_bytes=size) == root / name
