@@ -6,6 +6,7 @@ docstring of the op class it applies (``minnet/ops``).
 """
 from __future__ import annotations
 
+import builtins
 from typing import Any, Sequence
 
 import numpy as np
@@ -163,6 +164,11 @@ def reshape(x: Operand, *shape) -> Tensor:
     """Reshape (``x.reshape(2, 3)`` or ``x.reshape((2, 3))``; one dimension may be -1)."""
     x = as_tensor(x)
     shape = _shape_args(shape)
+    for size in shape:
+        if not isinstance(size, (int, np.integer)) or isinstance(size, bool):
+            raise TypeError(f"reshape sizes must be ints, got {size!r} in shape {shape}")
+        if size < -1:
+            raise ValueError(f"reshape sizes must be >= -1 (-1: inferred), got {size} in shape {shape}")
     try:
         np.empty(x.shape, dtype=np.bool_).reshape(shape)
     except ValueError:
@@ -183,9 +189,18 @@ permute = transpose
 
 
 def flatten(x: Operand, start_axis: int = 0, end_axis: int = -1) -> Tensor:
-    """Merge axes start_axis..end_axis into one (``torch.flatten``)."""
+    """Merge axes start_axis..end_axis into one (``torch.flatten``: a 0-d tensor counts as having
+    one axis and becomes 1-d)."""
     x = as_tensor(x)
-    start, end = start_axis % x.ndim, end_axis % x.ndim
+    axes = builtins.max(x.ndim, 1)
+    for name, axis in (("start_axis", start_axis), ("end_axis", end_axis)):
+        if not isinstance(axis, (int, np.integer)) or isinstance(axis, bool) or not -axes <= axis < axes:
+            raise ValueError(f"{name} {axis!r} is out of range for a tensor of shape {x.shape} "
+                             f"(valid: {-axes} to {axes - 1})")
+    start, end = start_axis % axes, end_axis % axes
+    if start > end:
+        raise ValueError(f"start_axis {start_axis} comes after end_axis {end_axis} for a tensor "
+                         f"of shape {x.shape}")
     return reshape(x, x.shape[:start] + (-1,) + x.shape[end + 1:])
 
 
@@ -237,6 +252,8 @@ def matmul(a: Operand, b: Operand) -> Tensor:
 def linear(x: Operand, weight: Operand, bias: Operand | None = None) -> Tensor:
     """y = x W^T + b with weight (out_features, in_features), as ``torch.nn.functional.linear``."""
     x, weight = as_tensor(x), as_tensor(weight)
+    if not np.issubdtype(x.dtype, np.floating):
+        raise TypeError(f"x must be a floating tensor, got dtype {x.dtype}")
     if weight.ndim != 2:
         raise ValueError(f"weight must be 2-D (out_features, in_features), got shape {weight.shape}")
     if x.ndim == 0 or x.shape[-1] != weight.shape[1]:

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from minnet.kernels import conv as K
+from minnet.kernels.im2col import output_size
 from minnet.tensor import Function, Tensor, as_tensor
 
 IntPair = int | tuple[int, int]
@@ -35,29 +36,51 @@ def check_float_nchw(name: str, x: Tensor) -> None:
         raise TypeError(f"{name} must be a floating tensor, got dtype {x.dtype}")
 
 
+def _compute_dtype(dtype: np.dtype) -> np.dtype:
+    """float16 is computed in float32 (as PyTorch's CPU path accumulates half in float); other
+    floating dtypes as themselves."""
+    return np.dtype(np.float32) if dtype == np.float16 else dtype
+
+
 class Conv2d(Function):
     """y = conv2d(x, W) + b (cross-correlation; see ``minnet.kernels.conv``).
 
     With X = im2col(x) per sample:  dL/dW = sum_n G[n] X[n]^T,  dL/dx = col2im(W^T G),
-    dL/db = sum over (n, u, v) of G.
+    dL/db = sum over (n, u, v) of G. float16 inputs are computed in float32 and the results
+    rounded back to float16; an empty batch (N = 0) gives an empty output and zero gradients
+    for the weight and bias.
     """
     @staticmethod
     def forward(ctx, x, weight, bias, *, stride, padding, dilation, groups):
-        y, cols = K.conv2d_forward(x, weight, stride, padding, dilation, groups)
-        if bias is not None:
-            y += bias.reshape(-1, 1, 1)
-        ctx.save_for_backward(weight, cols if ctx.needs_input_grad[1] else None)
         ctx.input_shape, ctx.geometry, ctx.groups = x.shape, (stride, padding, dilation), groups
-        return y
+        ctx.dtype, work = x.dtype, _compute_dtype(x.dtype)
+        weight = weight.astype(work, copy=False)
+        if x.shape[0] == 0:
+            out_hw = tuple(output_size(x.shape[2 + a], weight.shape[2 + a], stride[a], padding[a],
+                                       dilation[a]) for a in (0, 1))
+            ctx.save_for_backward(weight, None)
+            return np.zeros((0, weight.shape[0]) + out_hw, dtype=x.dtype)
+        y, cols = K.conv2d_forward(x.astype(work, copy=False), weight, stride, padding, dilation,
+                                   groups)
+        if bias is not None:
+            y += bias.astype(work, copy=False).reshape(-1, 1, 1)
+        ctx.save_for_backward(weight, cols if ctx.needs_input_grad[1] else None)
+        return y.astype(x.dtype, copy=False)
 
     @staticmethod
     def backward(ctx, g):
         weight, cols = ctx.saved_tensors
         need_x, need_w, need_b = ctx.needs_input_grad
+        dtype = ctx.dtype
+        if g.shape[0] == 0:
+            return (np.zeros(ctx.input_shape, dtype) if need_x else None,
+                    np.zeros(weight.shape, dtype) if need_w else None,
+                    np.zeros(weight.shape[0], dtype) if need_b else None)
+        g = g.astype(weight.dtype, copy=False)
         gx = K.conv2d_input_grad(g, weight, ctx.input_shape, *ctx.geometry, ctx.groups) if need_x else None
         gw = K.conv2d_weight_grad(g, cols, weight.shape, ctx.groups) if need_w else None
         gb = g.sum(axis=(0, 2, 3)) if need_b else None
-        return gx, gw, gb
+        return tuple(None if a is None else a.astype(dtype, copy=False) for a in (gx, gw, gb))
 
 
 def conv2d(x: Any, weight: Any, bias: Any = None, stride: IntPair = 1, padding: IntPair = 0,

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 import helpers
 import minnet
-from kernels.cases import conv_cases, random_array
+from kernels.cases import conv_cases, needs_numba, random_array
 from minnet import functional as F
 
 seeds = st.integers(0, 2**16)
@@ -94,3 +94,39 @@ def test_invalid_arguments_are_named(name, change, error, message):
 def test_padding_lets_a_kernel_larger_than_the_input_fit():
     y = F.conv2d(np.ones((1, 1, 2, 2), np.float32), np.ones((1, 1, 4, 4), np.float32), padding=1)
     assert y.shape == (1, 1, 1, 1) and y.data.item() == 4.0
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_empty_batch_gives_an_empty_output_and_zero_parameter_gradients(bias):
+    """As Linear and pooling: N = 0 runs (torch gives the same output shape), and the weight and
+    bias gradients, sums over no sample, are zero."""
+    x = minnet.Tensor(np.zeros((0, 4, 7, 6), np.float32), requires_grad=True)
+    w = minnet.Tensor(random_array((6, 2, 3, 2), np.float32, 0), requires_grad=True)
+    b = minnet.Tensor(random_array((6,), np.float32, 1), requires_grad=True) if bias else None
+    y = F.conv2d(x, w, b, stride=(2, 1), padding=1, groups=2)
+    oh, ow = (7 + 2 - 3) // 2 + 1, (6 + 2 - 2) // 1 + 1
+    assert y.shape == (0, 6, oh, ow) and y.dtype == np.float32
+    y.backward(np.zeros(y.shape, np.float32))
+    assert x.grad.shape == x.shape
+    np.testing.assert_array_equal(w.grad, np.zeros_like(w.data))
+    if bias:
+        np.testing.assert_array_equal(b.grad, np.zeros(6, np.float32))
+
+
+@pytest.mark.parametrize("backend", ["numpy", pytest.param("numba", marks=needs_numba)])
+def test_float16_is_computed_in_float32_and_rounded_back(backend):
+    """Under either backend, a float16 conv equals the float32 conv of the same values rounded
+    to float16 (forward and every gradient), as PyTorch's CPU path accumulates half in float."""
+    from minnet.kernels.backend import use_backend
+    arrays = [random_array(s, np.float16, i) for i, s in enumerate([(2, 4, 6, 5), (6, 2, 3, 3), (6,)])]
+    g = random_array((2, 6, 4, 5), np.float16, 9)
+    results = {}
+    with use_backend(backend):
+        for dtype in (np.float16, np.float32):
+            ts = [minnet.Tensor(a.astype(dtype), requires_grad=True) for a in arrays]
+            y = F.conv2d(*ts, padding=(0, 1), groups=2)
+            y.backward(g.astype(dtype))
+            results[dtype] = [y.data] + [t.grad for t in ts]
+    for half, single in zip(results[np.float16], results[np.float32]):
+        assert half.dtype == np.float16
+        np.testing.assert_allclose(half.astype(np.float32), single, rtol=2e-3, atol=2e-3)

@@ -86,3 +86,13 @@ def test_linear_rejects_mismatched_shapes():
         F.linear(np.ones((4, 5)), w)
     with pytest.raises(ValueError, match=r"bias must have shape \(2,\), got \(3,\)"):
         F.linear(x, w, np.ones(3))
+
+
+@pytest.mark.parametrize("dtype", [np.int64, np.int32, np.bool_])
+def test_linear_rejects_non_floating_inputs_as_conv2d_does(dtype):
+    x = np.ones((2, 3), dtype)
+    with pytest.raises(TypeError, match=f"x must be a floating tensor, got dtype {np.dtype(dtype)}"):
+        F.linear(x, np.ones((4, 3), np.float32))
+    with pytest.raises(TypeError, match=f"x must be a floating tensor, got dtype {np.dtype(dtype)}"):
+        F.conv2d(x.reshape(1, 1, 2, 3), np.ones((1, 1, 1, 1), np.float32))
+

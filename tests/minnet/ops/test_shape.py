@@ -272,3 +272,29 @@ def test_shape_errors_name_the_offending_values():
         F.concatenate([])
     with pytest.raises(ValueError, match="at least one"):
         F.stack([])
+
+
+def test_reshape_rejects_sizes_below_minus_one():
+    x = minnet.tensor(np.ones(6))
+    with pytest.raises(ValueError, match=r"reshape sizes must be >= -1.*got -2 in shape \(-2, 3\)"):
+        x.reshape(-2, 3)
+    with pytest.raises(TypeError, match=r"reshape sizes must be ints, got 2.0"):
+        x.reshape(2.0, 3)
+
+
+def test_flatten_of_a_0d_tensor_is_1d_as_torch():
+    x = minnet.tensor(np.float64(3.0))
+    assert F.flatten(x).shape == (1,)
+    torch = pytest.importorskip("torch")
+    assert tuple(torch.flatten(torch.tensor(3.0)).shape) == F.flatten(x).shape
+
+
+@pytest.mark.parametrize("shape, start, end, message", [
+    ((), 1, -1, r"start_axis 1 is out of range for a tensor of shape \(\) \(valid: -1 to 0\)"),
+    ((2, 3), 0, 2, r"end_axis 2 is out of range for a tensor of shape \(2, 3\)"),
+    ((2, 3, 4), 2, 1, r"start_axis 2 comes after end_axis 1"),
+])
+def test_flatten_axes_out_of_range_are_named(shape, start, end, message):
+    with pytest.raises(ValueError, match=message):
+        F.flatten(np.zeros(shape), start, end)
+
