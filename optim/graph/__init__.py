@@ -1,6 +1,8 @@
 """optim.graph: graph-level optimization of traced minnet models.
 
-- ``trace(model, example_input) -> Graph``: record one forward pass (``ir``, ``ops``, ``trace``);
+- ``trace(model, example_input, dynamic_axes=None) -> Graph``: record one forward pass (``ir``,
+  ``ops``, ``trace``), with symbolic dimensions (``dims``) where asked;
+- ``GraphModule(graph)``: any graph as a trainable minnet Module (``module``);
 - ``execute(graph, *inputs)``: the reference executor on minnet's own kernels;
 - ``optimize(graph)``: the default pass pipeline to a fixed point (``passes``); the shared
   ``fold_batchnorm`` formula (``fold``);
@@ -17,6 +19,7 @@ from optim.graph.execute import execute
 from optim.graph.fold import fold_batchnorm
 from optim.graph.ir import Graph, GraphError, Node, TensorType, validate
 from optim.graph.memory import MemoryPlan, plan_memory
+from optim.graph.module import GraphModule
 from optim.graph.onnx_io import from_onnx, to_onnx
 from optim.graph.passes import optimize
 from optim.graph.search import backtracking, greedy
@@ -24,4 +27,5 @@ from optim.graph.trace import trace
 
 __all__ = ["trace", "execute", "optimize", "compile", "CompiledGraph", "CostModel", "calibrate",
            "fold_batchnorm", "Graph", "GraphError", "Node", "TensorType", "validate",
-           "MemoryPlan", "plan_memory", "to_onnx", "from_onnx", "greedy", "backtracking"]
+           "MemoryPlan", "plan_memory", "to_onnx", "from_onnx", "greedy", "backtracking",
+           "GraphModule"]
