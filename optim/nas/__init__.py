@@ -13,11 +13,15 @@
   images), params, MACs and latency of trained architectures;
 - ``plots``: ``best_so_far`` curves, PNG pictures of the Pareto front and of the best-so-far
   curve per strategy (matplotlib, optional);
+- ``darts``: DARTS, a continuous relaxation of a small MNIST cell searched by first-order
+  bilevel steps with minnet's autograd, and the discrete cell derived from it;
 - ``search``: runs a strategy through any ``concurrent.futures.Executor`` with a resumable,
   atomically saved ``History``.
 """
 from .bayesian import BayesianOptimization
 from .build import Cost, Residual, build_cnn, build_mlp, cnn_cost, describe, macs_at_most, mlp_cost
+from .darts import (OPS, DartsNetwork, DartsSearchNetwork, build_darts, darts_search,
+                    derive_cell, edge_list, mixed_op)
 from .evolution import GeneticAlgorithm, RegularizedEvolution, offspring, tournament
 from .gp import GPParams, expected_improvement, fit_gp, gp_posterior, log_marginal_likelihood, matern52
 from .history import History, HistoryError, TrialRecord
@@ -47,4 +51,6 @@ __all__ = [
     "Residual", "Cost", "build_mlp", "build_cnn", "mlp_cost", "cnn_cost", "macs_at_most", "describe",
     "OBJECTIVES", "stratified_split", "mnist_splits", "train_model", "measure", "MnistObjectives",
     "best_so_far", "objective_values", "plot_front", "plot_best_so_far",
+    "OPS", "mixed_op", "edge_list", "derive_cell", "DartsNetwork", "DartsSearchNetwork",
+    "build_darts", "darts_search",
 ]
