@@ -66,11 +66,14 @@ from .mixed import (
 from .model_sharing import SharedLookup, SharedWeightLayer, share_weights, sharing_sizes
 from .observers import (
     HistogramKLObserver,
+    HistogramL2Observer,
     MinMaxObserver,
     MovingAverageMinMaxObserver,
     MSEObserver,
     Observer,
     PercentileObserver,
+    histogram_l2_error,
+    histogram_l2_search,
 )
 from .pact import PACTQuantize, pact_clip, pact_fake_quantize, pact_gradients, pact_quantize
 from .pow2 import pow2_quantize
@@ -113,7 +116,8 @@ __all__ = [
     "squared_error", "mse_clip_range", "histogram_quantile", "kl_divergences", "kl_clip_bins",
     "SignedHistogram",
     "Observer", "MinMaxObserver", "MovingAverageMinMaxObserver", "PercentileObserver",
-    "MSEObserver", "HistogramKLObserver",
+    "MSEObserver", "HistogramKLObserver", "HistogramL2Observer", "histogram_l2_error",
+    "histogram_l2_search",
     "quantize_multiplier", "requantize", "quantize_bias",
     "rounding_doubling_high_mul", "rounding_right_shift",
     "kmeans_codebook", "sparse_kmeans_codebook", "nearest_centroid", "shared_weights",

@@ -283,3 +283,141 @@ class MSEObserver(Observer):
         rows = np.concatenate(self.batches, axis=1)
         lo, hi = rows.min(axis=1), rows.max(axis=1)
         return mse_clip_range(rows, lo, hi, self.qmin, self.qmax, self.symmetric, self.grid)
+
+
+def histogram_l2_error(counts: object, bin_width: float, start_bin: int, end_bin: int,
+                       dst_bins: int) -> float:
+    r"""PyTorch ``HistogramObserver``'s estimate of the L2 quantization error when source bins
+    ``start_bin..end_bin`` (inclusive) of a histogram are mapped onto ``dst_bins`` uniform
+    destination bins of width :math:`w = (e - s + 1)\,\Delta / D`.
+
+    Mass in source bin :math:`k` is spread uniformly (density :math:`d_k = n_k / \Delta`) over
+    :math:`[a_k, b_k)`, offsets from the start of the range; each value is replaced by the
+    centre :math:`c_i = (i + \tfrac12) w` of its destination bin. With
+    :math:`i = \operatorname{clamp}(\lfloor a_k / w\rfloor, 0, D - 1)` and :math:`j` likewise
+    for :math:`b_k`,
+
+    .. math::
+        E = \sum_k d_k \Big[\frac{(w/2)^3 - (a_k - c_i)^3}{3}
+            + (j - i - 1)\frac{w^3}{12}
+            + \frac{(b_k - c_j)^3 + (w/2)^3}{3}\Big]
+
+    which is the exact :math:`\int (x - c(x))^2 d_k\,dx` for a source bin inside the range
+    (also when :math:`i = j`), and PyTorch's approximation for bins beyond it. 0 when
+    :math:`w = 0`.
+
+    Source: ``torch.ao.quantization.HistogramObserver._compute_quantization_error``.
+    Checked by ``tests/optim/quant/test_quant_histogram_l2.py::test_l2_error_is_the_integral_inside_the_range``.
+    """
+    counts = np.asarray(counts, dtype=np.float64)
+    dst_width = bin_width * (end_bin - start_bin + 1) / dst_bins
+    if dst_width == 0.0:
+        return 0.0
+    begin = (np.arange(counts.size) - start_bin) * bin_width
+    end = begin + bin_width
+    first = np.clip(np.floor(begin / dst_width), 0, dst_bins - 1)
+    last = np.clip(np.floor(end / dst_width), 0, dst_bins - 1)
+    half = dst_width / 2
+
+    def cube_integral(lo, hi):
+        return (hi ** 3 - lo ** 3) / 3
+
+    density = counts / bin_width
+    error = (cube_integral(begin - (first + 0.5) * dst_width, half)
+             + (last - first - 1) * cube_integral(-half, half)
+             + cube_integral(-half, end - (last + 0.5) * dst_width))
+    return float(np.sum(density * error))
+
+
+def histogram_l2_search(counts: object, x_min: float, x_max: float,
+                        dst_bins: int = 256) -> tuple[float, float]:
+    r"""PyTorch ``HistogramObserver``'s range search (``_non_linear_param_search``, after
+    caffe2's ``NormMinimization``): shrink the histogram's range one side at a time and keep
+    the last range before the L2 error (``histogram_l2_error``) goes up.
+
+    With the cumulative counts :math:`C` and total :math:`N`, quantile bounds
+    :math:`\alpha = 0, \beta = 1` advance by :math:`10^{-5}`: the candidate left bin
+    :math:`l` is the first bin (from the current start) with :math:`C_l \ge (\alpha + 10^{-5})N`,
+    the right bin :math:`r` the last (down to the current start) with
+    :math:`C_r \le (\beta - 10^{-5})N`; the side that would drop more bins moves (the start
+    when :math:`l - s > e - r`, else the end) and its bound advances. When the bins change the
+    error of the new range is computed; the search stops when it exceeds the smallest so far,
+    or when :math:`\alpha \ge \beta`. The smallest error starts at :math:`+\infty`, not at the
+    full range's, so the first move is always taken. Returns
+    :math:`(x_{min} + s\Delta,\ x_{min} + (e + 1)\Delta)`, :math:`\Delta = (x_{max} - x_{min})/B`.
+    A greedy search, not the global minimum of the error.
+
+    Source: ``torch.ao.quantization.HistogramObserver._non_linear_param_search``.
+    Checked by ``tests/optim/quant/test_quant_histogram_l2.py::test_l2_search_matches_torch_histogram_observer``
+    and ``::test_l2_search_keeps_uniform_data``.
+    """
+    counts = np.asarray(counts, dtype=np.float64)
+    if counts.ndim != 1 or counts.size < 2 or np.any(counts < 0):
+        raise ValueError(f"counts must be a 1-d array of >= 2 non-negative counts, got shape "
+                         f"{counts.shape}")
+    if not (np.isfinite(x_min) and np.isfinite(x_max) and x_min <= x_max):
+        raise ValueError(f"need finite x_min <= x_max, got {x_min}, {x_max}")
+    dst_bins = check_count(dst_bins, "dst_bins", minimum=2)
+    bins = counts.size
+    bin_width = (x_max - x_min) / bins
+    total = counts.sum()
+    cumulative = np.cumsum(counts)
+    step = 1e-5
+    alpha, beta = 0.0, 1.0
+    start, end = 0, bins - 1
+    best = np.inf
+    while alpha < beta:
+        next_alpha, next_beta = alpha + step, beta - step
+        left = min(max(int(np.searchsorted(cumulative, next_alpha * total, "left")), start), end)
+        right = max(min(int(np.searchsorted(cumulative, next_beta * total, "right")) - 1, end),
+                    start)
+        new_start, new_end = start, end
+        if left - start > end - right:
+            new_start, alpha = left, next_alpha
+        else:
+            new_end, beta = right, next_beta
+        if (new_start, new_end) == (start, end):
+            continue
+        error = histogram_l2_error(counts, bin_width, new_start, new_end, dst_bins)
+        if error > best:
+            break
+        best, start, end = error, new_start, new_end
+    return x_min + bin_width * start, x_min + bin_width * (end + 1)
+
+
+class HistogramL2Observer(Observer):
+    r"""PyTorch ``HistogramObserver``'s convention: a ``bins``-bin histogram (default 2048)
+    of all observed values over their :math:`[x_{min}, x_{max}]`, and the range chosen by
+    ``histogram_l2_search`` against :math:`2^b` destination bins (PyTorch uses the dtype's
+    :math:`2^8` even for a reduced range). Per channel, each channel's values get their own
+    histogram. Keeps every observed value and builds the histogram once, when the range is
+    asked for: for one batch this is PyTorch's histogram (``torch.histc``); PyTorch merges
+    the histograms of later batches approximately, this observer does not need to.
+
+    Source: ``torch.ao.quantization.HistogramObserver``.
+    Checked by ``tests/optim/quant/test_quant_histogram_l2.py::test_l2_search_matches_torch_histogram_observer``
+    and ``::test_l2_observer_per_channel_and_constant_input``.
+    """
+
+    def __init__(self, bits: int = 8, *, bins: int = 2048, **kwargs):
+        self.n_bins = check_count(bins, "bins", minimum=2)
+        super().__init__(bits, **kwargs)
+
+    def reset(self) -> None:
+        super().reset()
+        self.batches: list[np.ndarray] = []
+
+    def _observe(self, rows):
+        self.batches.append(rows.astype(self.dtype, copy=True))
+
+    def _range(self):
+        rows = np.concatenate(self.batches, axis=1)
+        lo, hi = np.empty(self.channels), np.empty(self.channels)
+        for c, row in enumerate(rows):
+            x_min, x_max = float(row.min()), float(row.max())
+            if x_min == x_max:
+                lo[c] = hi[c] = x_min
+                continue
+            counts, _ = np.histogram(row, self.n_bins, (x_min, x_max))
+            lo[c], hi[c] = histogram_l2_search(counts, x_min, x_max, 2 ** self.bits)
+        return lo, hi

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from ._checks import check_int
 from .observers import (
     HistogramKLObserver,
+    HistogramL2Observer,
     MinMaxObserver,
     MovingAverageMinMaxObserver,
     MSEObserver,
@@ -25,6 +26,7 @@ OBSERVERS: dict[str, type[Observer]] = {
     "percentile": PercentileObserver,
     "mse": MSEObserver,
     "kl": HistogramKLObserver,
+    "histogram_l2": HistogramL2Observer,
 }
 
 
