@@ -36,6 +36,8 @@ __all__ = ["symbol_bits", "pack_symbols", "unpack_symbols", "canonical_codes", "
 
 # Codes are built in int64; an optimal code for fewer than ~10^12 symbols is far shorter.
 MAX_CODE_LENGTH = 62
+# Symbols unpacked per block (a multiple of 8, so every block starts on a byte boundary).
+_CHUNK = 1 << 16
 
 
 def _check_symbols(symbols: object, alphabet: int) -> np.ndarray:
@@ -87,8 +89,15 @@ def unpack_symbols(data: bytes, alphabet: int, n: int) -> np.ndarray:
     if len(data) != math.ceil(n * bits / 8):
         raise ValueError(f"data holds {len(data)} bytes; {n} symbols of {bits} bits need "
                          f"{math.ceil(n * bits / 8)}")
-    planes = np.unpackbits(np.frombuffer(data, np.uint8))[:n * bits].reshape(n, bits)
-    return planes.astype(np.int64) @ (np.int64(1) << np.arange(bits - 1, -1, -1, dtype=np.int64))
+    weights = np.int64(1) << np.arange(bits - 1, -1, -1, dtype=np.int64)
+    raw = np.frombuffer(data, np.uint8)
+    out = np.empty(n, dtype=np.int64)
+    for start in range(0, n, _CHUNK):  # in blocks: the bit planes take 8 bytes per bit
+        count = min(_CHUNK, n - start)
+        block = raw[start * bits // 8:math.ceil((start + count) * bits / 8)]
+        planes = np.unpackbits(block)[:count * bits].reshape(count, bits)
+        out[start:start + count] = planes.astype(np.int64) @ weights
+    return out
 
 
 def canonical_codes(lengths: object) -> np.ndarray:
@@ -161,20 +170,23 @@ def huffman_decode(lengths: object, stream: bytes, n: int) -> np.ndarray:
         if count[length] == 0:
             first_code[length], first_rank[length] = int(codes[s]), rank
         count[length] += 1
-    bits = np.unpackbits(np.frombuffer(stream, np.uint8)).tolist()
+    if len(stream) > math.ceil(n * top / 8):
+        raise ValueError(f"stream holds {len(stream)} bytes; {n} symbols of at most {top} bits "
+                         f"need at most {math.ceil(n * top / 8)}")
     out = np.empty(n, dtype=np.int64)
     code = length = produced = 0
-    for bit in bits:
-        if produced == n:
-            break
-        code, length = (code << 1) | bit, length + 1
-        if length > top:
-            raise ValueError("stream is not a valid code for these lengths")
-        offset = code - first_code[length]
-        if 0 <= offset < count[length]:
-            out[produced] = order[first_rank[length] + offset]
-            produced += 1
-            code = length = 0
+    for byte in bytes(stream):
+        for shift in range(7, -1, -1):
+            if produced == n:
+                break
+            code, length = (code << 1) | ((byte >> shift) & 1), length + 1
+            if length > top:
+                raise ValueError("stream is not a valid code for these lengths")
+            offset = code - first_code[length]
+            if 0 <= offset < count[length]:
+                out[produced] = order[first_rank[length] + offset]
+                produced += 1
+                code = length = 0
     if produced != n:
         raise ValueError(f"stream ended after {produced} of {n} symbols")
     return out

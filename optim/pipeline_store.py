@@ -28,8 +28,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
-from typing import Any
+import struct
+import zipfile
+import zlib
+from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 
@@ -42,28 +47,33 @@ from optim.quant import (FixedFakeQuantize, QConfig, QuantSequential, QuantStage
 
 from . import pipeline_codecs as C
 
-__all__ = ["FORMAT", "module_spec", "build_module", "encode_state", "decode_state", "save_model",
-           "load_model", "packed_bytes"]
+__all__ = ["FORMAT", "PackedModelError", "MAX_ELEMENTS", "MAX_SPEC_BYTES", "MAX_DEPTH",
+           "MAX_MODULES", "module_spec", "build_module", "check_module_spec", "check_entries",
+           "encode_state", "decode_state", "save_model", "load_model", "packed_bytes"]
 
 FORMAT = "optim.pipeline/1"
 
-# Leaf layers: constructor arguments read back from attributes of the same name.
-_LEAVES: dict[str, tuple[type, tuple[str, ...]]] = {
-    "Linear": (nn.Linear, ("in_features", "out_features")),
-    "Conv2d": (nn.Conv2d, ("in_channels", "out_channels", "kernel_size", "stride", "padding",
-                           "dilation", "groups")),
-    "BatchNorm1d": (nn.BatchNorm1d, ("num_features", "eps", "momentum", "affine",
-                                     "track_running_stats")),
-    "BatchNorm2d": (nn.BatchNorm2d, ("num_features", "eps", "momentum", "affine",
-                                     "track_running_stats")),
-    "MaxPool2d": (nn.MaxPool2d, ("kernel_size", "stride", "padding")),
-    "AvgPool2d": (nn.AvgPool2d, ("kernel_size", "stride", "padding")),
-    "AdaptiveAvgPool2d": (nn.AdaptiveAvgPool2d, ("output_size",)),
-    "Flatten": (nn.Flatten, ("start_dim", "end_dim")),
-    "Dropout": (nn.Dropout, ("p",)),
-    "LeakyReLU": (nn.LeakyReLU, ("negative_slope",)),
-    "ReLU": (nn.ReLU, ()), "GELU": (nn.GELU, ()), "Sigmoid": (nn.Sigmoid, ()),
-    "Tanh": (nn.Tanh, ()), "Identity": (nn.Identity, ()),
+# Leaf layers: constructor arguments read back from attributes of the same name, each with
+# the kind of value it must hold in a file (``_ARG_KINDS``).
+_LEAVES: dict[str, tuple[type, dict[str, str]]] = {
+    "Linear": (nn.Linear, {"in_features": "count", "out_features": "count"}),
+    "Conv2d": (nn.Conv2d, {"in_channels": "count", "out_channels": "count", "kernel_size": "size",
+                           "stride": "size", "padding": "offset", "dilation": "size",
+                           "groups": "count"}),
+    "BatchNorm1d": (nn.BatchNorm1d, {"num_features": "count", "eps": "positive",
+                                     "momentum": "unit", "affine": "flag",
+                                     "track_running_stats": "flag"}),
+    "BatchNorm2d": (nn.BatchNorm2d, {"num_features": "count", "eps": "positive",
+                                     "momentum": "unit", "affine": "flag",
+                                     "track_running_stats": "flag"}),
+    "MaxPool2d": (nn.MaxPool2d, {"kernel_size": "size", "stride": "stride", "padding": "offset"}),
+    "AvgPool2d": (nn.AvgPool2d, {"kernel_size": "size", "stride": "stride", "padding": "offset"}),
+    "AdaptiveAvgPool2d": (nn.AdaptiveAvgPool2d, {"output_size": "size"}),
+    "Flatten": (nn.Flatten, {"start_dim": "axis", "end_dim": "axis"}),
+    "Dropout": (nn.Dropout, {"p": "unit"}),
+    "LeakyReLU": (nn.LeakyReLU, {"negative_slope": "real"}),
+    "ReLU": (nn.ReLU, {}), "GELU": (nn.GELU, {}), "Sigmoid": (nn.Sigmoid, {}),
+    "Tanh": (nn.Tanh, {}), "Identity": (nn.Identity, {}),
 }
 _WITH_BIAS = ("Linear", "Conv2d")
 
@@ -110,32 +120,268 @@ def module_spec(module: nn.Module) -> dict:
                     f"{sorted(_LEAVES) + ['Sequential', 'QuantSequential', 'QuantStage', 'FixedFakeQuantize', 'SharedWeightLayer', 'Residual']}")
 
 
-def build_module(spec: dict) -> nn.Module:
-    """A freshly initialised module with the structure ``spec`` (from ``module_spec``)."""
+def build_module(spec: dict, *, max_elements: int | None = None) -> nn.Module:
+    """A freshly initialised module with the structure ``spec`` (from ``module_spec``).
+
+    ``spec`` is validated whole first (``check_module_spec``): PackedModelError names the
+    field, and nothing is allocated for a spec whose arrays exceed ``max_elements``
+    (default ``MAX_ELEMENTS``)."""
+    check_module_spec(spec, MAX_ELEMENTS if max_elements is None else max_elements)
+    return _build_checked(spec)
+
+
+def _build_checked(spec: dict) -> nn.Module:
+    try:
+        return _build(spec)
+    except (TypeError, ValueError) as err:  # a check the constructors make beyond ours
+        raise PackedModelError("module", str(err)) from None
+
+
+def _build(spec: dict) -> nn.Module:
     kind = spec["type"]
     if kind in _LEAVES:
         cls = _LEAVES[kind][0]
         args = {k: _from_json(v) for k, v in spec["args"].items()}
         return cls(**args, bias=spec["bias"]) if kind in _WITH_BIAS else cls(**args)
     if kind == "Sequential":
-        return nn.Sequential(*(build_module(s) for s in spec["children"]))
+        return nn.Sequential(*(_build(s) for s in spec["children"]))
     if kind == "QuantSequential":
         config = None if spec["config"] is None else QConfig(**spec["config"])
-        return QuantSequential(*(build_module(s) for s in spec["children"]), config=config)
+        return QuantSequential(*(_build(s) for s in spec["children"]), config=config)
     if kind == "Residual":
-        return Residual(build_module(spec["body"]))
+        return Residual(_build(spec["body"]))
     if kind == "QuantStage":
-        parts = {k: None if spec[k] is None else build_module(spec[k])
+        parts = {k: None if spec[k] is None else _build(spec[k])
                  for k in ("weight_quant", "output_quant")}
-        return QuantStage(build_module(spec["layer"]), spec["relu"], **parts)
+        return QuantStage(_build(spec["layer"]), spec["relu"], **parts)
     if kind == "FixedFakeQuantize":
         shape = tuple(spec["shape"])
         return FixedFakeQuantize(np.ones(shape, np.float32), np.zeros(shape, np.int64),
                                  spec["qmin"], spec["qmax"], spec["axis"])
-    if kind == "SharedWeightLayer":
-        layer = build_module(spec["layer"])
-        return SharedWeightLayer(layer, spec["n_clusters"], iters=0)
-    raise ValueError(f"unknown module type {kind!r} in the model spec")
+    layer = _build(spec["layer"])  # SharedWeightLayer, the only kind left after the checks
+    return SharedWeightLayer(layer, spec["n_clusters"], iters=0)
+
+
+# ---- validation of untrusted specs -------------------------------------------------------
+
+# Caps on what a packed model file may declare (README, "Limits on untrusted files"): the
+# elements of all arrays, as the module tree allocates them and as the entries declare them
+# (at most 8 bytes each), the JSON spec and payload members, nesting and module count.
+MAX_ELEMENTS = 1 << 24
+MAX_SPEC_BYTES = 1 << 24
+MAX_DEPTH = 32
+MAX_MODULES = 4096
+MAX_DIM = (1 << 31) - 1
+MAX_NDIM = 8
+MAX_CLUSTERS = 1 << 16
+MAX_ALPHABET = 1 << 32
+
+
+class PackedModelError(ValueError):
+    """A packed model file (or spec) that cannot be loaded: ``field`` names the offending part
+    (``module.children[3].args.in_features``, ``arrays[2].parts``, ``<file>`` for the
+    container), ``path`` the file (None for a spec given directly)."""
+
+    def __init__(self, field: str, reason: str, path: str | os.PathLike | None = None):
+        super().__init__(f"{path}: {field}: {reason}" if path is not None else f"{field}: {reason}")
+        self.field, self.reason, self.path = field, reason, path
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_real(value: Any) -> bool:
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value))
+
+
+def _int_pair(low: int) -> Callable[[Any], bool]:
+    def check(value):
+        pair = value if isinstance(value, list) else [value, value]
+        return len(pair) == 2 and all(_is_int(v) and low <= v <= MAX_DIM for v in pair)
+    return check
+
+
+# kind -> (check, what a valid value is)
+_ARG_KINDS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "count": (lambda v: _is_int(v) and 1 <= v <= MAX_DIM, f"an integer in [1, {MAX_DIM}]"),
+    "size": (_int_pair(1), f"an integer in [1, {MAX_DIM}] or a pair of them"),
+    "offset": (_int_pair(0), f"an integer in [0, {MAX_DIM}] or a pair of them"),
+    "stride": (lambda v: v is None or _int_pair(1)(v),
+               f"null, an integer in [1, {MAX_DIM}] or a pair of them"),
+    "positive": (lambda v: _is_real(v) and v > 0, "a finite number > 0"),
+    "unit": (lambda v: _is_real(v) and 0 <= v <= 1, "a number in [0, 1]"),
+    "real": (_is_real, "a finite number"),
+    "flag": (lambda v: isinstance(v, bool), "true or false"),
+    "axis": (lambda v: _is_int(v) and -MAX_NDIM <= v <= MAX_NDIM,
+             f"an integer in [-{MAX_NDIM}, {MAX_NDIM}]"),
+}
+
+
+def _pair(value: Any) -> tuple[int, int]:
+    return (value[0], value[-1]) if isinstance(value, list) else (value, value)
+
+
+class _Walk:
+    """State of one validation: modules seen and elements the tree allocates."""
+
+    def __init__(self, max_elements: int):
+        self.modules, self.elements, self.max_elements = 0, 0, max_elements
+
+    def allocate(self, field: str, elements: int) -> None:
+        self.elements += elements
+        if self.elements > self.max_elements:
+            raise PackedModelError(field, f"the model's arrays would hold more than "
+                                          f"{self.max_elements} elements (the cap)")
+
+
+def _require(spec: Any, field: str, keys: set[str]) -> None:
+    if not isinstance(spec, dict):
+        raise PackedModelError(field, f"must be a JSON object, got {type(spec).__name__}")
+    if set(spec) != keys:
+        missing, extra = sorted(keys - set(spec)), sorted(set(spec) - keys)
+        raise PackedModelError(field, f"keys missing {missing}, unexpected {extra}")
+
+
+def _check_leaf(kind: str, spec: dict, field: str, walk: _Walk) -> None:
+    _require(spec, field, {"type", "args"} | ({"bias"} if kind in _WITH_BIAS else set()))
+    kinds = _LEAVES[kind][1]
+    _require(spec["args"], f"{field}.args", set(kinds))
+    args = spec["args"]
+    for name, arg_kind in kinds.items():
+        check, valid = _ARG_KINDS[arg_kind]
+        if not check(args[name]):
+            raise PackedModelError(f"{field}.args.{name}", f"must be {valid}, got {args[name]!r}")
+    if kind in _WITH_BIAS and not isinstance(spec["bias"], bool):
+        raise PackedModelError(f"{field}.bias", f"must be true or false, got {spec['bias']!r}")
+    if kind == "Linear":
+        walk.allocate(field, args["out_features"] * (args["in_features"] + spec["bias"]))
+    elif kind == "Conv2d":
+        groups = args["groups"]
+        if args["in_channels"] % groups or args["out_channels"] % groups:
+            raise PackedModelError(f"{field}.args.groups", f"groups={groups} must divide "
+                                   f"in_channels and out_channels")
+        kh, kw = _pair(args["kernel_size"])
+        walk.allocate(field, args["out_channels"]
+                      * (args["in_channels"] // groups * kh * kw + spec["bias"]))
+    elif kind.startswith("BatchNorm"):
+        walk.allocate(field, 2 * args["num_features"]
+                      * (args["affine"] + args["track_running_stats"]) + 1)
+    elif kind in ("MaxPool2d", "AvgPool2d"):
+        kernel, padding = _pair(args["kernel_size"]), _pair(args["padding"])
+        if padding[0] > kernel[0] // 2 or padding[1] > kernel[1] // 2:
+            raise PackedModelError(f"{field}.args.padding", f"must be at most half of "
+                                   f"kernel_size {args['kernel_size']!r}, got {args['padding']!r}")
+
+
+_QCONFIG_KINDS = {f.name: "int" if f.name.endswith("_bits") else
+                  "str" if f.name.endswith("_observer") else "bool"
+                  for f in dataclasses.fields(QConfig)}
+
+
+def _check_qconfig(config: Any, field: str) -> None:
+    if config is None:
+        return
+    if not isinstance(config, dict) or not set(config) <= set(_QCONFIG_KINDS):
+        raise PackedModelError(field, f"must be null or an object with keys among "
+                                      f"{sorted(_QCONFIG_KINDS)}, got {config!r}")
+    types = {"int": _is_int, "str": lambda v: isinstance(v, str),
+             "bool": lambda v: isinstance(v, bool)}
+    for key, value in config.items():
+        if not types[_QCONFIG_KINDS[key]](value):
+            raise PackedModelError(f"{field}.{key}", f"must be of type {_QCONFIG_KINDS[key]}, "
+                                   f"got {value!r}")
+
+
+def _check_node(spec: Any, field: str, depth: int, walk: _Walk) -> None:
+    if depth > MAX_DEPTH:
+        raise PackedModelError(field, f"modules are nested deeper than {MAX_DEPTH} levels")
+    walk.modules += 1
+    if walk.modules > MAX_MODULES:
+        raise PackedModelError(field, f"more than {MAX_MODULES} modules")
+    if not isinstance(spec, dict):
+        raise PackedModelError(field, f"must be a JSON object, got {type(spec).__name__}")
+    kind = spec.get("type")
+    if not isinstance(kind, str) or kind not in _LEAVES and kind not in _CONTAINERS:
+        raise PackedModelError(f"{field}.type", f"unknown module type {kind!r}; known: "
+                               f"{sorted(_LEAVES) + sorted(_CONTAINERS)}")
+    if kind in _LEAVES:
+        _check_leaf(kind, spec, field, walk)
+        return
+    _require(spec, field, _CONTAINERS[kind])
+    if kind in ("Sequential", "QuantSequential"):
+        children = spec["children"]
+        if not isinstance(children, list):
+            raise PackedModelError(f"{field}.children", "must be a list")
+        for i, child in enumerate(children):
+            _check_node(child, f"{field}.children[{i}]", depth + 1, walk)
+        if kind == "QuantSequential":
+            _check_qconfig(spec["config"], f"{field}.config")
+    elif kind == "Residual":
+        _check_node(spec["body"], f"{field}.body", depth + 1, walk)
+    elif kind == "QuantStage":
+        _check_weighted(spec["layer"], f"{field}.layer", depth + 1, walk)
+        if not isinstance(spec["relu"], bool):
+            raise PackedModelError(f"{field}.relu", f"must be true or false, got {spec['relu']!r}")
+        for key in ("weight_quant", "output_quant"):
+            if spec[key] is not None:
+                if not isinstance(spec[key], dict) or spec[key].get("type") != "FixedFakeQuantize":
+                    raise PackedModelError(f"{field}.{key}", "must be null or a FixedFakeQuantize")
+                _check_node(spec[key], f"{field}.{key}", depth + 1, walk)
+    elif kind == "FixedFakeQuantize":
+        shape = spec["shape"]
+        if not (isinstance(shape, list) and len(shape) <= MAX_NDIM
+                and all(_is_int(d) and 1 <= d <= MAX_DIM for d in shape)):
+            raise PackedModelError(f"{field}.shape", f"must be a list of at most {MAX_NDIM} "
+                                   f"integers in [1, {MAX_DIM}], got {shape!r}")
+        for key in ("qmin", "qmax"):
+            if not (_is_int(spec[key]) and abs(spec[key]) <= MAX_ALPHABET):
+                raise PackedModelError(f"{field}.{key}", f"must be an integer of magnitude at "
+                                       f"most {MAX_ALPHABET}, got {spec[key]!r}")
+        if spec["qmin"] > spec["qmax"]:
+            raise PackedModelError(f"{field}.qmin", f"qmin={spec['qmin']} exceeds "
+                                   f"qmax={spec['qmax']}")
+        if not (spec["axis"] is None or _ARG_KINDS["axis"][0](spec["axis"])):
+            raise PackedModelError(f"{field}.axis", f"must be null or "
+                                   f"{_ARG_KINDS['axis'][1]}, got {spec['axis']!r}")
+        walk.allocate(field, 2 * math.prod(shape))
+    else:  # SharedWeightLayer
+        n = spec["n_clusters"]
+        if not (_is_int(n) and 1 <= n <= MAX_CLUSTERS):
+            raise PackedModelError(f"{field}.n_clusters", f"must be an integer in "
+                                   f"[1, {MAX_CLUSTERS}], got {n!r}")
+        before = walk.elements
+        _check_weighted(spec["layer"], f"{field}.layer", depth + 1, walk)
+        walk.allocate(field, walk.elements - before + n)  # indices beside the weight
+
+
+def _check_weighted(spec: Any, field: str, depth: int, walk: _Walk) -> None:
+    if not isinstance(spec, dict) or spec.get("type") not in _WITH_BIAS:
+        raise PackedModelError(field, f"must be a Linear or Conv2d layer")
+    _check_node(spec, field, depth, walk)
+
+
+_CONTAINERS: dict[str, set[str]] = {
+    "Sequential": {"type", "children"}, "QuantSequential": {"type", "children", "config"},
+    "Residual": {"type", "body"},
+    "QuantStage": {"type", "layer", "relu", "weight_quant", "output_quant"},
+    "FixedFakeQuantize": {"type", "shape", "qmin", "qmax", "axis"},
+    "SharedWeightLayer": {"type", "n_clusters", "layer"},
+}
+
+
+def check_module_spec(spec: Any, max_elements: int = MAX_ELEMENTS) -> int:
+    """Validate a module spec (as ``module_spec`` writes it) before anything is built: known
+    module types with exactly their keys, every constructor argument of the right type and
+    range (``_ARG_KINDS``), nesting at most ``MAX_DEPTH``, at most ``MAX_MODULES`` modules and
+    at most ``max_elements`` array elements allocated by the constructors. Returns that element
+    count; raises ``PackedModelError`` naming the field. Test:
+    ``tests/adversarial/test_optim_packed.py::test_malicious_files_raise_the_documented_error``.
+    """
+    walk = _Walk(max_elements)
+    _check_node(spec, "module", 0, walk)
+    return walk.elements
 
 
 # ---- arrays ----------------------------------------------------------------------------
@@ -269,6 +515,8 @@ def _decode(entry: dict, payload: bytes, state: dict) -> np.ndarray:
             values = C.relative_decode(gaps, symbols, entry["zero"], size)
         else:
             values = _sequence_decode(codec, parts, alphabet, size)
+        if values.size and values.max() >= alphabet:
+            raise ValueError(f"symbol {values.max()} outside the alphabet of {alphabet}")
         values = values.reshape(shape)
         if "quant" not in entry:
             return values.astype(dtype)
@@ -290,14 +538,190 @@ def _decode(entry: dict, payload: bytes, state: dict) -> np.ndarray:
     raise ValueError(f"unknown codec {codec!r} for array {entry['name']!r}")
 
 
-def decode_state(entries: list[dict], payload: bytes) -> dict[str, np.ndarray]:
+_DTYPES = {np.dtype(t).str for t in (np.bool_, np.int8, np.int16, np.int32, np.int64, np.uint8,
+                                     np.uint16, np.uint32, np.uint64, np.float16, np.float32,
+                                     np.float64)}
+_ENTRY_KEYS = {"name", "dtype", "shape", "codec", "parts"}
+_SYMBOL_CODECS = ("fixed", "huffman", "relative")
+_CODEC_KEYS = {"raw": set(), "zeros": set(), "bits": set(), "bitmap": set(), "masked": {"mask"},
+               "fixed": {"alphabet"}, "huffman": {"alphabet"},
+               "relative": {"alphabet", "zero", "gap_bits", "entries", "gaps", "values"}}
+
+
+def _check_sequence(codec: Any, spans: list, alphabet: int, n: int, field: str) -> None:
+    """The parts of ``n`` symbols of ``alphabet`` coded by ``codec``: their lengths must be
+    those the codec writes (fixed) or can write (Huffman: one length byte per symbol, at most
+    ``MAX_CODE_LENGTH`` bits per symbol)."""
+    if codec == "fixed":
+        need = [math.ceil(n * C.symbol_bits(alphabet) / 8)]
+        if len(spans) != 1 or spans[0][1] != need[0]:
+            raise PackedModelError(field, f"a fixed code of {n} symbols of alphabet {alphabet} "
+                                          f"needs one part of {need[0]} bytes, got {spans!r}")
+    elif codec == "huffman":
+        if len(spans) != 2 or spans[0][1] != alphabet \
+                or spans[1][1] > math.ceil(n * C.MAX_CODE_LENGTH / 8):
+            raise PackedModelError(field, f"a Huffman code of {n} symbols of alphabet {alphabet}"
+                                          f" needs a part of {alphabet} code lengths and a "
+                                          f"stream of at most {math.ceil(n * C.MAX_CODE_LENGTH / 8)}"
+                                          f" bytes, got {spans!r}")
+    else:
+        raise PackedModelError(field, f"unknown symbol codec {codec!r}")
+
+
+def _check_entry(entry: Any, field: str, payload_bytes: int, names: dict[str, dict]) -> int:
+    """Validate one array entry against the payload's length; returns its element count."""
+    if not isinstance(entry, dict):
+        raise PackedModelError(field, f"must be a JSON object, got {type(entry).__name__}")
+    codec = entry.get("codec")
+    if codec not in _CODEC_KEYS:
+        raise PackedModelError(f"{field}.codec", f"unknown codec {codec!r}; known: "
+                                                 f"{sorted(_CODEC_KEYS)}")
+    keys = _ENTRY_KEYS | _CODEC_KEYS[codec]
+    _require(entry, field, keys | ({"quant"} if "quant" in entry and codec in _SYMBOL_CODECS
+                                   else set()))
+    dtype, shape, spans = entry["dtype"], entry["shape"], entry["parts"]
+    if dtype not in _DTYPES:
+        raise PackedModelError(f"{field}.dtype", f"must be one of {sorted(_DTYPES)}, got "
+                                                 f"{dtype!r}")
+    dtype = np.dtype(dtype)
+    if not (isinstance(shape, list) and len(shape) <= MAX_NDIM
+            and all(_is_int(d) and 0 <= d <= MAX_DIM for d in shape)):
+        raise PackedModelError(f"{field}.shape", f"must be a list of at most {MAX_NDIM} "
+                                                 f"integers in [0, {MAX_DIM}], got {shape!r}")
+    size = math.prod(shape)
+    if not (isinstance(spans, list) and all(
+            isinstance(p, list) and len(p) == 2 and all(_is_int(v) and v >= 0 for v in p)
+            and p[0] + p[1] <= payload_bytes for p in spans)):
+        raise PackedModelError(f"{field}.parts", f"must be a list of [offset, length] pairs "
+                                                 f"within the {payload_bytes}-byte payload, "
+                                                 f"got {spans!r}")
+    lengths = [n for _, n in spans]
+    full = size * dtype.itemsize
+    expect = {"raw": [full], "zeros": [], "bits": [math.ceil(size / 8)]}
+    if codec in expect and lengths != expect[codec]:
+        raise PackedModelError(f"{field}.parts", f"codec {codec!r} of shape {shape} and dtype "
+                               f"{dtype} needs parts of {expect[codec]} bytes, got {lengths}")
+    if codec == "bits" and dtype != np.bool_ or codec in ("bitmap", "masked") and \
+            dtype.kind == "b" or codec in _SYMBOL_CODECS and dtype.kind == "b":
+        raise PackedModelError(f"{field}.dtype", f"codec {codec!r} cannot store dtype {dtype}")
+    if codec == "bitmap" and (len(lengths) != 2 or lengths[0] != math.ceil(size / 8)
+                              or lengths[1] % dtype.itemsize or lengths[1] > full):
+        raise PackedModelError(f"{field}.parts", f"a bitmap of shape {shape} needs "
+                               f"{math.ceil(size / 8)} bytes and at most {full} bytes of "
+                               f"{dtype} values, got {lengths}")
+    if codec == "masked":
+        mask = names.get(entry["mask"]) if isinstance(entry["mask"], str) else None
+        if mask is None or mask.get("dtype") != np.dtype(np.bool_).str \
+                or mask.get("shape") != shape or mask.get("codec") == "masked":
+            raise PackedModelError(f"{field}.mask", f"must name another array, boolean, of "
+                                                    f"shape {shape}, got {entry['mask']!r}")
+        if len(lengths) != 1 or lengths[0] % dtype.itemsize or lengths[0] > full:
+            raise PackedModelError(f"{field}.parts", f"the kept values need one part of at most "
+                                                     f"{full} bytes of {dtype}, got {lengths}")
+    if codec in _SYMBOL_CODECS:
+        _check_symbols_entry(entry, field, size, spans, names)
+    return size
+
+
+def _check_symbols_entry(entry: dict, field: str, size: int, spans: list,
+                         names: dict[str, dict]) -> None:
+    alphabet = entry["alphabet"]
+    if not (_is_int(alphabet) and 1 <= alphabet <= MAX_ALPHABET):
+        raise PackedModelError(f"{field}.alphabet", f"must be an integer in [1, {MAX_ALPHABET}],"
+                                                    f" got {alphabet!r}")
+    if entry["codec"] != "relative":
+        _check_sequence(entry["codec"], spans, alphabet, size, f"{field}.parts")
+    else:
+        zero, gap_bits, count = entry["zero"], entry["gap_bits"], entry["entries"]
+        if not (_is_int(zero) and 0 <= zero < alphabet):
+            raise PackedModelError(f"{field}.zero", f"must be a symbol in [0, {alphabet}), got "
+                                                    f"{zero!r}")
+        if not (_is_int(gap_bits) and 1 <= gap_bits <= MAX_GAP_BITS):
+            raise PackedModelError(f"{field}.gap_bits", f"must be an integer in "
+                                   f"[1, {MAX_GAP_BITS}], got {gap_bits!r}")
+        if not (_is_int(count) and 0 <= count <= size):
+            raise PackedModelError(f"{field}.entries", f"must be an integer in [0, {size}], got "
+                                                       f"{count!r}")
+        split = []
+        for key in ("gaps", "values"):
+            pair = entry[key]
+            if not (isinstance(pair, list) and len(pair) == 2 and pair[0] in ("fixed", "huffman")
+                    and pair[1] == (1 if pair[0] == "fixed" else 2)):
+                raise PackedModelError(f"{field}.{key}", f"must be [\"fixed\", 1] or "
+                                                         f"[\"huffman\", 2], got {pair!r}")
+            split.append(pair[1])
+        if len(spans) != sum(split):
+            raise PackedModelError(f"{field}.parts", f"must hold {sum(split)} parts, got "
+                                                     f"{len(spans)}")
+        _check_sequence(entry["gaps"][0], spans[:split[0]], 1 << gap_bits, count,
+                        f"{field}.parts")
+        _check_sequence(entry["values"][0], spans[split[0]:], alphabet, count, f"{field}.parts")
+    if "quant" in entry:
+        q = entry["quant"]
+        _require(q, f"{field}.quant", {"scale", "zero_point", "qmin", "qmax", "axis"})
+        for key in ("scale", "zero_point"):
+            ref = names.get(q[key]) if isinstance(q[key], str) else None
+            if ref is None or ref.get("codec") == "masked" or "quant" in ref:
+                raise PackedModelError(f"{field}.quant.{key}", f"must name another array "
+                                       f"that depends on none, got {q[key]!r}")
+        if not (_is_int(q["qmin"]) and _is_int(q["qmax"])
+                and q["qmax"] - q["qmin"] + 1 == alphabet and abs(q["qmin"]) <= MAX_ALPHABET):
+            raise PackedModelError(f"{field}.quant", f"qmin and qmax must be integers spanning "
+                                   f"the alphabet of {alphabet}, got {q['qmin']!r}, {q['qmax']!r}")
+        if not (q["axis"] is None or _ARG_KINDS["axis"][0](q["axis"])):
+            raise PackedModelError(f"{field}.quant.axis", f"must be null or "
+                                   f"{_ARG_KINDS['axis'][1]}, got {q['axis']!r}")
+        if np.dtype(entry["dtype"]).kind != "f":
+            raise PackedModelError(f"{field}.dtype", "a quantized array must be floating")
+
+
+def check_entries(entries: Any, payload_bytes: int, max_elements: int = MAX_ELEMENTS) -> None:
+    """Validate the array entries of a spec against the payload's length before anything is
+    decoded: known codecs with exactly their keys, allowed dtypes (booleans, integers and
+    floats of at most 8 bytes), shapes of at most ``MAX_NDIM`` dimensions, parts inside the
+    payload with the lengths their codec writes for the declared shape, references (masks,
+    scales) to other arrays that depend on none, and at most ``max_elements`` elements in total.
+    Raises ``PackedModelError`` naming the entry and field. Test:
+    ``tests/adversarial/test_optim_packed.py::test_malicious_files_raise_the_documented_error``.
+    """
+    if not isinstance(entries, list):
+        raise PackedModelError("arrays", f"must be a list, got {type(entries).__name__}")
+    names: dict[str, dict] = {}
+    for i, entry in enumerate(entries):
+        name = entry.get("name") if isinstance(entry, dict) else None
+        if not isinstance(name, str) or not name or name in names:
+            raise PackedModelError(f"arrays[{i}].name", f"must be a non-empty string naming "
+                                                        f"no other array, got {name!r}")
+        names[name] = entry
+    total = 0
+    for i, entry in enumerate(entries):
+        total += _check_entry(entry, f"arrays[{i}]", payload_bytes, names)
+        if total > max_elements:
+            raise PackedModelError(f"arrays[{i}].shape", f"the arrays declare more than "
+                                   f"{max_elements} elements (the cap)")
+
+
+def decode_state(entries: list[dict], payload: bytes,
+                 max_elements: int = MAX_ELEMENTS) -> dict[str, np.ndarray]:
     """The arrays that ``encode_state`` encoded (codes dequantized, masked entries zero).
     Entries that depend on others (quantized weights on their scales, pruned parameters on
-    their masks) are decoded after them."""
+    their masks) are decoded after them. The entries are validated first
+    (``check_entries``); PackedModelError names an entry that does not decode."""
+    check_entries(entries, len(payload), max_elements)
+    return _decode_checked(entries, payload)
+
+
+def _decode_checked(entries: list[dict], payload: bytes) -> dict[str, np.ndarray]:
     state: dict[str, np.ndarray] = {}
-    dependent = [e for e in entries if "quant" in e or e["codec"] == "masked"]
-    for entry in [e for e in entries if e not in dependent] + dependent:
-        state[entry["name"]] = _decode(entry, payload, state)
+    indexed = list(enumerate(entries))
+    dependent = [(i, e) for i, e in indexed if "quant" in e or e["codec"] == "masked"]
+    for i, entry in [(i, e) for i, e in indexed if "quant" not in e and e["codec"] != "masked"] \
+            + dependent:
+        try:
+            state[entry["name"]] = _decode(entry, payload, state)
+        except (ValueError, TypeError, IndexError) as err:
+            raise PackedModelError(f"arrays[{i}]", f"array {entry['name']!r} does not decode: "
+                                                   f"{err}") from None
     return {e["name"]: state[e["name"]] for e in entries}
 
 
@@ -318,18 +742,91 @@ def save_model(module: nn.Module, path: str | os.PathLike, meta: dict | None = N
     return {"packed_bytes": len(payload), "file_bytes": os.path.getsize(path)}
 
 
-def load_model(path: str | os.PathLike) -> tuple[nn.Module, dict]:
-    """``(model, meta)`` from a file written by ``save_model``; the model is in eval mode.
-    ValueError if the file is not such a file."""
-    arrays = minnet.load(path)
-    if set(arrays) != {"spec", "payload"}:
-        raise ValueError(f"{path} is not a packed model file (members {sorted(arrays)})")
-    spec = json.loads(arrays["spec"].tobytes().decode())
+# Failures of the ZIP container and the .npy headers inside it (zipfile raises many kinds).
+_CONTAINER_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError, OSError,
+                     ValueError, NotImplementedError, RuntimeError, struct.error, SyntaxError,
+                     TypeError, KeyError, IndexError, OverflowError)
+
+
+def _read_member(archive: zipfile.ZipFile, name: str, cap: int) -> bytes:
+    """The bytes of the 1-D uint8 ``.npy`` member ``name``: header checked, at most ``cap``
+    bytes read, the ZIP's CRC checked (by reading to the member's end)."""
+    with archive.open(f"{name}.npy") as f:
+        version = np.lib.format.read_magic(f)
+        if version not in ((1, 0), (2, 0)):
+            raise PackedModelError(name, f".npy format version {version} is not supported")
+        read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                       else np.lib.format.read_array_header_2_0)
+        shape, _, dtype = read_header(f)
+        if dtype != np.uint8 or len(shape) != 1:
+            raise PackedModelError(name, f"must be a 1-D uint8 array, got dtype {dtype} and "
+                                         f"shape {shape}")
+        if shape[0] > cap:
+            raise PackedModelError(name, f"declares {shape[0]} bytes, more than the cap of {cap}")
+        data = f.read(shape[0])
+        if len(data) != shape[0] or f.read(1):
+            raise PackedModelError(name, f"declares {shape[0]} bytes but holds "
+                                         f"{'fewer' if len(data) < shape[0] else 'more'}")
+    return data
+
+
+def _read_packed(path: Path, max_elements: int) -> tuple[dict, bytes]:
+    """The JSON spec and the payload of the packed model file ``path``, read within the caps
+    (the payload at most 8 bytes per allowed element)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = sorted(archive.namelist())
+            if members != ["payload.npy", "spec.npy"]:
+                raise PackedModelError("<file>", f"not a packed model file (members {members})")
+            text = _read_member(archive, "spec", MAX_SPEC_BYTES)
+            payload = _read_member(archive, "payload", 8 * max_elements)
+    except PackedModelError:
+        raise
+    except _CONTAINER_ERRORS as err:
+        raise PackedModelError("<file>", f"not a readable packed model file: "
+                                         f"{type(err).__name__}: {err}") from None
+    try:
+        spec = json.loads(text.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as err:
+        raise PackedModelError("spec", f"not a JSON document: {type(err).__name__}: "
+                                       f"{str(err)[:200]}") from None
+    if not isinstance(spec, dict):
+        raise PackedModelError("spec", f"must be a JSON object, got {type(spec).__name__}")
     if spec.get("format") != FORMAT:
-        raise ValueError(f"{path}: unsupported format {spec.get('format')!r}, expected {FORMAT!r}")
-    model = build_module(spec["module"])
-    state = decode_state(spec["arrays"], arrays["payload"].tobytes())
-    restore_pruning(model, state)
-    if isinstance(model, QuantSequential) and model.frozen:
-        model = convert(model)
+        raise PackedModelError("format", f"unsupported format {spec.get('format')!r}, "
+                                         f"expected {FORMAT!r}")
+    _require(spec, "spec", {"format", "module", "arrays", "meta"})
+    if not isinstance(spec["meta"], dict):
+        raise PackedModelError("meta", f"must be a JSON object, got {type(spec['meta']).__name__}")
+    return spec, payload
+
+
+def load_model(path: str | os.PathLike, *, max_elements: int = MAX_ELEMENTS
+               ) -> tuple[nn.Module, dict]:
+    """``(model, meta)`` from a file written by ``save_model``; the model is in eval mode.
+
+    The file is untrusted: it is validated whole before any array is allocated
+    (``check_module_spec``, ``check_entries``; the members' declared sizes against their real
+    lengths and the caps ``MAX_SPEC_BYTES`` and 8 bytes per element for the payload), and
+    every failure is a ``PackedModelError`` (a ValueError) naming the path and the field.
+    ``max_elements`` caps the elements of all the model's arrays (default ``MAX_ELEMENTS``,
+    2**24). FileNotFoundError if ``path`` does not exist. Tests:
+    ``tests/adversarial/test_optim_packed.py``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such packed model file: {path}")
+    try:
+        spec, payload = _read_packed(path, max_elements)
+        check_module_spec(spec["module"], max_elements)
+        check_entries(spec["arrays"], len(payload), max_elements)
+        model = _build_checked(spec["module"])
+        state = _decode_checked(spec["arrays"], payload)
+        try:
+            restore_pruning(model, state)
+            if isinstance(model, QuantSequential) and model.frozen:
+                model = convert(model)
+        except (ValueError, TypeError, KeyError, IndexError) as err:
+            raise PackedModelError("arrays", f"the arrays do not fit the module: {err}") from None
+    except PackedModelError as err:
+        raise PackedModelError(err.field, err.reason, path) from None
     return model.eval(), spec["meta"]
