@@ -29,12 +29,13 @@ from minnet.kernels.backend import dispatch, jit
 from minnet.kernels.im2col import im2col_numba, im2col_numpy, output_size
 from minnet.ops.conv import int_pair
 
-from .int_gemm import HAVE_VNNI, ROWS, unsigned_codes
+from .int_gemm import HAVE_VNNI, ROWS, unsigned_codes, vnni_product
 from .int_linear import (
     check_operands,
+    code_dtype,
     linear_rows_numba,
     requantize_relu,
-    requantize_rows_vnni,
+    requantize_vnni,
     shifted_int16,
 )
 
@@ -85,22 +86,54 @@ def _patch_rows_loops(upad, kh, kw, sh, sw, dh, dw, oh, ow, a):
 
 def conv2d_vnni(x_q, x_zero_point, w_q, bias_q, M0, shift, out_zero_point, qmin, qmax, relu,
                 stride, padding, dilation):
-    """The VNNI route: unsigned codes padded with z_u, gathered into the padded patch rows
-    that ``int_gemm``'s micro-kernel reads, then corrected and requantized into NCHW."""
-    n, c_out = x_q.shape[0], w_q.shape[0]
+    """The VNNI route: unsigned codes padded with :math:`z_u` go through ``int_gemm``'s
+    micro-kernel, read in place (``conv_quad_offsets``) when the stride is 1 and the width
+    dilation 1, else gathered into patch rows first; then corrected and requantized into NCHW."""
+    n, c_in, h, w = x_q.shape
+    c_out, _, kh, kw = w_q.shape
     oh, ow = _out_hw(x_q.shape, w_q.shape, stride, padding, dilation)
+    (ph, pw), (dh, dw) = padding, dilation
     u, zero_point_u = unsigned_codes(x_q, x_zero_point)
-    (ph, pw), depth = padding, int(np.prod(w_q.shape[1:]))
+    out = np.empty((n, c_out, oh, ow), dtype=code_dtype(qmin))
+    if stride == (1, 1) and dw == 1:
+        hp, wp = h + 2 * ph, w + 2 * pw
+        rows = -(-((oh - 1) * wp + ow) // ROWS) * ROWS
+        offsets = conv_quad_offsets(c_in, kh, kw, hp, wp, dh)
+        bases = np.arange(n, dtype=np.int64) * (c_in * hp * wp)
+        # Past the last sample: bytes read only by discarded positions or by zero weights.
+        flat = np.empty(max(n * c_in * hp * wp, int(bases[-1]) + rows + int(offsets.max()) + 3),
+                        dtype=np.uint8)
+        upad = flat[:n * c_in * hp * wp].reshape(n, c_in, hp, wp)
+        upad[...] = zero_point_u
+        upad[:, :, ph:ph + h, pw:pw + w] = u
+        c, column_sums = vnni_product(flat, bases, rows, 1, offsets, w_q, quad_rows=True)
+        return requantize_vnni(c, column_sums, rows, wp, zero_point_u, bias_q, M0, shift,
+                               out_zero_point, qmin, qmax, relu, out)
     upad = u if ph == pw == 0 else np.pad(u, ((0, 0), (0, 0), (ph, ph), (pw, pw)),
                                           constant_values=zero_point_u)
-    rows = n * oh * ow
+    quads = -(-c_in * kh * kw // 4)
     # Rows past N H_out W_out and depths past K are never initialised: their products meet
     # zero weights (depth) or are never read (rows).
-    a = np.empty((-(-rows // ROWS) * ROWS, -(-depth // 4) * 4), dtype=np.uint8)
-    _patch_rows_loops(np.ascontiguousarray(upad), *w_q.shape[2:], *stride, *dilation, oh, ow, a)
-    y = requantize_rows_vnni(a, rows, w_q, zero_point_u, bias_q, M0, shift,
-                             out_zero_point, qmin, qmax, relu, oh * ow)
-    return y.reshape(n, c_out, oh, ow)
+    a = np.empty((-(-n * oh * ow // ROWS) * ROWS, 4 * quads), dtype=np.uint8)
+    _patch_rows_loops(np.ascontiguousarray(upad), kh, kw, *stride, *dilation, oh, ow, a)
+    c, column_sums = vnni_product(a.reshape(-1), np.zeros(1, np.int64), a.shape[0], a.shape[1],
+                                  4 * np.arange(quads), w_q)
+    return requantize_vnni(c, column_sums, oh * ow, ow, zero_point_u, bias_q, M0, shift,
+                           out_zero_point, qmin, qmax, relu, out)
+
+
+def conv_quad_offsets(channels: int, kh: int, kw: int, hp: int, wp: int,
+                      dh: int) -> np.ndarray:
+    """Byte offset of depth quad (c, i, j4) in a padded (C, H_p, W_p) sample:
+    c H_p W_p + i d_h W_p + 4 j4, so that the quad holds the four taps 4 j4 ... 4 j4 + 3 of
+    kernel row i (weights zero-padded to a multiple of 4 per row). An output at flat position
+    y W_p + x then reads its window at those offsets from y W_p + x: a stride-1 convolution is
+    a matrix product over the padded input itself, with W_p - W_out discarded positions per
+    output row."""
+    c = np.arange(channels)[:, None, None] * (hp * wp)
+    i = np.arange(kh)[None, :, None] * (dh * wp)
+    j = 4 * np.arange(-(-kw // 4))[None, None, :]
+    return (c + i + j).reshape(-1).astype(np.int64)
 
 
 quantized_conv2d_numba = conv2d_vnni if HAVE_VNNI else conv2d_int16

@@ -89,14 +89,16 @@ def gemm_u8s8_blas(u: np.ndarray, w: np.ndarray) -> np.ndarray:
 
 
 def _make_tile(vectors: int):
-    """A Numba intrinsic ``tile(a, a_off, a_stride, b, b_off, c, c_off, c_stride, quads)``:
+    """A Numba intrinsic ``tile(a, a_off, a_step, offsets, b, b_off, c, c_off, c_stride,
+    quads)``:
 
-    c[c_off + r c_stride + 16 j + l] = sum_q sum_t a[a_off + r a_stride + 4 q + t]
+    c[c_off + r c_stride + 16 j + l] = sum_q sum_t a[a_off + r a_step + offsets[q] + t]
                                                    * b[b_off + 64 vectors q + 64 j + 4 l + t]
 
     for rows r < ``ROWS``, vectors j < ``vectors``, lanes l < 16, depth quads q < ``quads``:
-    a's four bytes are broadcast to every lane, b holds 16 lanes of four bytes per vector.
-    The ROWS x vectors accumulators live in zmm registers for the whole depth loop.
+    a's four bytes at each row's address are broadcast to every lane, b holds 16 lanes of four
+    bytes per vector. The ROWS x vectors accumulators stay in zmm registers for the whole depth
+    loop.
     """
     from llvmlite import ir
     from numba.core import cgutils, types
@@ -106,11 +108,11 @@ def _make_tile(vectors: int):
     v16 = ir.VectorType(i32, 16)
 
     @intrinsic
-    def tile(typingctx, a, a_off, a_stride, b, b_off, c, c_off, c_stride, quads):
-        sig = types.void(a, a_off, a_stride, b, b_off, c, c_off, c_stride, quads)
+    def tile(typingctx, a, a_off, a_step, offsets, b, b_off, c, c_off, c_stride, quads):
+        sig = types.void(a, a_off, a_step, offsets, b, b_off, c, c_off, c_stride, quads)
 
         def codegen(context, builder, signature, args):
-            a_arr, a_off, a_stride, b_arr, b_off, c_arr, c_off, c_stride, quads = args
+            a_arr, a_off, a_step, off_arr, b_arr, b_off, c_arr, c_off, c_stride, quads = args
             index = a_off.type
 
             def const(v):
@@ -120,7 +122,8 @@ def _make_tile(vectors: int):
                 array = context.make_array(signature.args[position])(context, builder, value)
                 return builder.bitcast(array.data, pointee.as_pointer())
 
-            a_ptr, b_ptr, c_ptr = data(0, a_arr, i8), data(3, b_arr, i8), data(5, c_arr, i32)
+            a_ptr, off_ptr = data(0, a_arr, i8), data(3, off_arr, index)
+            b_ptr, c_ptr = data(4, b_arr, i8), data(6, c_arr, i32)
             dpbusd = builder.module.declare_intrinsic(
                 "llvm.x86.avx512.vpdpbusd.512", fnty=ir.FunctionType(v16, [v16, v16, v16]))
             zero = ir.Constant(v16, [0] * 16)
@@ -132,9 +135,9 @@ def _make_tile(vectors: int):
                 b_vec = [builder.load(builder.bitcast(
                     builder.gep(b_ptr, [builder.add(b_base, const(64 * j))]), v16.as_pointer()),
                     align=1) for j in range(vectors)]
-                a_base = builder.add(a_off, builder.mul(q, const(4)))
+                a_base = builder.add(a_off, builder.load(builder.gep(off_ptr, [q])))
                 for r in range(ROWS):
-                    a_at = builder.add(a_base, builder.mul(const(r), a_stride))
+                    a_at = builder.add(a_base, builder.mul(const(r), a_step))
                     quad = builder.load(builder.bitcast(builder.gep(a_ptr, [a_at]),
                                                         i32.as_pointer()), align=1)
                     lane0 = builder.insert_element(ir.Constant(v16, None), quad,
@@ -161,25 +164,25 @@ if HAVE_VNNI:
     _tile1, _tile2, _tile3, _tile4 = (_make_tile(v) for v in (1, 2, 3, 4))
 
     @jit
-    def _vnni_loops(a, quads, packed, c):
-        """Every tile of c (M_pad, O_pad) = a (M_pad, 4 quads) times the packed panels."""
-        rows, a_stride = a.shape
+    def _vnni_loops(a, bases, rows, step, offsets, quads, packed, c):
+        """Every tile of c (len(bases) rows, O_pad): ``vnni_product``'s formula."""
         channels = c.shape[1]
-        a_flat, c_flat = a.reshape(-1), c.reshape(-1)
+        c_flat = c.reshape(-1)
         for p in range(0, channels, PANEL):
             vectors = min(PANEL, channels - p) // 16
             b_off = p * 4 * quads  # the panels before p are full (64 channels each)
-            for m in range(0, rows, ROWS):
-                args = (a_flat, m * a_stride, a_stride, packed, b_off, c_flat, m * channels + p,
-                        channels, quads)
-                if vectors == 4:
-                    _tile4(*args)
-                elif vectors == 3:
-                    _tile3(*args)
-                elif vectors == 2:
-                    _tile2(*args)
-                else:
-                    _tile1(*args)
+            for s in range(bases.size):
+                for m in range(0, rows, ROWS):
+                    args = (a, bases[s] + m * step, step, offsets, packed, b_off, c_flat,
+                            (s * rows + m) * channels + p, channels, quads)
+                    if vectors == 4:
+                        _tile4(*args)
+                    elif vectors == 3:
+                        _tile3(*args)
+                    elif vectors == 2:
+                        _tile2(*args)
+                    else:
+                        _tile1(*args)
 
 
 @jit
@@ -210,20 +213,26 @@ def pack_weights(w: np.ndarray) -> tuple[np.ndarray, int, int]:
     return packed, quads, channels_pad
 
 
-_PACKED: dict[int, tuple] = {}
+_PACKED: dict[tuple[int, bool], tuple] = {}
 
 
-def packed_weights(w: np.ndarray) -> tuple[np.ndarray, np.ndarray, int, int]:
+def packed_weights(w: np.ndarray, quad_rows: bool = False) -> tuple[np.ndarray, np.ndarray, int,
+                                                                    int]:
     r"""``(packed, column_sums, quads, channels_pad)`` of int8 weights (O, ...) read as the
     (O, K) matrix ``w.reshape(O, -1)``: ``pack_weights`` and :math:`\sum_k w_{ok}` (int64).
-    Remembered for a read-only array that owns its data (its contents cannot change;
-    ``IntegerModel`` freezes its weights so) until the array is freed; computed afresh for any
-    other array."""
-    key = id(w)
+    With ``quad_rows`` the last axis is first zero-padded to a multiple of 4 (every quad then
+    lies in one kernel row, the layout of ``conv_quad_offsets``). Remembered for a read-only
+    array that owns its data (its contents cannot change; ``IntegerModel`` freezes its weights
+    so) until the array is freed; computed afresh for any other array."""
+    key = (id(w), quad_rows)
     entry = _PACKED.get(key)
     if entry is not None and entry[0]() is w:
         return entry[1]
-    matrix = w.reshape(w.shape[0], -1)
+    padded = w
+    if quad_rows:
+        width = -(-w.shape[-1] // 4) * 4
+        padded = np.pad(w, [(0, 0)] * (w.ndim - 1) + [(0, width - w.shape[-1])])
+    matrix = padded.reshape(w.shape[0], -1)
     packed, quads, channels_pad = pack_weights(matrix)
     result = (packed, matrix.sum(axis=1, dtype=np.int64), quads, channels_pad)
     if not w.flags.writeable and w.flags.owndata:
@@ -239,24 +248,41 @@ def padded_rows(u: np.ndarray, quads: int) -> np.ndarray:
     return a
 
 
-def gemm_u8s8_vnni_raw(a: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    r"""``(c, column_sums)``: the VNNI product c (M_pad, O_pad) int32 of padded rows ``a``
-    (``padded_rows``) with the weights ``w`` (O, ...) read as (O, K), and
-    :math:`\sum_k w_{ok}`."""
+def vnni_product(a: np.ndarray, bases: np.ndarray, rows: int, step: int, offsets: np.ndarray,
+                 w: np.ndarray, quad_rows: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    r"""``(c, column_sums)``: the VNNI product over rows addressed in the flat uint8 buffer
+    ``a`` (``HAVE_VNNI`` only),
+
+    .. math::
+        c[s\,R + m, o] = \sum_q \sum_{t<4} a[\mathrm{bases}_s + m\,\mathrm{step}
+                         + \mathrm{offsets}_q + t]\; W[o, 4q + t]
+
+    for segments s, rows m < R = ``rows`` (a multiple of ``ROWS``) and W the weights ``w``
+    (O, ...) as packed by ``packed_weights(w, quad_rows)``; c is int32 (S R, O_pad), wrapping
+    modulo :math:`2^{32}`. Dense rows are one segment with ``step`` = the row length and
+    ``offsets`` = 4q; a convolution reads the padded input itself (``conv_quad_offsets``).
+    """
     if not HAVE_VNNI:
         raise RuntimeError("the VNNI kernel needs Numba and a CPU with AVX512-VNNI")
-    packed, column_sums, quads, channels_pad = packed_weights(w)
-    if a.shape[1] != 4 * quads or a.shape[0] % ROWS:
-        raise ValueError(f"a must be padded to (a multiple of {ROWS}, {4 * quads}), "
-                         f"got {a.shape}")
-    c = np.empty((a.shape[0], channels_pad), dtype=np.int32)
-    _vnni_loops(a, quads, packed, c)
+    packed, column_sums, quads, channels_pad = packed_weights(w, quad_rows)
+    bases, offsets = np.asarray(bases, np.int64), np.asarray(offsets, np.int64)
+    if rows % ROWS or offsets.shape != (quads,):
+        raise ValueError(f"rows must be a multiple of {ROWS} and offsets of shape ({quads},), "
+                         f"got {rows} and {offsets.shape}")
+    reach = int(bases.max()) + (rows - 1) * step + int(offsets.max()) + 4
+    if a.ndim != 1 or int(bases.min()) < 0 or reach > a.size:
+        raise ValueError(f"a must be a flat buffer of at least {reach} bytes, got {a.shape}")
+    c = np.empty((bases.size * rows, channels_pad), dtype=np.int32)
+    _vnni_loops(a, bases, rows, step, offsets, quads, packed, c)
     return c, column_sums
 
 
 def gemm_u8s8_vnni(u: np.ndarray, w: np.ndarray) -> np.ndarray:
     """VNNI micro-kernel route (``HAVE_VNNI`` only); same result as ``gemm_u8s8_numpy``."""
-    c, _ = gemm_u8s8_vnni_raw(padded_rows(u, -(-u.shape[1] // 4)), w)
+    quads = -(-u.shape[1] // 4)
+    a = padded_rows(u, quads)
+    c, _ = vnni_product(a.reshape(-1), np.zeros(1, np.int64), a.shape[0], a.shape[1],
+                        4 * np.arange(quads), w)
     return c[:u.shape[0], :w.shape[0]]
 
 

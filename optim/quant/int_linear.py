@@ -33,7 +33,7 @@ import numpy as np
 from minnet.kernels.backend import dispatch, jit
 
 from ._checks import check_int, check_qrange
-from .int_gemm import HAVE_VNNI, gemm_u8s8_vnni_raw, padded_rows, unsigned_codes
+from .int_gemm import HAVE_VNNI, padded_rows, unsigned_codes, vnni_product
 from .requant import INT32_MAX, INT32_MIN, requantize
 
 # Codes of up to 8 bits: int8 weights, uint8/int8 activations, int32 accumulators and biases.
@@ -101,28 +101,33 @@ def shifted_int16(x_q: np.ndarray, zero_point: int) -> np.ndarray:
 
 
 @jit
-def _requantize_loops(c, column_sums, zero_point_u, bias, m0, shift, zero_point, lo, hi, out):
-    """out[n, o, p] = requant(c[n P + p, o] - z_u colsum[o] + bias[o]) for out (N, O, P);
-    the raw sum c wraps modulo 2**32 like the int32 result, which fits (``check_operands``)."""
-    n_batch, outputs, positions = out.shape
+def _requantize_loops(c, segment, pitch, column_sums, zero_point_u, bias, m0, shift, zero_point,
+                      lo, hi, row, out):
+    """out[n, o, y, x] = requant(c[n segment + y pitch + x, o] - z_u colsum[o] + bias[o]) for
+    out (N, O, H, W); the raw sum c wraps modulo 2**32 like the int32 result, which fits
+    (``check_operands``). Per output row and channel, a gather of the corrected sums into
+    ``row`` (W,), then the requantization as one vector loop."""
+    n_batch, outputs, height, width = out.shape
     for n in range(n_batch):
-        for p in range(positions):
-            row = c[n * positions + p]
+        for y in range(height):
+            first = n * segment + y * pitch
             for o in range(outputs):
-                acc = np.int32(np.int64(row[o]) - zero_point_u * column_sums[o] + bias[o])
-                out[n, o, p] = _requantize_one(acc, m0[o], shift[o], zero_point, lo, hi)
+                correction = np.int64(bias[o]) - zero_point_u * column_sums[o]
+                for x in range(width):
+                    row[x] = np.int32(np.int64(c[first + x, o]) + correction)
+                m0o, shift_o, dst = m0[o], shift[o], out[n, o, y]
+                for x in range(width):
+                    dst[x] = _requantize_one(row[x], m0o, shift_o, zero_point, lo, hi)
 
 
-def requantize_rows_vnni(a, rows, w_q, zero_point_u, bias_q, M0, shift, out_zero_point, qmin,
-                         qmax, relu, positions):
-    """``int_gemm``'s VNNI product of the padded unsigned rows ``a`` (of which the first
-    ``rows`` are real) with ``w_q`` (O, ...) read as (O, K), then the zero-point correction and requantization
-    into codes of shape (rows / positions, O, positions)."""
-    c, column_sums = gemm_u8s8_vnni_raw(a, w_q)
-    out = np.empty((rows // positions, w_q.shape[0], positions), dtype=code_dtype(qmin))
-    _requantize_loops(c, column_sums, zero_point_u,
+def requantize_vnni(c, column_sums, segment, pitch, zero_point_u, bias_q, M0, shift,
+                    out_zero_point, qmin, qmax, relu, out):
+    r"""``int_gemm.vnni_product``'s raw sums ``c`` corrected by :math:`-z_u \sum_k q_{w,ok}`,
+    biased and requantized into ``out`` (N, O, H, W) (``_requantize_loops``)."""
+    _requantize_loops(c, segment, pitch, column_sums, zero_point_u,
                       *(np.asarray(v, dtype=np.int32) for v in (bias_q, M0, shift)),
-                      out_zero_point, relu_floor(qmin, out_zero_point, relu), qmax, out)
+                      out_zero_point, relu_floor(qmin, out_zero_point, relu), qmax,
+                      np.empty(out.shape[-1], np.int32), out)
     return out
 
 
@@ -130,10 +135,14 @@ def linear_rows_vnni(x_q, x_zero_point, w_q, bias_q, M0, shift, out_zero_point, 
                      relu):
     """The VNNI route: raw unsigned codes through ``int_gemm``, zero point corrected after."""
     u, zero_point_u = unsigned_codes(x_q, x_zero_point)
-    a = padded_rows(u, -(-x_q.shape[1] // 4))
-    y = requantize_rows_vnni(a, x_q.shape[0], w_q, zero_point_u, bias_q, M0, shift,
-                             out_zero_point, qmin, qmax, relu, 1)
-    return y.reshape(x_q.shape[0], w_q.shape[0])
+    quads = -(-x_q.shape[1] // 4)
+    a = padded_rows(u, quads)
+    c, column_sums = vnni_product(a.reshape(-1), np.zeros(1, np.int64), a.shape[0], a.shape[1],
+                                  4 * np.arange(quads), w_q)
+    out = np.empty((x_q.shape[0], w_q.shape[0]), dtype=code_dtype(qmin))
+    requantize_vnni(c, column_sums, 0, 0, zero_point_u, bias_q, M0, shift, out_zero_point, qmin,
+                    qmax, relu, out.T[None, :, None, :])
+    return out
 
 
 def linear_rows_numba(x, w_q, bias_q, M0, shift, out_zero_point, qmin, qmax, relu):
