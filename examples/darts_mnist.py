@@ -28,7 +28,8 @@ from optim.nas import (DartsSearchNetwork, History, build_darts, darts_search, d
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("--epochs", type=int, default=10, help="search epochs")
-parser.add_argument("--train-epochs", type=int, default=3, help="epochs to train the derived cell")
+parser.add_argument("--train-epochs", type=int, default=None,
+                    help="epochs to train the derived cell (default 3, or 1 with --limit)")
 parser.add_argument("--limit", type=int, default=None, help="use this many training images only")
 parser.add_argument("--channels", type=int, default=8)
 parser.add_argument("--nodes", type=int, default=3, help="intermediate nodes of the cell")
@@ -36,6 +37,7 @@ parser.add_argument("--alpha-lr", type=float, default=3e-3)
 parser.add_argument("--seed", type=int, default=0)
 parser.add_argument("--front", default=None, help="a bench_nas.py history (JSON) to compare with")
 args = parser.parse_args()
+train_epochs = args.train_epochs or (1 if args.limit else 3)
 
 splits = mnist_splits(0.2, args.limit, args.seed)
 x, y = splits["train"]
@@ -55,7 +57,7 @@ for j, node in enumerate(genotype, start=1):
 
 def trained_objectives(build) -> dict[str, float]:
     minnet.manual_seed(args.seed)
-    model = train_model(build(), splits["train"], args.train_epochs, seed=args.seed)
+    model = train_model(build(), splits["train"], train_epochs, seed=args.seed)
     values = measure(model, splits["val"], ("error", "macs"))
     values["test_error"] = measure(model, load_mnist("test"), ("error",))["error"]
     return values
@@ -63,7 +65,7 @@ def trained_objectives(build) -> dict[str, float]:
 
 cell = trained_objectives(lambda: build_darts(genotype, args.channels))
 lenet = trained_objectives(lenet5)
-print(f"{'':>12}  {'val. error':>10}  {'test error':>10}  {'MACs':>9}   ({args.train_epochs} epoch(s), "
+print(f"{'':>12}  {'val. error':>10}  {'test error':>10}  {'MACs':>9}   ({train_epochs} epoch(s), "
       f"{len(splits['train'][1])} images)")
 for name, v in (("DARTS cell", cell), ("LeNet-5", lenet)):
     print(f"{name:>12}  {v['error']:10.4f}  {v['test_error']:10.4f}  {v['macs']:9,.0f}")
