@@ -6,7 +6,7 @@ of :math:`R` rank-one tensors,
 .. math:: K_{t,s,i,j} \approx \sum_{r=1}^{R} U^{t}_{t r}\, U^{s}_{s r}\, U^{y}_{i r}\, U^{x}_{j r}
 
 (Lebedev et al. 2015, "Speeding-up Convolutional Neural Networks Using Fine-tuned
-CP-Decomposition", Sec. 3.1, eq. 3), which is four convolutions in a row (their eq. 4-7):
+CP-Decomposition", Sec. 3), which is four convolutions in a row (Sec. 3 as well):
 
 1. a 1×1 convolution S → R with kernel :math:`U^{s\top}`;
 2. a :math:`d_h \times 1` depthwise convolution (R groups) with :math:`U^{y}`;

@@ -7,7 +7,7 @@ decomposed along its two channel modes only,
           \mathcal C_{r_4, r_3, i, j}\, U^{(3)}_{s, r_3}\, U^{(4)}_{t, r_4}
 
 (Kim et al. 2016, "Compression of Deep Convolutional Neural Networks for Fast and Low Power
-Mobile Applications", Sec. 2, eq. 2), which is three convolutions in a row:
+Mobile Applications", Sec. 2: the Tucker-2 kernel), which is three convolutions in a row:
 
 1. a 1×1 convolution S → R₃ with kernel :math:`U^{(3)\top}`;
 2. a :math:`d_h \times d_w` convolution R₃ → R₄ with the core :math:`\mathcal C` (it takes

@@ -264,7 +264,7 @@ def darts_search(model: DartsSearchNetwork, train: tuple[np.ndarray, np.ndarray]
     Adam step of :math:`\alpha` on :math:`\nabla_\alpha \mathcal L_{val}` (a validation batch),
     then one momentum-SGD step of the weights on :math:`\nabla_w \mathcal L_{train}` (a
     training batch; cosine learning rate over ``epochs``). Defaults are the paper's
-    hyperparameters (Sec. 3.1.1). Returns per epoch the mean validation loss in eval mode
+    CIFAR-10 search settings (Sec. 3). Returns per epoch the mean validation loss in eval mode
     (``val_loss``, the first entry measured before any step) and the ``genotype``. Tests:
     ``test_nas_darts.py::test_alpha_gradient_passes_gradcheck``,
     ``::test_a_tiny_search_decreases_the_validation_loss``."""

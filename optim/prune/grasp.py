@@ -1,4 +1,5 @@
-r"""GraSP: pruning at initialisation by preserving gradient flow (Wang, Zhang & Grosse 2020).
+r"""GraSP: pruning at initialisation by preserving gradient flow (Wang, Zhang & Grosse 2020,
+"Picking Winning Tickets Before Training by Preserving Gradient Flow").
 
 After an infinitesimal gradient step the loss falls at the rate :math:`\Delta L(\theta) =
 -g^\top g` (the gradient flow), :math:`g = \nabla L(\theta)`. Deleting weights,
@@ -13,11 +14,10 @@ with :math:`H` the Hessian of the loss. For deleting weight :math:`q` alone,
 
 A large :math:`S_q` means that deleting weight :math:`q` reduces the gradient norm least (or
 raises it), so GraSP deletes the weights with the **highest** scores (Algorithm 1: keep
-:math:`S(-\theta) < \tau`, :math:`\tau` the percentile of the pruning ratio; the authors' code
-does the same). The paper's eq. 7 writes the change of :math:`\Delta L` as
-:math:`+2\delta^\top H g`, which has the sign of the change of :math:`\|g\|^2` rather than of
-:math:`\Delta L = -\|g\|^2`; the score and the deletion rule above are those of eq. 8 and
-Algorithm 1. The masks of ``optim.prune.masks`` delete the lowest scores, so pass the keep-score
+:math:`S(-\theta) < \tau`, :math:`\tau` the percentile of the pruning ratio). The sign
+convention, derived above rather than taken on trust: :math:`2 S_q` is the first-order change
+of :math:`\|g\|^2` (so :math:`-2 S_q` that of :math:`\Delta L`), and deleting the highest
+:math:`S` keeps the most gradient flow. The masks of ``optim.prune.masks`` delete the lowest scores, so pass the keep-score
 :math:`-S = \theta \odot H g` to them (``criteria.weight_scores(..., "grasp")`` does).
 
 minnet has no double backward, so :math:`Hg` is a Hessian-vector product by central
@@ -42,7 +42,7 @@ def hessian_gradient_product(grad_fn: Callable[[np.ndarray], np.ndarray], w: np.
     r""":math:`H g` at ``w`` with :math:`g = \nabla L(w)` = ``grad_fn(w)`` and :math:`H` the
     Hessian of :math:`L`, by central differences of the gradient along :math:`g`:
     :math:`(\nabla L(w + \epsilon g) - \nabla L(w - \epsilon g)) / 2\epsilon`. Use float64.
-    Source: Wang et al. 2020, Sec. 4 (the Hessian-gradient product of eq. 8); Pearlmutter 1994
+    Source: Wang et al. 2020 (the Hessian-gradient product of eq. 8); Pearlmutter 1994
     (the finite-difference form). Test:
     ``test_prune_grasp.py::test_hessian_gradient_product_matches_brute_force_hessian``."""
     w = np.asarray(w, dtype=np.float64)

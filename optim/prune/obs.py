@@ -3,7 +3,8 @@ r"""Optimal Brain Surgeon (Hassibi & Stork 1993): second-order pruning with a we
 Near a minimum :math:`w^*` the loss is the quadratic
 :math:`\delta E = \tfrac12 \delta w^\top H \delta w`. Deleting weight :math:`q` is the
 constraint :math:`e_q^\top \delta w + w_q = 0`; minimising :math:`\delta E` under it gives
-(Hassibi & Stork 1993, eqs. 4-5)
+(Hassibi & Stork 1993, "Second order derivatives for network pruning: Optimal Brain
+Surgeon", Sec. 2)
 
 .. math:: \delta w = -\frac{w_q}{[H^{-1}]_{qq}}\, H^{-1} e_q, \qquad
           L_q = \frac{w_q^2}{2\,[H^{-1}]_{qq}}
@@ -13,8 +14,8 @@ and the weight of least saliency :math:`L_q` is deleted. Unlike Optimal Brain Da
 stay put), the other weights move to compensate, so :math:`L_q \le \tfrac12 h_{qq} w_q^2`
 always (:math:`1/[H^{-1}]_{qq} \le h_{qq}` for a positive definite :math:`H`).
 
-The inverse Hessian comes from the paper's recursion (Sec. 3, eq. 9 and the preceding outer-
-product approximation, eq. 8): with :math:`X^{[k]} = \partial F(w, \mathrm{in}^{[k]}) /
+The inverse Hessian comes from the paper's recursion (Sec. 3, the outer-product
+approximation of the Hessian and its recursive inverse): with :math:`X^{[k]} = \partial F(w, \mathrm{in}^{[k]}) /
 \partial w` the derivative of the network output for pattern :math:`k` of :math:`P`,
 
 .. math:: H_{m+1}^{-1} = H_m^{-1} - \frac{H_m^{-1} X^{[m+1]} X^{[m+1]\top} H_m^{-1}}
@@ -31,7 +32,8 @@ row-major (``linear_output_jacobians``).
 Deleting several weights one after another (``obs_prune``) keeps the deleted ones at zero by
 removing weight :math:`q` from the quadratic after each step: the inverse Hessian of the
 remaining weights is :math:`H^{-1} - H^{-1} e_q e_q^\top H^{-1} / [H^{-1}]_{qq}` (the
-elimination step of Frantar & Alistarh 2022, "Optimal Brain Compression", eq. 4), whereas
+Gaussian-elimination update of the inverse Hessian in Frantar & Alistarh 2022, "Optimal Brain
+Compression"), whereas
 Hassibi & Stork recompute the Hessian and retrain between deletions.
 
 Tests: ``tests/optim/prune/test_prune_obs.py``.
@@ -51,7 +53,7 @@ def _positive(value: float, name: str) -> float:
 
 def obs_inverse_hessian(output_jacobians: np.ndarray, alpha: float = 1e-6) -> np.ndarray:
     r""":math:`(\alpha I + \frac1P \sum_{k=1}^{P} \sum_o X^{[k]}_o X^{[k]\top}_o)^{-1}` by the
-    recursion of Hassibi & Stork 1993, eq. 9, one rank-one update per output vector.
+    recursion of Hassibi & Stork 1993, Sec. 3, one rank-one update per output vector.
 
     ``output_jacobians``: shape (P, d) (one output per pattern) or (P, K, d) (K outputs), the
     derivatives :math:`\partial F_o(w, \mathrm{in}^{[k]}) / \partial w` of the outputs with
@@ -108,7 +110,7 @@ def obs_saliency(w: np.ndarray, h_inv: np.ndarray) -> np.ndarray:
     r"""OBS saliency :math:`L_q = w_q^2 / (2 [H^{-1}]_{qq})` of every weight (shape of ``w``):
     the least increase of the quadratic loss when weight q is deleted and the others adjust.
     ``h_inv`` is (d, d) for the d = ``w.size`` weights flattened row-major. Source: Hassibi &
-    Stork 1993, eq. 5. Tests: ``test_prune_obs.py::test_saliency_is_the_exact_quadratic_increase``,
+    Stork 1993, Sec. 2. Tests: ``test_prune_obs.py::test_saliency_is_the_exact_quadratic_increase``,
     ``::test_obs_never_loses_more_than_obd``."""
     shape = np.shape(w)
     w, h_inv = _flat_pair(w, h_inv)
@@ -118,7 +120,7 @@ def obs_saliency(w: np.ndarray, h_inv: np.ndarray) -> np.ndarray:
 def obs_update(w: np.ndarray, h_inv: np.ndarray, q: int) -> np.ndarray:
     r"""The weights after deleting weight ``q`` (flat index) with the OBS correction
     :math:`w + \delta w`, :math:`\delta w = -(w_q / [H^{-1}]_{qq})\, H^{-1} e_q`; entry q of
-    the result is exactly 0. Source: Hassibi & Stork 1993, eq. 5. Test:
+    the result is exactly 0. Source: Hassibi & Stork 1993, Sec. 2. Test:
     ``test_prune_obs.py::test_saliency_is_the_exact_quadratic_increase``."""
     shape = np.shape(w)
     w, h_inv = _flat_pair(w, h_inv)

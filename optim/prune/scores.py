@@ -271,7 +271,8 @@ def taylor_feature_map_scores(activations: np.ndarray, grads: np.ndarray, axis: 
     makes scores of different layers comparable and cancels any constant factor in the
     gradients, such as :math:`1/N` when they come from a batch-mean loss. Source: Molchanov et
     al. 2017, "Pruning Convolutional Neural Networks for Resource Efficient Inference",
-    Sec. 2.2, eq. 8 (:math:`\Theta_{TE}`) and the layer-wise normalisation after it.
+    Sec. 2.2 (the criterion :math:`\Theta_{TE}` of a feature map, its per-example absolute
+    value and the layer-wise :math:`\ell_2` normalisation).
     Test: ``test_prune_scores.py::test_taylor_feature_map_scores_match_brute_force``.
     """
     a, g, axis = _pair_of_activations(activations, grads, axis)
@@ -296,7 +297,7 @@ def apoz(activations: np.ndarray, axis: int = 1) -> np.ndarray:
     the *highest* APoZ are pruned first, so as a keep-score (``masks`` prune the lowest) use
     :math:`1 - \mathrm{APoZ}`, as ``criteria.channel_scores(..., "apoz")`` does. Source: Hu et
     al. 2016, "Network Trimming: A Data-Driven Neuron Pruning Approach towards Efficient Deep
-    Architectures", Sec. 3, eq. 1. Test: ``test_prune_scores.py::test_apoz_is_the_zero_count``.
+    Architectures", eq. 1. Test: ``test_prune_scores.py::test_apoz_is_the_zero_count``.
     """
     return np.mean(_channels_first(activations, axis) == 0, axis=1)
 
