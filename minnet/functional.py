@@ -19,6 +19,7 @@ from minnet.ops import reduce as R
 from minnet.ops import shape as S
 from minnet.ops.conv import conv2d  # noqa: F401  (re-exported)
 from minnet.ops.pool import adaptive_avg_pool2d, avg_pool2d, max_pool2d  # noqa: F401
+from minnet.ops.resize import interpolate, resize  # noqa: F401
 from minnet.random import get_rng
 from minnet.tensor import Tensor, as_tensor
 
@@ -117,6 +118,35 @@ def tanh(x: Operand) -> Tensor:
 
 def gelu(x: Operand) -> Tensor:
     return E.GELU.apply(x)
+
+
+def _floating(name: str, x: Tensor) -> Tensor:
+    if not np.issubdtype(x.dtype, np.floating):
+        raise TypeError(f"{name} must be a floating tensor, got dtype {x.dtype}")
+    return x
+
+
+def _finite_number(name: str, value: Any) -> float:
+    if not isinstance(value, (int, float, np.number)) or isinstance(value, bool) or not np.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    return float(value)
+
+
+def erf(x: Operand) -> Tensor:
+    """Gauss error function erf x = (2/sqrt(pi)) int_0^x e^(-t^2) dt (``torch.erf``, ONNX Erf)."""
+    return E.Erf.apply(_floating("x", as_tensor(x)))
+
+
+def hardsigmoid(x: Operand, alpha: float = 1 / 6, beta: float = 0.5) -> Tensor:
+    """max(0, min(1, alpha x + beta)); PyTorch's ``hardsigmoid`` is alpha = 1/6, beta = 1/2,
+    ONNX HardSigmoid defaults to alpha = 0.2, beta = 0.5."""
+    alpha, beta = _finite_number("alpha", alpha), _finite_number("beta", beta)
+    return E.HardSigmoid.apply(_floating("x", as_tensor(x)), alpha=alpha, beta=beta)
+
+
+def hardswish(x: Operand) -> Tensor:
+    """x hardsigmoid(x) = x min(1, max(0, x/6 + 1/2)) (``torch.nn.functional.hardswish``)."""
+    return E.HardSwish.apply(_floating("x", as_tensor(x)))
 
 
 # ---- reductions --------------------------------------------------------------------------
@@ -296,6 +326,59 @@ def batch_norm(x: Operand, running_mean: np.ndarray | None, running_var: np.ndar
         raise ValueError(f"eps must be positive, got {eps}")
     return N.BatchNorm.apply(x, weight, bias, running_mean=running_mean, running_var=running_var,
                              training=training, momentum=momentum, eps=eps)
+
+
+def layer_norm(x: Operand, normalized_shape: int | Sequence[int], weight: Operand | None = None,
+               bias: Operand | None = None, eps: float = 1e-5) -> Tensor:
+    """Layer normalization over the last len(normalized_shape) axes, as
+    ``torch.nn.functional.layer_norm``: y = weight (x - mean) / sqrt(var + eps) + bias with the
+    biased variance of each normalized group. Formula and gradients: ``minnet.ops.norm.LayerNorm``.
+    """
+    x = _floating("x", as_tensor(x))
+    shape = (normalized_shape,) if isinstance(normalized_shape, (int, np.integer)) else normalized_shape
+    if (not isinstance(shape, (tuple, list)) or len(shape) == 0
+            or not all(isinstance(n, (int, np.integer)) and not isinstance(n, bool) for n in shape)):
+        raise TypeError(f"normalized_shape must be an int or a non-empty sequence of ints, got "
+                        f"{normalized_shape!r}")
+    shape = tuple(int(n) for n in shape)
+    if x.shape[x.ndim - len(shape):] != shape or len(shape) > x.ndim:
+        raise ValueError(f"normalized_shape {shape} must be the trailing shape of x, got x {x.shape}")
+    if builtins.min(shape) < 1:
+        raise ValueError(f"normalized_shape must be positive, got {shape}")
+    for name, value in (("weight", weight), ("bias", bias)):
+        if value is not None and as_tensor(value).shape != shape:
+            raise ValueError(f"{name} must have shape {shape}, got {as_tensor(value).shape}")
+    if not eps > 0:
+        raise ValueError(f"eps must be positive, got {eps}")
+    return N.LayerNorm.apply(x, weight, bias, normalized_shape=shape, eps=float(eps))
+
+
+LRN_WINDOWS = ("pytorch", "onnx")
+
+
+def local_response_norm(x: Operand, size: int, alpha: float = 1e-4, beta: float = 0.75,
+                        k: float = 1.0, *, window: str = "pytorch") -> Tensor:
+    """Local response normalization across channels of (N, C, ...) (Krizhevsky et al. 2012 §3.3):
+    b_c = a_c / (k + alpha/n sum_{c' in W(c)} a_{c'}^2)^beta with n = ``size``.
+
+    W(c) holds ``size`` channels around c: ``window="pytorch"`` puts floor(size/2) before c
+    (``torch.nn.functional.local_response_norm``), ``"onnx"`` puts floor((size-1)/2) before and
+    ceil((size-1)/2) after (the ONNX LRN operator); they differ only for even sizes.
+    Gradients: ``minnet.ops.norm.LocalResponseNorm``.
+    """
+    x = _floating("x", as_tensor(x))
+    if x.ndim < 3:
+        raise ValueError(f"local_response_norm expects x of shape (N, C, ...) with at least 3 "
+                         f"dimensions, got {x.shape}")
+    if not isinstance(size, (int, np.integer)) or isinstance(size, bool) or size < 1:
+        raise ValueError(f"size must be a positive int, got {size!r}")
+    if window not in LRN_WINDOWS:
+        raise ValueError(f"window must be one of {LRN_WINDOWS}, got {window!r}")
+    alpha, beta, k = (_finite_number(n, v) for n, v in (("alpha", alpha), ("beta", beta), ("k", k)))
+    if not k > 0:
+        raise ValueError(f"k must be positive (it keeps the divisor away from 0), got {k}")
+    before = int(size) // 2 if window == "pytorch" else (int(size) - 1) // 2
+    return N.LocalResponseNorm.apply(x, size=int(size), alpha=alpha, beta=beta, k=k, before=before)
 
 
 def dropout(x: Operand, p: float = 0.5, training: bool = True) -> Tensor:

@@ -337,6 +337,7 @@ class Tensor:
     def log(self): return _ops.log(self)
     def sqrt(self): return _ops.sqrt(self)
     def abs(self): return _ops.abs(self)
+    def erf(self): return _ops.erf(self)
     def relu(self): return _ops.relu(self)
     def sigmoid(self): return _ops.sigmoid(self)
     def tanh(self): return _ops.tanh(self)

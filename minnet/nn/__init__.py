@@ -2,13 +2,15 @@
 from minnet.nn import init
 from minnet.nn.containers import ModuleList, Sequential
 from minnet.nn.layers import (GELU, AdaptiveAvgPool2d, AvgPool2d, Conv2d, Dropout, Flatten,
-                              Identity, LeakyReLU, Linear, MaxPool2d, ReLU, Sigmoid, Tanh)
+                              Hardsigmoid, Hardswish, Identity, LeakyReLU, Linear, MaxPool2d, ReLU,
+                              Sigmoid, Tanh, Upsample)
 from minnet.nn.loss import BCEWithLogitsLoss, CrossEntropyLoss, KLDivLoss, MSELoss, NLLLoss
 from minnet.nn.module import Module, Parameter, RemovableHandle
-from minnet.nn.norm import BatchNorm1d, BatchNorm2d
+from minnet.nn.norm import BatchNorm1d, BatchNorm2d, LayerNorm, LocalResponseNorm
 
 __all__ = ["Module", "Parameter", "RemovableHandle", "Linear", "Conv2d", "MaxPool2d",
-           "AvgPool2d", "AdaptiveAvgPool2d", "BatchNorm1d", "BatchNorm2d", "Dropout", "Flatten",
-           "Identity", "ReLU", "LeakyReLU", "GELU", "Sigmoid", "Tanh", "Sequential",
+           "AvgPool2d", "AdaptiveAvgPool2d", "BatchNorm1d", "BatchNorm2d", "LayerNorm",
+           "LocalResponseNorm", "Upsample", "Dropout", "Flatten", "Identity", "ReLU", "LeakyReLU",
+           "GELU", "Hardsigmoid", "Hardswish", "Sigmoid", "Tanh", "Sequential",
            "ModuleList", "CrossEntropyLoss", "NLLLoss", "MSELoss", "KLDivLoss",
            "BCEWithLogitsLoss", "init"]

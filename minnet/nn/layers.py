@@ -1,4 +1,4 @@
-"""Layers: Linear, Conv2d, pooling, activations, Flatten, Identity, Dropout.
+"""Layers: Linear, Conv2d, pooling, Upsample, activations, Flatten, Identity, Dropout.
 
 Parameters follow PyTorch's shapes and default initialisation (``minnet.nn.init``); the
 computation is the functional op of the same name.
@@ -112,6 +112,22 @@ class AdaptiveAvgPool2d(Module):
         return f"output_size={self.output_size}"
 
 
+class Upsample(Module):
+    """Resize (N, C, *spatial) by ``size`` or ``scale_factor`` (``F.interpolate``)."""
+
+    def __init__(self, size=None, scale_factor=None, mode: str = "nearest", align_corners=None):
+        super().__init__()
+        self.size, self.scale_factor, self.mode = size, scale_factor, mode
+        self.align_corners = align_corners
+
+    def forward(self, x):
+        return F.interpolate(x, self.size, self.scale_factor, self.mode, self.align_corners)
+
+    def extra_repr(self) -> str:
+        given = f"size={self.size}" if self.size is not None else f"scale_factor={self.scale_factor}"
+        return f"{given}, mode={self.mode!r}"
+
+
 class Flatten(Module):
     """Merge axes start_dim..end_dim (default: all but the batch axis)."""
 
@@ -171,3 +187,14 @@ class Sigmoid(Module):
 class Tanh(Module):
     def forward(self, x):
         return F.tanh(x)
+
+
+class Hardsigmoid(Module):
+    """max(0, min(1, x/6 + 1/2)) (``F.hardsigmoid`` with PyTorch's constants)."""
+    def forward(self, x):
+        return F.hardsigmoid(x)
+
+
+class Hardswish(Module):
+    def forward(self, x):
+        return F.hardswish(x)

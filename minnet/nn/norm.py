@@ -1,4 +1,5 @@
-"""Batch normalization layers with PyTorch's running-statistics semantics."""
+"""Normalization layers: batch normalization with PyTorch's running-statistics semantics, layer
+normalization and local response normalization."""
 from __future__ import annotations
 
 import numpy as np
@@ -54,3 +55,48 @@ class BatchNorm1d(_BatchNorm):
 class BatchNorm2d(_BatchNorm):
     """Over (N, C, H, W) inputs."""
     expected_ndim = (4,)
+
+
+class LayerNorm(Module):
+    """Normalize over the trailing ``normalized_shape`` axes, with a learned elementwise weight
+    (ones) and bias (zeros) when ``elementwise_affine`` (``torch.nn.LayerNorm``)."""
+
+    def __init__(self, normalized_shape, eps: float = 1e-5, elementwise_affine: bool = True,
+                 bias: bool = True, dtype=np.float32):
+        super().__init__()
+        shape = (normalized_shape,) if isinstance(normalized_shape, (int, np.integer)) else normalized_shape
+        if (not isinstance(shape, (tuple, list)) or len(shape) == 0
+                or not all(isinstance(n, (int, np.integer)) and not isinstance(n, bool) and n >= 1
+                           for n in shape)):
+            raise ValueError(f"normalized_shape must be a positive int or a non-empty sequence of "
+                             f"positive ints, got {normalized_shape!r}")
+        self.normalized_shape, self.eps = tuple(int(n) for n in shape), eps
+        self.elementwise_affine = elementwise_affine
+        if elementwise_affine:
+            self.weight = Parameter(np.ones(self.normalized_shape, dtype=dtype))
+        else:
+            self.register_parameter("weight", None)
+        if elementwise_affine and bias:
+            self.bias = Parameter(np.zeros(self.normalized_shape, dtype=dtype))
+        else:
+            self.register_parameter("bias", None)
+
+    def forward(self, x):
+        return F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+
+    def extra_repr(self) -> str:
+        return f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}"
+
+
+class LocalResponseNorm(Module):
+    """``F.local_response_norm`` across channels (``torch.nn.LocalResponseNorm``)."""
+
+    def __init__(self, size: int, alpha: float = 1e-4, beta: float = 0.75, k: float = 1.0):
+        super().__init__()
+        self.size, self.alpha, self.beta, self.k = size, alpha, beta, k
+
+    def forward(self, x):
+        return F.local_response_norm(x, self.size, self.alpha, self.beta, self.k)
+
+    def extra_repr(self) -> str:
+        return f"{self.size}, alpha={self.alpha}, beta={self.beta}, k={self.k}"

@@ -2,7 +2,8 @@
 
 Each class states its derivative; gradients may come back in broadcast shape (the engine
 un-broadcasts). Kinks follow PyTorch: relu'(0) = 0, |x|'(0) = 0, clip passes the gradient at its
-bounds, maximum/minimum split it evenly on ties.
+bounds, maximum/minimum split it evenly on ties, hardsigmoid'(x) = 0 at its two corners,
+hardswish'(-3) = 0 and hardswish'(3) = 1 (the x/3 + 1/2 branch is open).
 Tests: ``tests/minnet/ops/test_elementwise.py``.
 """
 from __future__ import annotations
@@ -189,6 +190,19 @@ class Abs(Function):
         return g * np.sign(ctx.x)
 
 
+class Erf(Function):
+    """z = erf x = (2/sqrt(pi)) int_0^x e^(-t^2) dt;  dz/dx = (2/sqrt(pi)) e^(-x^2)."""
+    @staticmethod
+    def forward(ctx, x):
+        ctx.x = x
+        return special.erf(x).astype(x.dtype, copy=False)
+
+    @staticmethod
+    def backward(ctx, g):
+        x = ctx.x
+        return g * (2 / np.sqrt(np.pi) * np.exp(-x * x)).astype(x.dtype, copy=False)
+
+
 class Clip(Function):
     """z = min(max(x, lo), hi);  dz/dx = 1[lo <= x <= hi] (gradient passes at the bounds)."""
     @staticmethod
@@ -271,3 +285,31 @@ class GELU(Function):
         x = ctx.x
         pdf = np.exp(-0.5 * x * x) / np.sqrt(2 * np.pi)
         return g * (ctx.cdf + x * pdf.astype(x.dtype, copy=False))
+
+
+class HardSigmoid(Function):
+    """z = max(0, min(1, alpha x + beta)) (ONNX HardSigmoid; PyTorch's hardsigmoid is
+    alpha = 1/6, beta = 1/2);  dz/dx = alpha 1[0 < alpha x + beta < 1]."""
+    @staticmethod
+    def forward(ctx, x, *, alpha=1 / 6, beta=0.5):
+        t = alpha * x + beta
+        ctx.slope = np.where((t > 0) & (t < 1), alpha, 0).astype(x.dtype)
+        return np.clip(t, 0, 1).astype(x.dtype, copy=False)
+
+    @staticmethod
+    def backward(ctx, g):
+        return g * ctx.slope
+
+
+class HardSwish(Function):
+    """z = x hardsigmoid(x) = x min(1, max(0, x/6 + 1/2)) (Howard et al. 2019, MobileNetV3 §5.2);
+    dz/dx = 0 for x <= -3, x/3 + 1/2 for -3 < x < 3, 1 for x >= 3 (PyTorch's branches)."""
+    @staticmethod
+    def forward(ctx, x):
+        ctx.x = x
+        return x * np.clip(x / 6 + 0.5, 0, 1).astype(x.dtype, copy=False)
+
+    @staticmethod
+    def backward(ctx, g):
+        x = ctx.x
+        return g * np.where(x <= -3, 0, np.where(x < 3, x / 3 + 0.5, 1)).astype(x.dtype, copy=False)

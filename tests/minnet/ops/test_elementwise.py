@@ -40,6 +40,12 @@ UNARY = {
     "sigmoid": (F.sigmoid, lambda torch: torch.sigmoid, -5, 5, ()),
     "tanh": (F.tanh, lambda torch: torch.tanh, -3, 3, ()),
     "gelu": (F.gelu, lambda torch: torch.nn.functional.gelu, -4, 4, ()),
+    "erf": (F.erf, lambda torch: torch.erf, -3, 3, ()),
+    "tensor_erf": (lambda x: x.erf(), lambda torch: lambda x: x.erf(), -3, 3, ()),
+    "hardsigmoid": (F.hardsigmoid, lambda torch: torch.nn.functional.hardsigmoid, -5, 5, (-3.0, 3.0)),
+    "hardsigmoid_onnx": (lambda x: F.hardsigmoid(x, alpha=0.2, beta=0.5),
+                         lambda torch: lambda x: torch.clamp(0.2 * x + 0.5, 0, 1), -4, 4, (-2.5, 2.5)),
+    "hardswish": (F.hardswish, lambda torch: torch.nn.functional.hardswish, -5, 5, (-3.0, 3.0)),
 }
 
 
@@ -191,7 +197,7 @@ def test_maximum_of_a_tensor_with_itself_is_the_identity(op):
     np.testing.assert_array_equal(_grad(lambda t: op(t, t), [1.0, -2.0]), [1.0, 1.0])
 
 
-@pytest.mark.parametrize("name", ["relu", "abs", "clip", "leaky_relu"])
+@pytest.mark.parametrize("name", ["relu", "abs", "clip", "leaky_relu", "hardsigmoid", "hardswish"])
 def test_kink_conventions_match_torch(name):
     torch = pytest.importorskip("torch")
     ours, theirs, *_, kinks = UNARY[name]
@@ -223,6 +229,46 @@ def test_gelu_is_x_times_the_normal_cdf():
     from scipy.stats import norm
     x = np.linspace(-4, 4, 17)
     np.testing.assert_allclose(F.gelu(x).data, x * norm.cdf(x), rtol=1e-12, atol=1e-15)
+
+
+def test_hard_activation_derivatives_at_their_corners():
+    """hardsigmoid'(+-3) = 0 (open interval); hardswish' = x/3 + 1/2 only on the open (-3, 3),
+    so 0 at -3 and 1 at 3, as PyTorch's backward."""
+    corners = [-3.0, 3.0]
+    np.testing.assert_array_equal(_grad(F.hardsigmoid, corners), [0.0, 0.0])
+    np.testing.assert_array_equal(_grad(F.hardswish, corners), [0.0, 1.0])
+
+
+@given(data=st.data())
+def test_hardswish_is_x_times_hardsigmoid(data):
+    x = data.draw(helpers.float_arrays(data.draw(helpers.shapes()), -5, 5))
+    np.testing.assert_allclose(F.hardswish(x).data, x * F.hardsigmoid(x).data, rtol=1e-14, atol=1e-300)
+
+
+def test_erf_is_the_integral_of_the_gaussian_density():
+    from scipy.integrate import quad
+    x = np.linspace(-3, 3, 13)
+    integral = [2 / np.sqrt(np.pi) * quad(lambda t: np.exp(-t * t), 0, v)[0] for v in x]
+    np.testing.assert_allclose(F.erf(x).data, integral, rtol=1e-10, atol=1e-12)
+
+
+def test_new_activations_keep_float32():
+    x = minnet.tensor(np.linspace(-4, 4, 9, dtype=np.float32), requires_grad=True)
+    for op in (F.erf, F.hardsigmoid, F.hardswish):
+        y = op(x)
+        y.sum().backward()
+        assert y.dtype == x.grad.dtype == np.float32
+
+
+@pytest.mark.parametrize("call, error, message", [
+    (lambda: F.hardsigmoid(np.ones(2), alpha=float("nan")), ValueError, r"alpha must be a finite number, got nan"),
+    (lambda: F.hardsigmoid(np.ones(2), beta="1"), ValueError, r"beta must be a finite number, got '1'"),
+    (lambda: F.erf(np.ones(2, np.int64)), TypeError, r"x must be a floating tensor, got dtype int64"),
+    (lambda: F.hardswish(np.ones(2, bool)), TypeError, r"x must be a floating tensor, got dtype bool"),
+])
+def test_new_activation_errors_name_the_argument(call, error, message):
+    with pytest.raises(error, match=message):
+        call()
 
 
 def test_clip_rejects_missing_or_crossed_bounds():
