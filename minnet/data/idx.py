@@ -36,9 +36,9 @@ __all__ = ["read_idx", "IMAGES_MAGIC", "LABELS_MAGIC", "MAX_IDX_BYTES"]
 IMAGES_MAGIC = 0x00000803
 LABELS_MAGIC = 0x00000801
 
-#: Default cap on the data bytes ``read_idx`` accepts (the full MNIST training images are
-#: 47,040,000 bytes): 1 GiB.
-MAX_IDX_BYTES = 1 << 30
+#: Default cap on the data bytes ``read_idx`` accepts: 256 MiB (the full MNIST training
+#: images are 47,040,000 bytes); pass ``max_bytes`` for larger IDX sets.
+MAX_IDX_BYTES = 256 << 20
 
 _DTYPES = {0x08: np.dtype(">u1"), 0x09: np.dtype(">i1"), 0x0B: np.dtype(">i2"),
            0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
@@ -76,7 +76,7 @@ def read_idx(path: str | os.PathLike, magic: int | None = None, *,
     path : the file; gzip is detected from its first bytes, not its name.
     magic : if given, the magic number the file must have (``IMAGES_MAGIC``/``LABELS_MAGIC``).
     max_bytes : cap on the data size :math:`\\prod_i d_i \\times \\text{itemsize}` the
-        header may declare; default ``MAX_IDX_BYTES`` (1 GiB).
+        header may declare; default ``MAX_IDX_BYTES`` (256 MiB).
 
     Raises ``ValueError`` naming the file for an unknown or unexpected magic number, a
     declared size above ``max_bytes`` or above what the file can hold, a corrupt gzip stream,
