@@ -10,7 +10,7 @@ import textwrap
 
 from optim.pipeline import PipelineError, run_pipeline
 from optim.pipeline_config import (OPTIONS, RUN_OPTIONS, ConfigError, default_config_text,
-                                   validate)
+                                   read_config_text, validate)
 
 try:
     import tomllib
@@ -84,11 +84,7 @@ def load(args: argparse.Namespace) -> tuple[dict, str]:
     if args.config is None:
         text, source = default_config_text(), "default_pipeline.toml"
     else:
-        try:
-            with open(args.config, encoding="utf-8") as f:
-                text, source = f.read(), args.config
-        except OSError as err:
-            raise ConfigError("--config", f"cannot read {args.config!r}: {err.strerror}") from err
+        text, source = read_config_text(args.config), args.config
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:

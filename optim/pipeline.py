@@ -4,6 +4,7 @@
 (``optim.pipeline_config``) in order, each on the model the previous one produced
 (``optim.pipeline_stages``), and writes to the output directory ``out``::
 
+    manifest.json          every file and directory the pipeline wrote here (``Manifest``)
     pipeline.json          the configuration and its hash (which run owns the directory)
     config.toml            the configuration text used
     NN-<name>/model.npz    the stage's model, a packed model file (optim.pipeline_store)
@@ -18,13 +19,18 @@ skips every stage whose ``stage.json`` holds the same key, and a stage interrupt
 loaded from the previous stage's file, so an interrupted and an uninterrupted run end with
 the same report, timings aside (``tests/optim/test_pipeline_run.py``). A directory holding
 another configuration's run is refused unless ``force``; then stages whose keys still
-match are reused and the others replaced.
+match are reused and the others replaced. Whatever the options, the pipeline removes or
+overwrites only what its manifest records as its own: a user's file in the output directory
+(even inside a stage's directory) is never deleted, and a run refuses to overwrite one.
+Temporary files that a killed run's atomic writes left are swept at the next start.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import platform
+import re
 import shutil
 import sys
 import time
@@ -42,15 +48,17 @@ from .pipeline_config import MNIST_SUBSETS, ConfigError, config_hash
 from .pipeline_report import (TIMING_KEYS, compression_rows, format_table, measure,
                               plot_accuracy_vs_size, write_report)
 from .pipeline_stages import STAGE_FUNCTIONS, Context, Outcome
-from .pipeline_store import load_model, save_model
+from .pipeline_store import PackedModelError, load_model, save_model
 
-__all__ = ["PipelineError", "run_pipeline", "load_data", "stage_dirname", "summarize",
-           "MEASUREMENT_OPTIONS", "FORMAT"]
+__all__ = ["PipelineError", "Manifest", "run_pipeline", "load_data", "stage_dirname",
+           "summarize", "MEASUREMENT_OPTIONS", "FORMAT", "MANIFEST"]
 
 FORMAT = "optim.pipeline.run/1"
 # Run options that change measurements or file locations but no model: left out of stage keys
 # (a finished stage measured with other values is measured again, not recomputed).
 MEASUREMENT_OPTIONS = ("latency_repeats", "data_root", "test_limit")
+# The files optim.pipeline_report.write_report writes in the output directory.
+REPORT_FILES = ("report.json", "report.csv", "report.txt")
 
 
 class PipelineError(ValueError):
@@ -82,31 +90,186 @@ def _subset(x: np.ndarray, y: np.ndarray, limit: int | None, seed: int):
     return x[keep], y[keep]
 
 
-def _prepare_directory(out: Path, config: dict, text: str, force: bool) -> None:
-    """Claim ``out`` for ``config``: refuse another configuration's run or foreign files
-    unless ``force``, then write ``pipeline.json`` and ``config.toml``."""
-    digest = config_hash(config)
-    manifest = out / "pipeline.json"
-    if manifest.exists():
+# ---- what the pipeline wrote: the manifest -----------------------------------------------
+
+MANIFEST = "manifest.json"
+MANIFEST_FORMAT = "optim.pipeline.manifest/1"
+# minnet.io.atomic_write's temporary file beside <name>: ".<name>.<16 hex digits>.tmp"
+_TEMPORARY = re.compile(r"^\.(?P<name>.+)\.[0-9a-f]{16}\.tmp$")
+
+
+class Manifest:
+    """The files, directories and scratch trees that the pipeline wrote in ``out``, kept in
+    ``out/manifest.json`` (written atomically after every change). A path is recorded *before*
+    it is created, so a run killed at any moment leaves nothing of its own unrecorded; only
+    recorded paths are ever removed or overwritten, so a user's file survives ``--force``
+    wherever it lies. Temporary files of interrupted atomic writes (``.<name>.<hex>.tmp``
+    beside a recorded file, or anywhere in a recorded tree) are swept by ``sweep``.
+    Tests: ``tests/adversarial/test_optim_pipeline.py``."""
+
+    def __init__(self, out: Path):
+        self.out = out
+        self.files: set[str] = set()
+        self.dirs: set[str] = set()
+        self.trees: set[str] = set()
         try:
-            owner = json.loads(manifest.read_text()).get("config_hash")
-        except (ValueError, AttributeError):
+            record = json.loads((out / MANIFEST).read_text())
+        except (OSError, ValueError):
+            return  # none yet, or unreadable: the pipeline owns nothing it can prove
+        if isinstance(record, dict) and record.get("format") == MANIFEST_FORMAT:
+            for kind in ("files", "dirs", "trees"):
+                paths = record.get(kind)
+                if isinstance(paths, list):
+                    getattr(self, kind).update(p for p in paths if self._valid(p))
+
+    @staticmethod
+    def _valid(rel: object) -> bool:
+        if not isinstance(rel, str) or not rel:
+            return False
+        parts = rel.split("/")
+        return not rel.startswith("/") and all(p not in ("", ".", "..") for p in parts)
+
+    def _rel(self, path: Path) -> str:
+        return path.relative_to(self.out).as_posix()
+
+    def owns(self, path: Path) -> bool:
+        rel = self._rel(path)
+        return (rel in self.files or rel in self.dirs or rel in self.trees
+                or any(rel.startswith(tree + "/") for tree in self.trees))
+
+    def _save(self) -> None:
+        _write_json(self.out / MANIFEST, {"format": MANIFEST_FORMAT,
+                                          "files": sorted(self.files),
+                                          "dirs": sorted(self.dirs),
+                                          "trees": sorted(self.trees)})
+
+    def file(self, path: Path) -> Path:
+        """Record ``path`` as the pipeline's before it is written; PipelineError if a file
+        the pipeline did not write is there."""
+        if not self.owns(path):
+            if path.exists() or path.is_symlink():
+                raise PipelineError(f"--out: {path} exists and was not written by the pipeline; "
+                                    f"move it away or choose another directory")
+            self.files.add(self._rel(path))
+            self._save()
+        return path
+
+    def directory(self, path: Path, tree: bool = False) -> Path:
+        """Make the directory ``path`` (recorded first if it is new). A ``tree`` is scratch
+        space: everything in it is the pipeline's, so it must not exist unless recorded."""
+        if path.is_dir():
+            if tree and not self.owns(path):
+                raise PipelineError(f"--out: {path} exists and was not made by the pipeline; "
+                                    f"move it away or choose another directory")
+            return path
+        (self.trees if tree else self.dirs).add(self._rel(path))
+        self._save()
+        try:
+            path.mkdir()
+        except OSError as err:
+            raise PipelineError(f"--out: cannot create {path}: {err.strerror or err}") from None
+        return path
+
+    def remove(self, path: Path) -> None:
+        """Delete what the pipeline recorded at or under ``path``: its files and trees, then
+        its directories that are left empty (a directory holding a user's file stays)."""
+        rel = self._rel(path)
+
+        def under(p: str) -> bool:
+            return p == rel or p.startswith(rel + "/")
+        for name in sorted(p for p in self.files if under(p)):
+            with contextlib.suppress(FileNotFoundError):
+                (self.out / name).unlink()
+            self.files.discard(name)
+        for name in sorted(p for p in self.trees if under(p)):
+            shutil.rmtree(self.out / name, ignore_errors=True)
+            self.trees.discard(name)
+        for name in sorted((p for p in self.dirs if under(p)), key=len, reverse=True):
+            target = self.out / name
+            if not target.exists():
+                self.dirs.discard(name)
+            elif not any(target.iterdir()):
+                target.rmdir()
+                self.dirs.discard(name)
+        self._save()
+
+    def stage_dirs(self) -> set[str]:
+        """Top-level directories holding anything the pipeline recorded."""
+        return {p.split("/")[0] for p in self.files | self.dirs | self.trees if "/" in p} \
+            | {p for p in self.dirs | self.trees if "/" not in p}
+
+    def sweep(self) -> int:
+        """Remove the temporary files that interrupted atomic writes left: beside a recorded
+        file (including the manifest itself) or anywhere in a recorded tree. Returns their
+        number."""
+        targets = {MANIFEST} | self.files
+        parents = {str(Path(p).parent) for p in targets}
+        removed = 0
+        for parent in parents:
+            folder = self.out / parent
+            if not folder.is_dir():
+                continue
+            for entry in folder.iterdir():
+                match = _TEMPORARY.match(entry.name)
+                rel = self._rel(folder / match["name"]) if match else None
+                if match and rel in targets and entry.is_file():
+                    entry.unlink()
+                    removed += 1
+        for tree in self.trees:
+            for entry in (self.out / tree).rglob(".*.tmp"):
+                if _TEMPORARY.match(entry.name) and entry.is_file():
+                    entry.unlink()
+                    removed += 1
+        return removed
+
+
+def _check_out(out: Path) -> None:
+    """``out`` must be a directory or creatable as one: not a file, not under a file."""
+    if out.exists() and not out.is_dir():
+        raise PipelineError(f"--out: {out} is a file, not a directory; choose a directory")
+    for parent in out.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise PipelineError(f"--out: {out} lies under {parent}, which is a file, not a "
+                                    f"directory")
+            break
+
+
+def _prepare_directory(out: Path, config: dict, text: str, force: bool) -> Manifest:
+    """Claim ``out`` for ``config``: refuse another configuration's run or foreign files
+    unless ``force``, sweep the temporary files of interrupted writes, then write
+    ``pipeline.json`` and ``config.toml``. Returns the directory's manifest."""
+    _check_out(out)
+    digest = config_hash(config)
+    manifest = Manifest(out)
+    record = out / "pipeline.json"
+    if record.exists():
+        try:
+            owner = json.loads(record.read_text()).get("config_hash")
+        except (OSError, ValueError, AttributeError):
             owner = None
         if owner != digest and not force:
             raise PipelineError(
                 f"--out: {out} holds the artifacts of another configuration (config hash "
                 f"{str(owner)[:12]}, this one {digest[:12]}); pass --force to replace them "
                 f"(stages that did not change are kept) or choose another directory")
-    elif out.exists() and any(out.iterdir()) and not force:
+    elif out.is_dir() and not force and any(
+            not manifest.owns(p) and p.name != MANIFEST and not _TEMPORARY.match(p.name)
+            for p in out.iterdir()):
         raise PipelineError(f"--out: {out} is not empty and holds no pipeline run "
                             f"(no pipeline.json); pass --force to write into it anyway or "
                             f"choose another directory")
-    out.mkdir(parents=True, exist_ok=True)
-    with atomic_write(out / "pipeline.json") as f:
-        f.write(json.dumps({"format": FORMAT, "config_hash": digest, "config": config},
-                           indent=2).encode())
-    with atomic_write(out / "config.toml") as f:
-        f.write(text.encode())
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        manifest.sweep()
+        with atomic_write(manifest.file(record)) as f:
+            f.write(json.dumps({"format": FORMAT, "config_hash": digest, "config": config},
+                               indent=2).encode())
+        with atomic_write(manifest.file(out / "config.toml")) as f:
+            f.write(text.encode())
+    except OSError as err:
+        raise PipelineError(f"--out: cannot write in {out}: {err.strerror or err}") from None
+    return manifest
 
 
 def _stage_key(run: dict, stage: dict, input_hash: str) -> str:
@@ -114,26 +277,34 @@ def _stage_key(run: dict, stage: dict, input_hash: str) -> str:
     return config_hash({"format": FORMAT, "run": shaping, "stage": stage, "input": input_hash})
 
 
-def _finished(directory: Path, key: str) -> dict | None:
-    """The stage record if ``directory`` holds the finished stage with ``key``."""
+def _finished(directory: Path, key: str, manifest: Manifest) -> tuple[dict, object] | None:
+    """``(record, model)`` if ``directory`` holds the finished stage with ``key`` and a
+    readable model file (a corrupt ``stage.json`` or ``model.npz`` means: run it again)."""
     try:
         record = json.loads((directory / "stage.json").read_text())
     except (OSError, ValueError):
         return None
-    if record.get("key") != key or not (directory / "model.npz").is_file():
+    if not isinstance(record, dict) or record.get("key") != key:
         return None
-    shutil.rmtree(directory / "work", ignore_errors=True)  # left if killed right after stage.json
-    return record
+    try:
+        model, _ = load_model(directory / "model.npz")
+    except (OSError, PackedModelError):
+        return None
+    manifest.remove(directory / "work")  # left if killed right after stage.json
+    return record, model
 
 
-def _claim(directory: Path, key: str) -> Path:
-    """The work directory of the stage ``key``, kept from an interrupted run of the same key,
-    otherwise emptied (another key's stage or checkpoints lived here)."""
+def _claim(directory: Path, key: str, manifest: Manifest) -> Path:
+    """The work directory of the stage ``key``, kept from an interrupted run of the same key;
+    otherwise what the pipeline wrote in ``directory`` (another key's stage or checkpoints)
+    is removed first. Files the pipeline did not write stay."""
     work = directory / "work"
     key_file = work / "key"
-    if directory.exists() and not (key_file.is_file() and key_file.read_text() == key):
-        shutil.rmtree(directory)
-    work.mkdir(parents=True, exist_ok=True)
+    resumable = manifest.owns(key_file) and key_file.is_file() and key_file.read_text() == key
+    if not resumable:
+        manifest.remove(directory)
+    manifest.directory(directory)
+    manifest.directory(work, tree=True)
     if not key_file.is_file():
         with atomic_write(key_file) as f:
             f.write(key.encode())
@@ -157,7 +328,8 @@ def _measured(directory: Path, record: dict, ctx: Context) -> dict:
             "measured_with": _measurement_key(ctx.run)}
 
 
-def _run_stage(stage: dict, model, ctx: Context, directory: Path, key: str) -> dict:
+def _run_stage(stage: dict, model, ctx: Context, directory: Path, key: str,
+               manifest: Manifest) -> dict:
     """Run one stage, store its model and artifacts, measure the stored model, and write
     ``stage.json`` last. Returns the record."""
     started = time.perf_counter()
@@ -165,18 +337,18 @@ def _run_stage(stage: dict, model, ctx: Context, directory: Path, key: str) -> d
     details = dict(outcome.details)
     history = details.pop("history", None)
     if history is not None:
-        _write_json(directory / "history.json", history)
+        _write_json(manifest.file(directory / "history.json"), history)
     for name, data in outcome.files.items():
-        with atomic_write(directory / name) as f:
+        with atomic_write(manifest.file(directory / name)) as f:
             f.write(data)
-    sizes = save_model(outcome.model, directory / "model.npz",
+    sizes = save_model(outcome.model, manifest.file(directory / "model.npz"),
                        meta={"stage": stage["name"], "type": stage["type"]})
     record = {"key": key, "stage": stage["name"], "type": stage["type"],
               "engine": outcome.engine, **sizes, "details": details}
     record = _measured(directory, record, ctx)
     record["seconds"] = time.perf_counter() - started
-    _write_json(directory / "stage.json", record)
-    shutil.rmtree(ctx.work, ignore_errors=True)
+    _write_json(manifest.file(directory / "stage.json"), record)
+    manifest.remove(ctx.work)
     return record
 
 
@@ -204,12 +376,10 @@ def _summary_text(summary: dict) -> str:
             f"{summary['latency_b1_speedup']:.1f}x faster\ntargets: {met}")
 
 
-def _remove_stale(out: Path, current: set[str]) -> None:
-    """Delete stage directories of this pipeline's making that the configuration no longer has."""
-    for path in out.iterdir():
-        ours = (path / "stage.json").exists() or (path / "work" / "key").exists()
-        if path.is_dir() and path.name not in current and ours:
-            shutil.rmtree(path)
+def _remove_stale(manifest: Manifest, current: set[str]) -> None:
+    """Delete what the pipeline wrote for stages the configuration no longer has."""
+    for name in sorted(manifest.stage_dirs() - current):
+        manifest.remove(manifest.out / name)
 
 
 def run_pipeline(config: dict, out: str | Path, *, config_text: str = "", force: bool = False,
@@ -225,12 +395,12 @@ def run_pipeline(config: dict, out: str | Path, *, config_text: str = "", force:
     if not isinstance(config, dict) or set(config) != {"run", "stages"}:
         raise ConfigError("<config>", "expected the output of optim.pipeline_config.validate")
     out = Path(out)
-    _prepare_directory(out, config, config_text, force)
+    manifest = _prepare_directory(out, config, config_text, force)
     run = config["run"]
     train, test = load_data(run)
     show = sys.stderr.isatty() if progress is None else bool(progress)
     names = [stage_dirname(i, s["name"]) for i, s in enumerate(config["stages"])]
-    _remove_stale(out, set(names))
+    _remove_stale(manifest, set(names))
     records, model, baseline = [], None, None
     input_hash = "data:" + config_hash({k: run.get(k) for k in ("dataset", "limit", "seed")})
     bar = tqdm(config["stages"], desc="pipeline", unit="stage", disable=not show)
@@ -240,19 +410,22 @@ def run_pipeline(config: dict, out: str | Path, *, config_text: str = "", force:
         if stage["type"] == "baseline" and "checkpoint" in stage:
             input_hash = "checkpoint:" + _sha256(Path(stage["checkpoint"]))
         key = _stage_key(run, stage, input_hash)
-        record = _finished(directory, key)
+        done = _finished(directory, key, manifest)
         where = f"[{index + 1}/{len(names)}] {stage['name']} ({stage['type']})"
-        if record is None:
+        if done is None:
             log(f"{where}: running")
-            ctx = Context(run, train, test, _claim(directory, key), baseline, show)
-            record = _run_stage(stage, model, ctx, directory, key)
-        elif record.get("measured_with") != _measurement_key(run):
-            log(f"{where}: done earlier, reused and measured again")
-            record = _measured(directory, record, Context(run, train, test, directory / "work"))
-            _write_json(directory / "stage.json", record)
+            ctx = Context(run, train, test, _claim(directory, key, manifest), baseline, show)
+            record = _run_stage(stage, model, ctx, directory, key, manifest)
+            model, _ = load_model(directory / "model.npz")
         else:
-            log(f"{where}: done earlier, reused")
-        model, _ = load_model(directory / "model.npz")
+            record, model = done
+            if record.get("measured_with") != _measurement_key(run):
+                log(f"{where}: done earlier, reused and measured again")
+                record = _measured(directory, record,
+                                   Context(run, train, test, directory / "work"))
+                _write_json(manifest.file(directory / "stage.json"), record)
+            else:
+                log(f"{where}: done earlier, reused")
         if baseline is None:
             baseline = model
         input_hash = _sha256(directory / "model.npz")
@@ -264,8 +437,10 @@ def run_pipeline(config: dict, out: str | Path, *, config_text: str = "", force:
               "environment": {"python": platform.python_version(), "numpy": np.__version__,
                               "minnet": minnet.__version__, "machine": platform.machine(),
                               "timings": list(TIMING_KEYS)}}
-    if plot_accuracy_vs_size(rows, out / "accuracy_vs_size.png"):
+    if plot_accuracy_vs_size(rows, manifest.file(out / "accuracy_vs_size.png")):
         report["plot"] = "accuracy_vs_size.png"
+    for name in REPORT_FILES:
+        manifest.file(out / name)
     write_report(report, out)
     log(format_table(rows))
     log(_summary_text(report["summary"]))

@@ -30,7 +30,8 @@ from optim.quant.qconfig import OBSERVERS
 from optim.quant.ranges import MAX_BITS, MIN_BITS
 
 __all__ = ["ConfigError", "Option", "RUN_OPTIONS", "OPTIONS", "STAGES", "MODELS", "DATASETS",
-           "default_config_text", "load_config", "parse_config", "validate", "config_hash"]
+           "default_config_text", "read_config_text", "load_config", "parse_config", "validate",
+           "config_hash"]
 
 MODELS = ("lenet5", "lenet5-bn", "lenet-300-100")
 MNIST_SUBSETS = {"mnist-5k": "5k", "mnist-full": "full"}  # dataset -> load_mnist subset
@@ -348,6 +349,24 @@ def parse_config(text: str, source: str = "<config>") -> dict:
     return validate(raw)
 
 
+def read_config_text(path: str | os.PathLike) -> str:
+    """The text of the configuration file ``path``; ``ConfigError`` (key ``--config``) if it
+    cannot be read or is not UTF-8 (TOML files are UTF-8, TOML 1.0 section 1). Test:
+    ``tests/optim/test_pipeline_run.py::test_cli_errors``."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as err:
+        raise ConfigError("--config", f"cannot read {os.fspath(path)!r}: "
+                                      f"{err.strerror or err}") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError("--config", f"{os.fspath(path)!r} is not UTF-8 text (byte "
+                                      f"0x{data[err.start]:02x} at offset {err.start}); TOML "
+                                      f"files are UTF-8") from None
+
+
 def load_config(path: str | os.PathLike | None = None) -> tuple[dict, str]:
     """``(config, text)`` of the TOML file ``path`` (default: the shipped default pipeline)."""
     if path is None:
@@ -355,8 +374,7 @@ def load_config(path: str | os.PathLike | None = None) -> tuple[dict, str]:
     else:
         if not os.path.isfile(path):
             raise ConfigError("--config", f"no such file: {os.fspath(path)!r}")
-        with open(path, encoding="utf-8") as f:
-            text, source = f.read(), os.fspath(path)
+        text, source = read_config_text(path), os.fspath(path)
     return parse_config(text, source), text
 
 
