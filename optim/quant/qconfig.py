@@ -50,7 +50,8 @@ class QConfig:
     ``weight_bits`` / ``activation_bits`` in [2, 16]; ``weight_observer`` /
     ``activation_observer`` name an observer of ``OBSERVERS``; ``weight_only`` leaves
     activations in float; ``signed_activations`` uses signed codes (int8) instead of unsigned
-    (uint8); ``restricted_weights`` uses the narrow range -(2^(b-1)-1)..2^(b-1)-1.
+    (uint8); ``restricted_weights`` uses the narrow range -(2^(b-1)-1)..2^(b-1)-1;
+    ``per_channel_weights=False`` gives each weight tensor one scale (per-tensor).
     """
     weight_bits: int = 8
     activation_bits: int = 8
@@ -59,6 +60,7 @@ class QConfig:
     weight_only: bool = False
     signed_activations: bool = False
     restricted_weights: bool = False
+    per_channel_weights: bool = True
 
     def __post_init__(self):
         _check_bits(self.weight_bits, "weight_bits")
@@ -75,10 +77,11 @@ class QConfig:
         return int_range(self.activation_bits, self.signed_activations)
 
     def weight_observer_instance(self) -> Observer:
-        """A per-channel (axis 0) symmetric observer for a weight tensor."""
+        """A symmetric observer for a weight tensor, per output channel (axis 0) unless
+        ``per_channel_weights`` is False."""
         return OBSERVERS[self.weight_observer](
             self.weight_bits, signed=True, symmetric=True, restricted=self.restricted_weights,
-            axis=0)
+            axis=0 if self.per_channel_weights else None)
 
     def activation_observer_instance(self, name: str | None = None) -> Observer:
         """A per-tensor affine observer for activations (``name`` overrides the configured one)."""
