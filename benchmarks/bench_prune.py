@@ -48,7 +48,7 @@ from minnet.data import load_mnist  # noqa: E402
 from minnet.train import evaluate, fit  # noqa: E402
 from optim.prune import (SparseLinear, agp_sparsity, magnitude_mask, prune_channels, prune_model,
                          prune_rounds, remove_all, shrink, sparsify)  # noqa: E402
-from optim.prune.csr import csr_matmul, to_csr  # noqa: E402
+from minnet.kernels.csr import csr_matmul, to_csr  # noqa: E402
 
 TRAIN, TEST = load_mnist("train"), load_mnist("test")
 STEPS = [0.5, 0.75, 0.875, 0.92, 0.95]

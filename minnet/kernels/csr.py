@@ -48,8 +48,9 @@ def csr_to_dense(csr: CSR) -> np.ndarray:
 
 
 def csr_matmul_numpy(x: np.ndarray, data: np.ndarray, indices: np.ndarray,
-                     indptr: np.ndarray, n_rows: int) -> np.ndarray:
-    """Y[:, r] = X[:, indices[s:e]] @ data[s:e] for each row r (s, e = indptr[r], indptr[r+1])."""
+                     indptr: np.ndarray, n_rows: int, loop: str | None = None) -> np.ndarray:
+    """Y[:, r] = X[:, indices[s:e]] @ data[s:e] for each row r (s, e = indptr[r], indptr[r+1]);
+    one loop, whatever ``loop`` asks of the Numba twin."""
     y = np.zeros((x.shape[0], n_rows), dtype=np.result_type(x, data))
     for r in range(n_rows):
         s, e = indptr[r], indptr[r + 1]
@@ -92,18 +93,23 @@ def _rows_times_batch(xt, data, indices, indptr, yt):
                 out[b] += value * source[b]
 
 
-BATCHED_FROM = 12  # from this batch size on, the transposed loop is faster
+BATCHED_FROM = 12  # without a choice, the transposed loop from this batch size on
+LOOPS = ("gather", "axpy")
 
 
 def csr_matmul_numba(x: np.ndarray, data: np.ndarray, indices: np.ndarray,
-                     indptr: np.ndarray, n_rows: int) -> np.ndarray:
-    """Numba twin of ``csr_matmul_numpy``: a gather loop for small batches, an axpy loop over
-    the transposed batch for large ones (float32 sums may be reassociated)."""
+                     indptr: np.ndarray, n_rows: int, loop: str | None = None) -> np.ndarray:
+    """Numba twin of ``csr_matmul_numpy``: ``loop="gather"`` runs a gathered dot per sample and
+    row, ``"axpy"`` an axpy over the transposed batch per non-zero; ``None`` takes gather below
+    ``BATCHED_FROM`` samples (the compiled graph lets its cost model choose per batch instead).
+    float32 sums may be reassociated."""
+    if loop not in (None,) + LOOPS:
+        raise ValueError(f"loop must be one of {LOOPS} or None, got {loop!r}")
     dtype = np.result_type(x, data)
     x, data = x.astype(dtype, copy=False), data.astype(dtype, copy=False)
     # the columns are non-negative: as uint32 they skip Numba's negative-index wraparound
     columns = indices.astype(np.int32, copy=False).view(np.uint32)
-    if x.shape[0] < BATCHED_FROM:
+    if loop == "gather" or (loop is None and x.shape[0] < BATCHED_FROM):
         y = np.empty((x.shape[0], n_rows), dtype=dtype)
         _rows_times_samples(np.ascontiguousarray(x), data, columns, indptr, y)
         return y
@@ -115,10 +121,11 @@ def csr_matmul_numba(x: np.ndarray, data: np.ndarray, indices: np.ndarray,
 _csr_matmul = dispatch(csr_matmul_numpy, csr_matmul_numba)
 
 
-def csr_matmul(x: np.ndarray, csr: CSR) -> np.ndarray:
+def csr_matmul(x: np.ndarray, csr: CSR, loop: str | None = None) -> np.ndarray:
     r""":math:`Y = X W^T` for ``x`` of shape (B, cols) and a CSR matrix :math:`W` (rows, cols):
-    the sparse counterpart of ``F.linear`` without bias (see the module docstring)."""
+    the sparse counterpart of ``F.linear`` without bias (see the module docstring). ``loop``
+    picks the Numba loop (``csr_matmul_numba``); the NumPy backend has one."""
     x = np.asarray(x)
     if x.ndim != 2 or x.shape[1] != csr.shape[1]:
         raise ValueError(f"x must have shape (B, {csr.shape[1]}), got {x.shape}")
-    return _csr_matmul(x, csr.data, csr.indices, csr.indptr, csr.shape[0])
+    return _csr_matmul(x, csr.data, csr.indices, csr.indptr, csr.shape[0], loop)

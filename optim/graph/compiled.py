@@ -5,8 +5,8 @@
 - nodes whose inputs are all constants are evaluated (their outputs become constants);
 - the memory plan (``optim.graph.memory``) places every activation in one arena, allocated
   once; each value is a fixed view of it, views and in-place updates share their input's bytes;
-- weights are pre-packed for their algorithm (transposed for GEMM, CSR for sparse, spectra
-  for FFT);
+- weights are pre-packed for their algorithm (transposed for GEMM, CSR for sparse
+  (``minnet.kernels.csr``), spectra for FFT);
 - each node becomes a closure over its input and output arrays that calls its kernel with
   ``out=``: no autograd bookkeeping, no allocation except kernel workspaces (im2col columns,
   FFT spectra).
@@ -22,9 +22,9 @@ from functools import partial
 from typing import Any, Callable, Mapping
 
 import numpy as np
-import scipy.sparse
 import scipy.special
 
+from minnet.kernels.csr import LOOPS, csr_matmul, to_csr
 from optim.graph import kernels as K
 from optim.graph.execute import check_inputs
 from optim.graph.ir import Graph, Node, input_shapes, specialise, validate
@@ -47,14 +47,16 @@ def _base(op: str) -> str:
 
 
 def algorithm_options(node: Node, graph: Graph) -> list[str]:
-    """The kernels that can run ``node``: conv algorithms, dense/sparse linear, else default."""
+    """The kernels that can run ``node``: conv algorithms; dense or CSR linear (gather or axpy
+    loop) when the weight is a constant; else default."""
     op = _base(node.op)
     if op == "Conv2d":
         a = node.attrs
         return K.conv_algorithms(graph.types[node.inputs[1]].shape, a["stride"], a["padding"],
                                  a["dilation"], a["groups"])
     if op == "Linear":
-        return ["dense", "sparse"] if node.inputs[1] in graph.constants else ["dense"]
+        return (["dense"] + [f"sparse_{loop}" for loop in LOOPS]
+                if node.inputs[1] in graph.constants else ["dense"])
     return ["default"]
 
 
@@ -104,12 +106,12 @@ def _conv_steps(node, ins, out, algorithm) -> list[Step]:
 def _linear_steps(node, ins, out, algorithm) -> list[Step]:
     x, w = ins[0], ins[1]
     bias = ins[2] if len(ins) > 2 else None
-    if algorithm == "sparse":
-        csr = scipy.sparse.csr_array(w)
+    if algorithm.startswith("sparse_"):
+        csr, loop = to_csr(w), algorithm.removeprefix("sparse_")
         x2, out2 = x.reshape(-1, x.shape[-1]), out.reshape(-1, out.shape[-1])
 
         def product():
-            out2[...] = (csr @ x2.T).T
+            out2[...] = csr_matmul(x2, csr, loop)
         first = product
     else:
         first = partial(np.matmul, x, np.ascontiguousarray(w.T), out=out)

@@ -103,9 +103,12 @@ def cost_features(node: Node, graph: Graph, algorithm: str) -> tuple[float, floa
         x, w = ins[0], ins[1]
         rows = x.size // x.shape[-1]
         extra = 2 * epilogue * out.nbytes
-        if algorithm == "sparse":
+        if algorithm.startswith("sparse_"):
             nnz = int(np.count_nonzero(graph.constants[node.inputs[1]]))
-            return 2 * rows * nnz, x.nbytes + out.nbytes + nnz * (w.dtype.itemsize + 4) + extra, 1
+            nbytes = x.nbytes + out.nbytes + nnz * (w.dtype.itemsize + 4) + extra
+            # the gather loop runs one dot per sample and row, the axpy loop one per non-zero
+            launches = rows * w.shape[0] if algorithm == "sparse_gather" else nnz
+            return 2 * rows * nnz, nbytes, launches
         return 2 * rows * w.shape[0] * w.shape[1], in_bytes + out.nbytes + extra, 1
     if node.op in ("MaxPool2d", "AvgPool2d"):
         taps = math.prod(node.attrs["kernel_size"])

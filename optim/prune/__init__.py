@@ -16,7 +16,7 @@
 """
 from .criteria import (activations, activations_and_gradients, channel_scores, flat_gradient,
                        hessian_diagonals, mean_gradients, weight_scores)
-from .csr import CSR, csr_matmul, csr_to_dense, to_csr
+from minnet.kernels.csr import CSR, csr_matmul, csr_to_dense, to_csr
 from .grasp import grasp_scores, hessian_gradient_product
 from .masks import (expand_channel_mask, global_magnitude_masks, global_topk_masks,
                     ln_structured_mask, lp_norms, magnitude_mask, nm_mask, sparsity,

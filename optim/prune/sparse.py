@@ -18,7 +18,7 @@ from minnet.kernels.im2col import im2col, output_size
 from minnet.ops.conv import int_pair
 
 from ._checks import check_fraction
-from .csr import CSR, csr_matmul, to_csr
+from minnet.kernels.csr import CSR, csr_matmul, to_csr
 from .masks import sparsity
 from .parametrize import effective_weight, remove_all
 from .shrink import flat_layers

@@ -45,7 +45,7 @@ def test_fit_validation():
 
 def _model():
     classes = ["conv.im2col", "conv.direct", "conv.pointwise", "conv.fft", "linear.dense",
-               "linear.sparse", "generic"]
+               "linear.sparse_gather", "linear.sparse_axpy", "generic"]
     rng = np.random.default_rng(0)
     return CostModel(1e10, 1e10, {k: rng.uniform(0.5, 2, 4).tolist() for k in classes},
                      [3e-6, 1.0], {"note": "synthetic"})
@@ -117,8 +117,8 @@ def test_time_callable_never_reports_less_than_the_work():
 
 def test_quick_calibration_gives_a_usable_profile(tmp_path):
     model = calibrate(quick=True)
-    for kind in ("conv.im2col", "conv.direct", "conv.fft", "linear.dense", "linear.sparse",
-                 "generic"):
+    for kind in ("conv.im2col", "conv.direct", "conv.fft", "linear.dense", "linear.sparse_gather",
+                 "linear.sparse_axpy", "generic"):
         assert kind in model.coefficients
     assert all(c >= 0 for theta in model.coefficients.values() for c in theta)
     assert model.peak_flops > 0 and model.bandwidth > 0

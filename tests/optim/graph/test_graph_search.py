@@ -55,7 +55,7 @@ def test_search_respects_its_budget_and_never_returns_worse(graph):
 def test_search_with_a_cost_model_reaches_the_pipeline_result_on_lenet5():
     rng = np.random.default_rng(0)
     model = CostModel(1e10, 1e10, {k: rng.uniform(0.5, 2, 4).tolist() for k in (
-        "conv.im2col", "conv.direct", "conv.fft", "linear.dense", "linear.sparse", "generic")},
+        "conv.im2col", "conv.direct", "conv.fft", "linear.dense", "linear.sparse_gather", "linear.sparse_axpy", "generic")},
         [1e-6, 1.0])
     graph = trace(lenet5(batch_norm=True), sample((2, 1, 28, 28)))
     result = backtracking(graph, model.graph_cost, budget=200)

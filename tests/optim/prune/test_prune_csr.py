@@ -12,7 +12,7 @@ from minnet import nn
 from minnet.kernels.backend import HAVE_NUMBA, use_backend
 from optim.prune import (SparseConv2d, SparseLinear, apply_mask, csr_matmul, csr_to_dense,
                          magnitude_mask, sparsify, to_csr)
-from optim.prune.csr import BATCHED_FROM, csr_matmul_numba, csr_matmul_numpy
+from minnet.kernels.csr import BATCHED_FROM, csr_matmul_numba, csr_matmul_numpy
 
 from prune_helpers import FLOAT_DTYPES, forward
 
