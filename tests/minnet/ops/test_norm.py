@@ -180,3 +180,167 @@ def test_dropout_edge_probabilities_and_eval_mode():
     np.testing.assert_array_equal(x.grad, 0.0)
     with pytest.raises(ValueError, match="p must be in \\[0, 1\\], got 1.5"):
         F.dropout(x, 1.5)
+
+
+# ---- layer normalization -----------------------------------------------------------------
+
+
+@st.composite
+def layer_norm_cases(draw):
+    """x with 1-4 axes, the trailing k of them normalized, distinct values (no near-zero group
+    variance), weight and bias of the normalized shape."""
+    shape = tuple(draw(st.integers(1, 3)) for _ in range(draw(st.integers(1, 4))))
+    k = draw(st.integers(1, len(shape)))
+    normalized = shape[len(shape) - k:]
+    if np.prod(normalized) < 2:  # one element per group: x_hat = 0, nothing to check
+        shape, normalized = shape[:-1] + (2,), normalized[:-1] + (2,)
+    return dict(x=draw(helpers.float_arrays(shape, margin=0.1, unique=True)),
+                weight=draw(helpers.float_arrays(normalized, 0.5, 2.0)),
+                bias=draw(helpers.float_arrays(normalized)), normalized_shape=normalized)
+
+
+@pytest.mark.parametrize("affine", [True, False])
+@given(case=layer_norm_cases())
+def test_layer_norm_gradients(affine, case):
+    shape = case["normalized_shape"]
+    if affine:
+        helpers.check_gradients(lambda x, w, b: F.layer_norm(x, shape, w, b), case["x"],
+                                case["weight"], case["bias"])
+    else:
+        helpers.check_gradients(lambda x: F.layer_norm(x, shape), case["x"])
+
+
+@given(case=layer_norm_cases())
+def test_layer_norm_matches_torch(case):
+    torch = pytest.importorskip("torch")
+    shape = case["normalized_shape"]
+    helpers.compare_with_torch(lambda x, w, b: F.layer_norm(x, shape, w, b),
+                               lambda x, w, b: torch.nn.functional.layer_norm(x, shape, w, b),
+                               case["x"], case["weight"], case["bias"])
+
+
+@given(case=layer_norm_cases())
+def test_layer_norm_standardizes_each_group(case):
+    """Without weight and bias, every normalized group has mean 0 and variance var/(var + eps)."""
+    x, shape = case["x"], case["normalized_shape"]
+    axes = tuple(range(x.ndim - len(shape), x.ndim))
+    y = F.layer_norm(x, shape, eps=1e-5).data
+    var = x.var(axis=axes)
+    np.testing.assert_allclose(y.mean(axis=axes), 0, atol=1e-12)
+    np.testing.assert_allclose(y.var(axis=axes), var / (var + 1e-5), rtol=1e-10)
+
+
+def test_layer_norm_module_matches_functional_and_keeps_float32():
+    x = minnet.tensor(np.random.default_rng(0).standard_normal((2, 3, 4)).astype(np.float32))
+    module = minnet.nn.LayerNorm((3, 4))
+    assert set(module.state_dict()) == {"weight", "bias"}
+    y = module(x)
+    assert y.dtype == np.float32
+    np.testing.assert_array_equal(y.data, F.layer_norm(x, (3, 4), module.weight, module.bias).data)
+    assert minnet.nn.LayerNorm(4, elementwise_affine=False).state_dict() == {}
+
+
+# ---- local response normalization --------------------------------------------------------
+
+
+def _lrn_brute_force(x, size, alpha, beta, k, before):
+    """b_c = a_c / (k + alpha/n sum_{c'=c-before}^{c-before+n-1} a_c'^2)^beta, one channel at a time."""
+    y = np.empty_like(x)
+    for c in range(x.shape[1]):
+        window = [j for j in range(c - before, c - before + size) if 0 <= j < x.shape[1]]
+        y[:, c] = x[:, c] / (k + alpha / size * (x[:, window] ** 2).sum(axis=1)) ** beta
+    return y
+
+
+@st.composite
+def lrn_cases(draw):
+    shape = (draw(st.integers(1, 2)), draw(st.integers(1, 6))) + tuple(
+        draw(st.integers(1, 3)) for _ in range(draw(st.integers(1, 2))))
+    return dict(x=draw(helpers.float_arrays(shape)), size=draw(st.integers(1, shape[1] + 2)),
+                alpha=draw(st.floats(1e-3, 2.0)), beta=draw(st.floats(0.1, 1.5)),
+                k=draw(st.floats(0.5, 3.0)))
+
+
+def _lrn_args(case):
+    return case["size"], case["alpha"], case["beta"], case["k"]
+
+
+@pytest.mark.parametrize("window", ["pytorch", "onnx"])
+@given(case=lrn_cases())
+def test_local_response_norm_gradients(window, case):
+    helpers.check_gradients(lambda x: F.local_response_norm(x, *_lrn_args(case), window=window),
+                            case["x"])
+
+
+@pytest.mark.parametrize("window, before", [("pytorch", lambda n: n // 2),
+                                            ("onnx", lambda n: (n - 1) // 2)])
+@given(case=lrn_cases())
+def test_local_response_norm_is_the_formula(window, before, case):
+    expected = _lrn_brute_force(case["x"], *_lrn_args(case), before(case["size"]))
+    np.testing.assert_allclose(F.local_response_norm(case["x"], *_lrn_args(case), window=window).data,
+                               expected, rtol=1e-12, atol=1e-14)
+
+
+@given(case=lrn_cases())
+def test_local_response_norm_matches_torch(case):
+    torch = pytest.importorskip("torch")
+    helpers.compare_with_torch(lambda x: F.local_response_norm(x, *_lrn_args(case)),
+                               lambda x: torch.nn.functional.local_response_norm(x, *_lrn_args(case)),
+                               case["x"])
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 4, 5])
+def test_local_response_norm_onnx_window_matches_onnx(size):
+    """The ONNX LRN operator (floor((n-1)/2) channels before c, ceil((n-1)/2) after) in float32:
+    onnx's reference evaluator for every size, onnxruntime too for odd sizes (it refuses even
+    ones)."""
+    pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+    from onnx.reference import ReferenceEvaluator
+    # N = C: onnx's reference LRN iterates its channel loop over axis 0
+    x = np.random.default_rng(size).standard_normal((6, 6, 3, 2)).astype(np.float32)
+    node = helper.make_node("LRN", ["x"], ["y"], size=size, alpha=0.5, beta=0.75, bias=2.0)
+    graph = helper.make_graph([node], "lrn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, x.shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, x.shape)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    ours = F.local_response_norm(x, size, 0.5, 0.75, 2.0, window="onnx").data
+    assert ours.dtype == np.float32
+    expected = [ReferenceEvaluator(model).run(None, {"x": x})[0]]
+    if size % 2:
+        ort = pytest.importorskip("onnxruntime")
+        session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        expected.append(session.run(None, {"x": x})[0])
+    for reference in expected:
+        np.testing.assert_allclose(ours, reference, rtol=1e-5, atol=1e-6)
+
+
+def test_local_response_norm_module_matches_functional():
+    x = np.random.default_rng(1).standard_normal((2, 5, 3, 3)).astype(np.float32)
+    np.testing.assert_array_equal(minnet.nn.LocalResponseNorm(3, 0.1, 0.5, 2.0)(x).data,
+                                  F.local_response_norm(x, 3, 0.1, 0.5, 2.0).data)
+
+
+NORM_ERRORS = [
+    (lambda: F.layer_norm(np.ones((2, 3)), (2,)), ValueError,
+     r"normalized_shape \(2,\) must be the trailing shape of x, got x \(2, 3\)"),
+    (lambda: F.layer_norm(np.ones((2, 3)), (2, 2, 3)), ValueError, r"normalized_shape \(2, 2, 3\)"),
+    (lambda: F.layer_norm(np.ones((2, 3)), 3.0), TypeError, r"normalized_shape must be an int"),
+    (lambda: F.layer_norm(np.ones((2, 3)), 3, weight=np.ones(2)), ValueError,
+     r"weight must have shape \(3,\), got \(2,\)"),
+    (lambda: F.layer_norm(np.ones((2, 3)), 3, eps=0), ValueError, r"eps must be positive, got 0"),
+    (lambda: F.layer_norm(np.ones((2, 3), np.int64), 3), TypeError, r"x must be a floating tensor"),
+    (lambda: F.local_response_norm(np.ones((2, 3)), 3), ValueError, r"at least 3 dimensions, got \(2, 3\)"),
+    (lambda: F.local_response_norm(np.ones((2, 3, 4)), 0), ValueError, r"size must be a positive int, got 0"),
+    (lambda: F.local_response_norm(np.ones((2, 3, 4)), 3, k=0.0), ValueError, r"k must be positive"),
+    (lambda: F.local_response_norm(np.ones((2, 3, 4)), 3, beta=float("inf")), ValueError,
+     r"beta must be a finite number, got inf"),
+    (lambda: F.local_response_norm(np.ones((2, 3, 4)), 3, window="caffe"), ValueError,
+     r"window must be one of \('pytorch', 'onnx'\), got 'caffe'"),
+    (lambda: minnet.nn.LayerNorm(0), ValueError, r"normalized_shape must be a positive int"),
+]
+
+
+@pytest.mark.parametrize("call, error, message", NORM_ERRORS)
+def test_layer_and_local_response_norm_errors_name_the_argument(call, error, message):
+    with pytest.raises(error, match=message):
+        call()
