@@ -15,6 +15,10 @@
    batch 1 and 64), and the share of convolutions whose chosen algorithm is the measured
    fastest or within 10 % of it.
 4. A table model x pass stage -> nodes, predicted and measured latency, arena bytes.
+5. Run-time specialisation: one compiled object of LeNet-300-100 (first layer 90 % sparse,
+   dynamic batch) called at batch 1, 8, 64 and 256: the kernel the cost model chose for the
+   sparse layer at each batch, and the latency against a graph compiled for that batch alone
+   (medians, interleaved).
 
 ``--threads`` sets OpenBLAS's, Numba's and PyTorch's thread counts (before NumPy loads);
 timings are fastest-of-rounds for the cost model (``time_callable``) and medians for section 1.
@@ -51,6 +55,7 @@ from minnet.models import lenet5, lenet_300_100  # noqa: E402
 from optim.graph import CostModel, calibrate, compile, execute, optimize, trace  # noqa: E402
 from optim.graph.compiled import algorithm_options, default_algorithm  # noqa: E402
 from optim.graph.cost import time_callable  # noqa: E402
+from optim.graph.ir import specialise  # noqa: E402
 from optim.graph.passes import (eliminate_common, eliminate_dead, eliminate_identities,  # noqa: E402
                                 fold_batchnorms, fold_constants, fuse_activations, fuse_biases,
                                 simplify_algebra)
@@ -204,6 +209,28 @@ def pass_table(cost_model: CostModel) -> None:
                   f"{1e3 * measured:.3f} | {compiled.arena.nbytes / 1024:.0f} |")
 
 
+def dynamic_choice(cost_model: CostModel, repeats: int) -> None:
+    minnet.manual_seed(0)
+    model = lenet_300_100()
+    weight = model[1].weight.data
+    weight[np.abs(weight) < np.quantile(np.abs(weight), 0.9)] = 0
+    graph = optimize(trace(model, np.zeros((2, 1, 28, 28), np.float32), dynamic_axes={0: "N"}))
+    dynamic = compile(graph, cost_model=cost_model)
+    first = next(n.output for n in graph.nodes if n.op in ("Linear", "LinearReLU"))
+    print("\n### Run-time specialisation (LeNet-300-100, first layer 90 % sparse)\n")
+    print("| batch | kernel of the sparse layer | one object for all shapes ms | compiled for "
+          "this shape alone ms | ratio |")
+    print("|---|---|---|---|---|")
+    for batch in (1, 8, 64, 256):
+        x = np.random.default_rng(batch).random((batch, 1, 28, 28), dtype=np.float32)
+        dynamic(x)
+        alone = compile(specialise(graph, {"N": batch}), cost_model=cost_model)
+        times = _median_ms({"dynamic": lambda: dynamic(x), "alone": lambda: alone(x)}, repeats)
+        print(f"| {batch} | {dynamic.algorithms[first]} | {times['dynamic']:.4f} | "
+              f"{times['alone']:.4f} | {times['dynamic'] / times['alone']:.2f} |")
+    print(f"\nplans cached: {len(dynamic.plans)} (bound {dynamic.cache_size})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=1)
@@ -237,6 +264,7 @@ def main() -> None:
     memory()
     cost_model_accuracy(cost_model)
     pass_table(cost_model)
+    dynamic_choice(cost_model, 40 if args.quick else args.repeats)
 
 
 if __name__ == "__main__":
