@@ -115,6 +115,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, PipelineError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # the disk filled up, a file vanished or became unwritable mid-run
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     return 0
 
 

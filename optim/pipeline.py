@@ -59,6 +59,7 @@ FORMAT = "optim.pipeline.run/1"
 MEASUREMENT_OPTIONS = ("latency_repeats", "data_root", "test_limit")
 # The files optim.pipeline_report.write_report writes in the output directory.
 REPORT_FILES = ("report.json", "report.csv", "report.txt")
+PLOT_FILE = "accuracy_vs_size.png"
 
 
 class PipelineError(ValueError):
@@ -267,6 +268,8 @@ def _prepare_directory(out: Path, config: dict, text: str, force: bool) -> Manif
                                indent=2).encode())
         with atomic_write(manifest.file(out / "config.toml")) as f:
             f.write(text.encode())
+        for name in REPORT_FILES + (PLOT_FILE,):  # refuse a user's file now, not after the run
+            manifest.file(out / name)
     except OSError as err:
         raise PipelineError(f"--out: cannot write in {out}: {err.strerror or err}") from None
     return manifest
@@ -305,6 +308,8 @@ def _claim(directory: Path, key: str, manifest: Manifest) -> Path:
         manifest.remove(directory)
     manifest.directory(directory)
     manifest.directory(work, tree=True)
+    for name in ("model.npz", "stage.json"):  # refuse a user's file before the stage runs
+        manifest.file(directory / name)
     if not key_file.is_file():
         with atomic_write(key_file) as f:
             f.write(key.encode())
@@ -437,10 +442,8 @@ def run_pipeline(config: dict, out: str | Path, *, config_text: str = "", force:
               "environment": {"python": platform.python_version(), "numpy": np.__version__,
                               "minnet": minnet.__version__, "machine": platform.machine(),
                               "timings": list(TIMING_KEYS)}}
-    if plot_accuracy_vs_size(rows, manifest.file(out / "accuracy_vs_size.png")):
-        report["plot"] = "accuracy_vs_size.png"
-    for name in REPORT_FILES:
-        manifest.file(out / name)
+    if plot_accuracy_vs_size(rows, out / PLOT_FILE):
+        report["plot"] = PLOT_FILE
     write_report(report, out)
     log(format_table(rows))
     log(_summary_text(report["summary"]))

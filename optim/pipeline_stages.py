@@ -39,7 +39,7 @@ from optim.prune import (apply_mask, prunable, prune_channels, prune_model, remo
 from optim.prune.parametrize import named_pruned
 from optim.quant import IntegerModel, calibrate, convert, prepare, prepare_qat, share_weights
 
-from .pipeline_config import MNIST_SUBSETS
+from .pipeline_config import MNIST_SUBSETS, ConfigError
 from .pipeline_report import float_view, optimized_graph
 from .pipeline_store import load_model
 
@@ -122,12 +122,17 @@ def _train(model: nn.Module, ctx: Context, epochs: int, lr: float, checkpoint: s
 
 
 def _load_checkpoint(path: str, seed: int, model_name: str) -> nn.Module:
-    """A model from ``path``: a packed model file, or a state_dict npz of the run's model."""
-    arrays = load(path)
-    if set(arrays) == {"spec", "payload"}:
-        return load_model(path)[0]
-    model = build_model(model_name, seed)
-    restore_pruning(model, arrays)
+    """A model from ``path``: a packed model file, or a state_dict npz of the run's model.
+    ConfigError (key ``checkpoint``) if it is neither."""
+    try:
+        arrays = load(path)
+        if set(arrays) == {"spec", "payload"}:
+            return load_model(path)[0]
+        model = build_model(model_name, seed)
+        restore_pruning(model, arrays)
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ConfigError("checkpoint", f"cannot load {path!r} as a packed model or a "
+                                        f"state_dict of {model_name}: {err}") from None
     return model
 
 
