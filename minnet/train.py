@@ -350,6 +350,18 @@ def load_checkpoint(path: str | os.PathLike, model: Module, optimizer=None, sche
 
 
 # ---- the loop ---------------------------------------------------------------------------
+def _buffer_copies(model: Module) -> list[tuple[Module, str, np.ndarray | None]]:
+    """Copies of every module's buffers (running statistics and the like: small arrays that
+    a forward pass in training mode may update), to undo a batch that is not used."""
+    return [(module, name, None if array is None else array.copy())
+            for module in model.modules() for name, array in module._buffers.items()]
+
+
+def _restore_buffers(copies) -> None:
+    for module, name, array in copies:
+        module._buffers[name] = array
+
+
 def _first_nonfinite_grad(model: Module) -> str | None:
     for name, p in model.named_parameters():
         if p.grad is not None and not np.isfinite(p.grad).all():
@@ -378,7 +390,9 @@ def fit(model: Module, optimizer, train_data, epochs: int, *, batch_size: int = 
     on_nonfinite : ``"raise"`` (default): a non-finite loss or gradient raises
         ``NonFiniteError`` naming the epoch, batch and step before the optimizer steps;
         ``"skip"``: that batch is left out (no step; a ``RuntimeWarning`` per epoch counts the
-        skipped batches, and the epoch's means are over the batches kept).
+        skipped batches, and the epoch's means are over the batches kept). Either way the
+        module buffers the batch's forward pass changed (BatchNorm's running statistics)
+        are restored, so the model is as it was before that batch.
 
     Tests: ``tests/minnet/test_train.py``, ``tests/adversarial/test_minnet_state.py``.
     """
@@ -408,8 +422,12 @@ def fit(model: Module, optimizer, train_data, epochs: int, *, batch_size: int = 
         model.train()
         loader.set_epoch(epoch)
         loss_sum, correct, counted, skipped = 0.0, 0, 0, 0
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{epochs}", disable=not show, leave=False)
+        # tqdm gets the one iterator of this epoch: given the loader itself, tqdm.auto's
+        # asyncio class calls iter() on it twice, which would start epoch + 1's order
+        bar = tqdm(iter(loader), total=len(loader), desc=f"epoch {epoch + 1}/{epochs}",
+                   disable=not show, leave=False)
         for batch, (xb, yb) in enumerate(bar):
+            buffers = _buffer_copies(model)
             logits = model(minnet.Tensor(xb))
             loss = loss_fn(logits, yb)
             value = float(loss.data)
@@ -420,6 +438,7 @@ def fit(model: Module, optimizer, train_data, epochs: int, *, batch_size: int = 
                 bad = _first_nonfinite_grad(model)
                 problem = None if bad is None else f"gradient of {bad!r}"
             if problem is not None:
+                _restore_buffers(buffers)  # undo the forward pass (running statistics)
                 if on_nonfinite == "raise":
                     raise NonFiniteError(
                         f"non-finite {problem} in epoch {epoch + 1}/{epochs}, batch {batch} "
