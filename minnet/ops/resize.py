@@ -16,8 +16,9 @@ PyTorch's ``interpolate`` is the special case: ``nearest`` = asymmetric coordina
 with floor (i = floor(o in / out)); ``bilinear``/``linear`` = half-pixel coordinates
 (o + 1/2) / scale - 1/2, or ``align_corners`` o (in - 1) / (out - 1); scale = out / in, or the
 ``scale_factor`` when one is given. Coordinates are computed in float64 (exact rationals where
-the scale is out / in); PyTorch's legacy nearest computes o * float32(in / out) in float32, which
-for a few size pairs (first at 2 -> 82) picks a neighbouring row.
+the scale is out / in) whatever the dtype; on float32 input PyTorch's legacy nearest computes
+o * float32(in / out) in float32, which for a few size pairs (first at 2 -> 82) picks a
+neighbouring row.
 
 Sources: the ONNX ``Resize`` operator specification (opset 13+); PyTorch's
 ``torch.nn.functional.interpolate``. Tests: ``tests/minnet/ops/test_resize.py``.
