@@ -108,7 +108,9 @@ def _tile_intrinsic():
                     "llvm.x86.avx512.vpdpbusd.512",
                     fnty=ir.FunctionType(vector, [vector, vector, vector]))
             else:
-                op = builder.module.declare_intrinsic("llvm.fma", [vector])
+                name = f"llvm.fma.v{lanes}{'f32' if kind == 'f32' else 'f64'}"
+                op = builder.module.declare_intrinsic(
+                    name, fnty=ir.FunctionType(vector, [vector, vector, vector]))
             row_base = [builder.load(builder.gep(rows_ptr, [builder.add(r0, const(r))]))
                         for r in range(rows_per_tile)]
             acc = [[cgutils.alloca_once_value(builder, ir.Constant(vector, zero))
