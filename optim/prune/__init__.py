@@ -10,10 +10,14 @@
 - ``parametrize``: the ``weight_orig`` / ``weight_mask`` parametrization of module parameters;
 - ``criteria`` / ``model``: scores gathered from data and applied to whole models;
 - ``schedules``: one-shot, iterative, AGP (cubic) and lottery-ticket rewinding;
-- ``shrink``: physical removal of neurons/filters with their dependencies;
-- ``csr`` / ``sparse``: CSR sparse inference (NumPy reference + Numba kernel);
+- ``shrink``: physical removal of neurons/filters with their dependencies (Sequential);
+- ``dependency``: DepGraph channel groups of any graph, group importance, masking and
+  physical removal;
+- ``sparse``: CSR sparse inference (kernel in ``minnet.kernels.csr``);
 - ``report``: per-layer sparsity, parameters and MACs.
 """
+from .dependency import (ChannelGroup, dependency_groups, group_importance, mask_channels,
+                         prune_graph_channels, remove_channels, select_channels)
 from .criteria import (activations, activations_and_gradients, channel_scores, flat_gradient,
                        hessian_diagonals, mean_gradients, weight_scores)
 from minnet.kernels.csr import CSR, csr_matmul, csr_to_dense, to_csr
@@ -55,6 +59,8 @@ __all__ = [
     "target_sparsity",
     "agp_sparsity", "geometric_sparsities", "prune_rounds", "lottery_ticket", "rewind",
     "shrink", "flat_layers", "kept_units",
+    "ChannelGroup", "dependency_groups", "group_importance", "mask_channels",
+    "prune_graph_channels", "remove_channels", "select_channels",
     "CSR", "to_csr", "csr_to_dense", "csr_matmul", "SparseLinear", "SparseConv2d", "sparsify",
     "layer_report", "format_report",
 ]
