@@ -100,6 +100,7 @@ def test_batch_norm_rejects_the_wrong_number_of_dimensions():
 WRAPPERS = [
     (nn.ReLU(), F.relu), (nn.Sigmoid(), F.sigmoid), (nn.Tanh(), F.tanh), (nn.GELU(), F.gelu),
     (nn.LeakyReLU(0.2), lambda x: F.leaky_relu(x, 0.2)), (nn.LeakyReLU(), F.leaky_relu),
+    (nn.Hardsigmoid(), F.hardsigmoid), (nn.Hardswish(), F.hardswish),
     (nn.Flatten(), lambda x: x.reshape(x.shape[0], -1)),
     (nn.Flatten(0, 1), lambda x: x.reshape(-1, *x.shape[2:])),
 ]
