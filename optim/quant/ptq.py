@@ -175,6 +175,8 @@ def _frozen_from_observers(prepared: PreparedModel) -> list[nn.Module]:
 def _frozen_module(module: nn.Module) -> nn.Module:
     """A deep copy with each trainable quantizer replaced by its ``frozen()`` version."""
     module = copy.deepcopy(module)
+    if hasattr(module, "folded_stage"):  # a stage training with BatchNorm: fold it now
+        module = module.folded_stage()
     if isinstance(module, QUANTIZERS):
         return module.frozen()
     if isinstance(module, QuantStage):

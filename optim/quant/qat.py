@@ -9,14 +9,21 @@ with XNOR-Net's per-channel scale), ``"binary_connect"`` (pure ±1, Courbariaux 
 Activations: ``"ste"`` (a moving-average min-max observer, as ``torch.ao.quantization``'s
 default QAT configuration), ``"lsq"``, ``"pact"`` (a learned clipping level, Choi et al. 2018)
 or ``"dorefa"`` (the fixed range [0, 1]); PACT and DoReFa clip at 0, so they quantize only the
-outputs of fused ReLUs, and the model input and the outputs without a ReLU use ``"ste"``. BatchNorm is folded with its running statistics before training (Jacob et al.
-2018, section 3.2, simplified: the statistics are frozen).
+outputs of fused ReLUs, and the model input and the outputs without a ReLU use ``"ste"``.
+
+BatchNorm is folded with its running statistics before training (``batchnorm="fold"``:
+Jacob et al. 2018, section 3.2, simplified, the statistics are frozen), or trained folded
+with batch statistics and the σ/σ_B correction (``batchnorm="batch_stats"``:
+``BnFoldQuantStage``, Krishnamoorthi 2018 section 3.2), folded for good by ``convert``.
 """
 from __future__ import annotations
 
+import copy
+
 from minnet import nn
 
-from ._layers import Stage, flat_modules, fold_batchnorms, plan_stages
+from ._layers import BATCHNORMS, LAYERS, Stage, flat_modules, fold_batchnorms, plan_stages
+from .bn_fold_qat import BnFoldQuantStage
 from .fake_quant import (
     BinaryFakeQuantize,
     DoReFaActivationQuantize,
@@ -32,6 +39,7 @@ from .qconfig import QConfig
 WEIGHT_METHODS = ("lsq", "ste", "binary", "binary_connect", "ternary", "dorefa")
 ACTIVATION_METHODS = ("lsq", "ste", "pact", "dorefa")
 CLIPPING_AT_ZERO = ("pact", "dorefa")
+BATCHNORM_MODES = ("fold", "batch_stats")
 
 
 def _check_method(value: str, name: str, methods: tuple[str, ...]) -> str:
@@ -62,17 +70,38 @@ def _activation_quantizer(config: QConfig, method: str, after_relu: bool) -> nn.
     return FakeQuantize(config.activation_observer_instance("moving_average"))
 
 
+def _split_batchnorms(modules: list[nn.Module]) -> tuple[list[nn.Module], list]:
+    """Copies of ``modules`` without their BatchNorms, and for each kept module the BatchNorm
+    that followed it (None if none). A BatchNorm after anything but a layer is a TypeError."""
+    kept: list[nn.Module] = []
+    bns: list = []
+    for module in modules:
+        if isinstance(module, BATCHNORMS):
+            if not kept or not isinstance(kept[-1], LAYERS) or bns[-1] is not None:
+                raise TypeError("a BatchNorm must follow a Linear or Conv2d to be folded, got "
+                                f"{type(kept[-1]).__name__ if kept else 'nothing'} before it")
+            bns[-1] = copy.deepcopy(module)
+        else:
+            kept.append(copy.deepcopy(module))
+            bns.append(None)
+    return kept, bns
+
+
 def prepare_qat(model: nn.Module, config: QConfig | None = None, *, weight_method: str = "lsq",
-                activation_method: str = "ste", **options) -> QuantSequential:
+                activation_method: str = "ste", batchnorm: str = "fold",
+                **options) -> QuantSequential:
     """A trainable fake-quantized copy of a float ``model`` (in training mode).
 
     ``config`` is a ``QConfig`` or its fields as keywords (``weight_bits=2``); its
     ``weight_observer`` is used by ``weight_method="ste"``; activations with ``"ste"`` always
     use a moving-average min-max observer. ``weight_only`` keeps activations in float.
     The model's Parameters include every LSQ step, so an optimizer built on
-    ``qat_model.parameters()`` learns them.
+    ``qat_model.parameters()`` learns them. ``batchnorm`` is ``"fold"`` (running statistics,
+    before training) or ``"batch_stats"`` (``BnFoldQuantStage`` for each layer followed by a
+    BatchNorm).
 
-    Checked by ``tests/optim/quant/test_quant_qat.py``.
+    Checked by ``tests/optim/quant/test_quant_qat.py`` and
+    ``tests/optim/quant/test_quant_bn_fold_qat.py::test_prepare_qat_with_batch_stats_trains_and_converts``.
     """
     if config is None:
         config = QConfig(**options)
@@ -83,7 +112,12 @@ def prepare_qat(model: nn.Module, config: QConfig | None = None, *, weight_metho
     if activation_method in CLIPPING_AT_ZERO and config.signed_activations:
         raise ValueError(f"activation_method={activation_method!r} gives unsigned codes; it "
                          "needs signed_activations=False")
-    modules = fold_batchnorms(flat_modules(model))
+    batchnorm = _check_method(batchnorm, "batchnorm", BATCHNORM_MODES)
+    if batchnorm == "fold":
+        modules = fold_batchnorms(flat_modules(model))
+        bns = [None] * len(modules)
+    else:
+        modules, bns = _split_batchnorms(flat_modules(model))
     out: list[nn.Module] = []
     if not config.weight_only:
         out.append(_activation_quantizer(config, activation_method, after_relu=False))
@@ -95,7 +129,10 @@ def prepare_qat(model: nn.Module, config: QConfig | None = None, *, weight_metho
         output_quant = None
         if not config.weight_only:
             output_quant = _activation_quantizer(config, activation_method, item.relu is not None)
-        out.append(QuantStage(layer, item.relu is not None,
-                              _weight_quantizer(config, weight_method, layer.weight.data),
-                              output_quant))
+        weight_quant = _weight_quantizer(config, weight_method, layer.weight.data)
+        if bns[item.layer] is None:
+            out.append(QuantStage(layer, item.relu is not None, weight_quant, output_quant))
+        else:
+            out.append(BnFoldQuantStage(layer, bns[item.layer], item.relu is not None,
+                                        weight_quant, output_quant))
     return QuantSequential(*out, config=config).train()
