@@ -422,10 +422,7 @@ def fit(model: Module, optimizer, train_data, epochs: int, *, batch_size: int = 
         model.train()
         loader.set_epoch(epoch)
         loss_sum, correct, counted, skipped = 0.0, 0, 0, 0
-        # tqdm gets the one iterator of this epoch: given the loader itself, tqdm.auto's
-        # asyncio class calls iter() on it twice, which would start epoch + 1's order
-        bar = tqdm(iter(loader), total=len(loader), desc=f"epoch {epoch + 1}/{epochs}",
-                   disable=not show, leave=False)
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{epochs}", disable=not show, leave=False)
         for batch, (xb, yb) in enumerate(bar):
             buffers = _buffer_copies(model)
             logits = model(minnet.Tensor(xb))

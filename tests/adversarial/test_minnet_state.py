@@ -436,25 +436,43 @@ def _nan_data(index=21, value=np.nan):
     return x, y
 
 
-def _position(index, epoch=0, batch_size=16, seed=3):
-    """(batch, step) at which sample ``index`` is seen, from the loader's documented order
-    ``default_rng([seed, epoch]).permutation(n)``."""
-    order = np.random.default_rng([seed, epoch]).permutation(64)
-    batch = int(np.flatnonzero(order == index)[0]) // batch_size
-    return batch, epoch * (64 // batch_size) + batch + 1
-
-
 @pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
 @pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
-def test_nonfinite_loss_stops_training_naming_epoch_batch_and_step(tmp_path, value):
+def test_one_nonfinite_pixel_stops_training_before_any_step(tmp_path, value):
+    """One batch per epoch (batch_size = n): the first step meets the bad pixel."""
     path = tmp_path / "ck.npz"
-    batch, step = _position(21)
     model = mlp()
+    before = snapshot(model)
+    with pytest.raises(NonFiniteError, match=r"loss nan in epoch 1/2, batch 0 .*step 1;"):
+        _run(path, 2, model=model, data=_nan_data(value=value), batch_size=64)
+    assert_same(before, snapshot(model))  # no step, and the running statistics restored
+    assert not path.exists()
+
+
+class LossTurningNaN:
+    """Cross entropy, except that call number ``bad`` (1-based) returns NaN."""
+
+    def __init__(self, bad):
+        self.bad, self.calls = bad, 0
+
+    def __call__(self, logits, target, reduction="mean"):
+        self.calls += 1
+        loss = F.cross_entropy(logits, target, reduction=reduction)
+        return loss * np.float32(np.nan) if self.calls == self.bad else loss
+
+
+@pytest.mark.parametrize("bad, epoch, batch", [(1, 1, 0), (4, 1, 3), (6, 2, 1), (12, 3, 3)])
+def test_nonfinite_loss_error_names_epoch_batch_and_step(tmp_path, bad, epoch, batch):
+    """64 samples in batches of 16: 4 steps per epoch, so the loss of step s is computed in
+    epoch ceil(s / 4), batch (s - 1) mod 4; a checkpoint exists for the finished epochs only."""
+    path = tmp_path / "ck.npz"
     with pytest.raises(NonFiniteError,
-                       match=rf"loss nan in epoch 1/2, batch {batch} .*step {step};"):
-        _run(path, 2, model=model, data=_nan_data(value=value))
-    assert all(np.isfinite(v).all() for v in model.state_dict().values())
-    assert not path.exists()  # the first epoch never finished: no checkpoint
+                       match=rf"loss nan in epoch {epoch}/3, batch {batch} .*step {bad};"):
+        _run(path, 3, loss_fn=LossTurningNaN(bad))
+    if epoch == 1:
+        assert not path.exists()
+    else:
+        assert int(mio.load(path)["epoch"]) == epoch - 1
 
 
 def test_nonfinite_gradient_stops_training(tmp_path):
