@@ -8,7 +8,8 @@
 - ``pact`` / ``dorefa``: PACT's learned activation clipping and DoReFa-Net's k-bit weights and
   activations;
 - ``calibration`` / ``observers``: clipping-range selection (min-max, moving average,
-  percentile, MSE, TensorRT's KL) and the observers wrapping it;
+  percentile of each tail or of |x|, MSE, NVIDIA's and MXNet's KL) and the observers
+  wrapping it;
 - ``requant``: fixed-point multipliers and integer-only requantization (Jacob et al. 2018);
 - ``sharing`` / ``huffman``: Deep Compression's k-means weight sharing and size accounting;
 - ``ste``: fake quantization as differentiable ops (clipped STE, LSQ);
@@ -24,11 +25,15 @@ from .affine import dequantize, fake_quantize, qparams, quantize
 from .binary import binarize, binary_connect, binary_connect_mask, ternarize
 from .calibration import (
     SignedHistogram,
+    abs_percentile_threshold,
     histogram_quantile,
-    kl_clip_bins,
-    kl_divergences,
+    kl_divergences_mxnet,
+    kl_divergences_nvidia,
+    kl_threshold_mxnet,
+    kl_threshold_nvidia,
     mse_clip_range,
     squared_error,
+    tail_percentile_range,
 )
 from .dorefa import (
     dorefa_activation,
@@ -113,7 +118,9 @@ __all__ = [
     "quantize_k", "dorefa_weight", "dorefa_weight_codes", "dorefa_weight_ste",
     "dorefa_activation", "dorefa_activation_ste",
     "pact_clip", "pact_quantize", "pact_gradients", "pact_fake_quantize", "PACTQuantize",
-    "squared_error", "mse_clip_range", "histogram_quantile", "kl_divergences", "kl_clip_bins",
+    "squared_error", "mse_clip_range", "histogram_quantile", "tail_percentile_range",
+    "abs_percentile_threshold", "kl_divergences_nvidia", "kl_threshold_nvidia",
+    "kl_divergences_mxnet", "kl_threshold_mxnet",
     "SignedHistogram",
     "Observer", "MinMaxObserver", "MovingAverageMinMaxObserver", "PercentileObserver",
     "MSEObserver", "HistogramKLObserver", "HistogramL2Observer", "histogram_l2_error",

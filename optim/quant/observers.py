@@ -19,7 +19,8 @@ import numpy as np
 
 from ._checks import as_float_array, check_axis, check_count, check_finite, check_int
 from .affine import qparams
-from .calibration import SignedHistogram, histogram_quantile, kl_clip_bins, mse_clip_range
+from .calibration import (SignedHistogram, abs_percentile_threshold, kl_threshold_nvidia,
+                          mse_clip_range, tail_percentile_range)
 from .ranges import check_bits, int_range
 
 
@@ -195,46 +196,57 @@ class _HistogramObserver(Observer):
 
 
 class PercentileObserver(_HistogramObserver):
-    r"""Clip at percentiles of all observed values: :math:`x_{min} = Q_{100-p}`,
-    :math:`x_{max} = Q_p`, read off a streaming histogram (``SignedHistogram``, ``bins`` per
-    side) by ``histogram_quantile`` and clamped to the observed extremes, so ``p = 100`` gives
-    exactly the min-max range. ``50 <= p <= 100``; default 99.99.
+    r"""Clip at a percentile ``p`` read off a streaming histogram (``SignedHistogram``) and
+    clamped to the observed extremes, so ``p = 100`` gives exactly the min-max range;
+    ``50 <= p <= 100``, default 99.99.
 
-    Source: percentile calibration as evaluated in Wu et al. 2020, "Integer Quantization for
-    Deep Learning Inference: Principles and Empirical Evaluation" (arXiv:2004.09602).
+    ``method="tails"`` clips each signed tail, :math:`[Q_{100-p}(x), Q_p(x)]`
+    (``tail_percentile_range``); ``method="abs"`` takes one percentile of the magnitudes,
+    :math:`T = Q_p(|x|)` and :math:`[-T, T]`, as Wu et al. 2020, section 4.2
+    (``abs_percentile_threshold``).
+
     Checked by ``tests/optim/quant/test_quant_observers.py::test_percentile_100_is_minmax`` and
-    ``tests/optim/quant/test_quant_calibration.py::test_histogram_quantile_within_a_bin``.
+    ``tests/optim/quant/test_quant_calibration.py::test_percentile_observer_matches_numpy_within_a_bin``.
     """
 
-    def __init__(self, bits: int = 8, *, percentile: float = 99.99, **kwargs):
+    METHODS = ("tails", "abs")
+
+    def __init__(self, bits: int = 8, *, percentile: float = 99.99, method: str = "tails",
+                 **kwargs):
         if not 50 <= percentile <= 100:
             raise ValueError(f"percentile must be in [50, 100], got {percentile}")
-        self.percentile = percentile
+        if method not in self.METHODS:
+            raise ValueError(f"method must be one of {self.METHODS}, got {method!r}")
+        self.percentile, self.method = percentile, method
         super().__init__(bits, **kwargs)
 
     def _range(self):
         h, p = self.histogram, self.percentile
         lo, hi = np.empty(self.channels), np.empty(self.channels)
         for c in range(self.channels):
-            counts, edges = h.signed(c)
-            quantiles = [histogram_quantile(counts, edges, q) for q in (100 - p, p)]
-            lo[c], hi[c] = np.clip(quantiles, h.min[c], h.max[c])
+            if self.method == "tails":
+                lo[c], hi[c] = np.clip(tail_percentile_range(*h.signed(c), p), h.min[c], h.max[c])
+            else:
+                t = abs_percentile_threshold(*h.magnitude(c), p)
+                lo[c], hi[c] = max(h.min[c], -t), min(h.max[c], t)
         return lo, hi
 
 
 class HistogramKLObserver(_HistogramObserver):
-    r"""TensorRT entropy calibration: a histogram of :math:`|x|` (``bins`` = 2048 by default)
-    and the threshold :math:`T` minimising :math:`KL(P \Vert Q)` (``kl_clip_bins``), giving
-    :math:`[\max(x_{min}, -T),\ \min(x_{max}, T)]`.
+    r"""Entropy calibration in NVIDIA's convention: a histogram of :math:`|x|` (``bins`` = 2048
+    by default, grown by whole bins as the range grows) and the threshold :math:`T` of
+    ``kl_threshold_nvidia``, giving :math:`[\max(x_{min}, -T),\ \min(x_{max}, T)]`.
 
-    The number of quantized levels :math:`n` compared against is the half range
-    :math:`(q_{max} - q_{min} + 1) / 2` (128 for int8), or the whole range for affine
-    quantization of data that is never negative. :math:`T` is the upper edge of the last kept
-    bin, at most the largest observed :math:`|x|`.
+    The quantized levels compared against are :math:`2^{b-1}` (128 for int8), or :math:`2^b`
+    (``unsigned``) for affine quantization of data that is never negative; candidates start at
+    128 bins (or the histogram's size if smaller). :math:`T` is at most the largest observed
+    :math:`|x|`; an all-zero channel gets :math:`T = 0`. MXNet's convention needs its own
+    zero-centred histogram: see ``kl_threshold_mxnet``.
 
-    Source: Migacz 2017, "8-bit Inference with TensorRT" (GTC), entropy calibration.
+    Source: NVIDIA TensorRT ``pytorch-quantization`` ``HistogramCalibrator`` with
+    ``compute_amax("entropy")``; Migacz 2017, "8-bit Inference with TensorRT" (GTC).
     Checked by ``tests/optim/quant/test_quant_observers.py::test_kl_threshold_at_most_max_abs`` and
-    ``tests/optim/quant/test_quant_calibration.py::test_kl_clip_bins_matches_brute_force``.
+    ``tests/optim/quant/test_quant_calibration.py::test_kl_observer_is_nvidia_on_its_histogram``.
     """
 
     def threshold(self) -> np.ndarray:
@@ -245,12 +257,13 @@ class HistogramKLObserver(_HistogramObserver):
 
     def _thresholds(self) -> np.ndarray:
         h = self.histogram
-        one_sided = not self.symmetric and bool(np.all(h.min >= 0))
-        span = self.qmax - self.qmin + 1
-        n_levels = span if one_sided else span // 2
+        unsigned = not self.symmetric and bool(np.all(h.min >= 0))
         peak = np.maximum(np.abs(h.min), np.abs(h.max))
-        bins = np.array([kl_clip_bins(h.magnitude(c), n_levels) for c in range(self.channels)])
-        t = bins * h.width
+        t = np.zeros(self.channels)
+        for c in np.flatnonzero(h.width > 0):
+            counts, edges = h.magnitude(c)
+            t[c] = kl_threshold_nvidia(counts, edges, self.bits, unsigned,
+                                       start_bin=min(128, counts.size))
         return np.minimum(t, peak)
 
     def _range(self):
