@@ -16,9 +16,11 @@ import minnet
 from minnet import nn
 from minnet.kernels.im2col import im2col, output_size
 from minnet.ops.conv import int_pair
+from optim.graph.compiled import algorithm_options
+from optim.graph.ir import Graph, Node
 
 from ._checks import check_fraction
-from minnet.kernels.csr import CSR, csr_matmul, to_csr
+from minnet.kernels.csr import CSR, LOOPS, csr_matmul, to_csr
 from .masks import sparsity
 from .parametrize import effective_weight, remove_all
 from .shrink import flat_layers
@@ -34,10 +36,15 @@ def _input(x) -> np.ndarray:
 
 
 class SparseLinear(nn.Module):
-    """``y = x W^T + b`` with ``W`` in CSR form (buffers ``data``, ``indices``, ``indptr``)."""
+    """``y = x W^T + b`` with ``W`` in CSR form (buffers ``data``, ``indices``, ``indptr``);
+    ``loop`` fixes the Numba loop (``"gather"`` or ``"axpy"``, see ``minnet.kernels.csr``),
+    None lets the kernel switch at its default batch size."""
 
-    def __init__(self, linear: nn.Linear):
+    def __init__(self, linear: nn.Linear, loop: str | None = None):
         super().__init__()
+        if loop not in (None,) + LOOPS:
+            raise ValueError(f"loop must be one of {LOOPS} or None, got {loop!r}")
+        self.loop = loop
         csr = to_csr(effective_weight(linear, "weight"))
         self.in_features, self.out_features = linear.in_features, linear.out_features
         self.register_buffer("data", csr.data)
@@ -55,7 +62,7 @@ class SparseLinear(nn.Module):
 
     def forward(self, x):
         x = _input(x)
-        y = csr_matmul(x.reshape(-1, self.in_features), self.csr)
+        y = csr_matmul(x.reshape(-1, self.in_features), self.csr, self.loop)
         bias = self._buffers["bias"]
         if bias is not None:
             y += bias
@@ -111,21 +118,47 @@ class SparseConv2d(nn.Module):
                 f"stride={self.stride}, padding={self.padding}, nnz={self.data.size}")
 
 
+def linear_kernel_choice(weight: np.ndarray, batch_size: int, cost_model) -> str:
+    """``"dense"``, ``"sparse_gather"`` or ``"sparse_axpy"``: the kernel a calibrated
+    ``optim.graph.CostModel`` predicts fastest for ``x W^T`` at ``batch_size`` rows (the same
+    choice the compiled graph makes for that shape)."""
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    weight = np.asarray(weight)
+    graph = Graph.build({"x": ((batch_size, weight.shape[1]), weight.dtype)},
+                        [Node("Linear", ("x", "w"), "y")], ["y"], {"w": weight})
+    node = graph.nodes[0]
+    return min(algorithm_options(node, graph), key=lambda a: cost_model.node_cost(node, graph, a))
+
+
 def sparsify(model: nn.Sequential, min_sparsity: float = 0.95,
-             types: tuple[type, ...] = (nn.Linear,)) -> nn.Sequential:
+             types: tuple[type, ...] = (nn.Linear,), cost_model=None,
+             batch_size: int = 1) -> nn.Sequential:
     """A copy of ``model`` in which every layer of ``types`` (Linear and/or Conv2d with
     groups=1) whose effective weight is at least ``min_sparsity`` zeros is replaced by its
     sparse twin; the copy is for inference.
 
-    The default is where ``benchmarks/bench_prune.py`` measured the CSR layer at least as fast
-    as minnet's dense Linear (784→300, one core) at every batch size it tried (1, 4, 8, 64);
-    at 90 % it is faster at batch 1 (1.4–1.6×), 8 and 64 but slower at batch 4."""
+    With a calibrated ``cost_model`` (``optim.graph.calibrate``) a Linear is swapped instead
+    exactly when the model predicts a CSR loop faster than the dense product at ``batch_size``
+    (``linear_kernel_choice``), with that loop fixed: a fixed sparsity threshold does not carry
+    across machines (on one machine of this kind the 90 %-sparse 784→300 layer at batch 1 ran
+    1.4–1.6× faster in CSR, on another 0.45–0.54×). Without one, the default threshold is where
+    ``benchmarks/bench_prune.py`` measured the CSR layer at least as fast as the dense Linear
+    (784→300, one core) at every batch size it tried (1, 4, 8, 64)."""
     min_sparsity = check_fraction(min_sparsity, "min_sparsity")
     flat_layers(model)
     out = remove_all(copy.deepcopy(model))
     for name, module in list(out.named_modules()):
         for child_name, child in list(module.named_children()):
-            if not isinstance(child, types) or sparsity(child.weight.data) < min_sparsity:
+            if not isinstance(child, types):
+                continue
+            if cost_model is not None and isinstance(child, nn.Linear):
+                choice = linear_kernel_choice(child.weight.data, batch_size, cost_model)
+                if choice != "dense":
+                    module.register_module(child_name,
+                                           SparseLinear(child, choice.removeprefix("sparse_")))
+                continue
+            if sparsity(child.weight.data) < min_sparsity:
                 continue
             if isinstance(child, nn.Linear):
                 module.register_module(child_name, SparseLinear(child))

@@ -97,6 +97,30 @@ def test_sparsify_swaps_only_sparse_enough_layers():
     np.testing.assert_allclose(forward(fast, x), forward(model, x), rtol=1e-5, atol=1e-5)
 
 
+def test_sparsify_with_a_cost_model_follows_its_prediction_at_the_batch_size():
+    """The swap is the cost model's argmin for that layer at that batch: a model in which the
+    gather loop has no fixed cost swaps at batch 1 and keeps the dense layer at batch 64."""
+    from optim.graph import CostModel
+    from optim.prune.sparse import linear_kernel_choice
+    minnet.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(784, 300), nn.ReLU(), nn.Linear(300, 10))
+    apply_mask(model[1], "weight", magnitude_mask(model[1].weight.data, 0.9))
+    cost = CostModel(1e10, 1e10, {"linear.dense": [1e-4, 1.0, 0.0, 0.0],
+                                  "linear.sparse_gather": [0.0, 20.0, 0.0, 0.0],
+                                  "linear.sparse_axpy": [1.0, 20.0, 0.0, 0.0]}, [0.0, 0.0])
+    small = sparsify(model, cost_model=cost, batch_size=1)
+    assert isinstance(small[1], SparseLinear) and small[1].loop == "gather"
+    assert isinstance(small[3], SparseLinear) == (
+        linear_kernel_choice(model[3].weight.data, 1, cost) != "dense")
+    assert isinstance(sparsify(model, cost_model=cost, batch_size=64)[1], nn.Linear)
+    x = np.random.default_rng(0).random((2, 1, 28, 28), dtype=np.float32)
+    np.testing.assert_allclose(forward(small, x), forward(model, x), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="batch_size"):
+        sparsify(model, cost_model=cost, batch_size=0)
+    with pytest.raises(ValueError, match="loop"):
+        SparseLinear(model[1], loop="scatter")
+
+
 def test_sparse_layers_refuse_to_build_a_graph():
     sparse = SparseLinear(nn.Linear(3, 2))
     with pytest.raises(RuntimeError, match="inference"):
