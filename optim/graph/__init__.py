@@ -20,7 +20,8 @@ from optim.graph.fold import fold_batchnorm
 from optim.graph.ir import Graph, GraphError, Node, TensorType, validate
 from optim.graph.memory import MemoryPlan, plan_memory
 from optim.graph.module import GraphModule
-from optim.graph.onnx_io import from_onnx, to_onnx
+from optim.graph.onnx_export import to_onnx
+from optim.graph.onnx_import import from_onnx
 from optim.graph.passes import optimize
 from optim.graph.search import backtracking, greedy
 from optim.graph.trace import trace

@@ -154,7 +154,8 @@ def _steps(node: Node, ins: list, out: np.ndarray, algorithm: str) -> list[Step]
         return [partial(np.maximum, ins[0], 0, out=out)]
     if op == "AddReLU":
         return [partial(np.add, *ins, out=out), partial(np.maximum, out, 0, out=out)]
-    if op == "MaxPool2d" or op == "AvgPool2d":
+    if (op == "MaxPool2d" or op == "AvgPool2d") and not node.attrs.get("ceil_mode", False) \
+            and node.attrs.get("count_include_pad", True):
         kernel = K.max_pool2d_into if op == "MaxPool2d" else K.avg_pool2d_into
         a = node.attrs
         return [partial(kernel, ins[0], a["kernel_size"], a["stride"], a["padding"], out)]

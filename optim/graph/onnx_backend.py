@@ -14,14 +14,17 @@ import onnx
 from onnx.backend.base import Backend, BackendRep
 
 from optim.graph.execute import execute
-from optim.graph.onnx_io import from_onnx
+from optim.graph.onnx_import import from_onnx
 
 __all__ = ["MinnetBackend", "MinnetBackendRep"]
 
 # ONNX op -> positions of inputs read as static arguments
 _STATIC_INPUTS = {"Reshape": (1,), "Clip": (1, 2), "Pad": (1, 2, 3), "Squeeze": (1,),
                   "Unsqueeze": (1,), "ReduceSum": (1,), "ReduceMean": (1,), "ReduceMax": (1,),
-                  "Dropout": (1, 2)}
+                  "Dropout": (1, 2), "Gather": (1,), "Slice": (1, 2, 3, 4), "Split": (1,),
+                  "Resize": (1, 2, 3), "Upsample": (1,), "Expand": (1,), "ConstantOfShape": (0,),
+                  "Range": (0, 1, 2), "QuantizeLinear": (1, 2), "DequantizeLinear": (1, 2),
+                  "QLinearConv": (1, 2, 4, 5, 6, 7, 8), "QLinearMatMul": (1, 2, 4, 5, 6, 7)}
 
 
 class MinnetBackendRep(BackendRep):

@@ -1,21 +1,36 @@
-"""The operator table of the graph IR.
+"""The operator table of the graph IR: one definition per op.
 
 Op types are the names of minnet's ``Function`` classes (``Conv2d``, ``Linear``, ``ReLU``, ...),
 so a traced node runs the very ``forward`` that eager minnet runs, plus graph-only ops:
-``Identity``, ``Dropout`` (identity at inference) and the fused ``Conv2dReLU``, ``LinearReLU``,
-``AddReLU``. For each op the table holds
+``Identity``, ``Dropout`` (identity at inference), ``Cast``, the integer ops of quantized ONNX
+models (``QuantizeLinear``, ``DequantizeLinear``, ``QLinearConv``, ``QLinearMatMul``,
+``DynamicQuantizeScale``, ``DynamicQuantizeZeroPoint``) and the fused ``Conv2dReLU``,
+``LinearReLU``, ``AddReLU``. Everything known about an op is registered in one ``_register``
+call, next to its rule:
 
-- ``infer``: its shape and dtype rule (the same formulas the minnet op validates);
-- ``run``: the reference kernel on arrays (``Function.forward`` with a throwaway context);
-- ``work``: an operation count for the cost model: multiply-accumulates for conv, linear and
-  matmul (thop's convention, as ``optim.metrics.macs``), window reads for pooling, output
-  elements otherwise, 0 for pure views;
+- ``infer``: its shape and dtype rule (the same formulas the minnet op validates), over
+  symbolic dimensions (``optim.graph.dims``): it proves the output shape or raises GraphError;
+- ``run``: the reference kernel on arrays (``Function.forward`` with a throwaway context, or a
+  NumPy kernel here for ops minnet does not have);
+- ``work``: the operation count that the cost model and ``optim.metrics.macs`` both read:
+  multiply-accumulates for conv, linear and matmul (thop's convention), window reads for
+  pooling, one per output element for BatchNorm (a folded y = a x + b) and elementwise ops,
+  0 for pure views;
 - ``kind``: ``"elementwise"`` (output may overwrite a same-shaped input), ``"view"`` (output
-  may alias its first input) or ``"compute"``.
+  may alias its first input) or ``"compute"``;
+- ``function``: the differentiable minnet ``Function`` (None: the op runs on arrays only);
+- ``shape_attrs``: attributes holding Dims, evaluated by ``specialise``;
+- ``onnx_import``: ONNX op type -> handler turning one ONNX node into IR nodes (collected in
+  ``ONNX_IMPORT``; handlers talk to ``optim.graph.onnx_import.Importer``: ``attr``, ``input``,
+  ``type``, ``const``, ``dims``, ``emit``, ``constant``);
+- ``onnx_export``: handler writing one IR node as ONNX nodes (``optim.graph.onnx_export``'s
+  ``Exporter``: ``add``, ``constant``).
 
+Neither this module nor its handlers import ``onnx``: the handlers only build node lists.
 BatchNorm reads its running statistics as inputs (x, weight, bias, mean, var) rather than as
 attributes, so passes can fold them like any constant.
-Tests: ``tests/optim/graph/test_graph_ir.py`` (every rule against the minnet op's own output).
+Tests: ``tests/optim/graph/test_graph_ir.py`` (every rule against the minnet op's own output),
+``tests/optim/graph/test_graph_onnx_ops.py`` (the new ops against onnxruntime).
 """
 from __future__ import annotations
 
@@ -24,6 +39,8 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
+
+from scipy import special
 
 from minnet.kernels.im2col import output_size
 from minnet.ops import conv as C
@@ -51,14 +68,23 @@ class OpDef:
     kind: str = "compute"
     function: type[Function] | None = None
     shape_attrs: tuple[str, ...] = ()  # attributes holding Dims, evaluated by ``specialise``
+    onnx_import: tuple[str, ...] = ()  # the ONNX op types whose handlers emit this op
+    onnx_export: Callable | None = None  # (exporter, node, output name) -> None
 
 
 OPS: dict[str, OpDef] = {}
+ONNX_IMPORT: dict[str, Callable] = {}  # ONNX op type -> handler(importer)
 
 
-def _register(name: str, n_inputs: tuple[int, int], infer, run, work, kind="compute",
-              function=None, shape_attrs=()) -> None:
-    OPS[name] = OpDef(name, n_inputs, infer, run, work, kind, function, tuple(shape_attrs))
+def _register(name: str, n_inputs: tuple[int, int | None], infer, run, work, kind="compute",
+              function=None, shape_attrs=(), onnx_import: Mapping[str, Callable] | None = None,
+              onnx_export: Callable | None = None) -> None:
+    for onnx_type, handler in (onnx_import or {}).items():
+        if onnx_type in ONNX_IMPORT:
+            raise RuntimeError(f"ONNX op {onnx_type!r} is imported twice")
+        ONNX_IMPORT[onnx_type] = handler
+    OPS[name] = OpDef(name, n_inputs, infer, run, work, kind, function, tuple(shape_attrs),
+                      tuple(onnx_import or ()), onnx_export)
 
 
 def _forward(fn: type[Function]) -> Callable[[Arrays, Mapping], np.ndarray]:
@@ -83,6 +109,44 @@ def _fail(message: str) -> None:
     raise GraphError(message)
 
 
+# ---- ONNX handler helpers (see the module docstring) ----------------------------------------
+
+
+def _import_as(op: str, **attrs_from: tuple[str, Any]) -> Callable:
+    """Import handler: the ONNX node becomes one ``op`` node on the same inputs; float
+    attributes ``ours=(theirs, default)``."""
+    def handler(im) -> None:
+        attrs = {ours: float(im.attr(theirs, default)) for ours, (theirs, default) in attrs_from.items()}
+        im.emit(op, im.inputs(), im.out(), **attrs)
+    return handler
+
+
+def _export_as(onnx_type: str, **attrs_to: str) -> Callable:
+    """Export handler: the IR node becomes one ``onnx_type`` node; attributes ``theirs=ours``."""
+    def handler(ex, node: Node, out: str) -> None:
+        ex.add(onnx_type, node.inputs, out, **{theirs: node.attrs[ours]
+                                               for theirs, ours in attrs_to.items()})
+    return handler
+
+
+def _import_binary(op: str) -> Callable:
+    """Binary (and variadic: Sum, Max, Min) elementwise ops as a left fold of ``op``; equal dtypes
+    only (ONNX requires them), no integer division (ONNX truncates, NumPy floors)."""
+    def handler(im) -> None:
+        inputs = im.inputs()
+        dtypes = {im.types[n].dtype for n in inputs}
+        if len(dtypes) > 1:
+            raise im.unsupported(f"mixing dtypes {sorted(map(str, dtypes))}")
+        if op == "Div" and not np.issubdtype(dtypes.pop(), np.floating):
+            raise im.unsupported("integer division")
+        value = inputs[0]
+        for k, other in enumerate(inputs[1:], start=2):
+            value = im.emit(op, (value, other), im.out() if k == len(inputs) else None)
+        if len(inputs) == 1:
+            im.emit("Identity", (value,), im.out())
+    return handler
+
+
 # ---- elementwise -------------------------------------------------------------------------
 
 
@@ -97,12 +161,128 @@ def _same(types: Types, attrs: Mapping) -> TensorType:
     return types[0]
 
 
-for _fn in (E.Add, E.Sub, E.Mul, E.Div, E.Pow, E.Maximum, E.Minimum):
-    _register(_fn.__name__, (2, 2), _broadcast, _forward(_fn), _out_elements, "elementwise", _fn)
-_register("Where", (3, 3), _broadcast, _forward(E.Where), _out_elements, "elementwise", E.Where)
-for _fn in (E.Neg, E.Exp, E.Log, E.Sqrt, E.Abs, E.Clip, E.ReLU, E.LeakyReLU, E.Sigmoid, E.Tanh,
-            E.GELU):
-    _register(_fn.__name__, (1, 1), _same, _forward(_fn), _out_elements, "elementwise", _fn)
+def _expand_in(im) -> None:
+    """Expand(x, shape) of a computed x: x + zeros(shape) (ONNX's bidirectional broadcast)."""
+    x = im.type(0)
+    target = im.dims(1, "shape")
+    if not D.is_static(target):
+        raise im.unsupported(f"Expand to the symbolic shape {target}")
+    if math.prod(target) > 1 << 26:
+        raise im.invalid(f"shape {list(target)} is too large")
+    im.emit("Add", (im.input(0), im.constant(np.zeros(target, x.dtype), "zeros")), im.out())
+
+
+_BINARY = {E.Add: ("Add", "Sum", "Expand"), E.Sub: ("Sub",), E.Mul: ("Mul",), E.Div: ("Div",),
+           E.Pow: ("Pow",), E.Maximum: ("Max",), E.Minimum: ("Min",)}
+for _fn, _names in _BINARY.items():
+    _register(_fn.__name__, (2, 2), _broadcast, _forward(_fn), _out_elements, "elementwise", _fn,
+              onnx_import={n: _expand_in if n == "Expand" else _import_binary(_fn.__name__)
+                           for n in _names},
+              onnx_export=_export_as(_names[0]))
+_register("Where", (3, 3), _broadcast, _forward(E.Where), _out_elements, "elementwise", E.Where,
+          onnx_import={"Where": _import_as("Where")}, onnx_export=_export_as("Where"))
+_UNARY = {E.Neg: "Neg", E.Exp: "Exp", E.Log: "Log", E.Sqrt: "Sqrt", E.Abs: "Abs",
+          E.ReLU: "Relu", E.Sigmoid: "Sigmoid", E.Tanh: "Tanh"}
+for _fn, _name in _UNARY.items():
+    _register(_fn.__name__, (1, 1), _same, _forward(_fn), _out_elements, "elementwise", _fn,
+              onnx_import={_name: _import_as(_fn.__name__)}, onnx_export=_export_as(_name))
+_register("LeakyReLU", (1, 1), _same, _forward(E.LeakyReLU), _out_elements, "elementwise",
+          E.LeakyReLU, onnx_import={"LeakyRelu": _import_as("LeakyReLU",
+                                                            negative_slope=("alpha", 0.01))},
+          onnx_export=_export_as("LeakyRelu", alpha="negative_slope"))
+
+
+def _clip_in(im) -> None:
+    if im.opset < 11:
+        low, high = im.attr("min"), im.attr("max")
+    else:
+        low, high = im.const(1, "min"), im.const(2, "max")
+    x = im.input(0)
+    bounds = {k: None if v is None else np.asarray(v, dtype=im.types[x].dtype).item()
+              for k, v in (("min", low), ("max", high))}
+    if bounds["min"] is None and bounds["max"] is None:
+        im.emit("Identity", (x,), im.out())
+    else:
+        im.emit("Clip", (x,), im.out(), **bounds)
+
+
+def _clip_out(ex, node: Node, out: str) -> None:
+    dtype = ex.types[node.inputs[0]].dtype
+    bounds = [ex.constant(np.asarray(node.attrs[k], dtype), f"{out}.{k}")
+              if node.attrs.get(k) is not None else "" for k in ("min", "max")]
+    ex.add("Clip", [node.inputs[0], *bounds], out)
+
+
+_register("Clip", (1, 1), _same, _forward(E.Clip), _out_elements, "elementwise", E.Clip,
+          onnx_import={"Clip": _clip_in}, onnx_export=_clip_out)
+
+
+def _gelu_in(im) -> None:
+    if im.attr("approximate", "none") != "none":
+        raise im.unsupported(f"Gelu approximate={im.attr('approximate')!r}")
+    im.emit("GELU", im.inputs(), im.out())
+
+
+def _gelu_out(ex, node: Node, out: str) -> None:
+    """x · ½(1 + erf(x/√2)) in opset-17 ops (Gelu itself is opset 20)."""
+    x, dtype = node.inputs[0], ex.types[node.inputs[0]].dtype
+    scaled = ex.add("Div", [x, ex.constant(np.asarray(np.sqrt(2), dtype), f"{out}.sqrt2")])
+    one = ex.add("Add", [ex.add("Erf", [scaled]), ex.constant(np.asarray(1, dtype), f"{out}.one")])
+    half = ex.add("Mul", [one, ex.constant(np.asarray(0.5, dtype), f"{out}.half")])
+    ex.add("Mul", [x, half], out)
+
+
+_register("GELU", (1, 1), _same, _forward(E.GELU), _out_elements, "elementwise", E.GELU,
+          onnx_import={"Gelu": _gelu_in}, onnx_export=_gelu_out)
+
+
+def _hard_sigmoid(x: np.ndarray, alpha: float, beta: float) -> np.ndarray:
+    """max(0, min(1, αx + β)) in x's dtype (ONNX HardSigmoid; α = 1/6, β = 1/2 is PyTorch's)."""
+    return np.clip(x * x.dtype.type(alpha) + x.dtype.type(beta), 0, 1).astype(x.dtype, copy=False)
+
+
+def _hard_sigmoid_run(arrays: Arrays, attrs: Mapping) -> np.ndarray:
+    return _hard_sigmoid(arrays[0], attrs["alpha"], attrs["beta"])
+
+
+def _hard_swish_run(arrays: Arrays, attrs: Mapping) -> np.ndarray:
+    """x · HardSigmoid(x; 1/6, 1/2) (ONNX HardSwish, Howard et al. 2019 eq. 2)."""
+    return arrays[0] * _hard_sigmoid(arrays[0], 1 / 6, 0.5)
+
+
+def _erf_run(arrays: Arrays, attrs: Mapping) -> np.ndarray:
+    """erf(x) = 2/√π ∫₀ˣ e^{−t²} dt."""
+    return special.erf(arrays[0]).astype(arrays[0].dtype, copy=False)
+
+
+_register("HardSigmoid", (1, 1), _same, _hard_sigmoid_run, _out_elements, "elementwise",
+          onnx_import={"HardSigmoid": _import_as("HardSigmoid", alpha=("alpha", 0.2),
+                                                 beta=("beta", 0.5))},
+          onnx_export=_export_as("HardSigmoid", alpha="alpha", beta="beta"))
+_register("HardSwish", (1, 1), _same, _hard_swish_run, _out_elements, "elementwise",
+          onnx_import={"HardSwish": _import_as("HardSwish")}, onnx_export=_export_as("HardSwish"))
+_register("Erf", (1, 1), _same, _erf_run, _out_elements, "elementwise",
+          onnx_import={"Erf": _import_as("Erf")}, onnx_export=_export_as("Erf"))
+
+
+def _cast(types: Types, attrs: Mapping) -> TensorType:
+    return as_type(types[0].shape, attrs["dtype"])
+
+
+def _cast_run(arrays: Arrays, attrs: Mapping) -> np.ndarray:
+    return arrays[0].astype(attrs["dtype"])
+
+
+def _cast_in(im) -> None:
+    im.emit("Cast", im.inputs(), im.out(), dtype=im.dtype_attr("to"))
+
+
+def _cast_out(ex, node: Node, out: str) -> None:
+    ex.add("Cast", node.inputs, out, to=ex.onnx_dtype(node.attrs["dtype"]))
+
+
+_register("Cast", (1, 1), _cast, _cast_run, _out_elements, onnx_import={"Cast": _cast_in},
+          onnx_export=_cast_out)
 
 # ---- reductions and softmax --------------------------------------------------------------
 
@@ -130,10 +310,76 @@ def _softmax(types: Types, attrs: Mapping) -> TensorType:
     return types[0]
 
 
-for _fn in (R.Sum, R.Mean, R.Max, R.Var):
-    _register(_fn.__name__, (1, 1), _reduce, _forward(_fn), _in_elements, function=_fn)
-for _fn in (R.Softmax, R.LogSoftmax):
-    _register(_fn.__name__, (1, 1), _softmax, _forward(_fn), _out_elements, function=_fn)
+def _import_reduce(op: str, input_from: int) -> Callable:
+    """ReduceSum/Mean/Max: ``axes`` is an input from opset ``input_from`` on, an attribute
+    before; no axes reduce everything unless ``noop_with_empty_axes``."""
+    def handler(im) -> None:
+        ndim = len(im.type(0).shape)
+        axes = im.axes(1 if im.opset >= input_from else None, max(ndim, 1))
+        if not axes and im.attr("noop_with_empty_axes", 0):
+            im.emit("Identity", (im.input(0),), im.out())
+            return
+        im.emit(op, (im.input(0),), im.out(), axis=None if not axes else tuple(sorted(axes)),
+                keepdims=bool(im.attr("keepdims", 1)))
+    return handler
+
+
+def _global_max_in(im) -> None:
+    ndim = len(im.type(0).shape)
+    if ndim < 3:
+        raise im.unsupported(f"GlobalMaxPool on {ndim}-D input")
+    im.emit("Max", (im.input(0),), im.out(), axis=tuple(range(2, ndim)), keepdims=True)
+
+
+def _reduce_out(ex, node: Node, out: str) -> None:
+    """ReduceSum (axes input, opset 13) and ReduceMean/ReduceMax (axes attribute, opset 17)."""
+    axis, x = node.attrs.get("axis"), node.inputs[0]
+    axes = list(range(len(ex.types[x].shape))) if axis is None else [int(a) for a in np.atleast_1d(axis)]
+    keep = int(bool(node.attrs.get("keepdims", False)))
+    if node.op == "Sum":
+        ex.add("ReduceSum", [x, ex.constant(np.asarray(axes, np.int64), f"{out}.axes")], out,
+               keepdims=keep)
+    else:
+        ex.add("Reduce" + node.op, [x], out, axes=axes, keepdims=keep)
+
+
+_register("Sum", (1, 1), _reduce, _forward(R.Sum), _in_elements, function=R.Sum,
+          onnx_import={"ReduceSum": _import_reduce("Sum", 13)}, onnx_export=_reduce_out)
+_register("Mean", (1, 1), _reduce, _forward(R.Mean), _in_elements, function=R.Mean,
+          onnx_import={"ReduceMean": _import_reduce("Mean", 18)}, onnx_export=_reduce_out)
+_register("Max", (1, 1), _reduce, _forward(R.Max), _in_elements, function=R.Max,
+          onnx_import={"ReduceMax": _import_reduce("Max", 18), "GlobalMaxPool": _global_max_in},
+          onnx_export=_reduce_out)
+_register("Var", (1, 1), _reduce, _forward(R.Var), _in_elements, function=R.Var)
+
+
+def _import_softmax(op: str) -> Callable:
+    """Softmax / LogSoftmax. Opset >= 13: over one axis (default -1). Before 13 the input is
+    flattened to 2-D at ``axis`` (default 1) and normalised over the second factor; that is
+    emitted as Reshape -> op(axis=1) -> Reshape unless the axis is already the last."""
+    def handler(im) -> None:
+        shape = im.type(0).shape
+        ndim = max(len(shape), 1)
+        axis = im.attr("axis", -1 if im.opset >= 13 else 1)
+        if not -ndim <= axis < ndim:
+            raise im.invalid(f"axis {axis} is out of range for {len(shape)} dimensions")
+        axis %= ndim
+        if im.opset >= 13 or axis == ndim - 1:
+            im.emit(op, (im.input(0),), im.out(), axis=axis)
+            return
+        flat = im.emit("Reshape", (im.input(0),),
+                       shape=(D.product(shape[:axis]), D.product(shape[axis:])))
+        y = im.emit(op, (flat,), axis=1)
+        im.emit("Reshape", (y,), im.out(), shape=tuple(shape))
+    return handler
+
+
+_register("Softmax", (1, 1), _softmax, _forward(R.Softmax), _out_elements, function=R.Softmax,
+          onnx_import={"Softmax": _import_softmax("Softmax")},
+          onnx_export=_export_as("Softmax", axis="axis"))
+_register("LogSoftmax", (1, 1), _softmax, _forward(R.LogSoftmax), _out_elements,
+          function=R.LogSoftmax, onnx_import={"LogSoftmax": _import_softmax("LogSoftmax")},
+          onnx_export=_export_as("LogSoftmax", axis="axis"))
 
 # ---- movement ----------------------------------------------------------------------------
 
@@ -214,16 +460,240 @@ def _identity_run(arrays: Arrays, attrs: Mapping) -> np.ndarray:
     return arrays[0]
 
 
+def _reshape_in(im) -> None:
+    """Reshape to a target read from a constant or a shape value (``Shape``-derived, possibly
+    symbolic); ONNX's 0 copies the input's dimension unless ``allowzero``."""
+    x = im.type(0).shape
+    target = list(im.dims(1, "shape"))
+    if not im.attr("allowzero", 0):
+        for i, n in enumerate(target):
+            if isinstance(n, int) and n == 0:
+                if i >= len(x):
+                    raise im.invalid(f"shape {target} copies dimension {i} (0) that input "
+                                     f"{x} does not have")
+                target[i] = x[i]
+    im.reshape(D.reshape_shape(x, target))
+
+
+def _flatten_in(im) -> None:
+    shape = im.type(0).shape
+    axis = im.attr("axis", 1)
+    if not -len(shape) <= axis <= len(shape):
+        raise im.invalid(f"axis {axis} is out of range for {len(shape)} dimensions")
+    axis = axis + len(shape) if axis < 0 else axis
+    im.reshape((D.product(shape[:axis]), D.product(shape[axis:])))
+
+
+def _squeeze_in(im) -> None:
+    shape = im.type(0).shape
+    axes = im.axes(1 if im.opset >= 13 else None, len(shape))
+    if axes is None:
+        axes = [i for i, n in enumerate(shape) if isinstance(n, int) and n == 1]
+    if any(not D.same(shape[a], 1) for a in axes):
+        raise im.invalid(f"cannot squeeze axes {axes} of shape {shape} (not provably 1)")
+    im.reshape(tuple(n for i, n in enumerate(shape) if i not in axes))
+
+
+def _unsqueeze_in(im) -> None:
+    shape = list(im.type(0).shape)
+    raw = im.axes(1 if im.opset >= 13 else None, None)
+    if raw is None:
+        raise im.invalid("Unsqueeze needs axes")
+    ndim = len(shape) + len(raw)
+    if any(not -ndim <= a < ndim for a in raw) or len({a % ndim for a in raw}) < len(raw):
+        raise im.invalid(f"axes {raw} are invalid for an output of {ndim} dimensions")
+    for a in sorted(a % ndim for a in raw):
+        shape.insert(a, 1)
+    im.reshape(tuple(shape))
+
+
+def _reshape_out(ex, node: Node, out: str) -> None:
+    """A symbolic target is written with ONNX's own placeholders: 0 where it keeps the input's
+    dimension at the same position, -1 for one remaining symbolic dimension."""
+    source, target = ex.types[node.inputs[0]].shape, list(node.attrs["shape"])
+    if not D.is_static(target):
+        for i, n in enumerate(target):
+            if isinstance(n, str) and i < len(source) and D.same(n, source[i]):
+                target[i] = 0
+        left = [i for i, n in enumerate(target) if isinstance(n, str)]
+        if len(left) > 1 or (left and -1 in target) or any(n == 0 for n in node.attrs["shape"]):
+            raise NotImplementedError(f"node {node.output!r} (Reshape): target "
+                                      f"{tuple(node.attrs['shape'])} has no ONNX spelling")
+        for i in left:
+            target[i] = -1
+    ex.add("Reshape", [node.inputs[0], ex.constant(np.asarray(target, np.int64), f"{out}.shape")],
+           out)
+
+
+def _dropout_in(im) -> None:
+    """Inference Dropout is the identity; its optional mask output is all true, a constant
+    when the shape is static (a symbolic-shaped mask is refused if anything reads it)."""
+    training = im.const(2, "training_mode") if im.opset >= 12 else None
+    if (training is not None and bool(np.asarray(training))) or (im.opset < 7 and im.attr("is_test", 0) == 0):
+        raise im.unsupported("Dropout in training mode")
+    im.emit("Dropout", (im.input(0),), im.out())
+    mask = im.out(1)
+    if mask:
+        shape = im.type(0).shape
+        if D.is_static(shape):
+            im.constant(np.ones(shape, np.bool_), output=mask)
+        else:
+            im.unavailable(mask, f"the mask of a Dropout on symbolic shape {shape}")
+
+
+def _transpose_in(im) -> None:
+    ndim = len(im.type(0).shape)
+    im.emit("Transpose", (im.input(0),), im.out(),
+            axes=tuple(int(a) for a in im.attr("perm", range(ndim - 1, -1, -1))))
+
+
+def _slices(ndim: int, starts, ends, axes, steps) -> tuple:
+    """ONNX Slice as a tuple of Python slices (Python clamps out-of-range bounds as ONNX does)."""
+    index = [slice(None)] * ndim
+    axes = range(len(starts)) if axes is None else axes
+    steps = [1] * len(starts) if steps is None else steps
+    for start, end, axis, step in zip(starts, ends, axes, steps):
+        if step == 0:
+            raise ValueError(f"slice step 0 on axis {axis}")
+        index[axis] = slice(int(start), int(end), int(step))
+    return tuple(index)
+
+
+def _slice_in(im) -> None:
+    ndim = len(im.type(0).shape)
+    if im.opset >= 10:
+        starts, ends = im.const(1, "starts"), im.const(2, "ends")
+        axes, steps = im.axes(3, ndim), im.const(4, "steps")
+    else:
+        starts, ends, axes, steps = im.attr("starts"), im.attr("ends"), im.axes(None, ndim), None
+    try:
+        index = _slices(ndim, np.ravel(starts), np.ravel(ends), axes,
+                        None if steps is None else np.ravel(steps))
+    except ValueError as e:
+        raise im.invalid(str(e)) from None
+    im.emit("GetItem", (im.input(0),), im.out(), index=index)
+
+
+def _gather_in(im) -> None:
+    ndim = len(im.type(0).shape)
+    axis = im.attr("axis", 0)
+    if not -ndim <= axis < ndim:
+        raise im.invalid(f"axis {axis} is out of range for {ndim} dimensions")
+    indices = np.asarray(im.const(1, "indices"))
+    size = im.type(0).shape[axis % ndim]
+    if isinstance(size, int) and indices.size and not (-size <= indices.min() and indices.max() < size):
+        raise im.invalid(f"indices {indices.ravel().tolist()} are out of range for size {size}")
+    position = int(indices) if indices.ndim == 0 else indices.astype(np.int64)
+    im.emit("GetItem", (im.input(0),), im.out(),
+            index=(slice(None),) * (axis % ndim) + (position,))
+
+
+def _split_in(im) -> None:
+    """Split into GetItem slices: sizes from the ``split`` input (opset 13) or attribute, else
+    ``num_outputs`` (opset 18) / the number of outputs, the last part taking the remainder."""
+    shape = im.type(0).shape
+    axis = im.attr("axis", 0)
+    if not -len(shape) <= axis < len(shape):
+        raise im.invalid(f"axis {axis} is out of range for {len(shape)} dimensions")
+    axis %= len(shape)
+    size, outputs = shape[axis], list(im.outputs())
+    sizes = im.const(1, "split") if im.opset >= 13 else im.attr("split")
+    if sizes is None:
+        if not isinstance(size, int):
+            raise im.unsupported(f"an even Split of the symbolic axis {size!r}")
+        parts = int(im.attr("num_outputs", len(outputs)))
+        chunk = -(-size // parts)
+        sizes = [min(chunk, size - k * chunk) for k in range(parts)]
+    sizes = [int(n) for n in np.ravel(sizes)]
+    if len(sizes) != len(outputs) or min(sizes, default=0) < 0 or (
+            isinstance(size, int) and sum(sizes) != size):
+        raise im.invalid(f"split sizes {sizes} do not cut axis {axis} of size {size} into "
+                         f"{len(outputs)} parts")
+    start = 0
+    for n, name in zip(sizes, outputs):
+        if name:
+            im.emit("GetItem", (im.input(0),), name,
+                    index=(slice(None),) * axis + (slice(start, start + n),))
+        start += n
+
+
+def _getitem_out(ex, node: Node, out: str) -> None:
+    """Basic slices as Slice; one integer or integer array (the others full slices) as Gather."""
+    index = node.attrs["index"]
+    index = index if isinstance(index, tuple) else (index,)
+    picks = [i for i, k in enumerate(index) if not isinstance(k, slice)]
+    if not picks:
+        starts, ends, axes, steps = [], [], [], []
+        for axis, k in enumerate(index):
+            if k != slice(None):
+                step = 1 if k.step is None else k.step
+                big = np.iinfo(np.int64).max
+                starts.append(k.start if k.start is not None else (0 if step > 0 else big))
+                ends.append(k.stop if k.stop is not None else (big if step > 0 else -big))
+                axes.append(axis)
+                steps.append(step)
+        arrays = [np.asarray(v, np.int64) for v in (starts, ends, axes, steps)]
+        ex.add("Slice", [node.inputs[0]] + [ex.constant(a, f"{out}.{n}") for a, n in
+                                            zip(arrays, ("starts", "ends", "axes", "steps"))], out)
+    elif len(picks) == 1 and all(k == slice(None) for k in index if isinstance(k, slice)) and \
+            np.asarray(index[picks[0]]).dtype.kind in "iu":
+        ex.add("Gather", [node.inputs[0], ex.constant(np.asarray(index[picks[0]], np.int64),
+                                                      f"{out}.indices")], out, axis=picks[0])
+    else:
+        raise NotImplementedError(f"node {node.output!r} (GetItem): index {index!r} has no "
+                                  "ONNX export")
+
+
+def _concat_in(im) -> None:
+    im.emit("Concatenate", im.inputs(), im.out(), axis=int(im.attr("axis")))
+
+
+def _pad_in(im) -> None:
+    if im.attr("mode", "constant") != "constant":
+        raise im.unsupported(f"Pad mode {im.attr('mode')!r}")
+    ndim = len(im.type(0).shape)
+    pads = [int(p) for p in np.ravel(im.const(1, "pads") if im.opset >= 11 else im.attr("pads"))]
+    value = im.const(2, "constant_value") if im.opset >= 11 else im.attr("value", 0.0)
+    axes = im.axes(3, ndim) if im.opset >= 18 else None
+    axes = list(range(ndim)) if axes is None else axes
+    if len(pads) != 2 * len(axes):
+        raise im.invalid(f"pads {pads} need {2 * len(axes)} values")
+    if any(p < 0 for p in pads):
+        raise im.unsupported("negative pads (cropping)")
+    widths = [(0, 0)] * ndim
+    for k, a in enumerate(axes):
+        widths[a] = (pads[k], pads[k + len(axes)])
+    fill = 0.0 if value is None else np.asarray(value).item()
+    im.emit("Pad", (im.input(0),), im.out(), pad_width=tuple(widths), value=fill)
+
+
+def _pad_out(ex, node: Node, out: str) -> None:
+    widths = node.attrs["pad_width"]
+    pads = [w[0] for w in widths] + [w[1] for w in widths]
+    value = np.asarray(node.attrs.get("value", 0.0), ex.types[node.inputs[0]].dtype)
+    ex.add("Pad", [node.inputs[0], ex.constant(np.asarray(pads, np.int64), f"{out}.pads"),
+                   ex.constant(value, f"{out}.value")], out)
+
+
 _register("Reshape", (1, 1), _reshape, _forward(S.Reshape), _no_work, "view", S.Reshape,
-          shape_attrs=("shape",))
-_register("Identity", (1, 1), _same, _identity_run, _no_work, "view")
-_register("Dropout", (1, 1), _same, _identity_run, _no_work, "view")
-_register("Transpose", (1, 1), _transpose, _forward(S.Transpose), _out_elements, function=S.Transpose)
-_register("GetItem", (1, 1), _getitem, _forward(S.GetItem), _out_elements, function=S.GetItem)
+          shape_attrs=("shape",),
+          onnx_import={"Reshape": _reshape_in, "Flatten": _flatten_in, "Squeeze": _squeeze_in,
+                       "Unsqueeze": _unsqueeze_in}, onnx_export=_reshape_out)
+_register("Identity", (1, 1), _same, _identity_run, _no_work, "view",
+          onnx_import={"Identity": _import_as("Identity")}, onnx_export=_export_as("Identity"))
+_register("Dropout", (1, 1), _same, _identity_run, _no_work, "view",
+          onnx_import={"Dropout": _dropout_in}, onnx_export=_export_as("Identity"))
+_register("Transpose", (1, 1), _transpose, _forward(S.Transpose), _out_elements, function=S.Transpose,
+          onnx_import={"Transpose": _transpose_in}, onnx_export=_export_as("Transpose", perm="axes"))
+_register("GetItem", (1, 1), _getitem, _forward(S.GetItem), _out_elements, function=S.GetItem,
+          onnx_import={"Slice": _slice_in, "Gather": _gather_in, "Split": _split_in},
+          onnx_export=_getitem_out)
 _register("Concatenate", (1, None), _concatenate, _forward(S.Concatenate), _out_elements,
-          function=S.Concatenate)
+          function=S.Concatenate, onnx_import={"Concat": _concat_in},
+          onnx_export=_export_as("Concat", axis="axis"))
 _register("Stack", (1, None), _stack, _forward(S.Stack), _out_elements, function=S.Stack)
-_register("Pad", (1, 1), _pad, _forward(S.Pad), _out_elements, function=S.Pad)
+_register("Pad", (1, 1), _pad, _forward(S.Pad), _out_elements, function=S.Pad,
+          onnx_import={"Pad": _pad_in}, onnx_export=_pad_out)
 
 # ---- linear algebra ----------------------------------------------------------------------
 
@@ -267,8 +737,56 @@ def _linear_work(types: Types, out: TensorType, attrs: Mapping) -> int:
     return out.size * types[1].shape[1]
 
 
-_register("MatMul", (2, 2), _matmul, _forward(L.MatMul), _matmul_work, function=L.MatMul)
-_register("Linear", (2, 3), _linear, _forward(L.Linear), _linear_work, function=L.Linear)
+def _gemm_in(im) -> None:
+    """Gemm: Y = α·A'·B' + β·C. A constant B with α = β = 1, no transA and a bias of shape (n,)
+    (or none) is a Linear; anything else is MatMul with Transpose, Mul and Add."""
+    a, b, c = im.input(0), im.input(1), im.input(2)
+    alpha, beta = float(im.attr("alpha", 1.0)), float(im.attr("beta", 1.0))
+    trans_a, trans_b = im.attr("transA", 0), im.attr("transB", 0)
+    if len(im.types[a].shape) != 2 or len(im.types[b].shape) != 2:
+        raise im.invalid(f"Gemm needs 2-D A and B, got {im.types[a].shape} and {im.types[b].shape}")
+    out = im.out()
+    bias = im.constants.get(c) if c else None
+    n_out = im.types[b].shape[0 if trans_b else 1]
+    if (b in im.constants and not trans_a and alpha == 1.0 and beta == 1.0
+            and (not c or (bias is not None and bias.shape == (n_out,)))):
+        weight = b if trans_b else im.constant(np.ascontiguousarray(im.constants[b].T), "weight")
+        im.emit("Linear", (a, weight, c), out)
+        return
+    if trans_a:
+        a = im.emit("Transpose", (a,), axes=(1, 0))
+    if trans_b:
+        b = im.emit("Transpose", (b,), axes=(1, 0))
+    dtype = im.types[a].dtype
+    y = im.emit("MatMul", (a, b), None if (alpha != 1.0 or c) else out)
+    if alpha != 1.0:
+        y = im.emit("Mul", (y, im.constant(np.asarray(alpha, dtype), "alpha")), None if c else out)
+    if c:
+        if beta != 1.0:
+            c = im.emit("Mul", (c, im.constant(np.asarray(beta, dtype), "beta")))
+        im.emit("Add", (y, c), out)
+
+
+def _linear_out(ex, node: Node, out: str) -> None:
+    """Gemm(transB=1) on 2-D inputs; MatMul with the transposed weight (+ Add) otherwise."""
+    ins = list(node.inputs)
+    if len(ex.types[ins[0]].shape) == 2:
+        ex.add("Gemm", ins, out, transB=1)
+        return
+    if ins[1] not in ex.graph.constants:
+        raise NotImplementedError(f"node {node.output!r} (Linear): a non-constant weight on a "
+                                  f"{len(ex.types[ins[0]].shape)}-D input cannot be exported")
+    wt = ex.constant(np.ascontiguousarray(ex.graph.constants[ins[1]].T), f"{ins[1]}.T")
+    if len(ins) > 2 and ins[2]:
+        ex.add("Add", [ex.add("MatMul", [ins[0], wt]), ins[2]], out)
+    else:
+        ex.add("MatMul", [ins[0], wt], out)
+
+
+_register("MatMul", (2, 2), _matmul, _forward(L.MatMul), _matmul_work, function=L.MatMul,
+          onnx_import={"MatMul": _import_as("MatMul")}, onnx_export=_export_as("MatMul"))
+_register("Linear", (2, 3), _linear, _forward(L.Linear), _linear_work, function=L.Linear,
+          onnx_import={"Gemm": _gemm_in}, onnx_export=_linear_out)
 
 # ---- convolution, pooling, normalization ---------------------------------------------------
 
@@ -378,15 +896,630 @@ def _batch_norm_run(arrays: Arrays, attrs: Mapping) -> np.ndarray:
 
 
 def _bn_work(types: Types, out: TensorType, attrs: Mapping) -> int:
-    return 2 * out.size
+    """One multiply-add per element at inference (y = a x + b with a = γ/σ, b = β − aμ)."""
+    return out.size
 
 
-_register("Conv2d", (2, 3), _conv, _forward(C.Conv2d), _conv_work, function=C.Conv2d)
-_register("MaxPool2d", (1, 1), _pool, _forward(P.MaxPool2d), _pool_work, function=P.MaxPool2d)
-_register("AvgPool2d", (1, 1), _pool, _forward(P.AvgPool2d), _pool_work, function=P.AvgPool2d)
+def _onnx_ints(im, name: str, n: int, low: int, default: Sequence[int] | None) -> tuple[int, ...]:
+    """An ONNX list attribute of ``n`` ints >= ``low`` (ValueError naming it otherwise: a
+    window attribute is never silently fixed or cropped)."""
+    value = im.attr(name, default)
+    if value is None:
+        raise im.invalid(f"attribute {name!r} is required")
+    value = tuple(value)
+    if len(value) != n or any(not isinstance(v, (int, np.integer)) or v < low for v in value):
+        raise im.invalid(f"{name} must be {n} integers >= {low}, got {list(value)}")
+    return tuple(int(v) for v in value)
+
+
+def _spatial_pads(im, kernel: tuple[int, int], strides: tuple[int, int],
+                  dilations: tuple[int, int]) -> list[int]:
+    """[top, left, bottom, right] from ``pads`` or ``auto_pad`` (SAME_* needs static sizes)."""
+    auto = im.attr("auto_pad", "NOTSET")
+    if auto in ("NOTSET", ""):
+        return list(_onnx_ints(im, "pads", 4, 0, (0, 0, 0, 0)))
+    if auto == "VALID":
+        return [0, 0, 0, 0]
+    if auto not in ("SAME_UPPER", "SAME_LOWER"):
+        raise im.invalid(f"auto_pad {auto!r} is not one of NOTSET, VALID, SAME_UPPER, SAME_LOWER")
+    begin, end = [], []
+    for a in (0, 1):
+        size = im.type(0).shape[2 + a]
+        if not isinstance(size, int):
+            raise im.unsupported(f"auto_pad {auto} on the symbolic axis {size!r}")
+        total = max((-(-size // strides[a]) - 1) * strides[a]
+                    + dilations[a] * (kernel[a] - 1) + 1 - size, 0)
+        small, large = total // 2, total - total // 2
+        begin.append(small if auto == "SAME_UPPER" else large)
+        end.append(large if auto == "SAME_UPPER" else small)
+    return begin + end
+
+
+def _padded_input(im, x: str, pads: list[int], value: float,
+                  limit: tuple[int, int] | None = None) -> tuple[str, tuple[int, int]]:
+    """Symmetric pads (at most ``limit`` per axis) stay an attribute; others become an explicit
+    Pad node."""
+    fits = limit is None or (pads[0] <= limit[0] and pads[1] <= limit[1])
+    if pads[0] == pads[2] and pads[1] == pads[3] and fits:
+        return x, (pads[0], pads[1])
+    widths = ((0, 0), (0, 0), (pads[0], pads[2]), (pads[1], pads[3]))
+    return im.emit("Pad", (x,), pad_width=widths, value=value), (0, 0)
+
+
+def _conv_window(im, w_shape) -> tuple:
+    if len(w_shape) != 4 or len(im.type(0).shape) != 4:
+        raise im.unsupported(f"{len(w_shape) - 2}-D convolution")
+    kernel = _onnx_ints(im, "kernel_shape", 2, 1, w_shape[2:])
+    if kernel != tuple(w_shape[2:]):
+        raise im.invalid(f"kernel_shape {list(kernel)} does not match weight {w_shape}")
+    strides = _onnx_ints(im, "strides", 2, 1, (1, 1))
+    dilations = _onnx_ints(im, "dilations", 2, 1, (1, 1))
+    return kernel, strides, dilations, _spatial_pads(im, kernel, strides, dilations)
+
+
+def _conv_in(im) -> None:
+    kernel, strides, dilations, pads = _conv_window(im, im.type(1).shape)
+    x, padding = _padded_input(im, im.input(0), pads, 0.0)
+    im.emit("Conv2d", (x, im.input(1), im.input(2)), im.out(), stride=strides,
+            padding=padding, dilation=dilations, groups=int(im.attr("group", 1)))
+
+
+def _conv_out(ex, node: Node, out: str) -> None:
+    (ph, pw), w = node.attrs["padding"], ex.types[node.inputs[1]].shape
+    ex.add("Conv", node.inputs, out, kernel_shape=list(w[2:]), strides=list(node.attrs["stride"]),
+           pads=[ph, pw, ph, pw], dilations=list(node.attrs["dilation"]),
+           group=node.attrs["groups"])
+
+
+def _import_pool(op: str) -> Callable:
+    """MaxPool / AveragePool (2-D, no dilation, no indices output), with ceil_mode and
+    AveragePool's count_include_pad. ONNX allows pads up to kernel - 1; pads beyond PyTorch's
+    kernel // 2, or asymmetric ones, become an explicit Pad (-inf for max, 0 for an average that
+    counts padding); an average that excludes such padding is refused."""
+    def handler(im) -> None:
+        if len(im.type(0).shape) != 4:
+            raise im.unsupported(f"{len(im.type(0).shape) - 2}-D pooling")
+        if len(im.outputs()) > 1 or im.attr("storage_order", 0):
+            raise im.unsupported("pooling indices")
+        kernel = _onnx_ints(im, "kernel_shape", 2, 1, None)
+        strides = _onnx_ints(im, "strides", 2, 1, (1, 1))
+        if _onnx_ints(im, "dilations", 2, 1, (1, 1)) != (1, 1):
+            raise im.unsupported("dilated pooling")
+        pads = _spatial_pads(im, kernel, strides, (1, 1))
+        if any(p >= k for p, k in zip(pads, kernel + kernel)):
+            raise im.invalid(f"pads {pads} must be smaller than kernel_shape {list(kernel)}")
+        attrs = {}
+        if im.attr("ceil_mode", 0):
+            attrs["ceil_mode"] = True
+        include = bool(im.attr("count_include_pad", 0))
+        if op == "AvgPool2d" and not include:
+            attrs["count_include_pad"] = False
+        half = (kernel[0] // 2, kernel[1] // 2)
+        symmetric = pads[:2] == pads[2:] and pads[0] <= half[0] and pads[1] <= half[1]
+        if op == "AvgPool2d" and not include and not symmetric:
+            raise im.unsupported(f"average pooling that excludes asymmetric or wide padding {pads}")
+        x, padding = _padded_input(im, im.input(0), pads, -np.inf if op == "MaxPool2d" else 0.0, half)
+        im.emit(op, (x,), im.out(), kernel_size=kernel, stride=strides, padding=padding, **attrs)
+    return handler
+
+
+def _pool_out(ex, node: Node, out: str) -> None:
+    a = node.attrs
+    (ph, pw) = a["padding"]
+    extra = {"ceil_mode": int(bool(a.get("ceil_mode", False)))}
+    if node.op == "AvgPool2d":
+        extra["count_include_pad"] = int(a.get("count_include_pad", True))
+    ex.add("MaxPool" if node.op == "MaxPool2d" else "AveragePool", node.inputs, out,
+           kernel_shape=list(a["kernel_size"]), strides=list(a["stride"]),
+           pads=[ph, pw, ph, pw], **extra)
+
+
+def _global_avg_in(im) -> None:
+    if len(im.type(0).shape) != 4:
+        raise im.unsupported("non 2-D global pooling")
+    im.emit("AdaptiveAvgPool2d", (im.input(0),), im.out(), output_size=(1, 1))
+
+
+def _adaptive_out(ex, node: Node, out: str) -> None:
+    h, w = ex.types[node.inputs[0]].shape[2:]
+    oh, ow = node.attrs["output_size"]
+    if (oh, ow) == (1, 1):
+        ex.add("GlobalAveragePool", node.inputs, out)
+    elif isinstance(h, int) and isinstance(w, int) and h % oh == 0 and w % ow == 0:
+        ex.add("AveragePool", node.inputs, out, kernel_shape=[h // oh, w // ow],
+               strides=[h // oh, w // ow])
+    else:
+        raise NotImplementedError(f"node {node.output!r} (AdaptiveAvgPool2d): output "
+                                  f"{node.attrs['output_size']} does not divide input {(h, w)}")
+
+
+def _batchnorm_in(im) -> None:
+    if im.attr("training_mode", 0) or len(im.outputs()) > 1:
+        raise im.unsupported("training-mode BatchNormalization")
+    im.emit("BatchNorm", tuple(im.input(i) for i in range(5)), im.out(),
+            eps=float(im.attr("epsilon", 1e-5)), training=False)
+
+
+def _batchnorm_out(ex, node: Node, out: str) -> None:
+    if node.attrs.get("training"):
+        raise NotImplementedError(f"node {node.output!r} (BatchNorm) uses batch statistics, which "
+                                  "ONNX inference BatchNormalization cannot express")
+    x = ex.types[node.inputs[0]]
+    ins = (list(node.inputs) + [""] * 5)[:5]
+    ins[1] = ins[1] or ex.constant(np.ones(x.shape[1], x.dtype), f"{out}.scale")
+    ins[2] = ins[2] or ex.constant(np.zeros(x.shape[1], x.dtype), f"{out}.bias")
+    ex.add("BatchNormalization", ins, out, epsilon=float(node.attrs["eps"]))
+
+
+_register("Conv2d", (2, 3), _conv, _forward(C.Conv2d), _conv_work, function=C.Conv2d,
+          onnx_import={"Conv": _conv_in}, onnx_export=_conv_out)
+_register("MaxPool2d", (1, 1), _pool, _forward(P.MaxPool2d), _pool_work, function=P.MaxPool2d,
+          onnx_import={"MaxPool": _import_pool("MaxPool2d")}, onnx_export=_pool_out)
+_register("AvgPool2d", (1, 1), _pool, _forward(P.AvgPool2d), _pool_work, function=P.AvgPool2d,
+          onnx_import={"AveragePool": _import_pool("AvgPool2d")}, onnx_export=_pool_out)
 _register("AdaptiveAvgPool2d", (1, 1), _adaptive, _forward(P.AdaptiveAvgPool2d), _in_elements,
-          function=P.AdaptiveAvgPool2d)
-_register("BatchNorm", (1, 5), _batch_norm, _batch_norm_run, _bn_work, function=N.BatchNorm)
+          function=P.AdaptiveAvgPool2d, onnx_import={"GlobalAveragePool": _global_avg_in},
+          onnx_export=_adaptive_out)
+_register("BatchNorm", (1, 5), _batch_norm, _batch_norm_run, _bn_work, function=N.BatchNorm,
+          onnx_import={"BatchNormalization": _batchnorm_in}, onnx_export=_batchnorm_out)
+
+
+def _lrn(types: Types, attrs: Mapping) -> TensorType:
+    x, size = types[0], attrs["size"]
+    if len(x.shape) < 3:
+        _fail(f"LRN needs (N, C, ...) input, got {x.shape}")
+    if not isinstance(size, (int, np.integer)) or size < 1:
+        _fail(f"LRN size must be a positive integer, got {size!r}")
+    return x
+
+
+def local_response_norm(x: np.ndarray, size: int, alpha: float, beta: float,
+                        bias: float) -> np.ndarray:
+    """Local response normalisation across channels (Krizhevsky et al. 2012, section 3.3; ONNX
+    ``LRN`` convention, α divided by the window size):
+
+    y_c = x_c / (bias + α/size · Σ_{c' = c − ⌊(size−1)/2⌋}^{c + ⌈(size−1)/2⌉} x_{c'}²)^β
+
+    channels outside [0, C) count as 0. Window sums come from one cumulative sum over the
+    zero-padded channel axis. Test: ``tests/optim/graph/test_graph_onnx_ops.py::test_lrn_matches_brute_force``.
+    """
+    below = (size - 1) // 2
+    widths = [(0, 0)] * x.ndim
+    widths[1] = (below + 1, size - 1 - below)
+    total = np.cumsum(np.pad(x.astype(np.float64) ** 2, widths), axis=1)
+    channels = x.shape[1]
+    window = (np.take(total, np.arange(size, size + channels), axis=1)
+              - np.take(total, np.arange(channels), axis=1))
+    return (x / (bias + alpha / size * window) ** beta).astype(x.dtype)
+
+
+def _lrn_run(arrays: Arrays, attrs: Mapping) -> np.ndarray:
+    return local_response_norm(arrays[0], attrs["size"], attrs["alpha"], attrs["beta"], attrs["bias"])
+
+
+def _lrn_in(im) -> None:
+    size = im.attr("size")
+    if not isinstance(size, int) or size < 1:
+        raise im.invalid(f"size must be a positive integer, got {size!r}")
+    im.emit("LRN", (im.input(0),), im.out(), size=size, alpha=float(im.attr("alpha", 1e-4)),
+            beta=float(im.attr("beta", 0.75)), bias=float(im.attr("bias", 1.0)))
+
+
+_register("LRN", (1, 1), _lrn, _lrn_run, lambda t, o, a: o.size * a["size"],
+          onnx_import={"LRN": _lrn_in}, onnx_export=_export_as("LRN", size="size", alpha="alpha",
+                                                                beta="beta", bias="bias"))
+
+
+def _layer_norm(types: Types, attrs: Mapping) -> TensorType:
+    x, axis = types[0], attrs["axis"]
+    if not 0 <= axis < len(x.shape):
+        _fail(f"axis {axis} is out of range for {len(x.shape)} dimensions")
+    for t in types[1:]:
+        if t is not None and D.broadcast_shapes(t.shape, x.shape[axis:]) != tuple(x.shape[axis:]):
+            _fail(f"layer norm parameter {t.shape} does not broadcast to {x.shape[axis:]}")
+    return x
+
+
+def layer_norm(x: np.ndarray, weight: np.ndarray | None, bias: np.ndarray | None, axis: int,
+               eps: float) -> np.ndarray:
+    """Layer normalisation over the axes from ``axis`` on (Ba, Kiros & Hinton 2016, eq. 4; ONNX
+    ``LayerNormalization``): μ, σ² = mean and biased variance over those axes,
+    y = (x − μ) / √(σ² + ε) · γ + β.
+    Test: ``tests/optim/graph/test_graph_onnx_ops.py::test_layer_norm_matches_onnxruntime``.
+    """
+    axes = tuple(range(axis, x.ndim))
+    mean = x.mean(axis=axes, keepdims=True)
+    centred = x - mean
+    y = centred / np.sqrt((centred * centred).mean(axis=axes, keepdims=True) + x.dtype.type(eps))
+    if weight is not None:
+        y = y * weight
+    if bias is not None:
+        y = y + bias
+    return y.astype(x.dtype, copy=False)
+
+
+def _layer_norm_in(im) -> None:
+    if len(im.outputs()) > 1:
+        raise im.unsupported("LayerNormalization's mean and inverse deviation outputs")
+    ndim = len(im.type(0).shape)
+    axis = im.attr("axis", -1)
+    if not -ndim <= axis < ndim:
+        raise im.invalid(f"axis {axis} is out of range for {ndim} dimensions")
+    im.emit("LayerNorm", (im.input(0), im.input(1), im.input(2)), im.out(), axis=axis % ndim,
+            eps=float(im.attr("epsilon", 1e-5)))
+
+
+def _layer_norm_out(ex, node: Node, out: str) -> None:
+    x = ex.types[node.inputs[0]]
+    ins = (list(node.inputs) + ["", ""])[:3]
+    ins[1] = ins[1] or ex.constant(np.ones(x.shape[node.attrs["axis"]:], x.dtype), f"{out}.scale")
+    ex.add("LayerNormalization", ins, out, axis=node.attrs["axis"], epsilon=node.attrs["eps"])
+
+
+_register("LayerNorm", (1, 3), _layer_norm,
+          lambda arrays, a: layer_norm(arrays[0], arrays[1], arrays[2], a["axis"], a["eps"]),
+          _bn_work, onnx_import={"LayerNormalization": _layer_norm_in},
+          onnx_export=_layer_norm_out)
+
+# ---- resize ----------------------------------------------------------------------------------
+
+_COORDINATES = ("half_pixel", "pytorch_half_pixel", "align_corners", "asymmetric",
+                "tf_half_pixel_for_nn")
+_NEAREST = ("round_prefer_floor", "round_prefer_ceil", "floor", "ceil")
+
+
+def source_coordinates(out_size: int, in_size: int, scale: float, mode: str) -> np.ndarray:
+    """The input coordinate x_in of every output index x (ONNX ``Resize``
+    ``coordinate_transformation_mode``): half_pixel (x + ½)/s − ½; pytorch_half_pixel the same,
+    0 when the output has one element; align_corners x (in − 1)/(L − 1) with L = in·s the
+    unrounded output length (as the ONNX reference); asymmetric x/s; tf_half_pixel_for_nn
+    (x + ½)/s."""
+    x = np.arange(out_size, dtype=np.float64)
+    if mode == "half_pixel" or (mode == "pytorch_half_pixel" and out_size > 1):
+        return (x + 0.5) / scale - 0.5
+    if mode == "pytorch_half_pixel":
+        return np.zeros(out_size)
+    if mode == "align_corners":
+        length = in_size * scale
+        return x * (in_size - 1) / (length - 1) if length != 1 else np.zeros(out_size)
+    if mode == "asymmetric":
+        return x / scale
+    return (x + 0.5) / scale
+
+
+def resize(x: np.ndarray, sizes: Sequence[int], scales: Sequence[float] | None, mode: str,
+           coordinates: str, nearest_mode: str) -> np.ndarray:
+    """ONNX ``Resize`` (opset 11+) in modes ``nearest`` and ``linear``, one axis at a time.
+
+    Per axis with input size n, output size m and scale s (given, else m/n): the source
+    coordinate x_in (``source_coordinates``); nearest takes x[clamp(r(x_in), 0, n − 1)] with r
+    the ``nearest_mode`` rounding; linear clamps x_in to [0, n − 1] and interpolates
+    (1 − t)·x[⌊x_in⌋] + t·x[⌊x_in⌋ + 1], t = x_in − ⌊x_in⌋ (separable, hence bilinear in 2-D).
+    Test: ``tests/optim/graph/test_graph_onnx_ops.py::test_resize_matches_onnxruntime``.
+    """
+    y = x
+    for axis, m in enumerate(sizes):
+        n = x.shape[axis]
+        if m == n and (scales is None or scales[axis] == 1):
+            continue
+        s = scales[axis] if scales is not None else m / n
+        src = source_coordinates(m, n, s, coordinates)
+        if mode == "nearest":
+            rounded = {"round_prefer_floor": np.ceil(src - 0.5), "round_prefer_ceil": np.floor(src + 0.5),
+                       "floor": np.floor(src), "ceil": np.ceil(src)}[nearest_mode]
+            y = np.take(y, np.clip(rounded, 0, n - 1).astype(np.int64), axis=axis)
+        else:
+            src = np.clip(src, 0, n - 1)
+            low = np.floor(src).astype(np.int64)
+            high = np.minimum(low + 1, n - 1)
+            t = (src - low).reshape((-1,) + (1,) * (x.ndim - axis - 1))
+            a, b = np.take(y, low, axis=axis), np.take(y, high, axis=axis)
+            y = (a + (b - a) * t).astype(x.dtype)
+    return y.astype(x.dtype, copy=False)
+
+
+def _resize(types: Types, attrs: Mapping) -> TensorType:
+    x, sizes, scales = types[0], attrs["sizes"], attrs["scales"]
+    if len(sizes) != len(x.shape) or (scales is not None and len(scales) != len(x.shape)):
+        _fail(f"resize sizes {sizes} / scales {scales} do not match input {x.shape}")
+    if attrs["mode"] not in ("nearest", "linear") or attrs["coordinates"] not in _COORDINATES \
+            or attrs["nearest_mode"] not in _NEAREST:
+        _fail(f"resize mode {attrs['mode']!r}, {attrs['coordinates']!r}, "
+              f"{attrs['nearest_mode']!r} is not supported")
+    return as_type(sizes, x.dtype)
+
+
+def _resize_run(arrays: Arrays, attrs: Mapping) -> np.ndarray:
+    return resize(arrays[0], attrs["sizes"], attrs["scales"], attrs["mode"], attrs["coordinates"],
+                  attrs["nearest_mode"])
+
+
+def _resize_in(im) -> None:
+    """Resize (opset 10: scales input; 11+: roi, scales, sizes) and Upsample (opset 7: scales
+    attribute, 9: input). Output size ⌊n·s⌋ per axis; a symbolic axis needs an integer scale."""
+    x = im.type(0).shape
+    mode = im.attr("mode", "nearest")
+    if im.node.op_type == "Upsample" or im.opset < 11:
+        coordinates = "asymmetric"
+        nearest_mode = "floor"
+        scales = im.attr("scales") if im.opset < 9 else im.const(1, "scales")
+        sizes = None
+    else:
+        coordinates = im.attr("coordinate_transformation_mode", "half_pixel")
+        nearest_mode = im.attr("nearest_mode", "round_prefer_floor")
+        if coordinates == "tf_crop_and_resize" or im.attr("exclude_outside", 0):
+            raise im.unsupported(f"Resize {coordinates} / exclude_outside")
+        if im.attr("antialias", 0) or im.attr("axes") is not None \
+                or im.attr("keep_aspect_ratio_policy", "stretch") != "stretch":
+            raise im.unsupported("Resize antialias, axes or keep_aspect_ratio_policy")
+        scales = im.const(2, "scales")
+        sizes = im.dims(3, "sizes") if im.input(3) else None
+        if scales is not None and np.size(scales) == 0:
+            scales = None
+    if mode not in ("nearest", "linear", "bilinear"):
+        raise im.unsupported(f"Resize mode {mode!r}")
+    mode = "linear" if mode == "bilinear" else mode
+    if sizes is None:
+        if scales is None:
+            raise im.invalid("Resize needs scales or sizes")
+        scales = tuple(float(s) for s in np.ravel(scales))
+        if len(scales) != len(x) or any(not s > 0 for s in scales):
+            raise im.invalid(f"scales {list(scales)} must be {len(x)} positive numbers")
+        sizes = []
+        for n, s in zip(x, scales):
+            if isinstance(n, int):
+                sizes.append(int(math.floor(n * s)))
+            elif float(s).is_integer():
+                sizes.append(D.mul(n, int(s)))
+            else:
+                raise im.unsupported(f"a non-integer scale {s} of the symbolic axis {n!r}")
+    else:
+        scales = None
+        if len(sizes) != len(x):
+            raise im.invalid(f"sizes {list(sizes)} must have {len(x)} entries")
+    im.emit("Resize", (im.input(0),), im.out(), sizes=tuple(sizes), scales=scales, mode=mode,
+            coordinates=coordinates, nearest_mode=nearest_mode)
+
+
+def _resize_out(ex, node: Node, out: str) -> None:
+    a = node.attrs
+    if a["scales"] is not None:
+        extra = [ex.constant(np.asarray(a["scales"], np.float32), f"{out}.scales")]
+    else:
+        if not D.is_static(a["sizes"]):
+            raise NotImplementedError(f"node {node.output!r} (Resize): symbolic sizes {a['sizes']}")
+        extra = ["", ex.constant(np.asarray(a["sizes"], np.int64), f"{out}.sizes")]
+    ex.add("Resize", [node.inputs[0], ""] + extra, out, mode=a["mode"],
+           coordinate_transformation_mode=a["coordinates"], nearest_mode=a["nearest_mode"])
+
+
+_register("Resize", (1, 1), _resize, _resize_run,
+          lambda t, o, a: o.size * (1 if a["mode"] == "nearest" else 2 ** len(o.shape)),
+          shape_attrs=("sizes",), onnx_import={"Resize": _resize_in, "Upsample": _resize_in},
+          onnx_export=_resize_out)
+
+# ---- integer ops of quantized ONNX models (QDQ and QOperator formats) -------------------------
+# Not differentiable; computed exactly: integer codes, int64 accumulators, and the float32
+# requantization that onnxruntime's CPU kernels use.
+
+
+def _qparam_shape(t: TensorType | None, x: TensorType, axis: int | None, what: str) -> None:
+    if t is None:
+        return
+    if axis is None:
+        if t.shape not in ((), (1,)):
+            _fail(f"{what} {t.shape} must be a scalar for per-tensor quantization")
+    elif len(t.shape) != 1 or not D.same(t.shape[0], x.shape[axis]):
+        _fail(f"{what} {t.shape} must have {x.shape[axis]} entries along axis {axis}")
+
+
+def _quantize_linear(types: Types, attrs: Mapping) -> TensorType:
+    x, scale, zero = (list(types) + [None])[:3]
+    axis = attrs["axis"]
+    if axis is not None and not 0 <= axis < len(x.shape):
+        _fail(f"axis {axis} is out of range for {len(x.shape)} dimensions")
+    _qparam_shape(scale, x, axis, "scale")
+    _qparam_shape(zero, x, axis, "zero point")
+    return as_type(x.shape, attrs["dtype"])
+
+
+def _per_axis(value: np.ndarray | None, axis: int | None) -> np.ndarray | None:
+    """A scale / zero point as the scalar or 1-D array ``optim.quant.affine`` expects."""
+    if value is None:
+        return None
+    return np.asarray(value).reshape(()) if axis is None else np.asarray(value)
+
+
+def _quantize_linear_run(arrays: Arrays, attrs: Mapping) -> np.ndarray:
+    """q = saturate(round_half_even(x / s) + z) (ONNX QuantizeLinear; ``optim.quant.quantize``)."""
+    from optim.quant.affine import quantize  # optim.quant imports optim.graph: no cycle at load
+    x, scale, zero = (list(arrays) + [None])[:3]
+    info = np.iinfo(attrs["dtype"])
+    axis = attrs["axis"]
+    zero = 0 if zero is None else _per_axis(zero, axis).astype(np.int64)
+    q = quantize(x, _per_axis(scale, axis).astype(x.dtype), zero, int(info.min), int(info.max), axis)
+    return q.astype(attrs["dtype"])
+
+
+def _dequantize_linear(types: Types, attrs: Mapping) -> TensorType:
+    x, scale, zero = (list(types) + [None])[:3]
+    axis = attrs["axis"]
+    if axis is not None and not 0 <= axis < len(x.shape):
+        _fail(f"axis {axis} is out of range for {len(x.shape)} dimensions")
+    if x.dtype.kind not in "iu":
+        _fail(f"DequantizeLinear needs integer codes, got {x.dtype}")
+    _qparam_shape(scale, x, axis, "scale")
+    _qparam_shape(zero, x, axis, "zero point")
+    return as_type(x.shape, scale.dtype)
+
+
+def _dequantize_linear_run(arrays: Arrays, attrs: Mapping) -> np.ndarray:
+    """x = (q − z) · s (ONNX DequantizeLinear; ``optim.quant.dequantize``)."""
+    from optim.quant.affine import dequantize
+    q, scale, zero = (list(arrays) + [None])[:3]
+    axis = attrs["axis"]
+    zero = 0 if zero is None else _per_axis(zero, axis).astype(np.int64)
+    return dequantize(q, _per_axis(scale, axis), zero, axis, dtype=scale.dtype)
+
+
+def _q_axis(im, position: int) -> int | None:
+    """Per-tensor (None) unless the scale is a vector; ONNX's ``axis`` (default 1) then."""
+    if len(im.type(position).shape) == 0 or im.type(position).shape == (1,):
+        return None
+    ndim = len(im.type(0).shape)
+    axis = im.attr("axis", 1)
+    if not -ndim <= axis < ndim:
+        raise im.invalid(f"axis {axis} is out of range for {ndim} dimensions")
+    return axis % ndim
+
+
+def _quantize_in(im) -> None:
+    dtype = im.type(2).dtype if im.input(2) else np.dtype(np.uint8)
+    if dtype.kind not in "iu" or dtype.itemsize > 2:
+        raise im.unsupported(f"quantization to {dtype}")
+    im.emit("QuantizeLinear", im.inputs(), im.out(), axis=_q_axis(im, 1), dtype=dtype.name)
+
+
+def _dequantize_in(im) -> None:
+    im.emit("DequantizeLinear", im.inputs(), im.out(), axis=_q_axis(im, 1))
+
+
+def _q_out(onnx_type: str) -> Callable:
+    def handler(ex, node: Node, out: str) -> None:
+        axis = node.attrs["axis"]
+        ex.add(onnx_type, node.inputs, out, **({} if axis is None else {"axis": axis}))
+    return handler
+
+
+_register("QuantizeLinear", (2, 3), _quantize_linear, _quantize_linear_run, _out_elements,
+          onnx_import={"QuantizeLinear": _quantize_in}, onnx_export=_q_out("QuantizeLinear"))
+_register("DequantizeLinear", (2, 3), _dequantize_linear, _dequantize_linear_run, _out_elements,
+          onnx_import={"DequantizeLinear": _dequantize_in}, onnx_export=_q_out("DequantizeLinear"))
+
+
+def dynamic_qparams(x: np.ndarray) -> tuple[np.float32, np.uint8]:
+    """Scale and zero point of ONNX ``DynamicQuantizeLinear`` (uint8): with
+    m = min(0, min x), M = max(0, max x), s = (M − m)/255 and z = saturate(round_half_even(−m/s));
+    an all-zero input gives s = 0, z = 0 (then every code is z, as onnxruntime returns).
+    Test: ``tests/optim/graph/test_graph_onnx_ops.py::test_dynamic_quantize_matches_onnxruntime``.
+    """
+    low = np.float32(min(0.0, float(x.min()) if x.size else 0.0))
+    high = np.float32(max(0.0, float(x.max()) if x.size else 0.0))
+    scale = np.float32((high - low) / np.float32(255))
+    if scale == 0:
+        return np.float32(0), np.uint8(0)
+    return scale, np.uint8(np.clip(np.rint(-low / scale), 0, 255))
+
+
+def _dynamic_scale_run(arrays: Arrays, attrs: Mapping) -> np.ndarray:
+    return np.asarray(dynamic_qparams(arrays[0])[0])
+
+
+def _dynamic_zero_run(arrays: Arrays, attrs: Mapping) -> np.ndarray:
+    return np.asarray(dynamic_qparams(arrays[0])[1])
+
+
+def _dynamic_in(im) -> None:
+    """DynamicQuantizeLinear's three outputs as three IR nodes: scale, zero point, and a
+    QuantizeLinear reading them."""
+    if im.type(0).dtype != np.float32:
+        raise im.unsupported(f"DynamicQuantizeLinear of {im.type(0).dtype}")
+    y, scale, zero = (list(im.node.output) + ["", ""])[:3]
+    scale = im.emit("DynamicQuantizeScale", (im.input(0),), scale or None)
+    zero = im.emit("DynamicQuantizeZeroPoint", (im.input(0),), zero or None)
+    if y:
+        im.emit("QuantizeLinear", (im.input(0), scale, zero), y, axis=None, dtype="uint8")
+
+
+def _dynamic_out(position: int) -> Callable:
+    def handler(ex, node: Node, out: str) -> None:
+        outputs = [ex.fresh(f"{out}.unused") for _ in range(3)]
+        outputs[position] = out
+        ex.add("DynamicQuantizeLinear", node.inputs, outputs)
+    return handler
+
+
+_register("DynamicQuantizeScale", (1, 1), lambda t, a: as_type((), np.float32), _dynamic_scale_run,
+          _in_elements, onnx_import={"DynamicQuantizeLinear": _dynamic_in},
+          onnx_export=_dynamic_out(1))
+_register("DynamicQuantizeZeroPoint", (1, 1), lambda t, a: as_type((), np.uint8), _dynamic_zero_run,
+          _in_elements, onnx_export=_dynamic_out(2))
+
+
+def requantize_float(acc: np.ndarray, multiplier: np.ndarray, zero_point: np.ndarray,
+                     dtype: np.dtype) -> np.ndarray:
+    """y = saturate(round_half_even(float32(acc) · M) + z), M = s_a s_b / s_y in float32: the
+    output stage of onnxruntime's QLinearConv / QLinearMatMul (MLAS ``RequantizeOutput``).
+    Test: ``tests/optim/graph/test_graph_onnx_ops.py::test_qlinear_ops_match_onnxruntime``.
+    """
+    info = np.iinfo(dtype)
+    y = np.rint(acc.astype(np.float32) * multiplier.astype(np.float32)) + zero_point.astype(np.float32)
+    return np.clip(y, info.min, info.max).astype(dtype)
+
+
+def _codes(q: np.ndarray, zero: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """q − z as float64: products and sums of such integers stay exact below 2^53, so a float64
+    GEMM or convolution returns the exact integer accumulator."""
+    return q.astype(np.float64) - np.asarray(zero, np.float64).reshape(shape)
+
+
+def _qlinear_matmul(types: Types, attrs: Mapping) -> TensorType:
+    a, b, y_zero = types[0], types[3], types[7]
+    return as_type(matmul_shape(a.shape, b.shape), y_zero.dtype)
+
+
+def _qlinear_matmul_run(arrays: Arrays, attrs: Mapping) -> np.ndarray:
+    a, a_s, a_z, b, b_s, b_z, y_s, y_z = arrays[:8]
+    column = (1, -1) if np.size(b_z) > 1 else ()
+    acc = np.rint(_codes(a, a_z, ()) @ _codes(b, b_z, column))
+    m = (np.float32(a_s) * np.asarray(b_s, np.float32)) / np.float32(y_s)
+    return requantize_float(acc, m, np.asarray(y_z), y_z.dtype)
+
+
+def _qlinear_conv(types: Types, attrs: Mapping) -> TensorType:
+    x, w = types[0], types[3]
+    bias = types[8] if len(types) > 8 else None
+    out = _conv([x, w, bias], attrs)
+    return as_type(out.shape, types[7].dtype)
+
+
+def _qlinear_conv_run(arrays: Arrays, attrs: Mapping) -> np.ndarray:
+    x, x_s, x_z, w, w_s, w_z, y_s, y_z = arrays[:8]
+    bias = arrays[8] if len(arrays) > 8 else None
+    acc = C.Conv2d.forward(Context((False,) * 2), _codes(x, x_z, ()),
+                           _codes(w, w_z, (-1, 1, 1, 1) if np.size(w_z) > 1 else ()), None,
+                           stride=attrs["stride"], padding=attrs["padding"],
+                           dilation=attrs["dilation"], groups=attrs["groups"])
+    acc = np.rint(acc)
+    if bias is not None:
+        acc = acc + bias.astype(np.float64).reshape(-1, 1, 1)
+    m = (np.float32(x_s) * np.asarray(w_s, np.float32)) / np.float32(y_s)
+    return requantize_float(acc, m.reshape(-1, 1, 1) if m.ndim else m, np.asarray(y_z), y_z.dtype)
+
+
+def _qlinear_conv_in(im) -> None:
+    kernel, strides, dilations, pads = _conv_window(im, im.type(3).shape)
+    x_zero = im.const(2, "x_zero_point")
+    x, padding = _padded_input(im, im.input(0), pads, int(np.asarray(x_zero).item()))
+    im.emit("QLinearConv", (x,) + tuple(im.inputs())[1:], im.out(), stride=strides,
+            padding=padding, dilation=dilations, groups=int(im.attr("group", 1)))
+
+
+def _qlinear_conv_out(ex, node: Node, out: str) -> None:
+    (ph, pw), w = node.attrs["padding"], ex.types[node.inputs[3]].shape
+    ex.add("QLinearConv", node.inputs, out, kernel_shape=list(w[2:]),
+           strides=list(node.attrs["stride"]), pads=[ph, pw, ph, pw],
+           dilations=list(node.attrs["dilation"]), group=node.attrs["groups"])
+
+
+_register("QLinearMatMul", (8, 8), _qlinear_matmul, _qlinear_matmul_run,
+          lambda t, o, a: o.size * t[0].shape[-1],
+          onnx_import={"QLinearMatMul": _import_as("QLinearMatMul")},
+          onnx_export=_export_as("QLinearMatMul"))
+_register("QLinearConv", (8, 9), _qlinear_conv, _qlinear_conv_run,
+          lambda t, o, a: o.size * math.prod(t[3].shape[1:]),
+          onnx_import={"QLinearConv": _qlinear_conv_in}, onnx_export=_qlinear_conv_out)
+
 
 # ---- fused ops (made by optim.graph.passes.fuse_activations) --------------------------------
 
@@ -432,6 +1565,19 @@ def run_node(node: Node, arrays: Arrays) -> np.ndarray:
     if op.n_inputs[1] is not None:
         arrays = list(arrays) + [None] * (op.n_inputs[1] - len(arrays))
     return op.run(arrays, node.attrs)
+
+
+def function_work(fn: type, inputs: Sequence[Any], attrs: Mapping, output: Any) -> int:
+    """The op count of one applied minnet ``Function`` (as ``observe_ops`` reports it) by the
+    IR's rule for that op, 0 for a Function the IR does not know (``optim.metrics.macs``)."""
+    op = OP_BY_FUNCTION.get(fn)
+    if op is None:
+        return 0
+    types = [None if t is None else as_type(np.shape(getattr(t, "data", t)),
+                                            np.asarray(getattr(t, "data", t)).dtype)
+             for t in inputs]
+    out = as_type(output.shape, output.dtype)
+    return int(OPS[op].work(types, out, attrs))
 
 
 def node_work(node: Node, types: Mapping[str, TensorType]) -> int:

@@ -112,8 +112,14 @@ CASES = {
 }
 
 
+# ops that only ONNX models bring, checked against onnxruntime in test_graph_onnx_ops.py
+ONNX_ONLY = {"HardSigmoid", "HardSwish", "Erf", "Cast", "LRN", "LayerNorm", "Resize",
+             "QuantizeLinear", "DequantizeLinear", "DynamicQuantizeScale",
+             "DynamicQuantizeZeroPoint", "QLinearConv", "QLinearMatMul"}
+
+
 def test_every_op_has_a_shape_case():
-    assert set(CASES) == set(OPS)
+    assert set(CASES) == set(OPS) - ONNX_ONLY
 
 
 @st.composite

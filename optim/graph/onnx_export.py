@@ -1,0 +1,119 @@
+"""ONNX export: ``to_onnx(graph, path) -> onnx.ModelProto`` (optional extra: ``pip install onnx``).
+
+Each IR node is written by the ``onnx_export`` handler registered with its op in
+``optim.graph.ops``; a fused op (``Conv2dReLU``, ``LinearReLU``, ``AddReLU``) is its base op's
+export followed by a Relu. Symbolic dimensions are written back: a plain symbol as a
+``dim_param`` on inputs and outputs (an expression such as ``(H-5)//2+1`` on an output as an
+unknown dimension), and a symbolic Reshape target with ONNX's own 0 / -1 placeholders.
+The model uses opset 17 and is checked by ``onnx.checker`` (full check) before it is returned.
+Tests: ``tests/optim/graph/test_graph_onnx.py`` (round trip, onnxruntime agreement, symbolic
+batch) and ``test_graph_onnx_ops.py``.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+from minnet.io import atomic_write
+from optim.graph import dims as D
+from optim.graph.ir import Graph, Node, TensorType, fresh_name
+from optim.graph.onnx_import import OPSET, onnx_modules
+from optim.graph.ops import OPS, UNFUSED
+
+__all__ = ["to_onnx", "Exporter"]
+
+
+class Exporter:
+    """State of one export: node and initializer lists, taken names; the interface of the
+    export handlers in ``optim.graph.ops``."""
+
+    def __init__(self, graph: Graph, helper, numpy_helper):
+        self.graph, self.helper, self.numpy_helper = graph, helper, numpy_helper
+        self.types = graph.types
+        self.nodes, self.initializers = [], []
+        self.taken = set(graph.types)
+        self.node: Node | None = None
+
+    def fresh(self, base: str) -> str:
+        name = fresh_name(self.taken, base)
+        self.taken.add(name)
+        return name
+
+    def constant(self, value: np.ndarray, base: str) -> str:
+        name = self.fresh(base)
+        self.initializers.append(self.numpy_helper.from_array(np.asarray(value), name))
+        return name
+
+    def onnx_dtype(self, dtype: Any) -> int:
+        return self.helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
+
+    def add(self, op_type: str, inputs, outputs: str | list[str] | None = None, **attrs) -> str:
+        """Append an ONNX node (trailing absent inputs dropped); returns its first output, a
+        fresh name derived from the IR node's when ``outputs`` is None."""
+        inputs = list(inputs)
+        while inputs and not inputs[-1]:
+            inputs.pop()
+        if outputs is None:
+            outputs = [self.fresh(f"{self.node.output}.{op_type.lower()}")]
+        elif isinstance(outputs, str):
+            outputs = [outputs]
+        self.nodes.append(self.helper.make_node(op_type, inputs, list(outputs),
+                                                name=self.fresh(f"{self.node.output}.{op_type}"),
+                                                **attrs))
+        return outputs[0]
+
+    def export(self, node: Node) -> None:
+        self.node = node
+        base = UNFUSED.get(node.op, node.op)
+        handler = OPS[base].onnx_export
+        if handler is None:
+            raise NotImplementedError(f"op {node.op!r} (node {node.output!r}) has no ONNX export")
+        if base == node.op:
+            handler(self, node, node.output)
+        else:
+            pre = self.fresh(f"{node.output}.pre_relu")
+            handler(self, Node(base, node.inputs, node.output, node.attrs), pre)
+            self.add("Relu", [pre], node.output)
+
+
+def _value_info(helper, name: str, t: TensorType):
+    shape = [d if isinstance(d, int) else (d if D.is_symbol(d) else None) for d in t.shape]
+    return helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(t.dtype), shape)
+
+
+def to_onnx(graph: Graph, path: str | os.PathLike | None = None, name: str = "minnet") -> Any:
+    """Export ``graph`` as an ONNX model (opset 17), checked by ``onnx.checker``; write it to
+    ``path`` atomically when given. Returns the ``onnx.ModelProto``.
+
+    Raises NotImplementedError naming the op and node for ops ONNX cannot express here
+    (GetItem with advanced indices, Stack, Var, training-mode BatchNorm, a symbolic Reshape
+    target with two unknown dimensions).
+    """
+    onnx, helper, numpy_helper = onnx_modules()
+    if not isinstance(graph, Graph):
+        raise TypeError(f"graph must be a Graph, got {type(graph).__name__}")
+    ex = Exporter(graph, helper, numpy_helper)
+    for k, v in graph.constants.items():
+        ex.initializers.append(numpy_helper.from_array(np.ascontiguousarray(v), k))
+    for node in graph.nodes:
+        ex.export(node)
+    outputs = []
+    for k in graph.outputs:  # an ONNX output must be produced by a node
+        if k in graph.inputs or k in graph.constants:
+            ex.node = Node("Identity", (k,), k)
+            k = ex.add("Identity", [k], ex.fresh(f"{k}.output"))
+        outputs.append(k)
+    onnx_graph = helper.make_graph(
+        ex.nodes, name, [_value_info(helper, k, graph.types[k]) for k in graph.inputs],
+        [_value_info(helper, o, graph.types[k]) for o, k in zip(outputs, graph.outputs)],
+        ex.initializers)
+    model = helper.make_model(onnx_graph, opset_imports=[helper.make_opsetid("", OPSET)],
+                              producer_name="minnet-optim")
+    model.ir_version = min(model.ir_version, 8)  # readable by older runtimes
+    onnx.checker.check_model(model, full_check=True)
+    if path is not None:
+        with atomic_write(path) as f:
+            f.write(model.SerializeToString())
+    return model
