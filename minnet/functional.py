@@ -133,19 +133,22 @@ def _finite_number(name: str, value: Any) -> float:
 
 
 def erf(x: Operand) -> Tensor:
-    """Gauss error function erf x = (2/sqrt(pi)) int_0^x e^(-t^2) dt (``torch.erf``, ONNX Erf)."""
+    """Gauss error function erf x = (2/sqrt(pi)) int_0^x e^(-t^2) dt (``torch.erf``, ONNX Erf).
+    Tested in ``tests/minnet/ops/test_elementwise.py::test_erf_is_the_integral_of_the_gaussian_density``."""
     return E.Erf.apply(_floating("x", as_tensor(x)))
 
 
 def hardsigmoid(x: Operand, alpha: float = 1 / 6, beta: float = 0.5) -> Tensor:
     """max(0, min(1, alpha x + beta)); PyTorch's ``hardsigmoid`` is alpha = 1/6, beta = 1/2,
-    ONNX HardSigmoid defaults to alpha = 0.2, beta = 0.5."""
+    ONNX HardSigmoid defaults to alpha = 0.2, beta = 0.5. Tested in
+    ``tests/minnet/ops/test_elementwise.py::test_hard_activation_derivatives_at_their_corners``."""
     alpha, beta = _finite_number("alpha", alpha), _finite_number("beta", beta)
     return E.HardSigmoid.apply(_floating("x", as_tensor(x)), alpha=alpha, beta=beta)
 
 
 def hardswish(x: Operand) -> Tensor:
-    """x hardsigmoid(x) = x min(1, max(0, x/6 + 1/2)) (``torch.nn.functional.hardswish``)."""
+    """x hardsigmoid(x) = x min(1, max(0, x/6 + 1/2)) (``torch.nn.functional.hardswish``).
+    Tested in ``tests/minnet/ops/test_elementwise.py::test_hardswish_is_x_times_hardsigmoid``."""
     return E.HardSwish.apply(_floating("x", as_tensor(x)))
 
 
@@ -333,6 +336,7 @@ def layer_norm(x: Operand, normalized_shape: int | Sequence[int], weight: Operan
     """Layer normalization over the last len(normalized_shape) axes, as
     ``torch.nn.functional.layer_norm``: y = weight (x - mean) / sqrt(var + eps) + bias with the
     biased variance of each normalized group. Formula and gradients: ``minnet.ops.norm.LayerNorm``.
+    Tested in ``tests/minnet/ops/test_norm.py::test_layer_norm_matches_torch``.
     """
     x = _floating("x", as_tensor(x))
     shape = (normalized_shape,) if isinstance(normalized_shape, (int, np.integer)) else normalized_shape
@@ -364,7 +368,8 @@ def local_response_norm(x: Operand, size: int, alpha: float = 1e-4, beta: float 
     W(c) holds ``size`` channels around c: ``window="pytorch"`` puts floor(size/2) before c
     (``torch.nn.functional.local_response_norm``), ``"onnx"`` puts floor((size-1)/2) before and
     ceil((size-1)/2) after (the ONNX LRN operator); they differ only for even sizes.
-    Gradients: ``minnet.ops.norm.LocalResponseNorm``.
+    Gradients: ``minnet.ops.norm.LocalResponseNorm``. Tested in
+    ``tests/minnet/ops/test_norm.py::test_local_response_norm_is_the_formula``.
     """
     x = _floating("x", as_tensor(x))
     if x.ndim < 3:
