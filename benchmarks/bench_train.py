@@ -1,6 +1,7 @@
 """Train-step and inference time of LeNet-300-100 and LeNet-5: minnet vs PyTorch, same run.
 
     python benchmarks/bench_train.py [--steps 40] [--threads 2] [--backend numba|numpy]
+                                     [--only lenet5:infer:64 ...]
 
 Each figure is the median of ``--steps`` timed repetitions, taken in two rounds alternating
 with PyTorch's, each round in a fresh process after ``--warmup`` untimed steps (loading PyTorch
@@ -95,6 +96,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--backend", choices=["numba", "numpy"], default=backend.get_backend())
+    parser.add_argument("--only", nargs="+", metavar="MODEL:TASK:BATCH",
+                        help="run only these cases, e.g. lenet5:infer:64 lenet5:train:64")
     args = parser.parse_args()
     backend.set_backend(args.backend)
     try:
@@ -115,7 +118,9 @@ def main() -> None:
     print(f"|---|---|---|---|---|---|")
     frameworks = ["minnet"] + (["torch"] if torch_version != "not installed" else [])
     spawn = multiprocessing.get_context("spawn")
-    for name, task, batch in CASES:
+    cases = CASES if not args.only else [(m, t, int(b)) for m, t, b in
+                                         (case.split(":") for case in args.only)]
+    for name, task, batch in cases:
         times = {f: [] for f in frameworks}
         for _ in range(2):  # two alternating rounds, so drift of the machine hits both sides
             for framework in frameworks:
