@@ -7,6 +7,9 @@
   weights;
 - ``pact`` / ``dorefa``: PACT's learned activation clipping and DoReFa-Net's k-bit weights and
   activations;
+- ``equalize``: data-free quantization (cross-layer equalization, bias correction);
+- ``adaround``: AdaRound's learned rounding of weights;
+- ``bn_fold_qat``: QAT with BatchNorm folded on batch statistics (σ/σ_B correction);
 - ``calibration`` / ``observers``: clipping-range selection (min-max, moving average,
   percentile of each tail or of |x|, MSE, NVIDIA's and MXNet's KL) and the observers
   wrapping it;
@@ -21,6 +24,15 @@
 - ``model_sharing`` / ``size``: weight sharing on models with fine-tuning; model bytes;
 - ``mixed``: per-layer sensitivity and greedy bit widths under a size budget (mixed precision).
 """
+from .adaround import (
+    adaround_init,
+    adaround_layer,
+    adaround_model,
+    adaround_regularizer,
+    adaround_weights,
+    beta_schedule,
+    rectified_sigmoid,
+)
 from .affine import dequantize, fake_quantize, qparams, quantize
 from .binary import binarize, binary_connect, binary_connect_mask, ternarize
 from .calibration import (
@@ -35,6 +47,7 @@ from .calibration import (
     squared_error,
     tail_percentile_range,
 )
+from .bn_fold_qat import BnFoldQuantStage
 from .dorefa import (
     dorefa_activation,
     dorefa_activation_ste,
@@ -42,6 +55,14 @@ from .dorefa import (
     dorefa_weight_codes,
     dorefa_weight_ste,
     quantize_k,
+)
+from .equalize import (
+    bias_correct,
+    bias_correction,
+    equalization_scales,
+    equalize_model,
+    equalize_pair,
+    relu_gaussian_mean,
 )
 from .fake_quant import (
     BinaryFakeQuantize,
@@ -118,6 +139,10 @@ __all__ = [
     "quantize_k", "dorefa_weight", "dorefa_weight_codes", "dorefa_weight_ste",
     "dorefa_activation", "dorefa_activation_ste",
     "pact_clip", "pact_quantize", "pact_gradients", "pact_fake_quantize", "PACTQuantize",
+    "equalization_scales", "equalize_pair", "equalize_model", "relu_gaussian_mean",
+    "bias_correction", "bias_correct",
+    "rectified_sigmoid", "adaround_init", "adaround_regularizer", "beta_schedule",
+    "adaround_weights", "adaround_layer", "adaround_model", "BnFoldQuantStage",
     "squared_error", "mse_clip_range", "histogram_quantile", "tail_percentile_range",
     "abs_percentile_threshold", "kl_divergences_nvidia", "kl_threshold_nvidia",
     "kl_divergences_mxnet", "kl_threshold_mxnet",
