@@ -14,10 +14,24 @@ Where ONNX Runtime (``quantization/quant_utils.py::compute_scale_zp``) differs:
   ``qparams(..., symmetric=True)`` by passing the range (``int_range(8, restricted=True)``
   gives ORT's);
 * a zero range: ORT returns :math:`s = 1, z = 0`; PyTorch (and this module) clamps the scale
-  to ``eps`` and keeps :math:`z = q_{min} - \operatorname{round}(r_{min}/s)`;
-* zero point: both round half to even, ORT as :math:`\operatorname{round}(q_{min} - r_{min}/s)`,
-  PyTorch as :math:`q_{min} - \operatorname{round}(r_{min}/s)`, equal because half-to-even
-  rounding is odd-symmetric. TFLite's "nudged" zero point is the same grid.
+  to ``eps`` and keeps :math:`z = q_{min} - \operatorname{round}(r_{min}/s)`.
+
+The affine zero point is rounded differently by each library; ``qparams(...,
+convention=...)`` selects the rule (``affine_zero_point``):
+
+* ``"pytorch"``: :math:`z = \operatorname{clamp}(q_{min} - \operatorname{rint}(r_{min}/s))`,
+  half to even applied to :math:`r_{min}/s` alone;
+* ``"onnxruntime"``: :math:`z = \operatorname{rint}(q_{min} - r_{min}/s)`, half to even
+  applied after the shift. Half-to-even rounding does not commute with a shift by an odd
+  :math:`q_{min}`, so the two differ whenever :math:`r_{min}/s` is a tie: with the range
+  -127..127, :math:`r_{min} = -0.5`, :math:`r_{max} = 253.5`, :math:`s = 1`, PyTorch gives
+  :math:`-127 - \operatorname{rint}(-0.5) = -127` and ORT :math:`\operatorname{rint}(-126.5) = -126`;
+* ``"tflite"``: :math:`v = q_{min} - r_{min}/s` clamped to :math:`[q_{min}, q_{max}]`, then
+  rounded half away from zero (``std::round``);
+* ``"tf_fake_quant"``: TensorFlow's ``FakeQuantWithMinMaxVars`` "nudging": the range is not
+  extended to contain 0; :math:`s = (x_{max} - x_{min})/(q_{max} - q_{min})` and
+  :math:`z` as TFLite's from :math:`x_{min}`, so the grid is shifted to
+  :math:`[(q_{min} - z)s, (q_{max} - z)s]` instead of being widened.
 
 PyTorch's kernels multiply by the float32 reciprocal :math:`1/s` where this module divides by
 :math:`s`; the two can differ by one step only when :math:`x/s` lies within a rounding error of
@@ -40,6 +54,7 @@ from .ranges import quant_dtype
 from .rounding import round_values
 
 FLOAT32_EPS = float(np.finfo(np.float32).eps)
+ZERO_POINT_CONVENTIONS = ("pytorch", "onnxruntime", "tflite", "tf_fake_quant")
 
 
 def qparams(
@@ -50,11 +65,13 @@ def qparams(
     symmetric: bool = False,
     *,
     eps: float = FLOAT32_EPS,
+    convention: str = "pytorch",
 ) -> tuple[np.ndarray, np.ndarray]:
     r"""Scale and zero point mapping the range ``[x_min, x_max]`` onto ``[qmin, qmax]``.
 
     The range is first extended to contain 0, so 0.0 is exactly representable:
-    :math:`r_{min} = \min(x_{min}, 0)`, :math:`r_{max} = \max(x_{max}, 0)`.
+    :math:`r_{min} = \min(x_{min}, 0)`, :math:`r_{max} = \max(x_{max}, 0)` (except in the
+    ``"tf_fake_quant"`` convention, which shifts the grid instead).
 
     .. math::
         \text{affine:}\quad
@@ -68,7 +85,8 @@ def qparams(
             \lceil (q_{min} + q_{max})/2 \rceil & q_{min} \ge 0
         \end{cases}
 
-    ``round`` is half to even. ``x_min == x_max == 0`` gives :math:`s = \epsilon` (float32's
+    ``round`` is half to even; ``convention`` picks another library's affine zero-point rule
+    (``affine_zero_point``; symmetric ranges have one rule). ``x_min == x_max == 0`` gives :math:`s = \epsilon` (float32's
     machine epsilon, as PyTorch). For unsigned symmetric ranges the zero point is the upper
     midpoint: 128 for 0..255 and 2^15 for 0..65535, as PyTorch's defaults and ONNX Runtime;
     PyTorch's custom ranges use the lower midpoint instead.
@@ -79,13 +97,19 @@ def qparams(
     Source: ``torch.ao.quantization.observer.UniformQuantizationObserverBase._calculate_qparams``;
     Jacob et al. 2018, "Quantization and Training of Neural Networks for Efficient
     Integer-Arithmetic-Only Inference", section 2.1 (zero exactly representable).
-    Checked by ``tests/optim/quant/test_quant_affine.py::test_qparams_zero_exact_and_range_covered``
+    Checked by ``tests/optim/quant/test_quant_affine.py::test_qparams_zero_exact_and_range_covered``,
+    ``::test_zero_point_conventions_on_the_tie_counterexample``
     and ``tests/optim/quant/test_quant_torch.py::test_qparams_match_torch_minmax_observer``.
 
     >>> qparams(-1.0, 3.0, 0, 255)
     (np.float32(0.015686275), np.int64(64))
     """
     qmin, qmax = check_qrange(qmin, qmax)
+    if convention not in ZERO_POINT_CONVENTIONS:
+        raise ValueError(f"convention must be one of {ZERO_POINT_CONVENTIONS}, got {convention!r}")
+    if symmetric and convention != "pytorch":
+        raise ValueError(f"convention={convention!r} is an affine zero-point rule; symmetric "
+                         "ranges use the midpoint rule (convention='pytorch')")
     if not (np.isfinite(eps) and eps > 0):
         raise ValueError(f"eps must be positive and finite, got {eps}")
     dtype = np.result_type(x_min, x_max, np.float32)
@@ -100,14 +124,52 @@ def qparams(
         raise ValueError(
             f"x_min must be <= x_max, got x_min={lo.ravel()[:8]}, x_max={hi.ravel()[:8]}"
         )
-    lo, hi = np.minimum(lo, dtype.type(0)), np.maximum(hi, dtype.type(0))
+    if convention != "tf_fake_quant":
+        lo, hi = np.minimum(lo, dtype.type(0)), np.maximum(hi, dtype.type(0))
     if symmetric:
         scale = np.maximum(np.maximum(-lo, hi) / dtype.type((qmax - qmin) / 2), dtype.type(eps))
         zero_point = np.full(lo.shape, 0 if qmin < 0 else (qmin + qmax + 1) // 2, dtype=np.int64)
     else:
         scale = np.maximum((hi - lo) / dtype.type(qmax - qmin), dtype.type(eps))
-        zero_point = np.clip(qmin - np.rint(lo / scale).astype(np.int64), qmin, qmax)
+        zero_point = affine_zero_point(lo, scale, qmin, qmax, convention)
     return scale[()], zero_point[()]
+
+
+def affine_zero_point(
+    r_min: np.ndarray, scale: np.ndarray, qmin: int, qmax: int, convention: str = "pytorch"
+) -> np.ndarray:
+    r"""The affine zero point (int64) of the range starting at ``r_min`` with step ``scale``,
+    in the rounding rule of a library (see the module docstring):
+
+    .. math::
+        \text{pytorch: } \operatorname{clamp}(q_{min} - \operatorname{rint}(r_{min}/s)), \quad
+        \text{onnxruntime: } \operatorname{rint}(q_{min} - r_{min}/s), \quad
+        \text{tflite, tf\_fake\_quant: }
+            \operatorname{round}_{\text{away}}(\operatorname{clamp}(q_{min} - r_{min}/s))
+
+    with clamp to :math:`[q_{min}, q_{max}]`, rint half to even and
+    :math:`\operatorname{round}_{\text{away}}` half away from zero. ``r_min`` is
+    :math:`\min(x_{min}, 0)`, or :math:`x_{min}` itself for ``tf_fake_quant``.
+
+    Source: ``torch.ao.quantization.observer._calculate_qparams``; ONNX Runtime
+    ``quantization/quant_utils.py::compute_scale_zp``; TFLite
+    ``tools/optimize/quantization_utils.cc::GetAsymmetricQuantizationParams``; TensorFlow
+    ``kernels/fake_quant_ops_functor.h::Nudge``.
+    Checked by ``tests/optim/quant/test_quant_affine.py::test_zero_point_conventions_on_the_tie_counterexample``
+    and ``::test_zero_point_conventions_match_each_library_rule``.
+
+    >>> [int(affine_zero_point(np.float32(-0.5), np.float32(1.0), -127, 127, c))
+    ...  for c in ZERO_POINT_CONVENTIONS]
+    [-127, -126, -127, -127]
+    """
+    v = np.asarray(r_min) / scale
+    if convention == "pytorch":
+        return np.clip(qmin - np.rint(v).astype(np.int64), qmin, qmax)
+    if convention == "onnxruntime":
+        return np.rint(qmin - v).astype(np.int64)
+    if convention in ("tflite", "tf_fake_quant"):
+        return round_values(np.clip(qmin - v, qmin, qmax), "half_away").astype(np.int64)
+    raise ValueError(f"convention must be one of {ZERO_POINT_CONVENTIONS}, got {convention!r}")
 
 
 def _prepare(x, scale, zero_point, qmin, qmax, axis):

@@ -1,10 +1,13 @@
-"""Laws of qparams / quantize / dequantize / fake_quantize."""
+"""Laws of qparams / quantize / dequantize / fake_quantize, and each library's zero-point rule."""
+from decimal import ROUND_HALF_UP, Decimal
+
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from optim.quant import dequantize, fake_quantize, int_range, qparams, quant_dtype, quantize
+from optim.quant.affine import ZERO_POINT_CONVENTIONS, affine_zero_point
 
 from quant_helpers import (
     FLOAT_DTYPES,
@@ -164,3 +167,94 @@ def test_output_dtypes(dtype):
     q = quantize(x, 0.1, 0, -128, 127)
     assert dequantize(q, 0.1, 0).dtype == np.float32
     assert dequantize(q, np.float64(0.1), 0).dtype == np.float64
+
+
+def test_zero_point_conventions_on_the_tie_counterexample():
+    """Range -127..127, r_min = -0.5, r_max = 253.5, s = 1: PyTorch's q_min - rint(r_min/s) is
+    -127, ONNX Runtime's rint(q_min - r_min/s) = rint(-126.5) is -126 (half to even does not
+    commute with the odd shift), TFLite's and TF's half-away rounding give -127; each library
+    itself agrees where it is installed."""
+    expected = {"pytorch": -127, "onnxruntime": -126, "tflite": -127, "tf_fake_quant": -127}
+    for convention, zero_point in expected.items():
+        assert qparams(-0.5, 253.5, -127, 127, convention=convention) == (np.float32(1.0), zero_point)
+    # r_min/s = -2.5 on 0..255: half to even gives 2 (PyTorch, ORT), half away 3 (TFLite, TF)
+    expected = {"pytorch": 2, "onnxruntime": 2, "tflite": 3, "tf_fake_quant": 3}
+    for convention, zero_point in expected.items():
+        assert qparams(-2.5, 252.5, 0, 255, convention=convention) == (np.float32(1.0), zero_point)
+
+
+def test_zero_point_counterexample_agrees_with_pytorch_and_onnxruntime():
+    torch = pytest.importorskip("torch")
+    quant_utils = pytest.importorskip("onnxruntime.quantization.quant_utils")
+    from torch.ao.quantization import MinMaxObserver
+
+    observer = MinMaxObserver(dtype=torch.qint8, quant_min=-127, quant_max=127)
+    observer(torch.tensor([-0.5, 253.5]))
+    assert int(observer.calculate_qparams()[1]) == qparams(-0.5, 253.5, -127, 127)[1] == -127
+    zero_point, _ = quant_utils.compute_scale_zp(np.array(-0.5, np.float32), np.array(253.5, np.float32),
+                                                 np.array(-127, np.int8), np.array(127, np.int8))
+    assert int(zero_point) == qparams(-0.5, 253.5, -127, 127, convention="onnxruntime")[1] == -126
+
+
+def _half_away(v):
+    """C's round(): ties away from zero, on the exact value of the float."""
+    return int(Decimal(float(v)).quantize(Decimal(1), rounding=ROUND_HALF_UP))
+
+
+def _library_zero_point(convention, x_min, x_max, qmin, qmax):
+    """Each library's rule from its description, in plain Python (round() is half to even)."""
+    lo, hi = np.float32(x_min), np.float32(x_max)
+    if convention != "tf_fake_quant":  # everyone else first extends the range to contain 0
+        lo, hi = min(lo, np.float32(0)), max(hi, np.float32(0))
+    s = np.float32(hi - lo) / np.float32(qmax - qmin)
+    v = float(lo / s)
+    if convention == "pytorch":
+        return min(max(qmin - round(v), qmin), qmax)
+    if convention == "onnxruntime":
+        return round(qmin - v)
+    shifted = float(np.float32(qmin) - np.float32(v))
+    return qmin if shifted < qmin else qmax if shifted > qmax else _half_away(shifted)
+
+
+@st.composite
+def _ranges(draw):
+    """(x_min, x_max, qmin, qmax): half the time a range with r_min/s a tie (an odd multiple
+    of 1/2), where the rounding rules part."""
+    qmin, qmax = draw(qranges(2, 8))
+    if draw(st.booleans()):
+        s = 2.0 ** draw(st.integers(-3, 3))
+        lo = -(2 * draw(st.integers(0, qmax - qmin - 1)) + 1) / 2 * s
+        return lo, lo + (qmax - qmin) * s, qmin, qmax
+    a, b = sorted(draw(st.lists(st.floats(-100, 100, width=32), min_size=2, max_size=2)))
+    if a == b:
+        b = a + 1.0
+    return a, b, qmin, qmax
+
+
+@pytest.mark.parametrize("convention", ZERO_POINT_CONVENTIONS)
+@given(case=_ranges())
+def test_zero_point_conventions_match_each_library_rule(case, convention):
+    x_min, x_max, qmin, qmax = case
+    scale, zero_point = qparams(x_min, x_max, qmin, qmax, convention=convention)
+    assert zero_point == _library_zero_point(convention, x_min, x_max, qmin, qmax)
+    if convention == "tf_fake_quant":  # the nudged grid keeps the width and puts 0 on a code
+        grid = ((qmin - zero_point) * scale, (qmax - zero_point) * scale)
+        if scale > np.finfo(np.float32).eps:  # else the shared eps clamp widened it
+            assert np.isclose(grid[1] - grid[0], np.float32(x_max) - np.float32(x_min), rtol=1e-5)
+        assert fake_quantize(np.float32(0.0), scale, zero_point, qmin, qmax) == 0
+    else:
+        assert qmin <= zero_point <= qmax
+
+
+def test_tf_fake_quant_shifts_a_range_without_zero_instead_of_widening_it():
+    """[1, 3] on 0..255: TFLite widens to [0, 3] (s = 3/255); TF's FakeQuant keeps s = 2/255 and
+    nudges the grid down to [0, 2]."""
+    assert qparams(1.0, 3.0, 0, 255, convention="tflite") == (np.float32(3.0) / np.float32(255), 0)
+    scale, zero_point = qparams(1.0, 3.0, 0, 255, convention="tf_fake_quant")
+    assert (scale, zero_point) == (np.float32(2.0) / np.float32(255), 0)
+    with pytest.raises(ValueError, match="convention must be one of"):
+        qparams(1.0, 3.0, 0, 255, convention="caffe")
+    with pytest.raises(ValueError, match="affine zero-point rule"):
+        qparams(-1.0, 3.0, -128, 127, symmetric=True, convention="onnxruntime")
+    with pytest.raises(ValueError, match="convention must be one of"):
+        affine_zero_point(np.float32(-1.0), np.float32(0.1), 0, 255, "caffe")
