@@ -188,6 +188,17 @@ if HAVE_AVX512:
                     tile(a, rows, m, a_off, b, bk, b_off, flat, ck, stride, depth, 1)
 
 
+    @jit
+    def checked_tiles(a, rows, step, scalar, a_off, b, b0, b_off, b_step, vectors, crow, ccol,
+                      c, lanes):
+        """``_run_tiles`` if ``_bounds_ok``; returns whether it ran (callable from Numba)."""
+        if not _bounds_ok(a, rows, step, scalar, a_off, b, b0, b_off, b_step, vectors, crow,
+                          ccol, c, lanes):
+            return False
+        _run_tiles(a, rows, step, a_off, b, b0, b_off, vectors, crow, ccol, c)
+        return True
+
+
 def run_tiles(a, rows, a_off, b, b0, b_off, vectors, crow, ccol, c) -> None:
     r"""Every tile of a blocked product, in place in c (2-D): for each column block k
     (``b0[k]``, J = ``vectors[k]`` in 1..4, output at row ``crow[k]``, column ``ccol[k]``) and
@@ -206,8 +217,7 @@ def run_tiles(a, rows, a_off, b, b0, b_off, vectors, crow, ccol, c) -> None:
             and c.ndim == 2):
         raise ValueError("a, b and a 2-D c must be C-contiguous")
     step, scalar = ROWS[kind], 4 if kind == "u8s8" else 1
-    if not _bounds_ok(a, rows, step, scalar, a_off, b, b0, b_off, B_STEP[kind], vectors, crow,
-                      ccol, c, LANES[kind]):
+    if not checked_tiles(a, rows, step, scalar, a_off, b, b0, b_off, B_STEP[kind], vectors,
+                         crow, ccol, c, LANES[kind]):
         raise ValueError(f"tile addresses fall outside a {a.shape}, b {b.shape} or c {c.shape} "
                          f"(or rows {rows.shape} is not a multiple of {step})")
-    _run_tiles(a, rows, step, a_off, b, b0, b_off, vectors, crow, ccol, c)

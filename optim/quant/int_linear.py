@@ -33,7 +33,7 @@ import numpy as np
 from minnet.kernels.backend import dispatch, jit
 
 from ._checks import check_int, check_qrange
-from .int_gemm import HAVE_VNNI, padded_rows, unsigned_codes, vnni_product
+from .int_gemm import HAVE_VNNI, ROWS, packed_weights, unsigned_codes
 from .requant import INT32_MAX, INT32_MIN, requantize
 
 # Codes of up to 8 bits: int8 weights, uint8/int8 activations, int32 accumulators and biases.
@@ -131,17 +131,47 @@ def requantize_vnni(c, column_sums, segment, pitch, zero_point_u, bias_q, M0, sh
     return out
 
 
+if HAVE_VNNI:
+    from minnet.kernels.microkernel import checked_tiles
+
+    @jit
+    def _linear_vnni_loops(u, packed, panel_starts, quad_offsets, vectors, zeros, columns, quads,
+                           channels_pad, column_sums, zero_point_u, bias, m0, shift, zero_point,
+                           lo, hi, out):
+        """The whole VNNI route in one call (batch-1 inference is dominated by call
+        overhead): rows padded to ``ROWS``, the tiles, then per row the correction and the
+        requantization as one vector loop over channels. False if a tile address check
+        failed."""
+        rows_in, depth = u.shape
+        rows = -(-rows_in // ROWS) * ROWS
+        a = np.zeros((rows, 4 * quads), np.uint8)
+        a[:rows_in, :depth] = u
+        c = np.empty((rows, channels_pad), np.int32)
+        if not checked_tiles(a.reshape(-1), np.arange(rows) * (4 * quads), ROWS, 4,
+                             4 * np.arange(quads), packed, panel_starts, quad_offsets, 64,
+                             vectors, zeros, columns, c, 16):
+            return False
+        for m in range(rows_in):
+            for o in range(out.shape[1]):
+                acc = np.int32(np.int64(c[m, o]) + np.int64(bias[o])
+                               - zero_point_u * column_sums[o])
+                out[m, o] = _requantize_one(acc, m0[o], shift[o], zero_point, lo, hi)
+        return True
+
+
 def linear_rows_vnni(x_q, x_zero_point, w_q, bias_q, M0, shift, out_zero_point, qmin, qmax,
                      relu):
-    """The VNNI route: raw unsigned codes through ``int_gemm``, zero point corrected after."""
+    """The VNNI route: raw unsigned codes through ``int_gemm``'s packed weights and
+    ``minnet.kernels.microkernel``'s tiles, the zero point corrected after."""
     u, zero_point_u = unsigned_codes(x_q, x_zero_point)
-    quads = -(-x_q.shape[1] // 4)
-    a = padded_rows(u, quads)
-    c, column_sums = vnni_product(a.reshape(-1), np.zeros(1, np.int64), a.shape[0], a.shape[1],
-                                  4 * np.arange(quads), w_q)
+    pw = packed_weights(w_q)
     out = np.empty((x_q.shape[0], w_q.shape[0]), dtype=code_dtype(qmin))
-    requantize_vnni(c, column_sums, 0, 0, zero_point_u, bias_q, M0, shift, out_zero_point, qmin,
-                    qmax, relu, out.T[None, :, None, :])
+    if not _linear_vnni_loops(np.ascontiguousarray(u), pw.packed, pw.panel_starts,
+                              pw.quad_offsets, pw.vectors, pw.zeros, pw.columns, pw.quads,
+                              pw.channels_pad, pw.column_sums, zero_point_u,
+                              *(np.asarray(v, dtype=np.int32) for v in (bias_q, M0, shift)),
+                              out_zero_point, relu_floor(qmin, out_zero_point, relu), qmax, out):
+        raise ValueError(f"x_q {x_q.shape} does not match the packed weights {w_q.shape}")
     return out
 
 
