@@ -393,10 +393,13 @@ def _shape_op(im: Importer, values: list) -> Any:
         shape = _ints(a)
         if any(n < 0 for n in shape):
             raise im.invalid(f"shape {shape} has a negative dimension")
-        im._check_fold_size(math.prod(shape))
         fill = im.attr("value")
-        fill = np.zeros(1, np.float32) if fill is None else im.numpy_helper.to_array(fill)
-        return np.full(shape, fill.ravel()[0] if fill.size else 0, dtype=fill.dtype)
+        fill = np.zeros(1, np.float32) if fill is None else _read_tensor(
+            im.helper, im.numpy_helper, fill, f"{im.where} value")
+        if fill.size != 1:
+            raise im.invalid(f"value must hold one element, got {fill.size}")
+        # a read-only broadcast of one element: no memory, however large the shape
+        return np.broadcast_to(fill.reshape(()), tuple(shape))
     if op == "Expand":
         if a.dtype == object or values[1] is None or values[1].dtype == object:
             return NotImplemented

@@ -997,10 +997,29 @@ def _import_pool(op: str) -> Callable:
         half = (kernel[0] // 2, kernel[1] // 2)
         symmetric = pads[:2] == pads[2:] and pads[0] <= half[0] and pads[1] <= half[1]
         if op == "AvgPool2d" and not include and not symmetric:
-            raise im.unsupported(f"average pooling that excludes asymmetric or wide padding {pads}")
+            _average_excluding_pads(im, kernel, strides, pads, attrs)
+            return
         x, padding = _padded_input(im, im.input(0), pads, -np.inf if op == "MaxPool2d" else 0.0, half)
         im.emit(op, (x,), im.out(), kernel_size=kernel, stride=strides, padding=padding, **attrs)
     return handler
+
+
+def _average_excluding_pads(im, kernel, strides, pads, attrs) -> None:
+    """An average over the non-padding elements of each window, for pads that the pooling
+    attribute cannot hold: pool(pad₀(x)) / pool(pad₀(1)), the same pooling of the zero-padded
+    input and of a zero-padded all-ones image (a constant: the fraction of real elements)."""
+    x = im.type(0)
+    if not D.is_static(x.shape[2:]):
+        raise im.unsupported(f"average pooling that excludes padding {pads} on symbolic "
+                             f"spatial axes {x.shape[2:]}")
+    window = dict(kernel_size=kernel, stride=strides, padding=(0, 0),
+                  **{k: v for k, v in attrs.items() if k == "ceil_mode"})
+    widths = ((0, 0), (0, 0), (pads[0], pads[2]), (pads[1], pads[3]))
+    ones = im.constant(np.ones((1, 1) + tuple(x.shape[2:]), x.dtype), "ones")
+    fraction = im.emit("AvgPool2d", (im.emit("Pad", (ones,), pad_width=widths, value=0.0),), **window)
+    total = im.emit("AvgPool2d", (im.emit("Pad", (im.input(0),), pad_width=widths, value=0.0),),
+                    **window)
+    im.emit("Div", (total, fraction), im.out())
 
 
 def _pool_out(ex, node: Node, out: str) -> None:

@@ -20,8 +20,6 @@ IMPORTED = set(ONNX_IMPORT) | SHAPE_OPS | {"Constant"}
 UNSUPPORTED = {
     r"test_(average|max)pool_[13]d": "only 2-D pooling",
     r"test_(average|max)pool_2d_dilations": "dilated pooling",
-    r"test_averagepool_2d_(pads|same_upper|same_lower)$":
-        "average pooling that excludes asymmetric or wide padding",
     r"test_maxpool_with_argmax": "pooling indices",
     r"training": "training-mode ops",
     r"test_div_u?int": "integer division",
