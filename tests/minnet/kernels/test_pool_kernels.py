@@ -1,5 +1,7 @@
-"""Pooling kernels: the window definitions, the first-max rule on ties, adjoint identities, the
-Numba fast paths equal to the NumPy references, and PyTorch's pooling."""
+"""Pooling kernels: the window definitions (output size with ceil_mode, the count_include_pad
+divisor), the first-max rule on ties and the last-NaN rule, adjoint identities, the Numba fast
+paths equal to the NumPy references, PyTorch's pooling, and random geometry (padding beyond the
+kernel, huge strides) run in a child process so that an out-of-bounds read fails the test."""
 import math
 
 import numpy as np

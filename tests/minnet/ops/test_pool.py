@@ -1,5 +1,5 @@
-"""Pooling ops: float64 finite-difference gradients, the first-max rule on ties, PyTorch, dtypes,
-and one test per validation error."""
+"""Pooling ops: float64 finite-difference gradients (ceil_mode, count_include_pad), the first-max
+rule on ties, NaN windows against PyTorch, PyTorch, dtypes, and one test per validation error."""
 import numpy as np
 import pytest
 from hypothesis import given
