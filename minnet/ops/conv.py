@@ -36,7 +36,7 @@ def check_float_nchw(name: str, x: Tensor) -> None:
         raise TypeError(f"{name} must be a floating tensor, got dtype {x.dtype}")
 
 
-def _compute_dtype(dtype: np.dtype) -> np.dtype:
+def compute_dtype(dtype: np.dtype) -> np.dtype:
     """float16 is computed in float32 (as PyTorch's CPU path accumulates half in float); other
     floating dtypes as themselves."""
     return np.dtype(np.float32) if dtype == np.float16 else dtype
@@ -53,7 +53,7 @@ class Conv2d(Function):
     @staticmethod
     def forward(ctx, x, weight, bias, *, stride, padding, dilation, groups):
         ctx.input_shape, ctx.geometry, ctx.groups = x.shape, (stride, padding, dilation), groups
-        ctx.dtype, work = x.dtype, _compute_dtype(x.dtype)
+        ctx.dtype, work = x.dtype, compute_dtype(x.dtype)
         weight = weight.astype(work, copy=False)
         if x.shape[0] == 0:
             out_hw = tuple(output_size(x.shape[2 + a], weight.shape[2 + a], stride[a], padding[a],

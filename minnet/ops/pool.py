@@ -1,7 +1,7 @@
 """2-D pooling as differentiable ops, with PyTorch's conventions.
 
 Formulas, the output size with ``ceil_mode``, the divisor of ``count_include_pad`` and the
-tie/NaN rules: ``minnet.kernels.pool``. Tests: ``tests/minnet/ops/test_pool.py`` (finite
+tie/NaN rules: ``minnet.kernels.pool``. float16 is pooled in float32 and rounded back (as conv). Tests: ``tests/minnet/ops/test_pool.py`` (finite
 differences in float64, the first-max rule on ties, NaN windows, PyTorch, validation errors).
 """
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from minnet.kernels import pool as K
-from minnet.ops.conv import IntPair, check_float_nchw, int_pair
+from minnet.ops.conv import IntPair, check_float_nchw, compute_dtype, int_pair
 from minnet.tensor import Function, Tensor, as_tensor
 
 
@@ -17,38 +17,45 @@ class MaxPool2d(Function):
     """y = max over each window;  dL/dx[idx] += dL/dy with idx the window's first maximum."""
     @staticmethod
     def forward(ctx, x, *, kernel_size, stride, padding, ceil_mode=False):
-        y, ctx.indices = K.max_pool2d_forward(x, kernel_size, stride, padding, ceil_mode)
-        ctx.input_shape = x.shape
-        return y
+        ctx.input_shape, ctx.dtype = x.shape, x.dtype
+        y, ctx.indices = K.max_pool2d_forward(x.astype(compute_dtype(x.dtype), copy=False),
+                                              kernel_size, stride, padding, ceil_mode)
+        return y.astype(x.dtype, copy=False)
 
     @staticmethod
     def backward(ctx, g):
-        return K.max_pool2d_backward(g, ctx.indices, ctx.input_shape)
+        g = g.astype(compute_dtype(g.dtype), copy=False)
+        return K.max_pool2d_backward(g, ctx.indices, ctx.input_shape).astype(ctx.dtype, copy=False)
 
 
 class AvgPool2d(Function):
     """y = window sum / D (D: ``count_include_pad`` divisor);  dL/dx = spread of dL/dy / D."""
     @staticmethod
     def forward(ctx, x, *, kernel_size, stride, padding, ceil_mode=False, count_include_pad=True):
-        ctx.input_shape = x.shape
+        ctx.input_shape, ctx.dtype = x.shape, x.dtype
         ctx.window = (kernel_size, stride, padding, ceil_mode, count_include_pad)
-        return K.avg_pool2d_forward(x, *ctx.window)
+        y = K.avg_pool2d_forward(x.astype(compute_dtype(x.dtype), copy=False), *ctx.window)
+        return y.astype(x.dtype, copy=False)
 
     @staticmethod
     def backward(ctx, g):
-        return K.avg_pool2d_backward(g, ctx.input_shape, *ctx.window)
+        g = g.astype(compute_dtype(g.dtype), copy=False)
+        dx = K.avg_pool2d_backward(g, ctx.input_shape, *ctx.window)
+        return dx.astype(ctx.dtype, copy=False)
 
 
 class AdaptiveAvgPool2d(Function):
     """y[u, v] = mean of the adaptive window (u, v);  dL/dx = dL/dy[u, v] / |window| over it."""
     @staticmethod
     def forward(ctx, x, *, output_size):
-        ctx.input_shape = x.shape
-        return K.adaptive_avg_pool2d_forward(x, output_size)
+        ctx.input_shape, ctx.dtype = x.shape, x.dtype
+        y = K.adaptive_avg_pool2d_forward(x.astype(compute_dtype(x.dtype), copy=False), output_size)
+        return y.astype(x.dtype, copy=False)
 
     @staticmethod
     def backward(ctx, g):
-        return K.adaptive_avg_pool2d_backward(g, ctx.input_shape)
+        g = g.astype(compute_dtype(g.dtype), copy=False)
+        return K.adaptive_avg_pool2d_backward(g, ctx.input_shape).astype(ctx.dtype, copy=False)
 
 
 def _window_args(x: Tensor, kernel_size: IntPair, stride: IntPair | None, padding: IntPair,

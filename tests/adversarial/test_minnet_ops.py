@@ -2,8 +2,8 @@
 
 Issue 15, class 1 (memory safety from attributes: kernel 0, stride 0, negative pads, pads beyond
 the kernel), class 6 (silent wrong results from attributes: dilation 0, negative pool pads) and
-class 9 (errors as documented: empty batches, 0-d Flatten, float16 conv, integer Linear input,
-reshape sizes below -1). Each parametrised case is a bad input and the exact exception it must
+class 9 (errors as documented: empty batches, 0-d Flatten, float16 conv and pooling, integer
+Linear input, reshape sizes below -1). Each parametrised case is a bad input and the exact exception it must
 raise; class 9 also lists inputs that must now give a correct result. The kernel-level side of
 class 1 (any geometry handed straight to the pool kernels never reads out of bounds) is
 ``tests/minnet/kernels/test_pool_kernels.py::test_random_geometry_never_crashes_and_numba_equals_numpy``.
@@ -150,7 +150,16 @@ def _pool_empty_batch():
                         count_include_pad=False).shape == (0, 3, 5, 5)
 
 
-CLASS_9_RESULTS = [_conv_empty_batch, _conv_float16, _flatten_0d, _pool_empty_batch]
+def _pool_float16():
+    x = X[:1].astype(np.float16)
+    for pool in (lambda t: F.max_pool2d(t, 2), lambda t: F.avg_pool2d(t, 2),
+                 lambda t: F.adaptive_avg_pool2d(t, 1)):
+        y = pool(x)
+        assert y.dtype == np.float16
+        np.testing.assert_array_equal(y.data, pool(x.astype(np.float32)).data.astype(np.float16))
+
+
+CLASS_9_RESULTS = [_conv_empty_batch, _conv_float16, _flatten_0d, _pool_empty_batch, _pool_float16]
 
 
 @pytest.mark.parametrize("backend", ["numpy", "numba"])

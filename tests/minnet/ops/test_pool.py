@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 import helpers
 import minnet
-from kernels.cases import adaptive_cases, pool_cases, random_array, tied_array
+from kernels.cases import adaptive_cases, needs_numba, pool_cases, random_array, tied_array
 from minnet import functional as F
 
 seeds = st.integers(0, 2**16)
@@ -139,6 +139,27 @@ def test_float32_stays_float32(pool):
     y = pool(x)
     y.sum().backward()
     assert y.dtype == x.grad.dtype == np.float32
+
+
+@pytest.mark.parametrize("backend", ["numpy", pytest.param("numba", marks=needs_numba)])
+@pytest.mark.parametrize("pool", [lambda t: F.max_pool2d(t, 2, ceil_mode=True),
+                                  lambda t: F.avg_pool2d(t, 3, 1, 1, count_include_pad=False),
+                                  lambda t: F.adaptive_avg_pool2d(t, (2, 3))])
+def test_float16_is_pooled_in_float32_and_rounded_back(pool, backend):
+    from minnet.kernels.backend import use_backend
+    x16 = random_array((2, 3, 6, 7), np.float16, 0)
+    g16 = None
+    results = []
+    with use_backend(backend):
+        for dtype in (np.float16, np.float32):
+            x = minnet.Tensor(x16.astype(dtype), requires_grad=True)
+            y = pool(x)
+            g16 = random_array(y.shape, np.float16, 1) if g16 is None else g16
+            y.backward(g16.astype(dtype))
+            results.append((y.data, x.grad))
+    for half, single in zip(*results):
+        assert half.dtype == np.float16
+        np.testing.assert_array_equal(half, single.astype(np.float16))
 
 
 def test_stride_defaults_to_kernel_size():
