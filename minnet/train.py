@@ -14,9 +14,9 @@ Reliability rules (``tests/adversarial/test_minnet_state.py``):
   batch size, epochs, loss, optimizer and scheduler settings, model layout: the
   *fingerprint*), naming what differs, unless ``allow_changes`` permits it;
 - a non-finite loss or gradient stops training with ``NonFiniteError`` naming the epoch, the
-  batch and the step (or skips that batch with ``on_nonfinite="skip"``, as Keras's and
-  Lightning's ``TerminateOnNaN`` callbacks do the opposite by default), and a checkpoint with
-  non-finite parameters or optimizer state is never written.
+  batch and the step, before the optimizer steps on it (as Keras's ``TerminateOnNaN``
+  callback stops a run); ``on_nonfinite="skip"`` leaves such batches out instead. A
+  checkpoint with non-finite parameters or optimizer state is never written.
 """
 from __future__ import annotations
 
@@ -386,7 +386,8 @@ def fit(model: Module, optimizer, train_data, epochs: int, *, batch_size: int = 
     -----------------------------
     allow_changes : with ``resume=True``, the fingerprint fields (``FINGERPRINT_FIELDS``) that
         may differ from the run that wrote the checkpoint, or True for all; by default any
-        difference raises ``ResumeMismatchError`` naming the fields.
+        difference raises ``ResumeMismatchError`` naming the fields. ``epochs`` alone may grow
+        without it (a run can be extended), but not drop below the epochs completed.
     on_nonfinite : ``"raise"`` (default): a non-finite loss or gradient raises
         ``NonFiniteError`` naming the epoch, batch and step before the optimizer steps;
         ``"skip"``: that batch is left out (no step; a ``RuntimeWarning`` per epoch counts the
