@@ -84,3 +84,27 @@ def test_validation():
         RooflineModel(0.0, 1e9)
     with pytest.raises(ValueError, match="non-negative"):
         roofline_time(-1.0, 0.0, 1.0, 1.0)
+
+
+def test_equal_flop_kernels_get_different_costs():
+    """Seed 002 §3.5 takes an op's cost to be its computational complexity. im2col and direct
+    convolution do the same multiply-accumulates (equal F) but im2col also writes and reads
+    its column buffer and issues one GEMM per image where direct loops over every output pixel
+    (Q and L differ), so a cost model of time must tell them apart; the complexity (and the
+    roofline bound, which sees only compulsory traffic) cannot."""
+    from optim.graph.compiled import algorithm_options
+    from optim.graph.cost import CostModel, cost_features
+
+    attrs = dict(stride=(1, 1), padding=(1, 1), dilation=(1, 1), groups=1)
+    graph = _one_node("Conv2d", [(4, 3, 12, 12), (8, 3, 3, 3), (8,)], attrs, constants=2)
+    conv = graph.nodes[0]
+    assert {"im2col", "direct"} <= set(algorithm_options(conv, graph))
+    (f_i, q_i, l_i), (f_d, q_d, l_d) = (cost_features(conv, graph, a) for a in ("im2col", "direct"))
+    assert f_i == f_d == 2 * 4 * 8 * 12 * 12 * 3 * 3 * 3
+    columns = 4 * 3 * 3 * 3 * 12 * 12 * 4  # N·C·kh·kw·H_out·W_out float32 bytes
+    assert q_i - q_d == 2 * columns and l_i == 4 and l_d == 4 * 12 * 12
+    theta = [1e-6, 1.0, 1.0, 1e-7]
+    model = CostModel(1e10, 1e10, {"conv.im2col": theta, "conv.direct": theta}, [0.0, 0.0])
+    assert model.node_cost(conv, graph, "im2col") != model.node_cost(conv, graph, "direct")
+    roofline = RooflineModel(1e10, 1e10)
+    assert roofline.node_cost(conv, graph, "im2col") == roofline.node_cost(conv, graph, "direct")
