@@ -22,7 +22,13 @@ that fits it (``optim.pipeline_codecs``):
 A frozen ``QuantSequential``'s int32 bias quantizers are derived from the stored scales
 (``optim.quant.convert``), so they are not stored. ``packed_bytes(model)`` is the payload size:
 the model's bytes as deployed, without the JSON and the npz container.
-Tests: ``tests/optim/test_pipeline_store.py``.
+
+``load_model`` treats a file as untrusted: the container, the module spec and every array
+entry are validated whole (``check_module_spec``, ``check_entries``) against the caps
+``MAX_ELEMENTS`` (array elements), ``MAX_SPEC_BYTES``, ``MAX_DEPTH`` and ``MAX_MODULES``
+before any array is allocated, and every failure is one ``PackedModelError`` (a ValueError)
+naming the file and the field.
+Tests: ``tests/optim/test_pipeline_store.py``, ``tests/adversarial/test_optim_packed.py``.
 """
 from __future__ import annotations
 
@@ -117,7 +123,7 @@ def module_spec(module: nn.Module) -> dict:
         return {"type": "SharedWeightLayer", "n_clusters": int(module.centroids.shape[0]),
                 "layer": module_spec(module.layer)}
     raise TypeError(f"cannot store a module of type {kind}; supported: "
-                    f"{sorted(_LEAVES) + ['Sequential', 'QuantSequential', 'QuantStage', 'FixedFakeQuantize', 'SharedWeightLayer', 'Residual']}")
+                    f"{sorted(_LEAVES) + sorted(_CONTAINERS)}")
 
 
 def build_module(spec: dict, *, max_elements: int | None = None) -> nn.Module:
@@ -560,10 +566,10 @@ def _check_sequence(codec: Any, spans: list, alphabet: int, n: int, field: str) 
     elif codec == "huffman":
         if len(spans) != 2 or spans[0][1] != alphabet \
                 or spans[1][1] > math.ceil(n * C.MAX_CODE_LENGTH / 8):
+            most = math.ceil(n * C.MAX_CODE_LENGTH / 8)
             raise PackedModelError(field, f"a Huffman code of {n} symbols of alphabet {alphabet}"
                                           f" needs a part of {alphabet} code lengths and a "
-                                          f"stream of at most {math.ceil(n * C.MAX_CODE_LENGTH / 8)}"
-                                          f" bytes, got {spans!r}")
+                                          f"stream of at most {most} bytes, got {spans!r}")
     else:
         raise PackedModelError(field, f"unknown symbol codec {codec!r}")
 

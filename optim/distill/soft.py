@@ -89,8 +89,9 @@ class _SoftKL(Function):
     :math:`\max |e| \le 1` use :math:`\sum_c q_c e_c = 0`, :math:`g(e) = e^e - 1 - e` (a
     Taylor series), :math:`A = \sum q\, g(e)`, :math:`B = \sum q\, e\, (e + g(e))`:
     :math:`\mathrm{KL} = B/(1+A) - \mathrm{log1p}(A)` and
-    :math:`q - p = -q(e + g(e) - A)/(1 + A)`, free of cancellation however large :math:`T` is. Backward: :math:`\partial/\partial s = T(q - p)`
-    per row, times the upstream gradient; the teacher gets none."""
+    :math:`q - p = -q(e + g(e) - A)/(1 + A)`, free of cancellation however large :math:`T` is.
+    Backward: :math:`\partial/\partial s = T(q - p)` per row, times the upstream gradient;
+    the teacher gets none."""
 
     @staticmethod
     def forward(ctx, s, *, teacher, T):

@@ -422,7 +422,8 @@ FUZZ_SCRIPT = textwrap.dedent("""
 
     @settings_
     @given(which=st.integers(0, len(files) - 1),
-           edits=st.lists(st.tuples(st.integers(0, 1 << 30), st.sampled_from(b'0123456789-.e,:[]{}"nt')),
+           edits=st.lists(st.tuples(st.integers(0, 1 << 30),
+                                    st.sampled_from(b'0123456789-.e,:[]{}"nt')),
                           min_size=1, max_size=3),
            payload_edits=st.lists(edit, max_size=2), cut=st.none() | st.integers(0, 1 << 30))
     def fuzz_spec_and_payload(which, edits, payload_edits, cut):
