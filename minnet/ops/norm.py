@@ -105,7 +105,8 @@ def channel_window_sum(v: np.ndarray, before: int, after: int) -> np.ndarray:
     """s[:, c] = sum of v[:, c'] for c - before <= c' <= c + after, 0 <= c' < C (axis 1)."""
     s = np.zeros_like(v)
     channels = v.shape[1]
-    for offset in range(-before, after + 1):
+    # offsets beyond the channel count add nothing: a huge window costs no more than C shifts
+    for offset in range(-min(before, channels - 1), min(after, channels - 1) + 1):
         lo, hi = max(0, -offset), min(channels, channels - offset)
         if lo < hi:
             s[:, lo:hi] += v[:, lo + offset:hi + offset]

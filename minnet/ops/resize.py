@@ -10,7 +10,7 @@ Along one axis an output index o reads the input at a source coordinate x_in(o) 
 
 Both are a linear map y = M x along the axis, M[o, i] = sum of the tap weights that read i;
 resizing several axes applies one map per axis, and the gradient is dL/dx = M^T dL/dy per axis,
-in reverse order.
+in reverse order (a scatter-add of each tap's share, never the dense M).
 
 PyTorch's ``interpolate`` is the special case: ``nearest`` = asymmetric coordinates o / scale
 with floor (i = floor(o in / out)); ``bilinear``/``linear`` = half-pixel coordinates
@@ -102,13 +102,6 @@ def resize_taps(in_size: int, out_size: int, mode: str = "nearest",
     return linear_taps(coordinates, in_size)
 
 
-def resize_matrix(in_size: int, index: np.ndarray, weight: np.ndarray) -> np.ndarray:
-    """The map M (out, in) of one axis: M[o, i] = sum of weight[o, t] over taps with index i."""
-    m = np.zeros((index.shape[0], in_size))
-    np.add.at(m, (np.arange(index.shape[0])[:, None], index), weight)
-    return m
-
-
 def _is_identity(index: np.ndarray, weight: np.ndarray, in_size: int) -> bool:
     return (index.shape[0] == in_size and np.array_equal(index[:, 0], np.arange(in_size))
             and np.all(weight[:, 0] == 1) and np.all(weight[:, 1:] == 0))
@@ -139,8 +132,11 @@ class Resize(Function):
     @staticmethod
     def backward(ctx, g):
         for axis, in_size, index, weight in reversed(ctx.steps):
-            m = resize_matrix(in_size, index, weight).astype(g.dtype)
-            g = np.moveaxis(np.moveaxis(g, axis, -1) @ m, -1, axis)
+            moved = np.moveaxis(g, axis, -1)
+            gx = np.zeros(moved.shape[:-1] + (in_size,), dtype=g.dtype)
+            for t in range(index.shape[1]):  # M^T: scatter-add each tap's share
+                np.add.at(gx, (Ellipsis, index[:, t]), moved * weight[:, t].astype(g.dtype))
+            g = np.moveaxis(gx, -1, axis)
         return np.ascontiguousarray(g)
 
 

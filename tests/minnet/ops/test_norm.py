@@ -344,3 +344,14 @@ NORM_ERRORS = [
 def test_layer_and_local_response_norm_errors_name_the_argument(call, error, message):
     with pytest.raises(error, match=message):
         call()
+
+
+@pytest.mark.parametrize("window", ["pytorch", "onnx"])
+def test_local_response_norm_window_wider_than_the_channels_sums_them_all(window):
+    """size = 10^9 covers every channel from every c: d = k + alpha/n sum over all channels
+    (and costs no more than C shifted sums, not n)."""
+    x = np.random.default_rng(0).standard_normal((2, 4, 3))
+    size = 10**9
+    expected = x / (1.0 + 0.5 / size * (x ** 2).sum(axis=1, keepdims=True)) ** 0.75
+    np.testing.assert_allclose(F.local_response_norm(x, size, 0.5, 0.75, 1.0, window=window).data,
+                               expected, rtol=1e-13)
