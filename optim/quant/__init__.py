@@ -59,6 +59,7 @@ from .dorefa import (
 from .equalize import (
     bias_correct,
     bias_correction,
+    bn_input_means,
     equalization_scales,
     equalize_model,
     equalize_pair,
@@ -140,7 +141,7 @@ __all__ = [
     "dorefa_activation", "dorefa_activation_ste",
     "pact_clip", "pact_quantize", "pact_gradients", "pact_fake_quantize", "PACTQuantize",
     "equalization_scales", "equalize_pair", "equalize_model", "relu_gaussian_mean",
-    "bias_correction", "bias_correct",
+    "bias_correction", "bias_correct", "bn_input_means",
     "rectified_sigmoid", "adaround_init", "adaround_regularizer", "beta_schedule",
     "adaround_weights", "adaround_layer", "adaround_model", "BnFoldQuantStage",
     "squared_error", "mse_clip_range", "histogram_quantile", "tail_percentile_range",

@@ -5,9 +5,9 @@ r"""Data-free quantization (Nagel et al. 2019): cross-layer equalization and bia
   network with a ReLU (or max pooling, flattening) between them unchanged, so that both
   channels get the same range — per-tensor quantization then wastes less of its range;
 * ``equalize_model``: the same for every such pair of a ``nn.Sequential`` model, iterated;
-* ``bias_correction`` / ``relu_gaussian_mean`` / ``bias_correct``: remove the mean output
-  error :math:`E[\tilde W x] - E[W x] = \varepsilon E[x]` that quantizing the weights adds,
-  with :math:`E[x]` from BatchNorm statistics or from data.
+* ``bias_correction`` / ``relu_gaussian_mean`` / ``bn_input_means`` / ``bias_correct``: remove
+  the mean output error :math:`E[\tilde W x] - E[W x] = \varepsilon E[x]` that quantizing
+  the weights adds, with :math:`E[x]` from BatchNorm statistics or from data.
 """
 from __future__ import annotations
 
@@ -186,24 +186,71 @@ def _stage_input_means(model: QuantSequential, x: np.ndarray, batch_size: int) -
     return [s / len(x) for s in sums]
 
 
-def bias_correct(model: QuantSequential, x: object, batch_size: int = 256) -> QuantSequential:
-    """A copy of a converted model whose layer biases absorb ``bias_correction``, with
-    :math:`E[x]` measured on data ``x`` at each layer's input in the quantized model (the
-    empirical variant of the paper), layer by layer so each correction sees the corrected
-    layers before it. A layer without a bias gets one.
+def bn_input_means(model: nn.Module) -> list[np.ndarray | None]:
+    r"""For each Linear/Conv2d of a float ``nn.Sequential`` model, in order, the expected input
+    :math:`E[x]` predicted from the BatchNorm before it, when only a ReLU (and a Flatten)
+    separates them: ``relu_gaussian_mean(β, γ)`` per channel (repeated over the flattened
+    positions); None where no such BatchNorm exists (the first layer, or pooling in between,
+    which changes the mean).
 
-    Source: Nagel et al. 2019, section 4.2 (empirical bias correction).
-    Checked by ``tests/optim/quant/test_quant_equalize.py::test_bias_correct_recovers_the_mean_output``.
+    Source: Nagel et al. 2019, section 4.2 (analytic bias correction from BN statistics).
+    Checked by ``tests/optim/quant/test_quant_equalize.py::test_bn_input_means_match_the_data``.
+    """
+    modules = flat_modules(model)
+    means: list[np.ndarray | None] = []
+    pending, relu = None, False
+    for module in modules:
+        if isinstance(module, LAYERS):
+            if pending is not None and relu:
+                in_features = module.weight.shape[1]
+                repeat = in_features // pending.size if isinstance(module, nn.Linear) else 1
+                means.append(np.repeat(pending, repeat))  # channel-major flattening
+            else:
+                means.append(None)
+            pending, relu = None, False
+        elif isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            gamma = np.ones(module.num_features) if module.weight is None else module.weight.data
+            beta = np.zeros(module.num_features) if module.bias is None else module.bias.data
+            pending, relu = relu_gaussian_mean(beta, gamma), False
+        elif isinstance(module, nn.ReLU):
+            relu = pending is not None
+        elif not isinstance(module, (nn.Flatten, nn.Identity, nn.Dropout)):
+            pending = None
+    return means
+
+
+def bias_correct(model: QuantSequential, x: object | None = None,
+                 input_means: list | None = None, batch_size: int = 256) -> QuantSequential:
+    """A copy of a converted model whose layer biases absorb ``bias_correction``.
+
+    :math:`E[x]` comes from data ``x``, measured at each layer's input in the quantized model
+    (the empirical variant), layer by layer so that each correction sees the corrected
+    layers before it; or from ``input_means``, one array (or None: leave the layer alone) per
+    layer, such as ``bn_input_means`` of the float model (the analytic variant). A layer
+    without a bias gets one.
+
+    Source: Nagel et al. 2019, section 4.2.
+    Checked by ``tests/optim/quant/test_quant_equalize.py::test_bias_correct_recovers_the_mean_output``
+    and ``::test_bn_input_means_match_the_data``.
     """
     if not isinstance(model, QuantSequential) or not model.frozen:
         raise TypeError("bias_correct needs a frozen QuantSequential (the output of convert)")
-    x = np.asarray(x, dtype=np.float32)
-    if len(x) == 0:
-        raise ValueError("x must hold at least one sample")
+    if (x is None) == (input_means is None):
+        raise ValueError("pass exactly one of x (data) and input_means (e.g. bn_input_means)")
     model = copy.deepcopy(model).eval()
     stages = [m for m in model if isinstance(m, QuantStage)]
+    if x is not None:
+        x = np.asarray(x, dtype=np.float32)
+        if len(x) == 0:
+            raise ValueError("x must hold at least one sample")
+    elif len(input_means) != len(stages):
+        raise ValueError(f"input_means must have one entry per layer ({len(stages)}), got "
+                         f"{len(input_means)}")
     for k, stage in enumerate(stages):
-        mean = _stage_input_means(model, x, batch_size)[k]
+        mean = (_stage_input_means(model, x, batch_size)[k] if x is not None
+                else input_means[k])
+        if mean is None:
+            continue
         layer = stage.layer
         w = layer.weight.data
         w_q = stage.weight_quant(minnet.Tensor(w)).data

@@ -11,6 +11,7 @@ from optim.quant import calibrate, convert, prepare
 from optim.quant.equalize import (
     bias_correct,
     bias_correction,
+    bn_input_means,
     equalization_scales,
     equalize_model,
     equalize_pair,
@@ -149,3 +150,30 @@ def test_equalize_errors():
         equalize_pair(np.ones((2, 2)), None, np.ones((2, 2)), scales=[1.0, -1.0])
     with pytest.raises(ValueError, match="input_mean"):
         bias_correction(np.ones((2, 3)), np.ones((2, 3)), np.ones(2))
+
+
+def test_bn_input_means_match_the_data():
+    """When the BatchNorm output really is Gaussian N(beta, gamma^2) (a linear map of Gaussian
+    inputs, BN running statistics set to the true ones), bn_input_means predicts the mean of
+    the next layer's input, and the analytic bias correction is close to the empirical one."""
+    rng = np.random.default_rng(0)
+    model = nn.Sequential(nn.Linear(6, 5), nn.BatchNorm1d(5), nn.ReLU(), nn.Linear(5, 3)).eval()
+    bn = model[1]
+    bn.weight.data[...] = rng.uniform(0.5, 2.0, size=5)
+    bn.bias.data[...] = rng.normal(size=5)
+    x = rng.normal(size=(200_000, 6)).astype(np.float32)
+    w, b = model[0].weight.data.astype(np.float64), model[0].bias.data.astype(np.float64)
+    bn.running_mean[...] = b
+    bn.running_var[...] = (w ** 2).sum(axis=1)  # Var(Wx + b) for x ~ N(0, I)
+    means = bn_input_means(model)
+    assert means[0] is None
+    with minnet.no_grad():
+        hidden = model[2](model[1](model[0](minnet.Tensor(x[:50_000])))).data
+    np.testing.assert_allclose(means[1], hidden.mean(axis=0), atol=0.02)
+    quantized = convert(calibrate(prepare(model, weight_bits=3, weight_only=True), x[:2048]))
+    analytic = bias_correct(quantized, input_means=means)
+    empirical = bias_correct(quantized, x[:50_000])
+    np.testing.assert_allclose(analytic[1].layer.bias.data, empirical[1].layer.bias.data,
+                               atol=0.01)
+    with pytest.raises(ValueError, match="exactly one"):
+        bias_correct(quantized)
