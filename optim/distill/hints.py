@@ -32,18 +32,22 @@ def _constant(features: Any) -> Tensor:
 
 
 def hint_loss(student_features: Any, teacher_features: Any, reduction: str = "batchmean") -> Tensor:
-    r"""FitNets hint loss between (regressed) student features :math:`u` and teacher
-    features :math:`v` of the same shape (N, ...).
+    r"""FitNets hint loss between the teacher's hint features :math:`u` and the student's
+    guided features after the regressor, :math:`r(v)`, of the same shape (N, ...); the
+    letters are the paper's: :math:`u_h` the hint layer's output, :math:`v_g` the guided
+    layer's. ``student_features`` is :math:`r(v)` (the regressor already applied) and
+    ``teacher_features`` is :math:`u`.
 
     .. math::
-        \text{batchmean:}\ \mathcal{L}_{HT} = \frac{1}{N} \sum_{i=1}^{N} \tfrac12 \|u_i - v_i\|_2^2,
+        \text{batchmean:}\ \mathcal{L}_{HT} = \frac{1}{N} \sum_{i=1}^{N} \tfrac12 \|u_i - r(v_i)\|_2^2,
         \qquad
-        \text{mean:}\  \tfrac12 \cdot \frac{1}{N D} \sum_{i,d} (u_{id} - v_{id})^2
+        \text{mean:}\  \tfrac12 \cdot \frac{1}{N D} \sum_{i,d} (u_{id} - r(v_i)_d)^2
 
     ``batchmean`` is Romero et al. 2015, eq. 3 (one example's :math:`\tfrac12\|\cdot\|^2`)
     averaged over the batch; ``mean`` also divides by the number of features :math:`D`, so a
     loss weight means the same for layers of any size (the form ``Distiller`` uses). The
-    teacher side is a constant. Tested by ``test_distill_hints.py::test_hint_loss_definition``.
+    teacher side is a constant. Tested by
+    ``tests/optim/distill/test_distill_hints.py::test_hint_loss_definition``.
     """
     u = as_tensor(student_features)
     v = _constant(teacher_features)
@@ -70,7 +74,7 @@ def hint_regressor(student_shape: tuple[int, ...], teacher_shape: tuple[int, ...
     needs :math:`H_s \ge H_t` and :math:`W_s \ge W_t`. The regressor is linear (the paper puts
     the guided layer's nonlinearity on both sides; here the hooked outputs already include it
     when the hooked module is an activation). Tested by
-    ``test_distill_hints.py::test_regressor_maps_to_teacher_shape``.
+    ``tests/optim/distill/test_distill_hints.py::test_regressor_maps_to_teacher_shape``.
     """
     student_shape, teacher_shape = tuple(student_shape), tuple(teacher_shape)
     if student_shape == teacher_shape:
@@ -101,7 +105,8 @@ def attention_map(features: Any, p: float = 2.0, eps: float = 1e-12) -> Tensor:
 
     Zagoruyko & Komodakis 2017, section 3.1 (:math:`F^p_{sum}`; averaging over channels
     instead of summing only rescales :math:`Q`, which the normalisation removes; the authors'
-    code averages). Tested by ``test_distill_hints.py::test_attention_map_laws``.
+    code averages). Tested by
+    ``tests/optim/distill/test_distill_hints.py::test_attention_map_laws``.
     """
     a = as_tensor(features)
     if a.ndim != 4:
@@ -124,7 +129,7 @@ def attention_transfer_loss(student_features: Any, teacher_features: Any, p: flo
     (p = 2) summed over layer pairs; their released code squares the difference and averages
     it over the batch and the map, as here, with :math:`\beta = 10^3`. Channel counts may
     differ; spatial sizes must match. The teacher side is a constant. Tested by
-    ``test_distill_hints.py::test_attention_transfer_loss_laws``.
+    ``tests/optim/distill/test_distill_hints.py::test_attention_transfer_loss_laws``.
     """
     s = as_tensor(student_features)
     t = _constant(teacher_features)

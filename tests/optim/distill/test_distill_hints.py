@@ -30,11 +30,13 @@ def feature_map_pairs(draw):
 
 @given(data=st.data(), shape=feature_shapes)
 def test_hint_loss_definition(data, shape):
-    u, v = data.draw(arrays(shape)), data.draw(arrays(shape))
-    squared = ((u - v) ** 2).reshape(shape[0], -1).sum(axis=1)
-    np.testing.assert_allclose(float(hint_loss(u, v).data), np.mean(0.5 * squared), rtol=1e-12)
-    np.testing.assert_allclose(float(hint_loss(u, v, reduction="mean").data),
-                               0.5 * np.mean((u - v) ** 2), rtol=1e-12)
+    """Romero et al. 2015 eq. 3 in the paper's letters: u the teacher's hint output, r(v) the
+    student's guided output after the regressor; (1/N) Σ_i ½‖u_i − r(v_i)‖²."""
+    r_v, u = data.draw(arrays(shape)), data.draw(arrays(shape))
+    squared = ((u - r_v) ** 2).reshape(shape[0], -1).sum(axis=1)
+    np.testing.assert_allclose(float(hint_loss(r_v, u).data), np.mean(0.5 * squared), rtol=1e-12)
+    np.testing.assert_allclose(float(hint_loss(r_v, u, reduction="mean").data),
+                               0.5 * np.mean((u - r_v) ** 2), rtol=1e-12)
 
 
 @given(data=st.data(), shape=feature_shapes)
