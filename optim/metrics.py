@@ -1,9 +1,10 @@
 """Model size and cost: parameters, MACs, bytes and measured latency.
 
-MAC convention (as thop/fvcore count for these layers): Linear, in·out per sample; Conv2d,
-(C_in/groups)·kh·kw per output element; BatchNorm and elementwise activations, one per output
-element; pooling, one per window element read (k_h·k_w per output). Counts are for one
-forward pass on an input of the given shape, batch included.
+MAC convention (``optim.graph.ops``'s work rules, as thop counts these layers): Linear, in·out
+per sample; Conv2d, (C_in/groups)·kh·kw per output element; BatchNorm and elementwise ops
+(activations, residual adds), one per output element; pooling, one per window element read
+(k_h·k_w per output). Counts are for one forward pass on an input of the given shape, batch
+included.
 Tests: ``tests/optim/test_metrics.py`` (against hand counts of each layer).
 """
 from __future__ import annotations
@@ -14,8 +15,9 @@ import numpy as np
 
 import minnet
 from minnet import nn
+from minnet.tensor import observe_ops
+from optim.graph.ops import function_work
 
-LAYERS = (nn.Linear, nn.Conv2d)
 
 
 def count_params(model: nn.Module, trainable_only: bool = False) -> int:
@@ -29,28 +31,6 @@ def model_bytes(model: nn.Module, include_buffers: bool = True) -> int:
     if include_buffers:
         arrays += list(model.buffers())
     return sum({id(a): a.nbytes for a in arrays}.values())
-
-
-def _pair(v) -> tuple[int, int]:
-    return (v, v) if np.isscalar(v) else tuple(v)
-
-
-def _layer_macs(module: nn.Module, input_shape: tuple[int, ...], output: minnet.Tensor) -> int:
-    out = output.size
-    if isinstance(module, nn.Linear):
-        return out * module.in_features
-    if isinstance(module, nn.Conv2d):
-        kh, kw = module.kernel_size
-        return out * (module.in_channels // module.groups) * kh * kw
-    if isinstance(module, (nn.MaxPool2d, nn.AvgPool2d)):
-        kh, kw = _pair(module.kernel_size)
-        return out * kh * kw
-    if isinstance(module, nn.AdaptiveAvgPool2d):
-        return int(np.prod(input_shape))
-    if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d, nn.ReLU, nn.LeakyReLU, nn.GELU,
-                           nn.Sigmoid, nn.Tanh)):
-        return out
-    return 0
 
 
 def forward_with_hooks(model: nn.Module, input_shape: tuple[int, ...], hooks: dict) -> None:
@@ -71,28 +51,20 @@ def forward_with_hooks(model: nn.Module, input_shape: tuple[int, ...], hooks: di
 
 
 def macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
-    """Multiply-accumulates of one forward pass on a zero input of ``input_shape``, counted
-    per leaf module through forward hooks (see the module docstring for the convention).
+    """Multiply-accumulates of one forward pass on a zero input of ``input_shape``: every op
+    the pass applies, counted by the graph IR's work rule for it (``optim.graph.ops``, the one
+    definition per op that the cost model also reads). Modules that run a layer with replaced
+    weights (quantized, shared, masked) count as that layer, since the op applied is the same;
+    ops the IR does not know (fake quantizers) count 0."""
+    total = 0
 
-    A module holding its Linear/Conv2d as ``.layer`` and running it with replaced weights
-    (``QuantStage``, ``SharedWeightLayer``) counts as that layer, plus one per output element
-    for a fused ReLU (``relu=True``)."""
-    counts: list[int] = []
+    def observe(fn, inputs, attrs, output):
+        nonlocal total
+        total += function_work(fn, inputs, attrs, output)
 
-    def hook(module, args, output):
-        counts.append(_layer_macs(module, args[0].shape, output))
-
-    def wrapper_hook(module, args, output):
-        counts.append(_layer_macs(module.layer, args[0].shape, output)
-                      + (output.size if getattr(module, "relu", False) is True else 0))
-
-    wrappers = [m for m in model.modules() if isinstance(getattr(m, "layer", None), LAYERS)]
-    wrapped = {id(m.layer) for m in wrappers}
-    hooks = {m: hook for m in model.modules()
-             if not any(True for _ in m.children()) and id(m) not in wrapped}
-    hooks.update({m: wrapper_hook for m in wrappers})
-    forward_with_hooks(model, input_shape, hooks)
-    return int(sum(counts))
+    with observe_ops(observe):
+        forward_with_hooks(model, input_shape, {})
+    return int(total)
 
 
 def latency(model: nn.Module, x, repeats: int = 20, warmup: int = 3) -> float:

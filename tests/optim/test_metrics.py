@@ -86,3 +86,16 @@ def test_quantized_and_shared_models_count_the_macs_of_their_float_view():
     assert metrics.macs(share_weights(model, n_clusters=4), (2, 1, 28, 28)) == expected
     assert metrics.macs(prepare_qat(model, weight_method="ste"), (2, 1, 28, 28)) == expected
     assert metrics.macs(prepare(model), (2, 1, 28, 28)) == expected
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_macs_equal_the_graph_work_of_the_traced_model(seed):
+    """One definition per op: metrics.macs and the graph's node_work (which the cost model
+    reads) give the same count, BatchNorm and residual adds included."""
+    from optim.graph import trace
+    from optim.graph.ops import node_work
+    from optim.graph.zoo import random_model, residual_cnn
+    model, shape = (models.lenet5(batch_norm=True), (2, 1, 28, 28)) if seed == 0 else \
+        (residual_cnn(), (2, 1, 28, 28)) if seed == 1 else random_model(seed)
+    graph = trace(model, np.zeros(shape, np.float32))
+    assert metrics.macs(model, shape) == sum(node_work(n, graph.types) for n in graph.nodes)
