@@ -264,8 +264,10 @@ def load(path: str | os.PathLike, *, max_bytes: int | None = None) -> dict[str, 
     if isinstance(cap, bool) or not isinstance(cap, (int, np.integer)) or cap < 0:
         raise ValueError(f"max_bytes must be a non-negative integer, got {max_bytes!r}")
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise FileNotFoundError(f"no such checkpoint file: {path}")
+    if not path.is_file():
+        raise UnreadableFileError(path, "not a regular file")
     try:
         with open(path, "rb") as f:
             size = os.fstat(f.fileno()).st_size

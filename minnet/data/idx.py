@@ -90,6 +90,8 @@ def read_idx(path: str | os.PathLike, magic: int | None = None, *,
     if isinstance(cap, bool) or not isinstance(cap, (int, np.integer)) or cap < 0:
         raise ValueError(f"max_bytes must be a non-negative integer, got {max_bytes!r}")
     path = Path(path)
+    if path.exists() and not path.is_file():  # a FIFO would block, a directory cannot be read
+        raise ValueError(f"{path}: not a regular file")
     with open(path, "rb") as raw:
         file_size = os.fstat(raw.fileno()).st_size
         compressed = raw.read(2) == _GZIP_MAGIC

@@ -172,6 +172,14 @@ def test_bad_archive_raises_unreadable_file_error_naming_path_and_reason(tmp_pat
     assert "pickled data" not in str(error)
 
 
+def test_a_directory_or_a_fifo_is_not_an_archive(tmp_path):
+    os.mkfifo(tmp_path / "fifo.npz")  # opening it for reading would block forever
+    (tmp_path / "dir.npz").mkdir()
+    for name in ("fifo.npz", "dir.npz"):
+        with pytest.raises(mio.UnreadableFileError, match="not a regular file"):
+            mio.load(tmp_path / name)
+
+
 def test_valid_archives_load_exactly(tmp_path):
     for compress in (False, True):
         path = tmp_path / f"ok{compress}.npz"
@@ -305,6 +313,14 @@ def test_bad_idx_file_raises_value_error_naming_file_and_reason(tmp_path, case):
     with pytest.raises(ValueError) as info:
         read_idx(path)
     assert "bad-idx" in str(info.value) and reason in str(info.value), str(info.value)
+
+
+def test_idx_reader_refuses_a_fifo_and_a_directory(tmp_path):
+    os.mkfifo(tmp_path / "fifo-idx")
+    (tmp_path / "dir-idx").mkdir()
+    for name in ("fifo-idx", "dir-idx"):
+        with pytest.raises(ValueError, match=f"{name}: not a regular file"):
+            read_idx(tmp_path / name)
 
 
 def test_idx_labels_magic_refuses_an_images_file(tmp_path):
