@@ -47,8 +47,8 @@ class BnFoldQuantStage(QuantStage):
     Source: Krishnamoorthi 2018, "Quantizing deep convolutional networks for efficient
     inference: A whitepaper", section 3.2 and figure 8; PyTorch ``torch.ao.nn.intrinsic.qat``
     ``ConvBn2d`` (``_forward_approximate``).
-    Checked by ``tests/optim/quant/test_quant_bn_fold_qat.py::test_training_forward_is_conv_then_batch_norm``
-    and ``::test_eval_forward_is_the_folded_layer``.
+    Checked by ``tests/optim/quant/test_quant_bn_fold_qat.py::test_training_forward_is_conv_then_batch_norm``,
+    ``::test_eval_forward_is_the_folded_layer`` and ``::test_matches_torch_conv_bn_qat_module``.
     """
 
     def __init__(self, layer: nn.Module, bn: nn.Module, relu: bool = False,

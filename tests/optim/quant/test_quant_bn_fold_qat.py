@@ -130,3 +130,36 @@ def test_prepare_qat_with_batch_stats_trains_and_converts():
     assert np.mean(IntegerModel(converted).predict(x) == simulated) >= 0.9
     with pytest.raises(ValueError, match="batchnorm"):
         prepare_qat(model, batchnorm="running")
+
+
+def test_matches_torch_conv_bn_qat_module():
+    """Optional oracle: torch.ao.nn.intrinsic.qat.ConvBn2d with a per-channel symmetric 4-bit
+    weight fake-quantizer gives the same training output and running statistics."""
+    torch = pytest.importorskip("torch")
+    from torch.ao.nn.intrinsic.qat import ConvBn2d
+    from torch.ao.quantization import FakeQuantize as TorchFakeQuantize
+    from torch.ao.quantization import NoopObserver, PerChannelMinMaxObserver, QConfig
+
+    layer, bn, x = _conv_bn(5)
+    weight_fq = TorchFakeQuantize.with_args(
+        observer=PerChannelMinMaxObserver, quant_min=-8, quant_max=7, dtype=torch.qint8,
+        qscheme=torch.per_channel_symmetric, ch_axis=0)
+    reference = ConvBn2d(2, 4, 3, padding=1, bias=True,
+                         qconfig=QConfig(activation=NoopObserver, weight=weight_fq))
+    with torch.no_grad():
+        reference.weight.copy_(torch.tensor(layer.weight.data))
+        reference.bias.copy_(torch.tensor(layer.bias.data))
+        reference.bn.weight.copy_(torch.tensor(bn.weight.data))
+        reference.bn.bias.copy_(torch.tensor(bn.bias.data))
+        reference.bn.running_mean.copy_(torch.tensor(bn.running_mean))
+        reference.bn.running_var.copy_(torch.tensor(bn.running_var))
+    reference.train()
+    stage = BnFoldQuantStage(layer, bn, weight_quant=_weight_quant()).train()
+    with minnet.no_grad():
+        got = stage(minnet.Tensor(x)).data
+    expected = reference(torch.tensor(x)).detach().numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(bn.running_mean, reference.bn.running_mean.numpy(), rtol=1e-5,
+                               atol=1e-6)
+    np.testing.assert_allclose(bn.running_var, reference.bn.running_var.numpy(), rtol=1e-5,
+                               atol=1e-6)
