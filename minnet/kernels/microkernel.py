@@ -18,8 +18,13 @@ output positions; Dukhan 2019, "The indirect convolution algorithm").
 Kinds: ``"f32"`` / ``"f64"``, fused multiply-add (``llvm.fma``) on 16 float32 / 8 float64
 lanes; ``"u8s8"``, AVX512-VNNI ``vpdpbusd``: ``a`` holds four unsigned bytes per depth (read
 as one 32-bit word), ``b`` 16 lanes of four signed bytes, each lane adding their four
-products to an int32 accumulator (Intel SDM, VPDPBUSD). Offsets count elements of each array
-(bytes for ``u8s8``; a ``u8s8`` vector is 64 bytes).
+products to an int32 accumulator (Intel SDM, VPDPBUSD); ``"s8u8w"`` (sliding windows), the
+same instruction with the roles swapped: ``a`` holds four signed bytes per depth (weights),
+and lane l of a ``b`` vector is the four unsigned bytes ``b[b_0 + off_q + 16 j + l + t]``,
+t < 4, built from one unaligned load by ``vpermb`` (AVX512-VBMI) — 16 neighbouring windows
+of four bytes, which is what an output position of a stride-1 convolution reads from one
+kernel row. Offsets count elements of each array (bytes for the 8-bit kinds; a ``u8s8``
+vector is 64 bytes, an ``s8u8w`` vector advances 16).
 
 Only built when Numba is installed; ``HAVE_AVX512`` / ``HAVE_VNNI`` say whether the host can
 run the 512-bit kinds. The NumPy references live beside the kernels that use a tile
@@ -32,10 +37,14 @@ import numpy as np
 from minnet.kernels.backend import HAVE_NUMBA
 
 # Rows per tile: R x J accumulators + J vectors + 1 broadcast fit the 32 zmm registers.
-ROWS = {"f32": 6, "f64": 6, "u8s8": 4}
+ROWS = {"f32": 6, "f64": 6, "u8s8": 4, "s8u8w": 6}
 # Lanes per vector and elements of b per vector.
-LANES = {"f32": 16, "f64": 8, "u8s8": 16}
-B_STEP = {"f32": 16, "f64": 8, "u8s8": 64}
+LANES = {"f32": 16, "f64": 8, "u8s8": 16, "s8u8w": 16}
+B_STEP = {"f32": 16, "f64": 8, "u8s8": 64, "s8u8w": 16}
+# bytes a vector load of b reads past b_step: the s8u8w windows load 64 bytes per 16 lanes
+B_EXTRA = {"f32": 0, "f64": 0, "u8s8": 0, "s8u8w": 48}
+# the windows' byte shuffle: lane l, byte t <- byte l + t of the load
+WINDOWS = [l + t for l in range(16) for t in range(4)]
 MAX_VECTORS = 4
 
 
@@ -52,9 +61,10 @@ def _host_features() -> dict:
 _FEATURES = _host_features()
 HAVE_AVX512 = bool(_FEATURES.get("avx512f", False))
 HAVE_VNNI = HAVE_AVX512 and bool(_FEATURES.get("avx512vnni", False))
+HAVE_VBMI = HAVE_VNNI and bool(_FEATURES.get("avx512vbmi", False))
 
 
-_KINDS = {"uint8": "u8s8", "float32": "f32", "float64": "f64"}
+_KINDS = {"uint8": "u8s8", "int8": "s8u8w", "float32": "f32", "float64": "f64"}
 _KIND_OF_DTYPE = {np.dtype(name): kind for name, kind in _KINDS.items()}
 
 
@@ -64,7 +74,8 @@ def _kind(dtype) -> str:
 
 def _tile_intrinsic():
     """The Numba intrinsic ``tile(a, rows, r0, a_off, b, b0, b_off, c, c0, c_stride, depth,
-    vectors)`` of the module docstring; the kind follows a's dtype (uint8: ``u8s8``) and J =
+    vectors)`` of the module docstring; the kind follows a's dtype (uint8: ``u8s8``, int8:
+    ``s8u8w``) and J =
     ``vectors`` must be a literal int, R = ``ROWS[kind]``."""
     from llvmlite import ir
     from numba.core import cgutils, types
@@ -76,7 +87,7 @@ def _tile_intrinsic():
             return None
         kind, count = _kind(a.dtype), vectors.literal_value
         rows_per_tile, lanes, b_step = ROWS[kind], LANES[kind], B_STEP[kind]
-        if kind == "u8s8":
+        if kind in ("u8s8", "s8u8w"):
             scalar = ir.IntType(32)
             zero = [0] * lanes
         else:
@@ -103,7 +114,7 @@ def _tile_intrinsic():
 
             a_ptr, rows_ptr, a_off_ptr = pointer(0), pointer(1), pointer(3)
             b_ptr, b_off_ptr, c_ptr = pointer(4), pointer(6), pointer(7)
-            if kind == "u8s8":
+            if kind in ("u8s8", "s8u8w"):
                 op = builder.module.declare_intrinsic(
                     "llvm.x86.avx512.vpdpbusd.512",
                     fnty=ir.FunctionType(vector, [vector, vector, vector]))
@@ -119,8 +130,18 @@ def _tile_intrinsic():
             with cgutils.for_range(builder, depth) as loop:
                 q = loop.index
                 b_at = builder.add(b0, builder.load(builder.gep(b_off_ptr, [q])))
-                b_vec = [builder.load(element(b_ptr, builder.add(b_at, const(b_step * j)),
-                                              vector), align=1) for j in range(count)]
+                if kind == "s8u8w":
+                    bytes64 = ir.VectorType(ir.IntType(8), 64)
+                    permute = builder.module.declare_intrinsic(
+                        "llvm.x86.avx512.permvar.qi.512",
+                        fnty=ir.FunctionType(bytes64, [bytes64, bytes64]))
+                    windows = ir.Constant(bytes64, WINDOWS)
+                    b_vec = [builder.bitcast(builder.call(permute, [builder.load(
+                        element(b_ptr, builder.add(b_at, const(b_step * j)), bytes64), align=1),
+                        windows]), vector) for j in range(count)]
+                else:
+                    b_vec = [builder.load(element(b_ptr, builder.add(b_at, const(b_step * j)),
+                                                  vector), align=1) for j in range(count)]
                 a_at = builder.load(builder.gep(a_off_ptr, [q]))
                 for r in range(rows_per_tile):
                     value = builder.load(element(a_ptr, builder.add(row_base[r], a_at), scalar),
@@ -132,6 +153,8 @@ def _tile_intrinsic():
                         total = builder.load(acc[r][j])
                         if kind == "u8s8":
                             total = builder.call(op, [total, splat, b_vec[j]])
+                        elif kind == "s8u8w":
+                            total = builder.call(op, [total, b_vec[j], splat])
                         else:
                             total = builder.call(op, [splat, b_vec[j], total])
                         builder.store(total, acc[r][j])
@@ -153,8 +176,8 @@ if HAVE_AVX512:
     tile = _tile_intrinsic()
 
     @jit
-    def _bounds_ok(a, rows, step, scalar, a_off, b, b0, b_off, b_step, vectors, crow, ccol, c,
-                   lanes):
+    def _bounds_ok(a, rows, step, scalar, a_off, b, b0, b_off, b_step, b_extra, vectors, crow,
+                   ccol, c, lanes):
         """Every address a tile of ``_run_tiles`` touches lies inside its array."""
         if rows.size % step or b_off.size != a_off.size or a_off.size == 0:
             return False
@@ -162,7 +185,8 @@ if HAVE_AVX512:
         if low < 0 or high > a.size:
             return False
         for k in range(b0.size):
-            if b0[k] + b_off.min() < 0 or b0[k] + b_off.max() + b_step * vectors[k] > b.size:
+            if (b0[k] + b_off.min() < 0
+                    or b0[k] + b_off.max() + b_step * vectors[k] + b_extra > b.size):
                 return False
             if crow[k] < 0 or crow[k] + rows.size > c.shape[0]:
                 return False
@@ -189,11 +213,11 @@ if HAVE_AVX512:
 
 
     @jit
-    def checked_tiles(a, rows, step, scalar, a_off, b, b0, b_off, b_step, vectors, crow, ccol,
-                      c, lanes):
+    def checked_tiles(a, rows, step, scalar, a_off, b, b0, b_off, b_step, b_extra, vectors,
+                      crow, ccol, c, lanes):
         """``_run_tiles`` if ``_bounds_ok``; returns whether it ran (callable from Numba)."""
-        if not _bounds_ok(a, rows, step, scalar, a_off, b, b0, b_off, b_step, vectors, crow,
-                          ccol, c, lanes):
+        if not _bounds_ok(a, rows, step, scalar, a_off, b, b0, b_off, b_step, b_extra, vectors,
+                          crow, ccol, c, lanes):
             return False
         _run_tiles(a, rows, step, a_off, b, b0, b_off, vectors, crow, ccol, c)
         return True
@@ -210,14 +234,15 @@ def run_tiles(a, rows, a_off, b, b0, b_off, vectors, crow, ccol, c) -> None:
     ``a``, ``b``, ``c`` C-contiguous; the index arrays int64. Every address is checked to lie
     inside its array before any tile runs (the tiles themselves do not check)."""
     kind = _kind(a.dtype)
-    if not (HAVE_VNNI if kind == "u8s8" else HAVE_AVX512):
-        raise RuntimeError(f"the {kind} micro-kernel needs Numba and a CPU with "
-                           f"{'AVX512-VNNI' if kind == 'u8s8' else 'AVX-512'}")
+    needs = {"u8s8": (HAVE_VNNI, "AVX512-VNNI"), "s8u8w": (HAVE_VBMI, "AVX512-VNNI and VBMI")}
+    available, features = needs.get(kind, (HAVE_AVX512, "AVX-512"))
+    if not available:
+        raise RuntimeError(f"the {kind} micro-kernel needs Numba and a CPU with {features}")
     if not (a.flags.c_contiguous and b.flags.c_contiguous and c.flags.c_contiguous
             and c.ndim == 2):
         raise ValueError("a, b and a 2-D c must be C-contiguous")
-    step, scalar = ROWS[kind], 4 if kind == "u8s8" else 1
-    if not checked_tiles(a, rows, step, scalar, a_off, b, b0, b_off, B_STEP[kind], vectors,
-                         crow, ccol, c, LANES[kind]):
+    step, scalar = ROWS[kind], 4 if kind in ("u8s8", "s8u8w") else 1
+    if not checked_tiles(a, rows, step, scalar, a_off, b, b0, b_off, B_STEP[kind], B_EXTRA[kind],
+                         vectors, crow, ccol, c, LANES[kind]):
         raise ValueError(f"tile addresses fall outside a {a.shape}, b {b.shape} or c {c.shape} "
                          f"(or rows {rows.shape} is not a multiple of {step})")

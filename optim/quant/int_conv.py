@@ -12,10 +12,13 @@ exactly as ``int_linear`` with one row per output position. The reference comput
 int64 with NumPy's im2col. The fast path, chosen at import as ``int_linear``'s:
 
 - with AVX512-VNNI, the raw unsigned codes :math:`u` (``int_gemm.unsigned_codes``) padded
-  with :math:`z_u` (so a padded position is the real value 0, as above) are gathered straight
-  into the row-padded (N H_out W_out, C_in k_h k_w) patch matrix that ``int_gemm``'s VNNI
-  micro-kernel reads (``_patch_rows_loops``, one pass, no intermediate column matrix); the
-  correction :math:`-z_u \sum_k q_{w,ok}` and the requantization write NCHW codes directly;
+  with :math:`z_u` (so a padded position is the real value 0, as above). A stride-1 conv
+  (width dilation 1, with VBMI) reads them in place (``conv2d_windows``: lanes = 16 output
+  positions, each lane's four bytes the window of four taps of one kernel row, rows = output
+  channels), writing channel planes that requantize as vector loops; any other geometry
+  gathers them into the row-padded (N H_out W_out, C_in k_h k_w) patch matrix
+  (``_patch_rows_loops``) for ``int_gemm``'s VNNI micro-kernel. The correction
+  :math:`-z_u \sum_k q_{w,ok}` and the requantization write NCHW codes directly;
 - otherwise Numba's im2col on int16 and ``int_linear``'s blocked int16 loops.
 
 They agree bitwise (``tests/optim/quant/test_quant_kernels.py::test_conv_numba_equals_numpy``,
@@ -27,13 +30,17 @@ import numpy as np
 
 from minnet.kernels.backend import dispatch, jit
 from minnet.kernels.im2col import im2col_numba, im2col_numpy, output_size
+from minnet.kernels.microkernel import HAVE_VBMI, run_tiles
+from minnet.kernels.microkernel import ROWS as TILE_ROWS
 from minnet.ops.conv import int_pair
 
 from .int_gemm import HAVE_VNNI, ROWS, unsigned_codes, vnni_product
 from .int_linear import (
+    _requantize_one,
     check_operands,
     code_dtype,
     linear_rows_numba,
+    relu_floor,
     requantize_relu,
     requantize_vnni,
     shifted_int16,
@@ -84,31 +91,83 @@ def _patch_rows_loops(upad, kh, kw, sh, sw, dh, dw, oh, ow, a):
                         k += kw
 
 
-def conv2d_vnni(x_q, x_zero_point, w_q, bias_q, M0, shift, out_zero_point, qmin, qmax, relu,
-                stride, padding, dilation):
-    """The VNNI route: unsigned codes padded with :math:`z_u` go through ``int_gemm``'s
-    micro-kernel, read in place (``conv_quad_offsets``) when the stride is 1 and the width
-    dilation 1, else gathered into patch rows first; then corrected and requantized into NCHW."""
+@jit
+def _requantize_planes(c, rows_per_sample, pitch, column_sums, zero_point_u, bias, m0, shift,
+                       zero_point, lo, hi, out):
+    """out[n, o, y, x] = requant(c[n R + o, y pitch + x] - z_u colsum[o] + bias[o]) for out
+    (N, O, H, W): channel planes, so each output row is one vector loop."""
+    n_batch, outputs, height, width = out.shape
+    for n in range(n_batch):
+        for o in range(outputs):
+            plane = c[n * rows_per_sample + o]
+            correction = np.int64(bias[o]) - zero_point_u * column_sums[o]
+            m0o, shift_o = m0[o], shift[o]
+            for y in range(height):
+                # a row slice indexed by range variables only: no negative-index wraparound,
+                # so LLVM vectorizes the loop (see minnet.kernels.im2col)
+                src, dst = plane[y * pitch:y * pitch + width], out[n, o, y]
+                for x in range(width):
+                    acc = np.int32(np.int64(src[x]) + correction)
+                    dst[x] = _requantize_one(acc, m0o, shift_o, zero_point, lo, hi)
+
+
+def _int32_params(bias_q, M0, shift):
+    return tuple(np.asarray(v, dtype=np.int32) for v in (bias_q, M0, shift))
+
+
+def conv2d_windows(x_q, x_zero_point, w_q, bias_q, M0, shift, out_zero_point, qmin, qmax, relu,
+                   padding, dilation_h):
+    """Stride 1, width dilation 1: ``microkernel``'s ``s8u8w`` tiles over the padded input
+    itself, lanes = 16 flat padded output positions whose four-byte windows of one kernel row
+    (``conv_quad_offsets``) ``vpermb`` builds from one load, rows = output channels with their
+    weight quads broadcast; output channel planes, requantized row by row."""
     n, c_in, h, w = x_q.shape
     c_out, _, kh, kw = w_q.shape
+    (ph, pw) = padding
+    hp, wp = h + 2 * ph, w + 2 * pw
+    oh, ow = hp - dilation_h * (kh - 1), wp - (kw - 1)
+    u, zero_point_u = unsigned_codes(x_q, x_zero_point)
+    rows = -(-c_out // ROWS_S8U8W) * ROWS_S8U8W
+    kw4 = -(-kw // 4) * 4
+    weights = np.zeros((rows, c_in, kh, kw4), dtype=np.int8)
+    weights[:c_out, :, :, :kw] = w_q
+    offsets = conv_quad_offsets(c_in, kh, kw, hp, wp, dilation_h)
+    vectors = min(range(4, 0, -1), key=lambda v: -(-oh * wp // (16 * v)) * 16 * v)
+    positions = -(-oh * wp // (16 * vectors)) * 16 * vectors
+    sample = c_in * hp * wp
+    # Past the last sample: bytes read only by dropped positions or by zero weights.
+    flat = np.empty(max(n * sample, (n - 1) * sample + positions + int(offsets.max()) + 48),
+                    dtype=np.uint8)
+    upad = flat[:n * sample].reshape(n, c_in, hp, wp)
+    upad[...] = zero_point_u
+    upad[:, :, ph:ph + h, pw:pw + w] = u
+    starts = np.arange(0, positions, 16 * vectors)
+    samples, starts = np.repeat(np.arange(n), starts.size), np.tile(starts, n)
+    c = np.empty((n * rows, positions), dtype=np.int32)
+    run_tiles(weights.reshape(-1), np.arange(rows) * weights[0].size, 4 * np.arange(offsets.size),
+              flat, samples * sample + starts, offsets, np.full(starts.size, vectors),
+              samples * rows, starts, c)
+    out = np.empty((n, c_out, oh, ow), dtype=code_dtype(qmin))
+    _requantize_planes(c, rows, wp, w_q.reshape(c_out, -1).sum(axis=1, dtype=np.int64),
+                       zero_point_u, *_int32_params(bias_q, M0, shift), out_zero_point,
+                       relu_floor(qmin, out_zero_point, relu), qmax, out)
+    return out
+
+
+def conv2d_vnni(x_q, x_zero_point, w_q, bias_q, M0, shift, out_zero_point, qmin, qmax, relu,
+                stride, padding, dilation):
+    """The VNNI route: ``conv2d_windows`` for stride 1 and width dilation 1 (with VBMI), else
+    unsigned codes padded with :math:`z_u` gathered into patch rows for ``int_gemm``'s
+    micro-kernel; then corrected and requantized into NCHW."""
+    if stride == (1, 1) and dilation[1] == 1 and HAVE_VBMI:
+        return conv2d_windows(x_q, x_zero_point, w_q, bias_q, M0, shift, out_zero_point, qmin,
+                              qmax, relu, padding, dilation[0])
+    n, c_in = x_q.shape[:2]
+    c_out, _, kh, kw = w_q.shape
     oh, ow = _out_hw(x_q.shape, w_q.shape, stride, padding, dilation)
-    (ph, pw), (dh, dw) = padding, dilation
+    (ph, pw) = padding
     u, zero_point_u = unsigned_codes(x_q, x_zero_point)
     out = np.empty((n, c_out, oh, ow), dtype=code_dtype(qmin))
-    if stride == (1, 1) and dw == 1:
-        hp, wp = h + 2 * ph, w + 2 * pw
-        rows = -(-((oh - 1) * wp + ow) // ROWS) * ROWS
-        offsets = conv_quad_offsets(c_in, kh, kw, hp, wp, dh)
-        bases = np.arange(n, dtype=np.int64) * (c_in * hp * wp)
-        # Past the last sample: bytes read only by discarded positions or by zero weights.
-        flat = np.empty(max(n * c_in * hp * wp, int(bases[-1]) + rows + int(offsets.max()) + 3),
-                        dtype=np.uint8)
-        upad = flat[:n * c_in * hp * wp].reshape(n, c_in, hp, wp)
-        upad[...] = zero_point_u
-        upad[:, :, ph:ph + h, pw:pw + w] = u
-        c, column_sums = vnni_product(flat, bases, rows, 1, offsets, w_q, quad_rows=True)
-        return requantize_vnni(c, column_sums, rows, wp, zero_point_u, bias_q, M0, shift,
-                               out_zero_point, qmin, qmax, relu, out)
     upad = u if ph == pw == 0 else np.pad(u, ((0, 0), (0, 0), (ph, ph), (pw, pw)),
                                           constant_values=zero_point_u)
     quads = -(-c_in * kh * kw // 4)
@@ -128,7 +187,7 @@ def conv_quad_offsets(channels: int, kh: int, kw: int, hp: int, wp: int,
     c H_p W_p + i d_h W_p + 4 j4, so that the quad holds the four taps 4 j4 ... 4 j4 + 3 of
     kernel row i (weights zero-padded to a multiple of 4 per row). An output at flat position
     y W_p + x then reads its window at those offsets from y W_p + x: a stride-1 convolution is
-    a matrix product over the padded input itself, with W_p - W_out discarded positions per
+    a matrix product over the padded input itself, with W_p - W_out dropped positions per
     output row."""
     c = np.arange(channels)[:, None, None] * (hp * wp)
     i = np.arange(kh)[None, :, None] * (dh * wp)
@@ -136,6 +195,7 @@ def conv_quad_offsets(channels: int, kh: int, kw: int, hp: int, wp: int,
     return (c + i + j).reshape(-1).astype(np.int64)
 
 
+ROWS_S8U8W = TILE_ROWS["s8u8w"]
 quantized_conv2d_numba = conv2d_vnni if HAVE_VNNI else conv2d_int16
 
 

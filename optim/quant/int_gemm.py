@@ -119,25 +119,19 @@ class PackedWeights(NamedTuple):
     columns: np.ndarray        # ccol: first channel of each panel
 
 
-_PACKED: dict[tuple[int, bool], tuple] = {}
+_PACKED: dict[int, tuple] = {}
 
 
-def packed_weights(w: np.ndarray, quad_rows: bool = False) -> PackedWeights:
+def packed_weights(w: np.ndarray) -> PackedWeights:
     """``PackedWeights`` of int8 weights (O, ...) read as the (O, K) matrix
-    ``w.reshape(O, -1)``. With ``quad_rows`` the last axis is first zero-padded to a multiple
-    of 4 (every quad then lies in one kernel row, the layout of ``conv_quad_offsets``).
-    Remembered for a read-only array that owns its data (its contents cannot change;
-    ``IntegerModel`` freezes its weights so) until the array is freed; computed afresh for any
-    other array."""
-    key = (id(w), quad_rows)
+    ``w.reshape(O, -1)``. Remembered for a read-only array that owns its data (its contents
+    cannot change; ``IntegerModel`` freezes its weights so) until the array is freed; computed
+    afresh for any other array."""
+    key = id(w)
     entry = _PACKED.get(key)
     if entry is not None and entry[0]() is w:
         return entry[1]
-    padded = w
-    if quad_rows:
-        width = -(-w.shape[-1] // 4) * 4
-        padded = np.pad(w, [(0, 0)] * (w.ndim - 1) + [(0, width - w.shape[-1])])
-    matrix = padded.reshape(w.shape[0], -1)
+    matrix = w.reshape(w.shape[0], -1)
     packed, quads, channels_pad = pack_weights(matrix)
     panels = np.arange(0, channels_pad, PANEL)
     result = PackedWeights(packed, matrix.sum(axis=1, dtype=np.int64), quads, channels_pad,
@@ -158,7 +152,7 @@ def padded_rows(u: np.ndarray, quads: int) -> np.ndarray:
 
 
 def vnni_product(a: np.ndarray, bases: np.ndarray, rows: int, step: int, offsets: np.ndarray,
-                 w: np.ndarray, quad_rows: bool = False) -> tuple[np.ndarray, np.ndarray]:
+                 w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     r"""``(c, column_sums)``: the VNNI product over rows addressed in the flat uint8 buffer
     ``a`` (``HAVE_VNNI`` only),
 
@@ -167,15 +161,15 @@ def vnni_product(a: np.ndarray, bases: np.ndarray, rows: int, step: int, offsets
                          + \mathrm{offsets}_q + t]\; W[o, 4q + t]
 
     for segments s, rows m < R = ``rows`` (a multiple of ``ROWS``) and W the weights ``w``
-    (O, ...) as packed by ``packed_weights(w, quad_rows)``; ``bases`` and ``offsets`` int64
+    (O, ...) as packed by ``packed_weights(w)``; ``bases`` and ``offsets`` int64
     arrays; c is int32 (S R, O_pad), wrapping
     modulo :math:`2^{32}`. Dense rows are one segment with ``step`` = the row length and
-    ``offsets`` = 4q; a convolution reads the padded input itself (``conv_quad_offsets``).
+    ``offsets`` = 4q; a convolution's patch rows likewise.
     Runs ``minnet.kernels.microkernel``'s ``u8s8`` tiles, 4 rows by up to 64 channels.
     """
     if not HAVE_VNNI:
         raise RuntimeError("the VNNI kernel needs Numba and a CPU with AVX512-VNNI")
-    pw = packed_weights(w, quad_rows)
+    pw = packed_weights(w)
     if rows % ROWS or offsets.shape != (pw.quads,):
         raise ValueError(f"rows must be a multiple of {ROWS} and offsets of shape ({pw.quads},), "
                          f"got {rows} and {offsets.shape}")

@@ -148,7 +148,7 @@ if HAVE_VNNI:
         a[:rows_in, :depth] = u
         c = np.empty((rows, channels_pad), np.int32)
         if not checked_tiles(a.reshape(-1), np.arange(rows) * (4 * quads), ROWS, 4,
-                             4 * np.arange(quads), packed, panel_starts, quad_offsets, 64,
+                             4 * np.arange(quads), packed, panel_starts, quad_offsets, 64, 0,
                              vectors, zeros, columns, c, 16):
             return False
         for m in range(rows_in):
