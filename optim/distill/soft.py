@@ -36,7 +36,7 @@ def soft_targets(logits: Any, T: float, axis: int = -1) -> np.ndarray:
     Computed as :math:`\exp(z/T - \max z/T)` normalised, so large logits do not overflow.
     :math:`T = 1` is the ordinary softmax; :math:`T \to \infty` tends to the uniform
     distribution and :math:`T \to 0` to the one-hot arg-max.
-    Tested by ``test_distill_kd.py::test_soft_targets_are_distributions_and_order_preserving``.
+    Tested by ``tests/optim/distill/test_distill_kd.py::test_soft_targets_are_distributions_and_order_preserving``.
 
     >>> soft_targets(np.array([0.0, np.log(3.0)]), T=1.0)
     array([0.25, 0.75])
@@ -193,7 +193,7 @@ def soft_cross_entropy(logits: Any, target_probs: Any, T: float = 1.0, *,
     section 1: an ensemble's mean prediction) or smoothed labels. It differs from the KL
     divergence by the targets' entropy, a constant:
     :math:`T^2 H(p, q) = \mathcal{L}_{KD} + T^2 H(p)` when :math:`p = \mathrm{softmax}(t/T)`.
-    Tested by ``test_distill_kd.py::test_soft_cross_entropy_is_kl_plus_entropy`` and
+    Tested by ``tests/optim/distill/test_distill_kd.py::test_soft_cross_entropy_is_kl_plus_entropy`` and
     ``::test_soft_cross_entropy_matches_torch``.
     """
     z = as_logits("logits", logits)
@@ -222,7 +222,7 @@ def distillation_loss(student_logits: Any, teacher_logits: Any, target: Any, T: 
     The hard-label cross entropy uses :math:`T = 1`; :math:`\mathcal{L}_{KD}` carries the
     :math:`T^2` factor that keeps the two terms' gradients comparable when :math:`T` changes
     (Hinton et al. 2015, section 2). :math:`\alpha = 1` is pure distillation, :math:`\alpha = 0`
-    ordinary training. Tested by ``test_distill_kd.py::test_distillation_loss_interpolates``.
+    ordinary training. Tested by ``tests/optim/distill/test_distill_kd.py::test_distillation_loss_interpolates``.
     """
     alpha = check_weight("alpha", alpha, high=1.0)
     student, _ = logit_pair(student_logits, teacher_logits)

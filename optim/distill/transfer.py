@@ -49,7 +49,7 @@ def _set_requires_grad(model: nn.Module, prefixes: Iterable[str] | None, flag: b
 def freeze(model: nn.Module, prefixes: str | Iterable[str] | None = None) -> list[str]:
     """Set ``requires_grad = False`` (and drop ``.grad``) on the parameters selected by
     ``prefixes`` (all when None); returns their names. A prefix selecting nothing is a
-    ValueError. Tested by ``test_distill_transfer.py::test_frozen_parameters_do_not_move``."""
+    ValueError. Tested by ``tests/optim/distill/test_distill_transfer.py::test_frozen_parameters_do_not_move``."""
     return _set_requires_grad(model, prefixes, False)
 
 
@@ -80,7 +80,7 @@ def load_partial_state_dict(model: nn.Module, state_dict: Mapping[str, np.ndarra
     This is ``model.load_state_dict(subset, strict=False)`` on the compatible subset, so the
     model keeps its own values for everything not loaded (e.g. a freshly initialised head for
     a new set of classes). Tested by
-    ``test_distill_transfer.py::test_partial_load_report_partitions_the_keys``.
+    ``tests/optim/distill/test_distill_transfer.py::test_partial_load_report_partitions_the_keys``.
     """
     if not isinstance(state_dict, Mapping):
         raise TypeError(f"state_dict must be a mapping of names to arrays, "

@@ -7,7 +7,7 @@ export followed by a Relu. Symbolic dimensions are written back: a plain symbol 
 unknown dimension), and a symbolic Reshape target with ONNX's own 0 / -1 placeholders.
 The model uses opset 17 and is checked by ``onnx.checker`` (full check) before it is returned.
 Tests: ``tests/optim/graph/test_graph_onnx.py`` (round trip, onnxruntime agreement, symbolic
-batch) and ``test_graph_onnx_ops.py``.
+batch) and ``tests/optim/graph/test_graph_onnx_ops.py``.
 """
 from __future__ import annotations
 

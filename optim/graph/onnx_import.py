@@ -22,8 +22,9 @@ Each ONNX op is imported by the handler registered with its IR op in ``optim.gra
 Errors: NotImplementedError names the op and the node of an unsupported op or attribute;
 ValueError (GraphError is one) for malformed attributes, shapes that do not fit, a missing
 initializer, a non-constant static argument, or a value that depends on data.
-Tests: ``tests/optim/graph/test_graph_onnx.py``, ``test_graph_onnx_ops.py``,
-``test_graph_onnx_fixtures.py``, ``test_graph_onnx_zoo.py``, ``test_graph_onnx_backend.py`` and
+Tests: ``tests/optim/graph/test_graph_onnx.py``, ``tests/optim/graph/test_graph_onnx_ops.py``,
+``tests/optim/graph/test_graph_onnx_fixtures.py``, ``tests/optim/graph/test_graph_onnx_zoo.py``,
+``tests/optim/graph/test_graph_onnx_backend.py`` and
 ``tests/adversarial/test_onnx_fuzz.py``.
 """
 from __future__ import annotations
@@ -36,7 +37,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from optim.graph import dims as D
-from optim.graph.ir import Graph, GraphError, Node, TensorType, as_type, fresh_name
+from optim.graph.ir import Graph, Node, TensorType, as_type, fresh_name
 from optim.graph.ops import ONNX_IMPORT, infer_node, run_node
 
 __all__ = ["from_onnx", "dim_symbols", "Importer", "MAX_FOLDED_ELEMENTS", "OPSET", "SHAPE_OPS"]
@@ -266,11 +267,7 @@ class Importer:
                 raise self.unsupported(f"reading {self.unavailable_values[name]}")
         output = output or self.fresh(f"{self.node.output[0]}.{op.lower()}")
         node = Node(op, tuple(inputs), output, attrs)
-        try:
-            out_type = infer_node(node, [self.types[n] if n else None for n in inputs])
-        except GraphError as e:
-            raise GraphError(f"{self.where}: {e}") from None
-        self.types[output] = out_type
+        self.types[output] = out_type = infer_node(node, [self.types[n] if n else None for n in inputs])
         if inputs and all(not n or n in self.constants for n in inputs) and out_type.static:
             self._check_fold_size(out_type.size)
             self.constants[output] = np.asarray(run_node(node, [self.constants.get(n) for n in inputs]))

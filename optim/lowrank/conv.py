@@ -65,7 +65,7 @@ def conv_factors(w: Any, rank: int, scheme: str = "channel") -> tuple[np.ndarray
     ``"spatial"``: first (r, C, kh, 1), second (N, r, 1, kw).
     ``rank`` lies in [1, min of ``kernel_matrix(w, scheme).shape``]. Recombining the factors
     (``compose_kernel``) gives the best rank-r kernel in Frobenius norm. Tested by
-    ``test_lowrank_conv.py::test_full_rank_factors_reproduce_the_convolution`` and
+    ``tests/optim/lowrank/test_lowrank_conv.py::test_full_rank_factors_reproduce_the_convolution`` and
     ``::test_kernel_error_is_the_discarded_energy``.
     """
     w = _kernel(w)

@@ -76,7 +76,7 @@ def cp_als(w: np.ndarray, rank: int, n_iter: int = 200, tol: float = 1e-10,
     r"""Rank-``rank`` CP factors of ``w`` (T, S, kh, kw) by ALS, at most ``n_iter`` sweeps,
     stopping when the relative error improves by less than ``tol``. Float64; the column scales
     end up in the ``out`` factor. Tests:
-    ``test_lowrank_cp.py::test_cp_als_recovers_an_exact_low_rank_kernel``,
+    ``tests/optim/lowrank/test_lowrank_cp.py::test_cp_als_recovers_an_exact_low_rank_kernel``,
     ``::test_cp_error_never_increases_and_shrinks_with_rank``."""
     w = _kernel(w).astype(np.float64)
     if isinstance(rank, bool) or not isinstance(rank, (int, np.integer)) or rank < 1:
@@ -112,7 +112,7 @@ def cp_conv2d(conv: nn.Conv2d, rank: int, n_iter: int = 200, seed: int = 0) -> n
     """``Sequential(Conv2d(S, R, 1), Conv2d(R, R, (kh, 1), groups=R), Conv2d(R, R, (1, kw),
     groups=R), Conv2d(R, T, 1))`` computing ``conv`` (groups 1) with its rank-R CP kernel
     (``cp_als``). Test:
-    ``test_lowrank_cp.py::test_cp_modules_compute_the_reconstructed_convolution``."""
+    ``tests/optim/lowrank/test_lowrank_cp.py::test_cp_modules_compute_the_reconstructed_convolution``."""
     if not isinstance(conv, nn.Conv2d):
         raise TypeError(f"conv must be a minnet.nn.Conv2d, got {type(conv).__name__}")
     if conv.groups != 1:

@@ -109,7 +109,7 @@ def factorize_linear(linear: nn.Linear, rank: int | None = None, *, energy: floa
     (for any fixed :math:`AB` the best :math:`\hat c` matches the mean response, which leaves
     the centred problem, solved by ``whitened_svd``). The energy is then that of the centred
     responses and the error on the inputs is :math:`\sqrt{\sum_{i>r}\sigma_i^2}`. Tested by
-    ``test_lowrank_factorize.py::test_factorized_linear_weight_error_is_eckart_young`` and
+    ``tests/optim/lowrank/test_lowrank_factorize.py::test_factorized_linear_weight_error_is_eckart_young`` and
     ``::test_data_aware_linear_response_error_is_the_discarded_energy``.
     """
     if not isinstance(linear, nn.Linear):
@@ -150,7 +150,7 @@ def factorize_conv2d(conv: nn.Conv2d, rank: int | None = None, *, energy: float 
     filters, then 1×1; ``"spatial"`` — kh×1 with r filters, then 1×kw (Jaderberg et al. 2014,
     scheme 2). Stride, padding and dilation are split so that full rank is exact; the bias is
     kept on the second. Rank rules as ``factorize_linear``. Tested by
-    ``test_lowrank_factorize.py::test_factorized_conv_matches_composed_kernel``."""
+    ``tests/optim/lowrank/test_lowrank_conv.py::test_factorized_conv_matches_composed_kernel``."""
     if not isinstance(conv, nn.Conv2d):
         raise TypeError(f"conv must be a minnet.nn.Conv2d, got {type(conv).__name__}")
     return _conv(conv, scheme, rank=rank, energy=energy, budget=budget)[0]

@@ -83,7 +83,7 @@ def truncated_svd(w: Any, rank: int) -> tuple[np.ndarray, np.ndarray]:
 
     The SVD runs in float64; the factors have ``w``'s dtype. ``rank`` must lie in
     :math:`[1, \min(m, n)]`. Source: Eckart & Young 1936. Tested by
-    ``test_lowrank_svd.py::test_truncation_error_is_the_discarded_energy`` and
+    ``tests/optim/lowrank/test_lowrank_svd.py::test_truncation_error_is_the_discarded_energy`` and
     ``::test_truncated_svd_beats_any_other_rank_r_factorization``.
 
     >>> a, b = truncated_svd(np.diag([3.0, 2.0, 1.0]), 2)
@@ -134,7 +134,7 @@ def energy_rank(singular_values: Any, energy: float) -> int:
 
     ``energy`` in (0, 1]; ``energy = 1`` gives the numerical rank's upper end (all non-zero
     values). A relative slack of 1e-12 absorbs rounding in the cumulative sum. Tested by
-    ``test_lowrank_svd.py::test_energy_rank_is_the_smallest_sufficient_rank``.
+    ``tests/optim/lowrank/test_lowrank_svd.py::test_energy_rank_is_the_smallest_sufficient_rank``.
     """
     s = _spectrum(singular_values)
     if isinstance(energy, bool) or not isinstance(energy, numbers.Real) or not 0 < energy <= 1:
@@ -150,7 +150,7 @@ def budget_rank(params_per_rank: int, fixed_params: int, budget: int, max_rank: 
     :math:`r = \min(r_{max}, \lfloor (\text{budget} - \text{fixed}) / \text{per rank} \rfloor)`.
 
     ``fixed_params`` counts what does not grow with the rank (a bias). ValueError when not even
-    rank 1 fits. Tested by ``test_lowrank_svd.py::test_budget_rank_is_the_largest_fitting_rank``.
+    rank 1 fits. Tested by ``tests/optim/lowrank/test_lowrank_svd.py::test_budget_rank_is_the_largest_fitting_rank``.
     """
     for name, value in (("params_per_rank", params_per_rank), ("fixed_params", fixed_params),
                         ("budget", budget), ("max_rank", max_rank)):
@@ -185,7 +185,7 @@ def whitened_svd(w: Any, inputs: Any, rank: int, rcond: float = 1e-10
     reconstruction" objective of Zhang et al. 2016 ("Accelerating Very Deep Convolutional
     Networks for Classification and Detection", linear case, solved there by a generalized SVD)
     and of SVD-LLM's truncation-aware data whitening (Wang et al. 2024). Tested by
-    ``test_lowrank_svd.py::test_whitened_svd_error_on_the_data_is_the_discarded_energy``.
+    ``tests/optim/lowrank/test_lowrank_svd.py::test_whitened_svd_error_on_the_data_is_the_discarded_energy``.
     """
     w = _matrix("w", w)
     u, s, vt = decompose(w, inputs, rcond)

@@ -60,7 +60,7 @@ def _leading_vectors(unfolding: np.ndarray, rank: int) -> np.ndarray:
 def tucker2_ranks(w: np.ndarray, energy: float) -> tuple[int, int]:
     r"""``(R₃, R₄)``: for the mode-in and mode-out unfoldings of ``w`` (T, S, kh, kw), the
     smallest rank keeping a fraction ``energy`` of :math:`\sum_i \sigma_i^2`
-    (``svd.energy_rank``). Test: ``test_lowrank_tucker.py::test_energy_ranks_are_per_mode``."""
+    (``svd.energy_rank``). Test: ``tests/optim/lowrank/test_lowrank_tucker.py::test_energy_ranks_are_per_mode``."""
     w = _kernel(w).astype(np.float64)
     t, s = w.shape[:2]
     sigma_in = np.linalg.svd(w.transpose(1, 0, 2, 3).reshape(s, -1), compute_uv=False)
@@ -72,7 +72,7 @@ def tucker2(w: np.ndarray, ranks: tuple[int, int], n_iter: int = 0) -> Tucker2:
     r"""Tucker-2 factors of ``w`` (T, S, kh, kw) with ``ranks = (R₃, R₄)`` (in, out), by
     HOSVD and then ``n_iter`` sweeps of HOOI: :math:`U^{(3)}` ← leading vectors of
     :math:`(K \times_{\text{out}} U^{(4)\top})_{(s)}`, then :math:`U^{(4)}` likewise. Float64.
-    Tests: ``test_lowrank_tucker.py::test_full_rank_tucker_is_exact``,
+    Tests: ``tests/optim/lowrank/test_lowrank_tucker.py::test_full_rank_tucker_is_exact``,
     ``::test_tucker_error_is_a_projection_and_shrinks_with_rank``,
     ``::test_hooi_never_increases_the_error``."""
     w = _kernel(w).astype(np.float64)
@@ -102,7 +102,7 @@ def tucker2_conv2d(conv: nn.Conv2d, ranks: tuple[int, int] | None = None, *,
                    energy: float | None = None, n_iter: int = 0) -> nn.Sequential:
     """``Sequential(Conv2d(S, R₃, 1), Conv2d(R₃, R₄, k, stride, padding, dilation),
     Conv2d(R₄, T, 1))`` computing ``conv`` (groups 1) with its Tucker-2 kernel; give ``ranks``
-    or ``energy``. Test: ``test_lowrank_tucker.py::test_tucker_modules_compute_the_reconstructed_convolution``."""
+    or ``energy``. Test: ``tests/optim/lowrank/test_lowrank_tucker.py::test_tucker_modules_compute_the_reconstructed_convolution``."""
     if not isinstance(conv, nn.Conv2d):
         raise TypeError(f"conv must be a minnet.nn.Conv2d, got {type(conv).__name__}")
     if conv.groups != 1:

@@ -84,7 +84,7 @@ def mixed_op(outputs: Sequence[minnet.Tensor], alpha: minnet.Tensor) -> minnet.T
     r""":math:`\bar o(x) = \sum_o \operatorname{softmax}(\alpha)_o\, o(x)` from the candidate
     outputs :math:`o(x)` (equal shapes) and the edge's architecture parameters ``alpha``
     (shape (len(outputs),)); differentiable in both. Source: Liu et al. 2019, eq. 2. Test:
-    ``test_nas_darts.py::test_mixed_op_is_the_softmax_weighted_sum``."""
+    ``tests/optim/nas/test_nas_darts.py::test_mixed_op_is_the_softmax_weighted_sum``."""
     if alpha.shape != (len(outputs),):
         raise ValueError(f"alpha must have shape ({len(outputs)},) for {len(outputs)} "
                          f"operations, got {alpha.shape}")
@@ -218,7 +218,7 @@ def derive_cell(alpha: np.ndarray, op_names: Sequence[str], n_nodes: int, k: int
     :math:`\min(k, j)` incoming edges of largest :math:`\max_{o \ne \text{none}}
     \operatorname{softmax}(\alpha)_o` (ties: lower input index first). Returns, per node, the
     list of ``(input node, operation name)``. Test:
-    ``test_nas_darts.py::test_derive_cell_matches_a_brute_force_choice``."""
+    ``tests/optim/nas/test_nas_darts.py::test_derive_cell_matches_a_brute_force_choice``."""
     edges = edge_list(n_nodes)
     alpha = np.asarray(alpha, dtype=np.float64)
     if alpha.shape != (len(edges), len(op_names)):
@@ -266,7 +266,7 @@ def darts_search(model: DartsSearchNetwork, train: tuple[np.ndarray, np.ndarray]
     training batch; cosine learning rate over ``epochs``). Defaults are the paper's
     CIFAR-10 search settings (Sec. 3). Returns per epoch the mean validation loss in eval mode
     (``val_loss``, the first entry measured before any step) and the ``genotype``. Tests:
-    ``test_nas_darts.py::test_alpha_gradient_passes_gradcheck``,
+    ``tests/optim/nas/test_nas_darts.py::test_alpha_gradient_passes_gradcheck``,
     ``::test_a_tiny_search_decreases_the_validation_loss``."""
     if not isinstance(model, DartsSearchNetwork):
         raise TypeError(f"model must be a DartsSearchNetwork, got {type(model).__name__}")

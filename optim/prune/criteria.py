@@ -4,7 +4,7 @@ Hessian-vector products, activations) from data, then call the pure functions in
 A target is ``(module name, module, parameter name)``, e.g. ``("1", Linear, "weight")``.
 Scores are computed in eval mode (BatchNorm uses running statistics, dropout is off) on the
 effective weights (``orig * mask`` for pruned parameters, whose pruned entries then score 0
-for the data-driven criteria and are never revived). Tests: ``test_prune_model.py``.
+for the data-driven criteria and are never revived). Tests: ``tests/optim/prune/test_prune_model.py``.
 """
 from __future__ import annotations
 

@@ -44,7 +44,7 @@ def hessian_gradient_product(grad_fn: Callable[[np.ndarray], np.ndarray], w: np.
     :math:`(\nabla L(w + \epsilon g) - \nabla L(w - \epsilon g)) / 2\epsilon`. Use float64.
     Source: Wang et al. 2020 (the Hessian-gradient product of eq. 8); Pearlmutter 1994
     (the finite-difference form). Test:
-    ``test_prune_grasp.py::test_hessian_gradient_product_matches_brute_force_hessian``."""
+    ``tests/optim/prune/test_prune_grasp.py::test_hessian_gradient_product_matches_brute_force_hessian``."""
     w = np.asarray(w, dtype=np.float64)
     g = np.asarray(grad_fn(w), dtype=np.float64)
     if g.shape != w.shape:
@@ -55,9 +55,8 @@ def hessian_gradient_product(grad_fn: Callable[[np.ndarray], np.ndarray], w: np.
 def grasp_scores(w: np.ndarray, hg: np.ndarray) -> np.ndarray:
     r"""GraSP score :math:`S(-\theta) = -\theta \odot H g` (Wang et al. 2020, eq. 8); the
     weights with the **highest** scores are deleted (Algorithm 1). :math:`2 S_q` is the
-    first-order change of :math:`\|g\|^2` when weight :math:`q` is deleted. Tests:
-    ``test_prune_grasp.py::test_grasp_score_is_half_the_gradient_norm_change``,
-    ``::test_grasp_deletes_the_highest_scores``."""
+    first-order change of :math:`\|g\|^2` when weight :math:`q` is deleted. Test:
+    ``tests/optim/prune/test_prune_grasp.py::test_grasp_score_is_half_the_gradient_norm_change``."""
     w, hg = check_float_array(w, "w"), check_float_array(hg, "hg")
     if w.shape != hg.shape:
         raise ValueError(f"w has shape {w.shape} but hg has shape {hg.shape}")

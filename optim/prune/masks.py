@@ -38,7 +38,7 @@ def topk_mask(scores: np.ndarray, amount: int | float,
     pruning 20 % twice removes 36 % as with ``torch.nn.utils.prune``; entries already pruned
     stay pruned. Ties are broken by flat index (lower pruned first).
 
-    Tests: ``test_prune_masks.py::test_topk_mask_prunes_exactly_k_lowest`` and
+    Tests: ``tests/optim/prune/test_prune_masks.py::test_topk_mask_prunes_exactly_k_lowest`` and
     ``::test_topk_mask_composes_with_previous_mask``.
 
     >>> topk_mask(np.array([3.0, 1.0, 2.0, 1.0]), 0.5)
@@ -60,7 +60,7 @@ def global_topk_masks(scores: Sequence[np.ndarray], amount: int | float,
 
     Equivalent to ``topk_mask`` on ``concatenate([s.ravel() for s in scores])``, split back
     into the arrays' shapes (a single threshold :math:`\theta` for all layers).
-    Test: ``test_prune_masks.py::test_global_masks_equal_topk_on_concatenation``.
+    Test: ``tests/optim/prune/test_prune_masks.py::test_global_masks_equal_topk_on_concatenation``.
     """
     if isinstance(scores, np.ndarray) or not len(scores):
         raise ValueError("scores must be a non-empty sequence of arrays")
@@ -83,8 +83,8 @@ def magnitude_mask(w: np.ndarray, amount: int | float) -> np.ndarray:
     r"""Prune the ``round(amount * w.size)`` (or ``amount``) entries of smallest :math:`|w|`.
 
     Han et al. 2015, Sec. 3; ``torch.nn.utils.prune.l1_unstructured``'s mask.
-    Tests: ``test_prune_masks.py::test_magnitude_mask_is_a_threshold`` and
-    ``test_prune_torch.py::test_magnitude_mask_matches_torch_l1_unstructured``.
+    Tests: ``tests/optim/prune/test_prune_masks.py::test_magnitude_mask_is_a_threshold`` and
+    ``tests/optim/prune/test_prune_torch.py::test_magnitude_mask_matches_torch_l1_unstructured``.
 
     >>> magnitude_mask(np.array([0.5, -2.0, 0.1, 1.0]), 2)
     array([False,  True, False,  True])
@@ -96,7 +96,7 @@ def global_magnitude_masks(weights: Sequence[np.ndarray], amount: int | float) -
     r"""One magnitude threshold over all ``weights``: prune the ``k`` smallest :math:`|w|` of
     their concatenation (``torch.nn.utils.prune.global_unstructured`` with L1 scores).
 
-    Test: ``test_prune_masks.py::test_global_magnitude_equals_layerwise_for_identical_layers``.
+    Test: ``tests/optim/prune/test_prune_masks.py::test_global_magnitude_equals_layerwise_for_identical_layers``.
     """
     if isinstance(weights, np.ndarray):
         raise ValueError("weights must be a sequence of arrays, got a single ndarray")
@@ -107,7 +107,7 @@ def global_magnitude_masks(weights: Sequence[np.ndarray], amount: int | float) -
 def threshold_mask(w: np.ndarray, threshold: float) -> np.ndarray:
     r"""The magnitude rule with an explicit threshold: :math:`m = \mathbb{1}(|w| \ge \theta)`.
 
-    Han et al. 2015, Sec. 3. Test: ``test_prune_masks.py::test_magnitude_mask_is_a_threshold``.
+    Han et al. 2015, Sec. 3. Test: ``tests/optim/prune/test_prune_masks.py::test_magnitude_mask_is_a_threshold``.
     """
     if not np.isfinite(threshold):
         raise ValueError(f"threshold must be finite, got {threshold!r}")
@@ -120,7 +120,7 @@ def lp_norms(w: np.ndarray, n: float = 2, axis: int = 0) -> np.ndarray:
     (:math:`n = \infty`: the largest :math:`|w_{c,j}|`). With :math:`n = 1` it is the filter
     score of Li et al. 2017, "Pruning Filters for Efficient ConvNets", Sec. 3.1.
 
-    Test: ``test_prune_masks.py::test_lp_norms_match_numpy_norm``.
+    Test: ``tests/optim/prune/test_prune_masks.py::test_lp_norms_match_numpy_norm``.
     """
     w = check_scores(w, "w")
     if w.ndim == 0:
@@ -163,8 +163,8 @@ def ln_structured_mask(w: np.ndarray, amount: int | float, n: float = 2,
     (``lp_norms``); ``amount`` counts slices. ``torch.nn.utils.prune.ln_structured``'s mask
     (``axis`` is its ``dim``); with ``n=1, axis=0`` on a conv weight, Li et al. 2017.
 
-    Tests: ``test_prune_masks.py::test_structured_mask_is_constant_along_other_axes`` and
-    ``test_prune_torch.py::test_ln_structured_mask_matches_torch``.
+    Tests: ``tests/optim/prune/test_prune_masks.py::test_structured_mask_is_constant_along_other_axes`` and
+    ``tests/optim/prune/test_prune_torch.py::test_ln_structured_mask_matches_torch``.
 
     >>> ln_structured_mask(np.array([[3.0, 4.0], [0.0, 1.0]]), 1)
     array([[ True,  True],
@@ -184,7 +184,7 @@ def nm_mask(scores: np.ndarray, n: int = 2, m: int = 4, axis: int = -1) -> np.nd
     NVIDIA's 2:4 pattern groups along the input axis of a weight (Mishra et al. 2021,
     "Accelerating Sparse Deep Neural Networks"; Zhou et al. 2021, "Learning N:M
     Fine-grained Structured Sparse Neural Networks From Scratch"). ``scores.shape[axis]`` must
-    be a multiple of ``m``. Test: ``test_prune_masks.py::test_nm_mask_keeps_n_of_every_m``.
+    be a multiple of ``m``. Test: ``tests/optim/prune/test_prune_masks.py::test_nm_mask_keeps_n_of_every_m``.
 
     >>> nm_mask(np.abs(np.array([[0.1, -3.0, 2.0, 0.5]])), 2, 4)
     array([[False,  True,  True, False]])

@@ -60,7 +60,7 @@ def obs_inverse_hessian(output_jacobians: np.ndarray, alpha: float = 1e-6) -> np
     respect to the d weights. ``alpha`` is the paper's small constant
     (:math:`10^{-8} \le \alpha \le 10^{-4}` there), which makes every :math:`H_m` invertible.
     Returns a (d, d) float64 array. Test:
-    ``test_prune_obs.py::test_recursive_inverse_equals_the_direct_inverse``.
+    ``tests/optim/prune/test_prune_obs.py::test_recursive_inverse_equals_the_direct_inverse``.
     """
     x = check_float_array(output_jacobians, "output_jacobians").astype(np.float64)
     if x.ndim == 2:
@@ -83,7 +83,7 @@ def linear_output_jacobians(inputs: np.ndarray, out_features: int) -> np.ndarray
     :math:`e_o \otimes x_k` for output :math:`o` of pattern :math:`k`. Shape (P, out, out·in);
     with them ``obs_inverse_hessian`` inverts :math:`\alpha I + I_{\text{out}} \otimes \frac1P
     \sum_k x_k x_k^\top`, the Hessian of the layer's mean squared error (Hassibi & Stork 1993,
-    Sec. 3). Test: ``test_prune_obs.py::test_linear_jacobians_give_the_mse_hessian``."""
+    Sec. 3). Test: ``tests/optim/prune/test_prune_obs.py::test_linear_jacobians_give_the_mse_hessian``."""
     x = check_float_array(inputs, "inputs").astype(np.float64)
     if x.ndim != 2:
         raise ValueError(f"inputs must have shape (P, in_features), got {x.shape}")
@@ -110,7 +110,7 @@ def obs_saliency(w: np.ndarray, h_inv: np.ndarray) -> np.ndarray:
     r"""OBS saliency :math:`L_q = w_q^2 / (2 [H^{-1}]_{qq})` of every weight (shape of ``w``):
     the least increase of the quadratic loss when weight q is deleted and the others adjust.
     ``h_inv`` is (d, d) for the d = ``w.size`` weights flattened row-major. Source: Hassibi &
-    Stork 1993, Sec. 2. Tests: ``test_prune_obs.py::test_saliency_is_the_exact_quadratic_increase``,
+    Stork 1993, Sec. 2. Tests: ``tests/optim/prune/test_prune_obs.py::test_saliency_is_the_exact_quadratic_increase``,
     ``::test_obs_never_loses_more_than_obd``."""
     shape = np.shape(w)
     w, h_inv = _flat_pair(w, h_inv)
@@ -121,7 +121,7 @@ def obs_update(w: np.ndarray, h_inv: np.ndarray, q: int) -> np.ndarray:
     r"""The weights after deleting weight ``q`` (flat index) with the OBS correction
     :math:`w + \delta w`, :math:`\delta w = -(w_q / [H^{-1}]_{qq})\, H^{-1} e_q`; entry q of
     the result is exactly 0. Source: Hassibi & Stork 1993, Sec. 2. Test:
-    ``test_prune_obs.py::test_saliency_is_the_exact_quadratic_increase``."""
+    ``tests/optim/prune/test_prune_obs.py::test_saliency_is_the_exact_quadratic_increase``."""
     shape = np.shape(w)
     w, h_inv = _flat_pair(w, h_inv)
     if isinstance(q, bool) or not isinstance(q, (int, np.integer)) or not 0 <= q < w.size:
@@ -141,7 +141,7 @@ def obs_prune(w: np.ndarray, h_inv: np.ndarray, amount: int | float
     Returns ``(new_w, mask, predicted_increase)`` with ``mask`` True where kept and
     ``predicted_increase`` the sum of the saliencies deleted, which equals the increase of the
     quadratic loss :math:`\frac12 \delta w^\top (H^{-1})^{-1} \delta w` exactly. Test:
-    ``test_prune_obs.py::test_sequential_obs_reaches_the_constrained_minimum``.
+    ``tests/optim/prune/test_prune_obs.py::test_sequential_obs_reaches_the_constrained_minimum``.
     """
     shape = np.shape(w)
     w, h_inv = _flat_pair(w, h_inv)
@@ -171,7 +171,7 @@ def obs_prune_linear(weight: np.ndarray, inputs: np.ndarray, amount: int | float
     ``linear_output_jacobians``) and runs ``obs_prune``. Returns ``(new_weight, mask,
     predicted_increase)``; the bias is held fixed. The Hessian has :math:`(\text{out}\cdot
     \text{in})^2` entries: meant for small layers, as in the paper. Test:
-    ``test_prune_obs.py::test_obs_on_a_linear_layer_predicts_its_mse_increase``."""
+    ``tests/optim/prune/test_prune_obs.py::test_obs_on_a_linear_layer_predicts_its_mse_increase``."""
     weight = check_float_array(weight, "weight")
     if weight.ndim != 2:
         raise ValueError(f"weight must have shape (out_features, in_features), got {weight.shape}")

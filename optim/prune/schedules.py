@@ -34,7 +34,7 @@ def agp_sparsity(step: int, initial_sparsity: float, final_sparsity: float, begi
     ``frequency``, ``end_step``); between updates the last value holds, before :math:`t_0` it
     is :math:`s_i` and from ``end_step`` on :math:`s_f`. It prunes fast while many redundant
     weights remain and slowly near the end. Source: Zhu & Gupta 2017, "To prune, or not to
-    prune", eq. 1. Test: ``test_prune_schedules.py::test_agp_hits_its_ends_and_is_monotone``.
+    prune", eq. 1. Test: ``tests/optim/prune/test_prune_schedules.py::test_agp_hits_its_ends_and_is_monotone``.
 
     >>> round(agp_sparsity(5, 0.0, 0.8, 0, 10), 6)
     0.7
@@ -55,7 +55,7 @@ def agp_sparsity(step: int, initial_sparsity: float, final_sparsity: float, begi
 def geometric_sparsities(rate: float, rounds: int) -> list[float]:
     r"""Prune a fraction ``rate`` of the remaining weights per round:
     :math:`s_k = 1 - (1 - p)^k` for :math:`k = 1..` ``rounds`` (Frankle & Carbin 2019, Sec. 2,
-    use :math:`p = 0.2`). Test: ``test_prune_schedules.py::test_geometric_sparsities``."""
+    use :math:`p = 0.2`). Test: ``tests/optim/prune/test_prune_schedules.py::test_geometric_sparsities``."""
     rate = check_fraction(rate, "rate")
     rounds = check_positive_int(rounds, "rounds")
     return [1.0 - (1.0 - rate) ** k for k in range(1, rounds + 1)]

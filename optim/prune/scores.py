@@ -2,7 +2,7 @@ r"""Saliency scores: pure functions on arrays, one score per weight, neuron or c
 
 Higher score = more important (kept longer). Every mask in ``masks`` prunes the lowest scores.
 Per-weight scores have the weight's shape; per-channel scores have shape ``(C,)``.
-Tests: ``tests/optim/prune/test_prune_scores.py`` and ``test_prune_hessian.py``.
+Tests: ``tests/optim/prune/test_prune_scores.py`` and ``tests/optim/prune/test_prune_hessian.py``.
 """
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ def _per_sample(w: np.ndarray, per_sample_grads: object) -> np.ndarray:
 
 def magnitude_scores(w: np.ndarray) -> np.ndarray:
     r""":math:`s_i = |w_i|` (Han et al. 2015, "Learning both Weights and Connections", Sec. 3).
-    Test: ``test_prune_masks.py::test_magnitude_mask_is_a_threshold``."""
+    Test: ``tests/optim/prune/test_prune_masks.py::test_magnitude_mask_is_a_threshold``."""
     return np.abs(check_float_array(w, "w"))
 
 
@@ -37,7 +37,7 @@ def random_scores(shape: tuple[int, ...], rng: np.random.Generator | int | None 
                   dtype=np.float32) -> np.ndarray:
     r"""Independent :math:`s_i \sim U[0, 1)`: the random-pruning baseline (every subset of a
     given size is equally likely to be pruned). Seeded by ``rng`` (a Generator or an int).
-    Test: ``test_prune_scores.py::test_random_scores_are_seeded_and_uniform``."""
+    Test: ``tests/optim/prune/test_prune_scores.py::test_random_scores_are_seeded_and_uniform``."""
     return make_rng(rng).random(shape).astype(dtype)
 
 
@@ -53,7 +53,7 @@ def taylor_scores(w: np.ndarray, grad: np.ndarray, squared: bool = False) -> np.
     :math:`\mathcal I^{(1)}_m = (g_m w_m)^2`); the absolute value ranks the weights identically
     (it is the square root of the same number) and is what SNIP normalises. Molchanov et al.
     2017 score feature maps, not weights: see ``taylor_feature_map_scores``.
-    Test: ``test_prune_scores.py::test_taylor_score_is_the_first_order_loss_change``.
+    Test: ``tests/optim/prune/test_prune_scores.py::test_taylor_score_is_the_first_order_loss_change``.
     """
     w, grad = check_float_array(w, "w"), check_float_array(grad, "grad")
     _same_shape(w, "w", grad, "grad")
@@ -68,7 +68,7 @@ def taylor_group_scores(w: np.ndarray, grad: np.ndarray, axis: int = 0) -> np.nd
 
     the squared first-order change of the loss when every weight of slice :math:`c` is zeroed.
     Source: Molchanov et al. 2019, Sec. 3 (the contribution of a group of parameters). Test:
-    ``test_prune_scores.py::test_taylor_group_score_is_squared_loss_change``.
+    ``tests/optim/prune/test_prune_scores.py::test_taylor_group_score_is_squared_loss_change``.
     """
     w, grad = check_float_array(w, "w"), check_float_array(grad, "grad")
     _same_shape(w, "w", grad, "grad")
@@ -84,7 +84,7 @@ def obd_scores(w: np.ndarray, hessian_diag: np.ndarray) -> np.ndarray:
     changes the loss by :math:`\delta L \approx \tfrac12 h_{ii} w_i^2`. Source: LeCun, Denker &
     Solla 1990, "Optimal Brain Damage", Sec. 3 (the saliency). ``hessian_diag`` comes from
     ``fisher_diagonal`` or ``hutchinson_diagonal``.
-    Test: ``test_prune_hessian.py::test_obd_is_exact_for_a_diagonal_quadratic``.
+    Test: ``tests/optim/prune/test_prune_hessian.py::test_obd_is_exact_for_a_diagonal_quadratic``.
     """
     w, h = check_float_array(w, "w"), check_float_array(hessian_diag, "hessian_diag")
     _same_shape(w, "w", h, "hessian_diag")
@@ -106,7 +106,7 @@ def fisher_diagonal(per_sample_grads: np.ndarray, sample_weights: np.ndarray | N
     Martens 2020, "New Insights and Perspectives on the Natural Gradient Method" (Fisher,
     generalized Gauss-Newton, empirical Fisher); Theis et al. 2018, "Faster gaze prediction
     with dense networks and Fisher pruning", Sec. 2. Tests:
-    ``test_prune_hessian.py::test_fisher_with_model_label_weights_is_the_logistic_hessian``,
+    ``tests/optim/prune/test_prune_hessian.py::test_fisher_with_model_label_weights_is_the_logistic_hessian``,
     ``::test_empirical_fisher_approaches_hessian_with_samples_from_the_model``.
     """
     g = check_float_array(per_sample_grads, "per_sample_grads")
@@ -134,7 +134,7 @@ def hutchinson_diagonal(hvp: Callable[[np.ndarray], np.ndarray], shape: tuple[in
     a diagonal :math:`H`). Sources: Bekas, Kokiopoulou & Saad 2007, "An estimator for the
     diagonal of a matrix", Sec. 2; Yao et al. 2021, "AdaHessian", Sec. 3.
     ``hvp(v)`` returns :math:`Hv` for ``v`` of ``shape`` (see ``finite_difference_hvp``).
-    Test: ``test_prune_hessian.py::test_hutchinson_error_shrinks_with_samples``.
+    Test: ``tests/optim/prune/test_prune_hessian.py::test_hutchinson_error_shrinks_with_samples``.
     """
     n_samples = check_positive_int(n_samples, "n_samples")
     rng = make_rng(rng)
@@ -157,7 +157,7 @@ def finite_difference_hvp(grad_fn: Callable[[np.ndarray], np.ndarray], w: np.nda
     exact (up to rounding) when :math:`L` is quadratic, :math:`O(\epsilon^2)` otherwise.
     Source: Pearlmutter 1994, "Fast Exact Multiplication by the Hessian", Sec. 2 (the
     finite-difference form that his R-operator makes exact). Use float64.
-    Test: ``test_prune_hessian.py::test_finite_difference_hvp_is_exact_for_a_quadratic``.
+    Test: ``tests/optim/prune/test_prune_hessian.py::test_finite_difference_hvp_is_exact_for_a_quadratic``.
     """
     w, v = np.asarray(w, dtype=np.float64), np.asarray(v, dtype=np.float64)
     _same_shape(w, "w", v, "v")
@@ -175,7 +175,7 @@ def snip_scores(weights: list[np.ndarray], grads: list[np.ndarray]) -> list[np.n
     Source: Lee, Ajanthan & Torr 2019, "SNIP: Single-shot Network Pruning based on Connection
     Sensitivity", Sec. 4.1 (computed on one mini-batch before training). The normalisation does
     not change the ranking; it makes the scores a distribution over connections.
-    Test: ``test_prune_scores.py::test_snip_is_the_normalised_derivative_wrt_the_gate``.
+    Test: ``tests/optim/prune/test_prune_scores.py::test_snip_is_the_normalised_derivative_wrt_the_gate``.
     """
     if isinstance(weights, np.ndarray) or len(weights) != len(grads) or not len(weights):
         raise ValueError("weights and grads must be non-empty lists of equal length")
@@ -194,7 +194,7 @@ def influence_scores(w: np.ndarray, per_sample_grads: np.ndarray) -> np.ndarray:
     Unlike ``taylor_scores`` on the mean gradient (:math:`|\frac1N \sum_n g_{n,i} w_i|`), the
     absolute value is taken per sample, so opposite effects on different samples do not cancel
     (the per-example absolute value that Molchanov et al. 2017, Sec. 2.2, take for feature
-    maps, here applied to single weights). Test: ``test_prune_scores.py::test_influence_is_mean_absolute_per_sample_change``.
+    maps, here applied to single weights). Test: ``tests/optim/prune/test_prune_scores.py::test_influence_is_mean_absolute_per_sample_change``.
     """
     w = check_float_array(w, "w")
     g = _per_sample(w, per_sample_grads)
@@ -215,7 +215,7 @@ def activation_variance(activations: np.ndarray, axis: int = 1) -> np.ndarray:
     :math:`s_c = \operatorname{Var}_{n, p}[a_{n,c,p}]`. A channel whose output barely varies
     acts as a constant (which ``shrink`` folds into the next layer's bias). Source: Polyak &
     Wolf 2015, "Channel-Level Acceleration of Deep Face Representations" (inbound pruning).
-    Test: ``test_prune_scores.py::test_activation_variance_is_per_channel_variance``.
+    Test: ``tests/optim/prune/test_prune_scores.py::test_activation_variance_is_per_channel_variance``.
     """
     return _channels_first(activations, axis).astype(np.float64).var(axis=1)
 
@@ -229,7 +229,7 @@ def activation_entropy(activations: np.ndarray, bins: int = 100, axis: int = 1) 
     falls in the i-th of ``bins`` equal-width bins over that channel's range (:math:`0 \log 0
     = 0`; a constant channel has entropy 0). Low entropy = little information = prunable.
     Source: Luo & Wu 2017, "An Entropy-based Pruning Method for CNN Compression", Sec. 3.
-    Test: ``test_prune_scores.py::test_activation_entropy_bounds_and_uniform_case``.
+    Test: ``tests/optim/prune/test_prune_scores.py::test_activation_entropy_bounds_and_uniform_case``.
     """
     a = check_float_array(activations, "activations")
     if a.ndim < 2:
@@ -273,7 +273,7 @@ def taylor_feature_map_scores(activations: np.ndarray, grads: np.ndarray, axis: 
     al. 2017, "Pruning Convolutional Neural Networks for Resource Efficient Inference",
     Sec. 2.2 (the criterion :math:`\Theta_{TE}` of a feature map, its per-example absolute
     value and the layer-wise :math:`\ell_2` normalisation).
-    Test: ``test_prune_scores.py::test_taylor_feature_map_scores_match_brute_force``.
+    Test: ``tests/optim/prune/test_prune_feature_maps.py::test_taylor_feature_map_scores_match_brute_force``.
     """
     a, g, axis = _pair_of_activations(activations, grads, axis)
     n, c = a.shape[0], a.shape[axis]
@@ -297,7 +297,7 @@ def apoz(activations: np.ndarray, axis: int = 1) -> np.ndarray:
     the *highest* APoZ are pruned first, so as a keep-score (``masks`` prune the lowest) use
     :math:`1 - \mathrm{APoZ}`, as ``criteria.channel_scores(..., "apoz")`` does. Source: Hu et
     al. 2016, "Network Trimming: A Data-Driven Neuron Pruning Approach towards Efficient Deep
-    Architectures", eq. 1. Test: ``test_prune_scores.py::test_apoz_is_the_zero_count``.
+    Architectures", eq. 1. Test: ``tests/optim/prune/test_prune_feature_maps.py::test_apoz_is_the_zero_count``.
     """
     return np.mean(_channels_first(activations, axis) == 0, axis=1)
 
@@ -311,7 +311,7 @@ def fpgm_scores(w: np.ndarray, axis: int = 0) -> np.ndarray:
     to the filters themselves it is the filter of least :math:`s_i`, whose information the
     others already carry, so the filters with the smallest :math:`s_i` are pruned. Source: He
     et al. 2019, "Filter Pruning via Geometric Median for Deep CNN Acceleration", Sec. 3.
-    Test: ``test_prune_scores.py::test_fpgm_prunes_the_brute_force_geometric_median_filter``.
+    Test: ``tests/optim/prune/test_prune_scores.py::test_fpgm_prunes_the_brute_force_geometric_median_filter``.
     """
     w = check_float_array(w, "w")
     if w.ndim < 1:
@@ -328,7 +328,7 @@ def bn_scale_scores(gamma: np.ndarray) -> np.ndarray:
     r"""Network slimming: channel :math:`c` scores :math:`|\gamma_c|`, its BatchNorm scale
     (trained with the L1 penalty of ``slimming_penalty_grad``). Source: Liu et al. 2017,
     "Learning Efficient Convolutional Networks through Network Slimming", Sec. 3.
-    Test: ``test_prune_scores.py::test_slimming_scores_and_penalty``."""
+    Test: ``tests/optim/prune/test_prune_scores.py::test_slimming_scores_and_penalty``."""
     gamma = check_float_array(gamma, "gamma")
     if gamma.ndim != 1:
         raise ValueError(f"gamma must be 1-D (one scale per channel), got shape {gamma.shape}")
@@ -339,7 +339,7 @@ def slimming_penalty_grad(gamma: np.ndarray, penalty: float) -> np.ndarray:
     r"""Subgradient of the slimming penalty :math:`\lambda \sum_c |\gamma_c|`:
     :math:`\lambda\,\operatorname{sign}(\gamma)` (0 at 0), added to the BatchNorm scales'
     gradients during training. Source: Liu et al. 2017, eq. 1 and Sec. 3.
-    Test: ``test_prune_scores.py::test_slimming_scores_and_penalty``."""
+    Test: ``tests/optim/prune/test_prune_scores.py::test_slimming_scores_and_penalty``."""
     gamma = check_float_array(gamma, "gamma")
     if not penalty >= 0:
         raise ValueError(f"penalty must be >= 0, got {penalty!r}")

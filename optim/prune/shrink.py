@@ -174,7 +174,7 @@ def shrink(model: nn.Sequential) -> nn.Sequential:
 
     Pruning parametrizations are made permanent in the copy; ``model`` is left unchanged. The
     copy's outputs equal ``model``'s in eval mode (up to rounding). Test:
-    ``test_prune_shrink.py::test_shrinking_random_masks_preserves_outputs``.
+    ``tests/optim/prune/test_prune_shrink.py::test_shrinking_random_masks_preserves_outputs``.
     """
     flat_layers(model)  # validates the structure before copying
     shrunk = remove_all(copy.deepcopy(model))
