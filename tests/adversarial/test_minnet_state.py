@@ -7,10 +7,14 @@ exact exception it must raise; every case also checks that the state it was load
 unchanged, array by array.
 """
 import json
+import tempfile
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import minnet
 from minnet import functional as F
@@ -18,7 +22,9 @@ from minnet import io as mio
 from minnet import nn, optimizers
 from minnet import random as mrandom
 from minnet.train import (CheckpointError, NonFiniteError, ResumeMismatchError,
-                          checkpoint_state, fit)
+                          checkpoint_state, fit, load_checkpoint)
+
+HISTORY_KEYS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "seconds")
 
 
 def snapshot(*objects) -> list[dict]:
@@ -318,6 +324,60 @@ def test_bad_checkpoint_restores_nothing(tmp_path, case):
     with pytest.raises(error):
         _run(path, 2, model=model, optimizer=optimizer, scheduler=scheduler)
     assert_same(before, snapshot(model, optimizer, scheduler))
+
+
+_DAMAGES = {
+    "delete": lambda v: None,
+    "grow": lambda v: np.append(v.reshape(-1), v.reshape(-1)[:1]) if v.size else np.zeros(1),
+    "scalar": lambda v: np.asarray(v.reshape(-1)[0] if v.size else 0),
+    "int8": lambda v: v.astype(np.int8),
+    "float16": lambda v: v.astype(np.float16),
+    "complex": lambda v: v.astype(np.complex64),
+    "bytes": lambda v: v.astype("S4"),
+    "bool": lambda v: v.astype(bool),
+}
+_VALID_CHECKPOINT = {}
+
+
+def _valid_checkpoint() -> dict:
+    """One checkpoint of ``_run`` (1 epoch), made once."""
+    if not _VALID_CHECKPOINT:
+        path = Path(tempfile.mkdtemp()) / "ck.npz"
+        _run(path)
+        _VALID_CHECKPOINT.update(mio.load(path))
+    return _VALID_CHECKPOINT
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered in cast:RuntimeWarning")
+@given(data=st.data())
+def test_randomly_damaged_checkpoint_restores_all_or_nothing(tmp_path_factory, data):
+    """Random damage to one to three random entries: ``load_checkpoint`` either restores the
+    checkpoint (the model then holds the saved arrays cast to its dtypes) or raises a
+    ValueError and leaves model, optimizer and scheduler unchanged."""
+    valid = _valid_checkpoint()
+    state = dict(valid)
+    keys = data.draw(st.lists(st.sampled_from(sorted(state)), min_size=1, max_size=3,
+                              unique=True), label="keys")
+    for key in keys:
+        value = _DAMAGES[data.draw(st.sampled_from(sorted(_DAMAGES)), label=key)](state[key])
+        if value is None:
+            del state[key]
+        else:
+            state[key] = value
+    path = tmp_path_factory.mktemp("damaged") / "ck.npz"
+    mio.save(state, path)
+    model, optimizer, scheduler = _fresh(path)
+    before = snapshot(model, optimizer, scheduler)
+    fingerprint = json.loads(valid["fingerprint"].tobytes())
+    try:
+        epoch, history = load_checkpoint(path, model, optimizer, scheduler,
+                                         history_keys=HISTORY_KEYS, fingerprint=fingerprint)
+    except ValueError:
+        assert_same(before, snapshot(model, optimizer, scheduler))
+        return
+    assert epoch == 1 and set(history) == set(HISTORY_KEYS)
+    for key, value in model.state_dict().items():
+        np.testing.assert_array_equal(value, np.asarray(state[f"model.{key}"]).astype(value.dtype))
 
 
 def test_unreadable_checkpoint_restores_nothing(tmp_path):
