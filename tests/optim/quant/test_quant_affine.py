@@ -258,3 +258,26 @@ def test_tf_fake_quant_shifts_a_range_without_zero_instead_of_widening_it():
         qparams(-1.0, 3.0, -128, 127, symmetric=True, convention="onnxruntime")
     with pytest.raises(ValueError, match="convention must be one of"):
         affine_zero_point(np.float32(-1.0), np.float32(0.1), 0, 255, "caffe")
+
+
+@given(qrange=qranges(2, 8), scale=st.sampled_from([0.25, 0.5, 1.0, 3.0]), data=st.data())
+def test_quantize_saturates_and_rounds_to_nearest(qrange, scale, data):
+    """q = clamp(round(x/s) + z): a value beyond the range saturates at q_max or q_min (seed 003's
+    ⌊xW + B⌋ mod P wraps it around), and x = (k + 0.6)s inside the range goes to k + 1, not to
+    the floor k."""
+    qmin, qmax = qrange
+    z = data.draw(st.integers(qmin, qmax))
+    k = data.draw(st.integers(qmin - z, qmax - z - 1))
+    beyond = data.draw(st.integers(1, 3 * (qmax - qmin)))
+    x = np.array([(k + 0.6) * scale, (qmax - z + beyond) * scale, (qmin - z - beyond) * scale])
+    assert quantize(x, scale, z, qmin, qmax).tolist() == [k + 1 + z, qmax, qmin]
+
+
+@given(qrange=qranges(2, 8), scale=st.floats(1e-3, 1e3), data=st.data())
+def test_dequantize_is_scale_times_code_minus_zero_point(qrange, scale, data):
+    """x̂ = s (q − z), by hand on integers (seed 003 adds the offset: (q + z)/W)."""
+    qmin, qmax = qrange
+    z = data.draw(st.integers(qmin, qmax))
+    q = np.array(data.draw(st.lists(st.integers(qmin, qmax), min_size=1, max_size=8)))
+    expected = [np.float64(scale) * (int(v) - z) for v in q]
+    np.testing.assert_allclose(dequantize(q.astype(np.int64), np.float64(scale), z), expected, rtol=1e-15)
