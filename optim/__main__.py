@@ -58,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "(default: %(default)s)")
     parser.add_argument("--force", action="store_true",
                         help="use OUT even if it holds another configuration's run or other "
-                             "files; stages whose inputs did not change are kept")
+                             "files; stages whose inputs did not change are kept, and only what "
+                             "the pipeline wrote (listed in OUT/manifest.json) is ever removed")
     parser.add_argument("--dataset", choices=RUN_OPTIONS["dataset"].choices,
                         help="override [run] dataset: the bundled 5k subset or the full MNIST")
     parser.add_argument("--data-root", metavar="DIR",
