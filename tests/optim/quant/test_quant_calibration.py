@@ -186,10 +186,10 @@ def test_mxnet_kl_matches_a_loop_over_the_description(half, n_quantized, data):
 
 def test_relu_gaussian_thresholds_of_the_two_conventions():
     """ReLU of 10^6 standard normals: each convention's threshold equals its source's own
-    algorithm run by the loops above. Both land far beyond the 1.89 that the unsmoothed KL
-    without NVIDIA's bins[0] = bins[1] picks on the same data (the zero spike of ReLU pulls that
-    one in), NVIDIA's at the upper edge i·w of its 2048-bin histogram of |x|, MXNet's at
-    (i + 1/2)·w of its 8001-bin signed histogram."""
+    algorithm run by the loops above, NVIDIA's at the upper edge i·w of its 2048-bin histogram
+    of |x|, MXNet's at (i + 1/2)·w of its 8001-bin signed histogram. Neither is pulled in by
+    the half of the data at exactly 0 (NVIDIA copies bin 1 into bin 0; MXNet's zero bin is the
+    centre of every slice): both clip only the far tail, beyond 4."""
     x = np.maximum(np.random.default_rng(1).standard_normal(1_000_000), 0.0)
     counts, edges = np.histogram(x, bins=2048, range=(0.0, x.max()))
     nvidia = kl_threshold_nvidia(counts, edges)
