@@ -106,7 +106,7 @@ def pack_weights(w: np.ndarray) -> tuple[np.ndarray, int, int]:
 
 
 class PackedWeights(NamedTuple):
-    """int8 weights in VNNI panel order (``pack_weights``), their row sums
+    r"""int8 weights in VNNI panel order (``pack_weights``), their row sums
     :math:`\sum_k w_{ok}` (int64) and the per-panel tables ``run_tiles`` reads."""
     packed: np.ndarray
     column_sums: np.ndarray
