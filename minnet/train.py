@@ -174,17 +174,18 @@ def _encode_json(data: Any) -> np.ndarray:
     return np.frombuffer(json.dumps(data, sort_keys=True).encode(), dtype=np.uint8).copy()
 
 
-def _decode_fingerprint(array: np.ndarray) -> dict:
+def _decode_fingerprint(path, array: np.ndarray) -> dict:
     if array.dtype != np.uint8 or array.ndim != 1 or array.size > _MAX_FINGERPRINT_BYTES:
-        raise CheckpointError(f"'fingerprint' must be a 1-D uint8 array of at most "
+        raise CheckpointError(f"{path}: 'fingerprint' must be a 1-D uint8 array of at most "
                               f"{_MAX_FINGERPRINT_BYTES} bytes, got {array.dtype} of shape "
                               f"{array.shape}")
     try:
         decoded = json.loads(array.tobytes().decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
-        raise CheckpointError(f"'fingerprint' is not UTF-8 JSON: {err}") from err
+        raise CheckpointError(f"{path}: 'fingerprint' is not UTF-8 JSON: {err}") from err
     if not isinstance(decoded, dict):
-        raise CheckpointError(f"'fingerprint' must be a JSON object, got {decoded!r:.100}")
+        raise CheckpointError(f"{path}: 'fingerprint' must be a JSON object, got "
+                              f"{decoded!r:.100}")
     return decoded
 
 
@@ -326,7 +327,7 @@ def load_checkpoint(path: str | os.PathLike, model: Module, optimizer=None, sche
                 f"{path} has no run fingerprint (written by another program or version), so "
                 f"its settings cannot be checked; pass allow_changes=True to resume anyway",
                 {})
-        saved = _decode_fingerprint(state["fingerprint"])
+        saved = _decode_fingerprint(path, state["fingerprint"])
         _compare_fingerprints(path, saved, fingerprint, epoch, allow_changes)
     targets = [("model", model, _section(state, "model."))]
     if optimizer is not None:
