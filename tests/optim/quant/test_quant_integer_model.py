@@ -76,6 +76,24 @@ def test_integer_model_agrees_with_simulation():
     assert np.abs(logits - simulated).max() <= 4 * out.scale
 
 
+def test_per_tensor_weights_run_as_integers():
+    """QConfig(per_channel_weights=False): one weight scale per layer, repeated per output
+    channel on the integer engine, whose codes are quantize(W) at that scale; the integer model
+    agrees with the simulation."""
+    x = images(64)
+    converted = convert(calibrate(prepare(tiny_cnn(), per_channel_weights=False), x))
+    integer = IntegerModel(converted)
+    layers = [op for op in integer.ops if hasattr(op, "w_q")]
+    for op, stage in zip(layers, [m for m in converted if hasattr(m, "weight_quant")]):
+        wq = stage.weight_quant
+        assert np.ndim(wq.scale) == 0
+        np.testing.assert_array_equal(op.w_q, quantize(stage.layer.weight.data, wq.scale, 0,
+                                                       wq.qmin, wq.qmax))
+    with minnet.no_grad():
+        simulated = converted(minnet.Tensor(x)).data.argmax(axis=1)
+    assert np.mean(integer.predict(x) == simulated) >= 0.95
+
+
 @given(x=hnp.arrays(np.float32, st.integers(1, 20),
                     elements=st.floats(-np.inf, np.inf, allow_nan=False, width=32)))
 def test_input_and_output_steps_equal_quantize_and_dequantize(x):
