@@ -49,6 +49,7 @@ from minnet.ops import linalg as L
 from minnet.ops import norm as N
 from minnet.ops import pool as P
 from minnet.ops import reduce as R
+from minnet.ops import resize as RZ
 from minnet.ops import shape as S
 from minnet.tensor import Context, Function
 from optim.graph import dims as D
@@ -236,32 +237,15 @@ _register("GELU", (1, 1), _same, _forward(E.GELU), _out_elements, "elementwise",
           onnx_import={"Gelu": _gelu_in}, onnx_export=_gelu_out)
 
 
-def _hard_sigmoid(x: np.ndarray, alpha: float, beta: float) -> np.ndarray:
-    """max(0, min(1, αx + β)) in x's dtype (ONNX HardSigmoid; α = 1/6, β = 1/2 is PyTorch's)."""
-    return np.clip(x * x.dtype.type(alpha) + x.dtype.type(beta), 0, 1).astype(x.dtype, copy=False)
-
-
-def _hard_sigmoid_run(arrays: Arrays, attrs: Mapping) -> np.ndarray:
-    return _hard_sigmoid(arrays[0], attrs["alpha"], attrs["beta"])
-
-
-def _hard_swish_run(arrays: Arrays, attrs: Mapping) -> np.ndarray:
-    """x · HardSigmoid(x; 1/6, 1/2) (ONNX HardSwish, Howard et al. 2019 eq. 2)."""
-    return arrays[0] * _hard_sigmoid(arrays[0], 1 / 6, 0.5)
-
-
-def _erf_run(arrays: Arrays, attrs: Mapping) -> np.ndarray:
-    """erf(x) = 2/√π ∫₀ˣ e^{−t²} dt."""
-    return special.erf(arrays[0]).astype(arrays[0].dtype, copy=False)
-
-
-_register("HardSigmoid", (1, 1), _same, _hard_sigmoid_run, _out_elements, "elementwise",
+_register("HardSigmoid", (1, 1), _same, _forward(E.HardSigmoid), _out_elements, "elementwise",
+          E.HardSigmoid,
           onnx_import={"HardSigmoid": _import_as("HardSigmoid", alpha=("alpha", 0.2),
                                                  beta=("beta", 0.5))},
           onnx_export=_export_as("HardSigmoid", alpha="alpha", beta="beta"))
-_register("HardSwish", (1, 1), _same, _hard_swish_run, _out_elements, "elementwise",
-          onnx_import={"HardSwish": _import_as("HardSwish")}, onnx_export=_export_as("HardSwish"))
-_register("Erf", (1, 1), _same, _erf_run, _out_elements, "elementwise",
+_register("HardSwish", (1, 1), _same, _forward(E.HardSwish), _out_elements, "elementwise",
+          E.HardSwish, onnx_import={"HardSwish": _import_as("HardSwish")},
+          onnx_export=_export_as("HardSwish"))
+_register("Erf", (1, 1), _same, _forward(E.Erf), _out_elements, "elementwise", E.Erf,
           onnx_import={"Erf": _import_as("Erf")}, onnx_export=_export_as("Erf"))
 
 
@@ -1085,237 +1069,164 @@ _register("BatchNorm", (1, 5), _batch_norm, _batch_norm_run, _bn_work, function=
 
 def _lrn(types: Types, attrs: Mapping) -> TensorType:
     x, size = types[0], attrs["size"]
+    before = attrs.get("before", size // 2 if isinstance(size, int) else 0)
     if len(x.shape) < 3:
-        _fail(f"LRN needs (N, C, ...) input, got {x.shape}")
-    if not isinstance(size, (int, np.integer)) or size < 1:
-        _fail(f"LRN size must be a positive integer, got {size!r}")
+        _fail(f"local response norm needs (N, C, ...) input, got {x.shape}")
+    if not isinstance(size, (int, np.integer)) or size < 1 or not 0 <= before < size:
+        _fail(f"local response norm size {size!r} (window start {before!r}) is invalid")
     return x
-
-
-def local_response_norm(x: np.ndarray, size: int, alpha: float, beta: float,
-                        bias: float) -> np.ndarray:
-    """Local response normalisation across channels (Krizhevsky et al. 2012, section 3.3; ONNX
-    ``LRN`` convention, α divided by the window size):
-
-    y_c = x_c / (bias + α/size · Σ_{c' = c − ⌊(size−1)/2⌋}^{c + ⌈(size−1)/2⌉} x_{c'}²)^β
-
-    channels outside [0, C) count as 0. Window sums come from one cumulative sum over the
-    zero-padded channel axis. Test: ``tests/optim/graph/test_graph_onnx_ops.py::test_lrn_matches_brute_force``.
-    """
-    below = (size - 1) // 2
-    widths = [(0, 0)] * x.ndim
-    widths[1] = (below + 1, size - 1 - below)
-    total = np.cumsum(np.pad(x.astype(np.float64) ** 2, widths), axis=1)
-    channels = x.shape[1]
-    window = (np.take(total, np.arange(size, size + channels), axis=1)
-              - np.take(total, np.arange(channels), axis=1))
-    return (x / (bias + alpha / size * window) ** beta).astype(x.dtype)
-
-
-def _lrn_run(arrays: Arrays, attrs: Mapping) -> np.ndarray:
-    return local_response_norm(arrays[0], attrs["size"], attrs["alpha"], attrs["beta"], attrs["bias"])
 
 
 def _lrn_in(im) -> None:
+    """ONNX's window [c − ⌊(n−1)/2⌋, c + ⌈(n−1)/2⌉]; PyTorch's starts at c − ⌊n/2⌋."""
     size = im.attr("size")
     if not isinstance(size, int) or size < 1:
         raise im.invalid(f"size must be a positive integer, got {size!r}")
-    im.emit("LRN", (im.input(0),), im.out(), size=size, alpha=float(im.attr("alpha", 1e-4)),
-            beta=float(im.attr("beta", 0.75)), bias=float(im.attr("bias", 1.0)))
+    im.emit("LocalResponseNorm", (im.input(0),), im.out(), size=size,
+            alpha=float(im.attr("alpha", 1e-4)), beta=float(im.attr("beta", 0.75)),
+            k=float(im.attr("bias", 1.0)), before=(size - 1) // 2)
 
 
-_register("LRN", (1, 1), _lrn, _lrn_run, lambda t, o, a: o.size * a["size"],
-          onnx_import={"LRN": _lrn_in}, onnx_export=_export_as("LRN", size="size", alpha="alpha",
-                                                                beta="beta", bias="bias"))
+def _lrn_out(ex, node: Node, out: str) -> None:
+    a = node.attrs
+    if a.get("before", a["size"] // 2) != (a["size"] - 1) // 2:
+        raise NotImplementedError(f"node {node.output!r} (LocalResponseNorm): PyTorch's window of "
+                                  f"even size {a['size']} has no ONNX LRN spelling")
+    ex.add("LRN", node.inputs, out, size=a["size"], alpha=a["alpha"], beta=a["beta"], bias=a["k"])
+
+
+_register("LocalResponseNorm", (1, 1), _lrn, _forward(N.LocalResponseNorm),
+          lambda t, o, a: o.size * a["size"], function=N.LocalResponseNorm,
+          onnx_import={"LRN": _lrn_in}, onnx_export=_lrn_out)
 
 
 def _layer_norm(types: Types, attrs: Mapping) -> TensorType:
-    x, axis = types[0], attrs["axis"]
-    if not 0 <= axis < len(x.shape):
-        _fail(f"axis {axis} is out of range for {len(x.shape)} dimensions")
+    x, shape = types[0], tuple(attrs["normalized_shape"])
+    if not shape or len(shape) > len(x.shape) or not all(
+            D.same(a, b) for a, b in zip(shape, x.shape[len(x.shape) - len(shape):])):
+        _fail(f"normalized_shape {shape} is not a suffix of the input shape {x.shape}")
     for t in types[1:]:
-        if t is not None and D.broadcast_shapes(t.shape, x.shape[axis:]) != tuple(x.shape[axis:]):
-            _fail(f"layer norm parameter {t.shape} does not broadcast to {x.shape[axis:]}")
+        if t is not None and t.shape != shape:
+            _fail(f"layer norm parameter {t.shape} does not match normalized_shape {shape}")
     return x
-
-
-def layer_norm(x: np.ndarray, weight: np.ndarray | None, bias: np.ndarray | None, axis: int,
-               eps: float) -> np.ndarray:
-    """Layer normalisation over the axes from ``axis`` on (Ba, Kiros & Hinton 2016, eq. 4; ONNX
-    ``LayerNormalization``): μ, σ² = mean and biased variance over those axes,
-    y = (x − μ) / √(σ² + ε) · γ + β.
-    Test: ``tests/optim/graph/test_graph_onnx_ops.py::test_layer_norm_matches_onnxruntime``.
-    """
-    axes = tuple(range(axis, x.ndim))
-    mean = x.mean(axis=axes, keepdims=True)
-    centred = x - mean
-    y = centred / np.sqrt((centred * centred).mean(axis=axes, keepdims=True) + x.dtype.type(eps))
-    if weight is not None:
-        y = y * weight
-    if bias is not None:
-        y = y + bias
-    return y.astype(x.dtype, copy=False)
 
 
 def _layer_norm_in(im) -> None:
     if len(im.outputs()) > 1:
         raise im.unsupported("LayerNormalization's mean and inverse deviation outputs")
-    ndim = len(im.type(0).shape)
+    shape = im.type(0).shape
     axis = im.attr("axis", -1)
-    if not -ndim <= axis < ndim:
-        raise im.invalid(f"axis {axis} is out of range for {ndim} dimensions")
-    im.emit("LayerNorm", (im.input(0), im.input(1), im.input(2)), im.out(), axis=axis % ndim,
+    if not -len(shape) <= axis < len(shape):
+        raise im.invalid(f"axis {axis} is out of range for {len(shape)} dimensions")
+    params = [im.input(i) for i in (1, 2)]
+    if any(p and im.types[p].shape != tuple(shape[axis:]) for p in params):
+        raise im.unsupported("a LayerNormalization scale or bias that only broadcasts to "
+                             f"{tuple(shape[axis:])}")
+    im.emit("LayerNorm", (im.input(0), *params), im.out(), normalized_shape=tuple(shape[axis:]),
             eps=float(im.attr("epsilon", 1e-5)))
 
 
 def _layer_norm_out(ex, node: Node, out: str) -> None:
-    x = ex.types[node.inputs[0]]
+    x, shape = ex.types[node.inputs[0]], tuple(node.attrs["normalized_shape"])
     ins = (list(node.inputs) + ["", ""])[:3]
-    ins[1] = ins[1] or ex.constant(np.ones(x.shape[node.attrs["axis"]:], x.dtype), f"{out}.scale")
-    ex.add("LayerNormalization", ins, out, axis=node.attrs["axis"], epsilon=node.attrs["eps"])
+    ins[1] = ins[1] or ex.constant(np.ones(shape, x.dtype), f"{out}.scale")
+    ex.add("LayerNormalization", ins, out, axis=len(x.shape) - len(shape),
+           epsilon=node.attrs["eps"])
 
 
-_register("LayerNorm", (1, 3), _layer_norm,
-          lambda arrays, a: layer_norm(arrays[0], arrays[1], arrays[2], a["axis"], a["eps"]),
-          _bn_work, onnx_import={"LayerNormalization": _layer_norm_in},
-          onnx_export=_layer_norm_out)
+_register("LayerNorm", (1, 3), _layer_norm, _forward(N.LayerNorm), _bn_work,
+          function=N.LayerNorm, shape_attrs=("normalized_shape",),
+          onnx_import={"LayerNormalization": _layer_norm_in}, onnx_export=_layer_norm_out)
 
 # ---- resize ----------------------------------------------------------------------------------
 
-_COORDINATES = ("half_pixel", "pytorch_half_pixel", "align_corners", "asymmetric",
-                "tf_half_pixel_for_nn")
-_NEAREST = ("round_prefer_floor", "round_prefer_ceil", "floor", "ceil")
-
-
-def source_coordinates(out_size: int, in_size: int, scale: float, mode: str) -> np.ndarray:
-    """The input coordinate x_in of every output index x (ONNX ``Resize``
-    ``coordinate_transformation_mode``): half_pixel (x + ½)/s − ½; pytorch_half_pixel the same,
-    0 when the output has one element; align_corners x (in − 1)/(L − 1) with L = in·s the
-    unrounded output length (as the ONNX reference); asymmetric x/s; tf_half_pixel_for_nn
-    (x + ½)/s."""
-    x = np.arange(out_size, dtype=np.float64)
-    if mode == "half_pixel" or (mode == "pytorch_half_pixel" and out_size > 1):
-        return (x + 0.5) / scale - 0.5
-    if mode == "pytorch_half_pixel":
-        return np.zeros(out_size)
-    if mode == "align_corners":
-        length = in_size * scale
-        return x * (in_size - 1) / (length - 1) if length != 1 else np.zeros(out_size)
-    if mode == "asymmetric":
-        return x / scale
-    return (x + 0.5) / scale
-
-
-def resize(x: np.ndarray, sizes: Sequence[int], scales: Sequence[float] | None, mode: str,
-           coordinates: str, nearest_mode: str) -> np.ndarray:
-    """ONNX ``Resize`` (opset 11+) in modes ``nearest`` and ``linear``, one axis at a time.
-
-    Per axis with input size n, output size m and scale s (given, else m/n): the source
-    coordinate x_in (``source_coordinates``); nearest takes x[clamp(r(x_in), 0, n − 1)] with r
-    the ``nearest_mode`` rounding; linear clamps x_in to [0, n − 1] and interpolates
-    (1 − t)·x[⌊x_in⌋] + t·x[⌊x_in⌋ + 1], t = x_in − ⌊x_in⌋ (separable, hence bilinear in 2-D).
-    Test: ``tests/optim/graph/test_graph_onnx_ops.py::test_resize_matches_onnxruntime``.
-    """
-    y = x
-    for axis, m in enumerate(sizes):
-        n = x.shape[axis]
-        if m == n and (scales is None or scales[axis] == 1):
-            continue
-        s = scales[axis] if scales is not None else m / n
-        src = source_coordinates(m, n, s, coordinates)
-        if mode == "nearest":
-            rounded = {"round_prefer_floor": np.ceil(src - 0.5), "round_prefer_ceil": np.floor(src + 0.5),
-                       "floor": np.floor(src), "ceil": np.ceil(src)}[nearest_mode]
-            y = np.take(y, np.clip(rounded, 0, n - 1).astype(np.int64), axis=axis)
-        else:
-            src = np.clip(src, 0, n - 1)
-            low = np.floor(src).astype(np.int64)
-            high = np.minimum(low + 1, n - 1)
-            t = (src - low).reshape((-1,) + (1,) * (x.ndim - axis - 1))
-            a, b = np.take(y, low, axis=axis), np.take(y, high, axis=axis)
-            y = (a + (b - a) * t).astype(x.dtype)
-    return y.astype(x.dtype, copy=False)
-
 
 def _resize(types: Types, attrs: Mapping) -> TensorType:
-    x, sizes, scales = types[0], attrs["sizes"], attrs["scales"]
-    if len(sizes) != len(x.shape) or (scales is not None and len(scales) != len(x.shape)):
-        _fail(f"resize sizes {sizes} / scales {scales} do not match input {x.shape}")
-    if attrs["mode"] not in ("nearest", "linear") or attrs["coordinates"] not in _COORDINATES \
-            or attrs["nearest_mode"] not in _NEAREST:
-        _fail(f"resize mode {attrs['mode']!r}, {attrs['coordinates']!r}, "
-              f"{attrs['nearest_mode']!r} is not supported")
-    return as_type(sizes, x.dtype)
-
-
-def _resize_run(arrays: Arrays, attrs: Mapping) -> np.ndarray:
-    return resize(arrays[0], attrs["sizes"], attrs["scales"], attrs["mode"], attrs["coordinates"],
-                  attrs["nearest_mode"])
+    x, size, scales = types[0], tuple(attrs["size"]), attrs.get("scales")
+    if not size or len(size) > len(x.shape) or (scales is not None and len(scales) != len(size)):
+        _fail(f"resize size {size} / scales {scales} do not fit input {x.shape}")
+    if attrs.get("mode", "nearest") not in RZ.MODES or attrs.get(
+            "coordinate_transformation_mode", "half_pixel") not in RZ.COORDINATE_MODES or attrs.get(
+            "nearest_mode", "round_prefer_floor") not in RZ.NEAREST_MODES:
+        _fail(f"resize modes {dict(attrs)} are not supported")
+    return as_type(x.shape[:len(x.shape) - len(size)] + size, x.dtype)
 
 
 def _resize_in(im) -> None:
     """Resize (opset 10: scales input; 11+: roi, scales, sizes) and Upsample (opset 7: scales
-    attribute, 9: input). Output size ⌊n·s⌋ per axis; a symbolic axis needs an integer scale."""
+    attribute, 9: input) of the spatial axes (scales of N and C must be 1). Output size ⌊n·s⌋;
+    a symbolic axis needs an integer scale."""
     x = im.type(0).shape
     mode = im.attr("mode", "nearest")
     if im.node.op_type == "Upsample" or im.opset < 11:
-        coordinates = "asymmetric"
-        nearest_mode = "floor"
-        scales = im.attr("scales") if im.opset < 9 else im.const(1, "scales")
+        coordinates, nearest_mode = "asymmetric", "floor"
+        scales = im.attr("scales") if im.opset < 9 else im.const(2 if im.opset >= 10 and
+                                                                 im.node.op_type == "Resize" else 1,
+                                                                 "scales")
         sizes = None
     else:
         coordinates = im.attr("coordinate_transformation_mode", "half_pixel")
         nearest_mode = im.attr("nearest_mode", "round_prefer_floor")
-        if coordinates == "tf_crop_and_resize" or im.attr("exclude_outside", 0):
-            raise im.unsupported(f"Resize {coordinates} / exclude_outside")
-        if im.attr("antialias", 0) or im.attr("axes") is not None \
+        if im.attr("exclude_outside", 0) or im.attr("antialias", 0) or im.attr("axes") is not None \
                 or im.attr("keep_aspect_ratio_policy", "stretch") != "stretch":
-            raise im.unsupported("Resize antialias, axes or keep_aspect_ratio_policy")
+            raise im.unsupported("Resize exclude_outside, antialias, axes or keep_aspect_ratio_policy")
         scales = im.const(2, "scales")
         sizes = im.dims(3, "sizes") if im.input(3) else None
         if scales is not None and np.size(scales) == 0:
             scales = None
-    if mode not in ("nearest", "linear", "bilinear"):
-        raise im.unsupported(f"Resize mode {mode!r}")
     mode = "linear" if mode == "bilinear" else mode
+    if mode not in RZ.MODES or coordinates not in RZ.COORDINATE_MODES:
+        raise im.unsupported(f"Resize mode {mode!r} with {coordinates!r} coordinates")
+    if len(x) < 3:
+        raise im.unsupported(f"Resize of a {len(x)}-D input")
     if sizes is None:
         if scales is None:
             raise im.invalid("Resize needs scales or sizes")
         scales = tuple(float(s) for s in np.ravel(scales))
         if len(scales) != len(x) or any(not s > 0 for s in scales):
             raise im.invalid(f"scales {list(scales)} must be {len(x)} positive numbers")
+        if scales[:2] != (1.0, 1.0):
+            raise im.unsupported(f"resizing the batch or channel axis (scales {list(scales)})")
         sizes = []
-        for n, s in zip(x, scales):
+        for n, s in zip(x[2:], scales[2:]):
             if isinstance(n, int):
                 sizes.append(int(math.floor(n * s)))
+                if coordinates == "align_corners" and n * s != sizes[-1]:
+                    raise im.unsupported("align_corners with a fractional output length n·s")
             elif float(s).is_integer():
                 sizes.append(D.mul(n, int(s)))
             else:
                 raise im.unsupported(f"a non-integer scale {s} of the symbolic axis {n!r}")
+        scales = scales[2:]
     else:
-        scales = None
-        if len(sizes) != len(x):
-            raise im.invalid(f"sizes {list(sizes)} must have {len(x)} entries")
-    im.emit("Resize", (im.input(0),), im.out(), sizes=tuple(sizes), scales=scales, mode=mode,
-            coordinates=coordinates, nearest_mode=nearest_mode)
+        if len(sizes) != len(x) or not all(D.same(a, b) for a, b in zip(sizes[:2], x[:2])):
+            raise im.invalid(f"sizes {list(sizes)} must have {len(x)} entries and keep N and C")
+        sizes, scales = sizes[2:], None
+    im.emit("Resize", (im.input(0),), im.out(), size=tuple(sizes), scales=scales, mode=mode,
+            coordinate_transformation_mode=coordinates, nearest_mode=nearest_mode)
 
 
 def _resize_out(ex, node: Node, out: str) -> None:
-    a = node.attrs
-    if a["scales"] is not None:
-        extra = [ex.constant(np.asarray(a["scales"], np.float32), f"{out}.scales")]
+    a, x = node.attrs, ex.types[node.inputs[0]]
+    lead = len(x.shape) - len(a["size"])
+    if a.get("scales") is not None:
+        scales = (1.0,) * lead + tuple(a["scales"])
+        extra = [ex.constant(np.asarray(scales, np.float32), f"{out}.scales")]
     else:
-        if not D.is_static(a["sizes"]):
-            raise NotImplementedError(f"node {node.output!r} (Resize): symbolic sizes {a['sizes']}")
-        extra = ["", ex.constant(np.asarray(a["sizes"], np.int64), f"{out}.sizes")]
-    ex.add("Resize", [node.inputs[0], ""] + extra, out, mode=a["mode"],
-           coordinate_transformation_mode=a["coordinates"], nearest_mode=a["nearest_mode"])
+        sizes = tuple(x.shape[:lead]) + tuple(a["size"])
+        if not D.is_static(sizes):
+            raise NotImplementedError(f"node {node.output!r} (Resize): symbolic sizes {sizes}")
+        extra = ["", ex.constant(np.asarray(sizes, np.int64), f"{out}.sizes")]
+    ex.add("Resize", [node.inputs[0], ""] + extra, out, mode=a.get("mode", "nearest"),
+           coordinate_transformation_mode=a.get("coordinate_transformation_mode", "half_pixel"),
+           nearest_mode=a.get("nearest_mode", "round_prefer_floor"))
 
 
-_register("Resize", (1, 1), _resize, _resize_run,
-          lambda t, o, a: o.size * (1 if a["mode"] == "nearest" else 2 ** len(o.shape)),
-          shape_attrs=("sizes",), onnx_import={"Resize": _resize_in, "Upsample": _resize_in},
-          onnx_export=_resize_out)
+_register("Resize", (1, 1), _resize, _forward(RZ.Resize),
+          lambda t, o, a: o.size * (1 if a.get("mode") == "nearest" else 2 ** len(a["size"])),
+          function=RZ.Resize, shape_attrs=("size",),
+          onnx_import={"Resize": _resize_in, "Upsample": _resize_in}, onnx_export=_resize_out)
+
 
 # ---- integer ops of quantized ONNX models (QDQ and QOperator formats) -------------------------
 # Not differentiable; computed exactly: integer codes, int64 accumulators, and the float32

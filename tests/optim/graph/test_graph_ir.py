@@ -113,7 +113,7 @@ CASES = {
 
 
 # ops that only ONNX models bring, checked against onnxruntime in test_graph_onnx_ops.py
-ONNX_ONLY = {"HardSigmoid", "HardSwish", "Erf", "Cast", "LRN", "LayerNorm", "Resize",
+ONNX_ONLY = {"HardSigmoid", "HardSwish", "Erf", "Cast", "LocalResponseNorm", "LayerNorm", "Resize",
              "QuantizeLinear", "DequantizeLinear", "DynamicQuantizeScale",
              "DynamicQuantizeZeroPoint", "QLinearConv", "QLinearMatMul"}
 

@@ -31,8 +31,10 @@ UNSUPPORTED = {
         "sub-byte, float8 and bfloat16 types, blocked quantization",
     r"test_gelu_tanh": "the tanh approximation of Gelu",
     r"test_layer_normalization": "LayerNormalization's mean and inverse deviation outputs",
-    r"test_resize_.*(cubic|antialias|_axes_|tf_crop|not_larger|not_smaller|half_pixel_symmetric)":
-        "cubic, antialiased, axes-restricted, cropping and aspect-preserving Resize",
+    r"test_resize_.*(cubic|antialias|_axes_|tf_crop|not_larger|not_smaller|half_pixel_symmetric)"
+    r"|test_resize_downsample_scales_linear_align_corners":
+        "cubic, antialiased, axes-restricted, cropping and aspect-preserving Resize, "
+        "align_corners with a fractional output length",
     r"center_crop|causal_conv": "ops built on data-dependent values",
 }
 

@@ -12,7 +12,6 @@ ort = pytest.importorskip("onnxruntime")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 from optim.graph import compile, execute, from_onnx, to_onnx  # noqa: E402
-from optim.graph.ops import local_response_norm  # noqa: E402
 
 
 def _model(nodes, inputs, outputs, initializers=(), opset=17):
@@ -51,14 +50,17 @@ def _x(shape, seed=0, scale=2.0):
 
 @pytest.mark.parametrize("size", [1, 2, 3, 5])
 def test_lrn_matches_brute_force(size):
+    """ONNX's window [c − ⌊(n−1)/2⌋, c + ⌈(n−1)/2⌉] (PyTorch's differs for even n)."""
     x = _x((2, 6, 3, 3), size).astype(np.float64)
-    alpha, beta, bias = 1e-2, 0.75, 2.0
+    alpha, beta, bias = 2.0 ** -7, 0.75, 2.0  # exact in the float32 attributes
     want = np.empty_like(x)
     for c in range(6):
         lo, hi = max(0, c - (size - 1) // 2), min(5, c + size // 2)
         s = (x[:, lo:hi + 1] ** 2).sum(axis=1)
         want[:, c] = x[:, c] / (bias + alpha / size * s) ** beta
-    np.testing.assert_allclose(local_response_norm(x, size, alpha, beta, bias), want, rtol=1e-12)
+    m = _model([helper.make_node("LRN", ["x"], ["y"], size=size, alpha=alpha, beta=beta, bias=bias)],
+               [_info("x", [2, 6, 3, 3], TensorProto.DOUBLE)], [_info("y", None, TensorProto.DOUBLE)])
+    np.testing.assert_allclose(execute(from_onnx(m), x), want, rtol=1e-12)
     if size % 2 == 0:
         return  # onnxruntime's LRN takes odd sizes only
     m = _model([helper.make_node("LRN", ["x"], ["y"], size=size, alpha=alpha, beta=beta, bias=bias)],
