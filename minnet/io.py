@@ -77,8 +77,9 @@ def sweep_stale_temp_files(directory: str | os.PathLike,
     Only regular files whose whole name matches ``.<name>.<16 hex digits>.tmp`` and whose last
     modification is more than ``max_age`` seconds ago are removed; nothing else is touched
     (no other names, no directories or symlinks, no subdirectories). A missing or unreadable
-    directory is not an error. Test:
-    ``tests/adversarial/test_minnet_files.py::test_sigkill_mid_write_leaves_a_temp_file_that_the_next_write_sweeps``.
+    directory is not an error. Tests: ``tests/adversarial/test_minnet_files.py``,
+    ``::test_sigkill_mid_write_leaves_a_temp_file_that_the_next_write_sweeps`` and
+    ``::test_sweep_removes_only_stale_temp_files_of_its_own_pattern``.
     """
     removed = []
     cutoff = time.time() - max_age

@@ -130,7 +130,8 @@ ADAM_CASES = {
     "amsgrad as a float": (lambda s: s.update({"param_groups.0.amsgrad": np.array(0.5)}),
                            TypeError),
     "parameter indices permuted": (
-        lambda s: s.update({"param_groups.0.params": np.arange(LAST + 1)[::-1].copy()}), ValueError),
+        lambda s: s.update({"param_groups.0.params": np.arange(LAST + 1)[::-1].copy()}),
+        ValueError),
     "second parameter group": (lambda s: s.update({"param_groups.1.params": np.arange(1)}),
                                ValueError),
     "malformed key": (lambda s: s.update({"state.x.exp_avg": np.zeros(1)}), ValueError),
