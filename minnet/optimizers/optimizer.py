@@ -191,8 +191,9 @@ class Optimizer:
         the same number of groups, each with as many parameters as when it was saved.
 
         All or nothing: the whole state dict is checked first (``prepare_load_state_dict``)
-        and on an error the optimizer is unchanged. Test: ``tests/adversarial/
-        test_minnet_state.py::test_optimizer_load_state_dict_is_all_or_nothing``.
+        and on an error the optimizer is unchanged. Test:
+        ``test_optimizer_load_state_dict_is_all_or_nothing`` in
+        ``tests/adversarial/test_minnet_state.py``.
         """
         self.prepare_load_state_dict(state_dict)()
 
