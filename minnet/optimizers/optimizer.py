@@ -191,9 +191,10 @@ class Optimizer:
         the same number of groups, each with as many parameters as when it was saved.
 
         All or nothing: the whole state dict is checked first (``prepare_load_state_dict``)
-        and on an error the optimizer is unchanged. Test:
-        ``test_optimizer_load_state_dict_is_all_or_nothing`` in
-        ``tests/adversarial/test_minnet_state.py``.
+        and on an error the optimizer is unchanged. Tests in
+        ``tests/adversarial/test_minnet_state.py``:
+        ``::test_optimizer_load_state_dict_is_all_or_nothing``,
+        ``::test_sgd_load_state_dict_is_all_or_nothing``.
         """
         self.prepare_load_state_dict(state_dict)()
 
