@@ -243,7 +243,8 @@ class BinaryFakeQuantize(_WeightRule):
 
     The gradient is the clipped STE :math:`1[|w| \le 1]` (``binary_connect_mask``), and in
     training mode the real-valued weights are clipped to :math:`[-1, 1]` in place before each
-    forward pass, BinaryConnect's clip after every update. Codes are int8 in
+    forward pass, BinaryConnect's clip after every update (the tensor given is clipped: the
+    layer's weight Parameter in a ``QuantStage``, the folded weight in a ``BnFoldQuantStage``). Codes are int8 in
     :math:`\{-1, 0, +1\}`.
 
     Source: Courbariaux et al. 2015, algorithm 1; Rastegari et al. 2016, section 3.1;
