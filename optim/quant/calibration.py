@@ -324,10 +324,10 @@ class SignedHistogram:
     :math:`n_c` would pass ``2 * bins`` is the width doubled, merging bins :math:`2m, 2m+1`
     into :math:`m` (exact, since the grid is anchored at 0), so
     :math:`\text{bins} \le n_c \le 2\,\text{bins}` and memory stays bounded. Up to that point the
-    histogram of :math:`|x|` (``magnitude``) is the one NVIDIA's ``HistogramCalibrator``
-    collects (bins from 0, width fixed by the first batch, grown by whole bins); values exactly
-    on an inner edge go to the lower bin here and to the upper one there. Exact minima and
-    maxima are tracked alongside.
+    histogram of :math:`|x|` (``magnitude``) follows the scheme of NVIDIA's
+    ``HistogramCalibrator`` (bins from 0, the first batch's width kept, whole bins appended);
+    values exactly on an inner edge go to the lower bin here and to the upper one there. Exact
+    minima and maxima are tracked alongside.
 
     Checked by
     ``tests/optim/quant/test_quant_calibration.py::test_signed_histogram_equals_recount``.

@@ -3,6 +3,7 @@ and MXNet's entropy (KL) calibration, MSE range search."""
 import math
 
 import numpy as np
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -274,3 +275,17 @@ def test_mse_clip_range_is_grid_argmin(rows, qrange, symmetric, grid):
         # which moves the errors by a few float32 ulps
         assert error(lo[c], hi[c]) <= min(candidates) * (1 + 1e-5) + 1e-12
         assert error(lo[c], hi[c]) <= candidates[-1] * (1 + 1e-5) + 1e-12  # never worse than min-max
+
+
+def test_kl_conventions_name_bad_input():
+    edges = np.arange(11.0)
+    with pytest.raises(ValueError, match="start_bin=128 exceeds the 10 bins"):
+        kl_threshold_nvidia(np.ones(10), edges)
+    with pytest.raises(ValueError, match="at least 2 bins"):
+        kl_divergences_nvidia(np.ones(1), start_bin=1)
+    with pytest.raises(ValueError, match="edges one longer"):
+        kl_threshold_nvidia(np.ones(10), np.arange(10.0), start_bin=2)
+    with pytest.raises(ValueError, match="odd number of bins"):
+        kl_divergences_mxnet(np.ones(10), 3)
+    with pytest.raises(ValueError, match="percentile must be in"):
+        tail_percentile_range(np.ones(4), np.arange(5.0), 40)
