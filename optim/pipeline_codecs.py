@@ -28,6 +28,7 @@ import math
 
 import numpy as np
 
+from minnet.kernels.backend import get_backend, jit
 from optim.quant.huffman import huffman_code_lengths
 
 __all__ = ["symbol_bits", "pack_symbols", "unpack_symbols", "canonical_codes", "huffman_encode",
@@ -152,12 +153,42 @@ def huffman_encode(symbols: object, alphabet: int) -> tuple[np.ndarray, bytes]:
     return lengths.astype(np.uint8), np.packbits(bits.astype(np.uint8)).tobytes()
 
 
+def _huffman_walk_numpy(stream, n, top, first_code, first_rank, count, order, out) -> int:
+    """Decode ``stream`` bit by bit into ``out`` (see ``huffman_decode``); returns the number of
+    symbols decoded, or -1 at a code longer than ``top`` bits. Indexable arguments: called
+    with ``bytes`` and lists in Python, compiled as ``_huffman_walk_numba`` for arrays."""
+    code = length = produced = 0
+    for i in range(len(stream)):
+        byte = stream[i]
+        for shift in range(7, -1, -1):
+            if produced == n:
+                return produced
+            code = (code << 1) | ((byte >> shift) & 1)
+            length += 1
+            if length > top:
+                return -1
+            offset = code - first_code[length]
+            if 0 <= offset < count[length]:
+                out[produced] = order[first_rank[length] + offset]
+                produced += 1
+                code = 0
+                length = 0
+    return produced
+
+
+_huffman_walk_numba = jit(_huffman_walk_numpy)
+
+
 def huffman_decode(lengths: object, stream: bytes, n: int) -> np.ndarray:
     """The ``n`` symbols (int64) of a canonical Huffman ``stream`` with code ``lengths``.
 
     Reads one bit at a time: after each bit, the code read so far is a complete codeword of
     length :math:`\\ell` exactly when its offset from the first canonical code of that length is
-    below the number of codes of that length.
+    below the number of codes of that length. The bit loop runs compiled under the Numba
+    backend (``_huffman_walk_numba``, the same loop), in Python under the NumPy backend. A
+    stream longer than :math:`\\lceil n \\ell_{max} / 8 \\rceil` bytes is refused, so the work
+    is bounded by the symbols requested.
+    Test: ``test_pipeline_codecs.py::test_huffman_decode_backends_agree``.
     """
     n = _check_count(n, "n")
     lengths = np.asarray(lengths).astype(np.int64)
@@ -174,19 +205,15 @@ def huffman_decode(lengths: object, stream: bytes, n: int) -> np.ndarray:
         raise ValueError(f"stream holds {len(stream)} bytes; {n} symbols of at most {top} bits "
                          f"need at most {math.ceil(n * top / 8)}")
     out = np.empty(n, dtype=np.int64)
-    code = length = produced = 0
-    for byte in bytes(stream):
-        for shift in range(7, -1, -1):
-            if produced == n:
-                break
-            code, length = (code << 1) | ((byte >> shift) & 1), length + 1
-            if length > top:
-                raise ValueError("stream is not a valid code for these lengths")
-            offset = code - first_code[length]
-            if 0 <= offset < count[length]:
-                out[produced] = order[first_rank[length] + offset]
-                produced += 1
-                code = length = 0
+    if get_backend() == "numba":
+        tables = [np.asarray(t, dtype=np.int64) for t in (first_code, first_rank, count, order)]
+        produced = _huffman_walk_numba(np.frombuffer(bytes(stream), np.uint8), n, top, *tables,
+                                       out)
+    else:
+        produced = _huffman_walk_numpy(bytes(stream), n, top, first_code, first_rank, count,
+                                       [int(s) for s in order], out)
+    if produced < 0:
+        raise ValueError("stream is not a valid code for these lengths")
     if produced != n:
         raise ValueError(f"stream ended after {produced} of {n} symbols")
     return out

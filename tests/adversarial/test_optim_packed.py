@@ -357,10 +357,6 @@ FUZZ_SCRIPT = textwrap.dedent("""
 
     cap, memory, examples, tmp = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
     originals = sys.argv[5:]
-    with open("/proc/self/statm") as f:
-        pages = int(f.read().split()[0])
-    limit = pages * resource.getpagesize() + memory
-    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     outcomes = {"error": 0, "loaded": 0}
 
     def members(data):
@@ -400,6 +396,11 @@ FUZZ_SCRIPT = textwrap.dedent("""
         with open(name, "rb") as f:
             data = f.read()
         files.append((data, load_model(name), members(data)))
+    # the cap is set after the first loads, which compiled (or loaded) the Numba kernels
+    with open("/proc/self/statm") as f:
+        pages = int(f.read().split()[0])
+    limit = pages * resource.getpagesize() + memory
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
     edit = st.tuples(st.integers(0, 1 << 30), st.integers(0, 255))
     settings_ = settings(max_examples=examples, deadline=None, database=None,

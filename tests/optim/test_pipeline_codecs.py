@@ -7,6 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from minnet.kernels.backend import HAVE_NUMBA, use_backend
 from optim.pipeline_codecs import (bitmap_decode, bitmap_encode, canonical_codes,
                                    huffman_decode, huffman_encode, pack_symbols, relative_decode,
                                    relative_encode, symbol_bits, unpack_symbols)
@@ -87,6 +88,41 @@ def test_huffman_matches_deep_compression_accounting():
     lengths, stream = huffman_encode(indices, 16)
     sizes = sharing_size_bits(indices, 16)
     assert 8 * (len(lengths) + len(stream)) - (sizes["indices_huffman"] + sizes["huffman_table"]) < 8
+
+
+def _decode_or_error(lengths, stream, n):
+    try:
+        return huffman_decode(lengths, stream, n).tolist()
+    except ValueError as err:
+        return str(err)
+
+
+@given(symbol_arrays(), st.lists(st.tuples(st.integers(0, 10 ** 6), st.integers(0, 255)),
+                                 max_size=3), st.integers(0, 3))
+def test_huffman_decode_backends_agree(case, edits, extra):
+    """The compiled bit loop and the Python one decode the same symbols from the same stream,
+    or fail with the same error, also for damaged streams."""
+    if not HAVE_NUMBA:
+        pytest.skip("numba is not installed")
+    symbols, alphabet = case
+    lengths, stream = huffman_encode(symbols, alphabet)
+    stream = bytearray(stream)
+    for position, value in edits:
+        if stream:
+            stream[position % len(stream)] = value
+    results = []
+    for backend in ("numpy", "numba"):
+        with use_backend(backend):
+            results.append(_decode_or_error(lengths, bytes(stream), symbols.size + extra))
+    assert results[0] == results[1]
+    if not edits and not extra:
+        assert results[0] == symbols.tolist()
+
+
+def test_huffman_decode_refuses_a_stream_longer_than_its_symbols_need():
+    lengths, stream = huffman_encode(np.array([0, 1, 2, 2, 2]), 3)  # code lengths 2, 2, 1
+    with pytest.raises(ValueError, match="need at most 2"):
+        huffman_decode(lengths, stream + bytes(10 ** 6), 5)
 
 
 def test_huffman_decode_rejects_a_short_stream():
