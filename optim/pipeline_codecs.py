@@ -188,7 +188,7 @@ def huffman_decode(lengths: object, stream: bytes, n: int) -> np.ndarray:
     backend (``_huffman_walk_numba``, the same loop), in Python under the NumPy backend. A
     stream longer than :math:`\\lceil n \\ell_{max} / 8 \\rceil` bytes is refused, so the work
     is bounded by the symbols requested.
-    Test: ``test_pipeline_codecs.py::test_huffman_decode_backends_agree``.
+    Test: ``tests/optim/test_pipeline_codecs.py::test_huffman_decode_backends_agree``.
     """
     n = _check_count(n, "n")
     lengths = np.asarray(lengths).astype(np.int64)
