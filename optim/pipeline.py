@@ -254,6 +254,11 @@ def _prepare_directory(out: Path, config: dict, text: str, force: bool) -> Manif
                 f"--out: {out} holds the artifacts of another configuration (config hash "
                 f"{str(owner)[:12]}, this one {digest[:12]}); pass --force to replace them "
                 f"(stages that did not change are kept) or choose another directory")
+        if not manifest.owns(record):
+            raise PipelineError(f"--out: {out} holds a pipeline.json that no {MANIFEST} lists "
+                                f"(a run of an older version, or not the pipeline's): it cannot "
+                                f"tell its files from others', so it writes nothing there; "
+                                f"choose another directory")
     elif out.is_dir() and not force and any(
             not manifest.owns(p) and p.name != MANIFEST and not _TEMPORARY.match(p.name)
             for p in out.iterdir()):

@@ -26,6 +26,8 @@ try:
 except ImportError:  # Python 3.10: the tomli backport, if installed
     import tomli as tomllib
 
+from optim.distill.soft import T_MAX as KD_T_MAX
+from optim.distill.soft import T_MIN as KD_T_MIN
 from optim.quant.qconfig import OBSERVERS
 from optim.quant.ranges import MAX_BITS, MIN_BITS
 
@@ -68,6 +70,12 @@ def _at_least(low: float, strict: bool = False) -> Callable[[Any], str | None]:
     def check(value):
         ok = value > low if strict else value >= low
         return None if ok else f"must be {'>' if strict else '>='} {low}, got {value!r}"
+    return check
+
+
+def _within(low: float, high: float) -> Callable[[Any], str | None]:
+    def check(value):
+        return None if low <= value <= high else f"must lie in [{low:g}, {high:g}], got {value!r}"
     return check
 
 
@@ -180,7 +188,7 @@ OPTIONS: dict[str, dict[str, Option]] = {
         "epochs": Option("int", 10, _EPOCHS, check=_POSITIVE),
         "lr": Option("float", 5e-4, _LR, check=_at_least(0, strict=True)),
         "T": Option("float", 4.0, "softmax temperature of the soft targets",
-                    check=_at_least(0, strict=True)),
+                    check=_within(KD_T_MIN, KD_T_MAX)),
         "alpha": Option("float", 0.9, "weight of the soft loss (1 - alpha: cross entropy)",
                         check=_unit),
     },

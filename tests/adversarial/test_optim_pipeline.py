@@ -109,6 +109,15 @@ def test_a_users_file_where_the_pipeline_would_write_is_refused_and_kept(tmp_pat
     assert (target / "mine" if name.endswith("work") else target).read_text() == "mine"
 
 
+def test_a_run_directory_without_manifest_is_left_alone(reference, tmp_path):
+    out = _copy(reference, tmp_path)
+    (out / MANIFEST).unlink()
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    with pytest.raises(PipelineError, match="no manifest.json lists"):
+        _run(out, force=True)
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+
+
 # ---- SIGKILL during an atomic write --------------------------------------------------------
 
 KILLED_CHILD = textwrap.dedent("""
