@@ -1330,14 +1330,14 @@ _register("DequantizeLinear", (2, 3), _dequantize_linear, _dequantize_linear_run
 def dynamic_qparams(x: np.ndarray) -> tuple[np.float32, np.uint8]:
     """Scale and zero point of ONNX ``DynamicQuantizeLinear`` (uint8): with
     m = min(0, min x), M = max(0, max x), s = (M − m)/255 and z = saturate(round_half_even(−m/s));
-    an all-zero input gives s = 0, z = 0 (then every code is z, as onnxruntime returns).
+    an all-zero input gives s = 1, z = 0, as onnxruntime returns.
     Test: ``tests/optim/graph/test_graph_onnx_ops.py::test_dynamic_quantize_matches_onnxruntime``.
     """
     low = np.float32(min(0.0, float(x.min()) if x.size else 0.0))
     high = np.float32(max(0.0, float(x.max()) if x.size else 0.0))
     scale = np.float32((high - low) / np.float32(255))
     if scale == 0:
-        return np.float32(0), np.uint8(0)
+        return np.float32(1), np.uint8(0)
     return scale, np.uint8(np.clip(np.rint(-low / scale), 0, 255))
 
 
@@ -1393,6 +1393,29 @@ def _codes(q: np.ndarray, zero: np.ndarray, shape: tuple[int, ...]) -> np.ndarra
     return q.astype(np.float64) - np.asarray(zero, np.float64).reshape(shape)
 
 
+def integer_matmul(a: np.ndarray, a_zero: Any, b: np.ndarray, b_zero: Any) -> np.ndarray:
+    """acc = (a − z_a) @ (b − z_b), exact (float64 products and sums of integers below 2^53);
+    a per-column z_b is allowed."""
+    column = (1, -1) if np.size(b_zero) > 1 else ()
+    return np.rint(_codes(a, 0 if a_zero is None else a_zero, ())
+                   @ _codes(b, 0 if b_zero is None else b_zero, column))
+
+
+def integer_conv(x: np.ndarray, x_zero: Any, w: np.ndarray, w_zero: Any, attrs: Mapping) -> np.ndarray:
+    """acc = conv(pad(x − z_x), w − z_w) with ``attrs["pads"]`` (top, left, bottom, right), exact
+    as ``integer_matmul``; padding is a real 0 (the code z_x, known only at run time for a
+    dynamically quantized input); a per-output-channel z_w is allowed."""
+    w_shape = (-1, 1, 1, 1) if np.size(w_zero) > 1 else ()
+    top, left, bottom, right = attrs["pads"]
+    codes = np.pad(_codes(x, 0 if x_zero is None else x_zero, ()),
+                   ((0, 0), (0, 0), (top, bottom), (left, right)))
+    acc = C.Conv2d.forward(Context((False,) * 2), codes,
+                           _codes(w, 0 if w_zero is None else w_zero, w_shape), None,
+                           stride=attrs["stride"], padding=(0, 0), dilation=attrs["dilation"],
+                           groups=attrs["groups"])
+    return np.rint(acc)
+
+
 def _qlinear_matmul(types: Types, attrs: Mapping) -> TensorType:
     a, b, y_zero = types[0], types[3], types[7]
     return as_type(matmul_shape(a.shape, b.shape), y_zero.dtype)
@@ -1400,55 +1423,87 @@ def _qlinear_matmul(types: Types, attrs: Mapping) -> TensorType:
 
 def _qlinear_matmul_run(arrays: Arrays, attrs: Mapping) -> np.ndarray:
     a, a_s, a_z, b, b_s, b_z, y_s, y_z = arrays[:8]
-    column = (1, -1) if np.size(b_z) > 1 else ()
-    acc = np.rint(_codes(a, a_z, ()) @ _codes(b, b_z, column))
     m = (np.float32(a_s) * np.asarray(b_s, np.float32)) / np.float32(y_s)
-    return requantize_float(acc, m, np.asarray(y_z), y_z.dtype)
+    return requantize_float(integer_matmul(a, a_z, b, b_z), m, np.asarray(y_z), y_z.dtype)
+
+
+def _matmul_integer(types: Types, attrs: Mapping) -> TensorType:
+    return as_type(matmul_shape(types[0].shape, types[1].shape), np.int32)
+
+
+def _matmul_integer_run(arrays: Arrays, attrs: Mapping) -> np.ndarray:
+    a, b, a_z, b_z = (list(arrays) + [None] * 4)[:4]
+    return integer_matmul(a, a_z, b, b_z).astype(np.int32)
+
+
+def _padded_conv(x: TensorType, w: TensorType, bias: TensorType | None, attrs: Mapping) -> TensorType:
+    """The conv rule on the input padded by ``attrs["pads"]`` (four ints >= 0)."""
+    pads = attrs["pads"]
+    if len(pads) != 4 or any(not isinstance(p, (int, np.integer)) or p < 0 for p in pads):
+        _fail(f"pads must be four integers >= 0, got {pads!r}")
+    if len(x.shape) != 4:
+        _fail(f"conv needs a 4-D input, got {x.shape}")
+    padded = as_type(x.shape[:2] + (D.add(x.shape[2], pads[0] + pads[2]),
+                                    D.add(x.shape[3], pads[1] + pads[3])), x.dtype)
+    return _conv([padded, w, bias], {**attrs, "padding": (0, 0)})
 
 
 def _qlinear_conv(types: Types, attrs: Mapping) -> TensorType:
-    x, w = types[0], types[3]
     bias = types[8] if len(types) > 8 else None
-    out = _conv([x, w, bias], attrs)
-    return as_type(out.shape, types[7].dtype)
+    return as_type(_padded_conv(types[0], types[3], bias, attrs).shape, types[7].dtype)
 
 
 def _qlinear_conv_run(arrays: Arrays, attrs: Mapping) -> np.ndarray:
     x, x_s, x_z, w, w_s, w_z, y_s, y_z = arrays[:8]
     bias = arrays[8] if len(arrays) > 8 else None
-    acc = C.Conv2d.forward(Context((False,) * 2), _codes(x, x_z, ()),
-                           _codes(w, w_z, (-1, 1, 1, 1) if np.size(w_z) > 1 else ()), None,
-                           stride=attrs["stride"], padding=attrs["padding"],
-                           dilation=attrs["dilation"], groups=attrs["groups"])
-    acc = np.rint(acc)
+    acc = integer_conv(x, x_z, w, w_z, attrs)
     if bias is not None:
         acc = acc + bias.astype(np.float64).reshape(-1, 1, 1)
     m = (np.float32(x_s) * np.asarray(w_s, np.float32)) / np.float32(y_s)
     return requantize_float(acc, m.reshape(-1, 1, 1) if m.ndim else m, np.asarray(y_z), y_z.dtype)
 
 
-def _qlinear_conv_in(im) -> None:
-    kernel, strides, dilations, pads = _conv_window(im, im.type(3).shape)
-    x_zero = im.const(2, "x_zero_point")
-    x, padding = _padded_input(im, im.input(0), pads, int(np.asarray(x_zero).item()))
-    im.emit("QLinearConv", (x,) + tuple(im.inputs())[1:], im.out(), stride=strides,
-            padding=padding, dilation=dilations, groups=int(im.attr("group", 1)))
+def _conv_integer(types: Types, attrs: Mapping) -> TensorType:
+    return as_type(_padded_conv(types[0], types[1], None, attrs).shape, np.int32)
 
 
-def _qlinear_conv_out(ex, node: Node, out: str) -> None:
-    (ph, pw), w = node.attrs["padding"], ex.types[node.inputs[3]].shape
-    ex.add("QLinearConv", node.inputs, out, kernel_shape=list(w[2:]),
-           strides=list(node.attrs["stride"]), pads=[ph, pw, ph, pw],
-           dilations=list(node.attrs["dilation"]), group=node.attrs["groups"])
+def _conv_integer_run(arrays: Arrays, attrs: Mapping) -> np.ndarray:
+    x, w, x_z, w_z = (list(arrays) + [None] * 4)[:4]
+    return integer_conv(x, x_z, w, w_z, attrs).astype(np.int32)
 
 
-_register("QLinearMatMul", (8, 8), _qlinear_matmul, _qlinear_matmul_run,
-          lambda t, o, a: o.size * t[0].shape[-1],
+def _import_integer_conv(op: str, w_at: int) -> Callable:
+    """QLinearConv / ConvInteger: ONNX's pads, in ONNX's order, as the op's ``pads``."""
+    def handler(im) -> None:
+        kernel, strides, dilations, pads = _conv_window(im, im.type(w_at).shape)
+        top, left, bottom, right = pads
+        im.emit(op, im.inputs(), im.out(), stride=strides, pads=(top, left, bottom, right),
+                dilation=dilations, groups=int(im.attr("group", 1)))
+    return handler
+
+
+def _export_integer_conv(w_at: int) -> Callable:
+    def handler(ex, node: Node, out: str) -> None:
+        top, left, bottom, right = node.attrs["pads"]
+        ex.add(node.op, node.inputs, out, kernel_shape=list(ex.types[node.inputs[w_at]].shape[2:]),
+               strides=list(node.attrs["stride"]), dilations=list(node.attrs["dilation"]),
+               pads=[top, left, bottom, right], group=node.attrs["groups"])
+    return handler
+
+
+_register("QLinearMatMul", (8, 8), _qlinear_matmul, _qlinear_matmul_run, _matmul_work,
           onnx_import={"QLinearMatMul": _import_as("QLinearMatMul")},
           onnx_export=_export_as("QLinearMatMul"))
+_register("MatMulInteger", (2, 4), _matmul_integer, _matmul_integer_run, _matmul_work,
+          onnx_import={"MatMulInteger": _import_as("MatMulInteger")},
+          onnx_export=_export_as("MatMulInteger"))
 _register("QLinearConv", (8, 9), _qlinear_conv, _qlinear_conv_run,
           lambda t, o, a: o.size * math.prod(t[3].shape[1:]),
-          onnx_import={"QLinearConv": _qlinear_conv_in}, onnx_export=_qlinear_conv_out)
+          onnx_import={"QLinearConv": _import_integer_conv("QLinearConv", 3)},
+          onnx_export=_export_integer_conv(3))
+_register("ConvInteger", (2, 4), _conv_integer, _conv_integer_run, _conv_work,
+          onnx_import={"ConvInteger": _import_integer_conv("ConvInteger", 1)},
+          onnx_export=_export_integer_conv(1))
 
 
 # ---- fused ops (made by optim.graph.passes.fuse_activations) --------------------------------

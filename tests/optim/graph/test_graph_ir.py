@@ -115,7 +115,8 @@ CASES = {
 # ops that only ONNX models bring, checked against onnxruntime in test_graph_onnx_ops.py
 ONNX_ONLY = {"HardSigmoid", "HardSwish", "Erf", "Cast", "LocalResponseNorm", "LayerNorm", "Resize",
              "QuantizeLinear", "DequantizeLinear", "DynamicQuantizeScale",
-             "DynamicQuantizeZeroPoint", "QLinearConv", "QLinearMatMul"}
+             "DynamicQuantizeZeroPoint", "QLinearConv", "QLinearMatMul", "ConvInteger",
+             "MatMulInteger"}
 
 
 def test_every_op_has_a_shape_case():

@@ -192,6 +192,7 @@ def test_dynamic_quantize_matches_onnxruntime():
                [_info("y", None, TensorProto.UINT8), _info("s", None), _info("z", None, TensorProto.UINT8)])
     for seed in range(3):
         _agree(m, {"x": _x((4, 10), seed) + seed}, exact=True)
+    _agree(m, {"x": np.zeros((2, 10), np.float32)}, exact=True)
 
 
 def test_qlinear_ops_match_onnxruntime():
@@ -214,7 +215,19 @@ def test_qlinear_ops_match_onnxruntime():
     _agree(m, {"a": rng.integers(0, 256, (3, 7)).astype(np.uint8)}, exact=True)
 
 
-def test_onnxruntime_quantized_model_imports_and_runs(tmp_path):
+class _Calibration:
+    def __init__(self, batches):
+        self.batches = iter(batches)
+
+    def get_next(self):
+        return next(self.batches, None)
+
+
+@pytest.mark.parametrize("how", ["dynamic", "static QDQ", "static QOperator"])
+def test_onnxruntime_quantized_model_imports_and_runs(how, tmp_path):
+    """A small CNN quantized by onnxruntime.quantization (dynamic: DynamicQuantizeLinear,
+    ConvInteger, MatMulInteger; static: Q/DQ pairs or QLinearConv/QLinearMatMul) imports with a
+    symbolic batch and computes what onnxruntime computes."""
     quantization = pytest.importorskip("onnxruntime.quantization")
     w1 = numpy_helper.from_array(_x((8, 3, 3, 3), 1, 0.3), "w1")
     w2 = numpy_helper.from_array(_x((8 * 4 * 4, 5), 2, 0.1), "w2")
@@ -226,15 +239,22 @@ def test_onnxruntime_quantized_model_imports_and_runs(tmp_path):
     model = _model(nodes, [_info("x", ["N", 3, 8, 8])], [_info("y", ["N", 5])], [w1, w2], opset=13)
     src, dst = tmp_path / "f.onnx", tmp_path / "q.onnx"
     onnx.save(model, str(src))
-    quantization.quantize_dynamic(str(src), str(dst), weight_type=quantization.QuantType.QUInt8)
+    if how == "dynamic":
+        quantization.quantize_dynamic(str(src), str(dst), weight_type=quantization.QuantType.QUInt8)
+        expected = {"DynamicQuantizeLinear", "ConvInteger", "MatMulInteger"}
+    else:
+        qdq = how.endswith("QDQ")
+        reader = _Calibration([{"x": _x((2, 3, 8, 8), k)} for k in range(4)])
+        quantization.quantize_static(str(src), str(dst), reader, quant_format=(
+            quantization.QuantFormat.QDQ if qdq else quantization.QuantFormat.QOperator))
+        expected = {"QuantizeLinear", "DequantizeLinear"} | (set() if qdq else {"QLinearConv",
+                                                                                "QLinearMatMul"})
     quantized = onnx.load(str(dst))
-    ops = {n.op_type for n in quantized.graph.node}
-    assert ops & {"DynamicQuantizeLinear", "MatMulInteger", "ConvInteger", "QLinearMatMul",
-                  "DequantizeLinear"}
-    x = _x((4, 3, 8, 8))
-    try:
-        graph = from_onnx(quantized)
-    except NotImplementedError as e:  # an integer op this importer lacks: named, not a crash
-        assert any(op in str(e) for op in ops)
-        return
-    np.testing.assert_allclose(execute(graph, x), _ort(quantized, {"x": x})[0], rtol=1e-5, atol=1e-5)
+    assert expected <= {n.op_type for n in quantized.graph.node}
+    graph = from_onnx(quantized)
+    run = compile(graph)
+    for batch in (1, 6):
+        x = _x((batch, 3, 8, 8), batch)
+        want = _ort(quantized, {"x": x})[0]
+        np.testing.assert_allclose(execute(graph, x), want, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(run(x), want, rtol=1e-5, atol=1e-6)
