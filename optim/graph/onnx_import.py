@@ -37,8 +37,8 @@ from typing import Any, Mapping
 import numpy as np
 
 from optim.graph import dims as D
-from optim.graph.ir import Graph, Node, TensorType, as_type, fresh_name
-from optim.graph.ops import ONNX_IMPORT, infer_node, run_node
+from optim.graph.ir import Graph, GraphError, Node, TensorType, as_type, fresh_name
+from optim.graph.ops import ONNX_IMPORT, infer_node, onnx_slices, run_node
 
 __all__ = ["from_onnx", "dim_symbols", "Importer", "MAX_FOLDED_ELEMENTS", "OPSET", "SHAPE_OPS"]
 
@@ -267,7 +267,11 @@ class Importer:
                 raise self.unsupported(f"reading {self.unavailable_values[name]}")
         output = output or self.fresh(f"{self.node.output[0]}.{op.lower()}")
         node = Node(op, tuple(inputs), output, attrs)
-        self.types[output] = out_type = infer_node(node, [self.types[n] if n else None for n in inputs])
+        try:
+            out_type = infer_node(node, [self.types[n] if n else None for n in inputs])
+        except GraphError as e:
+            raise GraphError(f"{self.where}: {e}") from None
+        self.types[output] = out_type
         if inputs and all(not n or n in self.constants for n in inputs) and out_type.static:
             self._check_fold_size(out_type.size)
             self.constants[output] = np.asarray(run_node(node, [self.constants.get(n) for n in inputs]))
@@ -366,9 +370,8 @@ def _shape_op(im: Importer, values: list) -> Any:
             starts, ends = values[1], values[2]
             axes = values[3] if len(values) > 3 else None
             steps = values[4] if len(values) > 4 else None
-        from optim.graph.ops import _slices
         axes = None if axes is None else [x % a.ndim for x in _ints(axes)]
-        return a[_slices(a.ndim, _ints(starts), _ints(ends), axes,
+        return a[onnx_slices(a.ndim, _ints(starts), _ints(ends), axes,
                          None if steps is None else _ints(steps))]
     if op in ("Add", "Sub", "Mul", "Div"):
         if len(values) < 2 or values[1] is None:

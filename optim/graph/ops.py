@@ -40,9 +40,6 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from scipy import special
-
-from minnet.kernels.im2col import output_size
 from minnet.ops import conv as C
 from minnet.ops import elementwise as E
 from minnet.ops import linalg as L
@@ -531,7 +528,7 @@ def _transpose_in(im) -> None:
             axes=tuple(int(a) for a in im.attr("perm", range(ndim - 1, -1, -1))))
 
 
-def _slices(ndim: int, starts, ends, axes, steps) -> tuple:
+def onnx_slices(ndim: int, starts, ends, axes, steps) -> tuple:
     """ONNX Slice as a tuple of Python slices (Python clamps out-of-range bounds as ONNX does)."""
     index = [slice(None)] * ndim
     axes = range(len(starts)) if axes is None else axes
@@ -551,7 +548,7 @@ def _slice_in(im) -> None:
     else:
         starts, ends, axes, steps = im.attr("starts"), im.attr("ends"), im.axes(None, ndim), None
     try:
-        index = _slices(ndim, np.ravel(starts), np.ravel(ends), axes,
+        index = onnx_slices(ndim, np.ravel(starts), np.ravel(ends), axes,
                         None if steps is None else np.ravel(steps))
     except ValueError as e:
         raise im.invalid(str(e)) from None

@@ -13,7 +13,7 @@ onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 from fuzz_helpers import check_isolated  # noqa: E402
-from optim.graph import GraphError, execute, from_onnx  # noqa: E402
+from optim.graph import execute, from_onnx  # noqa: E402
 from optim.graph.onnx_import import MAX_FOLDED_ELEMENTS  # noqa: E402
 
 HERE = Path(__file__)

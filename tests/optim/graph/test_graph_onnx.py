@@ -162,3 +162,22 @@ def test_bad_arguments():
         from_onnx(42)
     with pytest.raises(TypeError, match="Graph"):
         to_onnx("graph")
+
+
+def test_dynamic_trace_exports_a_dim_param_that_onnxruntime_honours():
+    ort = pytest.importorskip("onnxruntime")
+    model = nn.Sequential(nn.Conv2d(1, 3, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                          nn.Linear(3 * 3 * 3, 4))
+    x = sample((2, 1, 8, 8))
+    graph = trace(model, x, dynamic_axes={0: "N"})
+    proto = to_onnx(graph)
+    for value in (proto.graph.input[0], proto.graph.output[0]):
+        assert value.type.tensor_type.shape.dim[0].dim_param == "N"
+    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    back = from_onnx(proto)
+    assert back.types[back.inputs[0]].shape[0] == "N"
+    for n in (1, 5):
+        x = sample((n, 1, 8, 8), n)
+        (got,) = session.run(None, {graph.inputs[0]: x})
+        np.testing.assert_allclose(got, execute(graph, x), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(execute(back, x), got, rtol=1e-5, atol=1e-6)
