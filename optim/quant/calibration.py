@@ -233,8 +233,9 @@ def kl_threshold_nvidia(
     """
     counts, edges = _histogram(counts, edges)
     divergences = kl_divergences_nvidia(counts, num_bits, unsigned, start_bin, stride)
-    last = divergences.size - 1 - int(np.argmin(divergences[::-1]))
-    return float(edges[start_bin + last * stride])
+    best = divergences.min()  # ties within rounding of the prefix-sum form count as ties
+    last = np.flatnonzero(divergences <= best + 1e-12 * max(1.0, abs(best)))[-1]
+    return float(edges[start_bin + int(last) * stride])
 
 
 def _smoothed(v: np.ndarray, eps: float) -> np.ndarray | None:
