@@ -4,8 +4,8 @@
 docstring); a used skip wraps its block in ``Residual``, an identity shortcut. ``mlp_cost`` /
 ``cnn_cost`` give the parameter and MAC counts of the same model in closed form, without
 building it, so a MACs budget can reject an architecture before anything is trained.
-MACs follow ``optim.metrics``'s convention (per image); the shortcut's addition, like
-thop's and fvcore's counts, is not a MAC.
+MACs follow ``optim.metrics``'s convention (per image), which counts every op by the graph
+IR's work rule: a used shortcut's addition is one per output element, like an activation.
 """
 from __future__ import annotations
 
@@ -50,9 +50,13 @@ def _activation(arch: dict) -> nn.Module:
     return _ACTIVATIONS[arch["activation"]]()
 
 
+def _skip(arch: dict, i: int) -> bool:
+    return bool(i > 0 and arch[f"skip_{i}"])
+
+
 def _block(arch: dict, i: int, *layers: nn.Module) -> nn.Module:
     body = nn.Sequential(*layers, _activation(arch))
-    return Residual(body) if i > 0 and arch[f"skip_{i}"] else body
+    return Residual(body) if _skip(arch, i) else body
 
 
 def _head(arch: dict, features: int, num_classes: int) -> list[nn.Module]:
@@ -113,9 +117,10 @@ def mlp_cost(arch: dict, in_features: int = 784, num_classes: int = 10) -> Cost:
     With :math:`w_{-1}` = ``in_features`` and :math:`n` = ``n_blocks``:
 
     .. math:: P = \\sum_{i<n} (w_{i-1} + 1)\\,w_i + (w_{n-1} + 1)\\,K, \\qquad
-              M = \\sum_{i<n} (w_{i-1} + 1)\\,w_i + w_{n-1} K
+              M = \\sum_{i<n} (w_{i-1} + 1 + [\\text{skip}_i])\\,w_i + w_{n-1} K
 
-    (the ``+ w_i`` MACs are the activation's, one per output). Tested by
+    (the ``+ w_i`` MACs are the activation's, one per output, and the shortcut's addition where
+    block i > 0 has one). Tested by
     ``tests/optim/nas/test_nas_build.py::test_mlp_builds_and_costs_match_closed_form``
     (against ``optim.metrics.count_params`` and ``macs`` on the built model).
     """
@@ -123,7 +128,7 @@ def mlp_cost(arch: dict, in_features: int = 784, num_classes: int = 10) -> Cost:
     width = in_features
     for i in range(arch["n_blocks"]):
         params += (width + 1) * arch[f"width_{i}"]
-        macs += (width + 1) * arch[f"width_{i}"]
+        macs += (width + 1 + _skip(arch, i)) * arch[f"width_{i}"]
         width = arch[f"width_{i}"]
     head = _head_cost(arch, width, num_classes)
     return Cost(params + head.params, macs + head.macs)
@@ -137,9 +142,9 @@ def cnn_cost(arch: dict, input_size: int = 28, in_channels: int = 1, num_classes
     else 0), then :math:`s_i = \\lfloor s'_i / 2 \\rfloor` if pooled, else :math:`s'_i`:
 
     .. math:: P_i = c_{i-1} c_i k_i^2 + c_i, \\qquad
-              M_i = s_i'^2 c_i (c_{i-1} k_i^2 + 1) + [\\text{pool}_i]\\, 4 s_i^2 c_i
+              M_i = s_i'^2 c_i (c_{i-1} k_i^2 + 1 + [\\text{skip}_i]) + [\\text{pool}_i]\\, 4 s_i^2 c_i
 
-    (convolution, activation, a 2x2 window per pooled output). The head on
+    (convolution, activation, the shortcut's addition, a 2x2 window per pooled output). The head on
     :math:`F = c_{n-1} s_{n-1}^2` features with hidden width :math:`h` and :math:`K` classes:
     :math:`P = (F + 1) h + (h + 1) K`, :math:`M = (F + 1) h + h K`, or
     :math:`P = (F + 1) K`, :math:`M = F K` without a hidden layer. Raises ValueError when
@@ -154,7 +159,7 @@ def cnn_cost(arch: dict, input_size: int = 28, in_channels: int = 1, num_classes
         kernel, out = arch[f"kernel_{i}"], arch[f"channels_{i}"]
         side = conv_output_size(side, kernel, padding=kernel // 2 if arch["padding"] == "same" else 0)
         params += previous * out * kernel ** 2 + out
-        macs += side ** 2 * out * (previous * kernel ** 2 + 1)
+        macs += side ** 2 * out * (previous * kernel ** 2 + 1 + _skip(arch, i))
         if arch[f"pool_{i}"] != "none":
             side //= 2
             macs += 4 * side ** 2 * out

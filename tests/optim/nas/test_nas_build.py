@@ -49,9 +49,10 @@ def lenet_like(**changes):
 
 def test_cnn_cost_by_hand():
     # conv 1->6 5x5 same: 28x28x6 outputs of 25 MACs, relu, max pool to 14x14;
-    # conv 6->6 3x3 same: 14x14x6 outputs of 54 MACs, relu, (shortcut), avg pool to 7x7;
+    # conv 6->6 3x3 same: 14x14x6 outputs of 54 MACs, relu, shortcut add, avg pool to 7x7;
     # 294 features -> 32 -> relu -> 10
-    macs = 784 * 6 * 25 + 784 * 6 + 196 * 6 * 4 + 196 * 6 * 54 + 196 * 6 + 49 * 6 * 4 + 294 * 32 + 32 + 320
+    macs = (784 * 6 * 25 + 784 * 6 + 196 * 6 * 4 + 196 * 6 * 54 + 196 * 6 + 196 * 6
+            + 49 * 6 * 4 + 294 * 32 + 32 + 320)
     params = 6 * 25 + 6 + 6 * 54 + 6 + 294 * 32 + 32 + 32 * 10 + 10
     assert tuple(cnn_cost(lenet_like())) == (params, macs)
 
