@@ -296,6 +296,8 @@ def _import_reduce(op: str, input_from: int) -> Callable:
     before; no axes reduce everything unless ``noop_with_empty_axes``."""
     def handler(im) -> None:
         ndim = len(im.type(0).shape)
+        if im.opset < input_from and im.input(1):
+            raise im.invalid(f"axes is an attribute before opset {input_from}, not an input")
         axes = im.axes(1 if im.opset >= input_from else None, max(ndim, 1))
         if not axes and im.attr("noop_with_empty_axes", 0):
             im.emit("Identity", (im.input(0),), im.out())
@@ -583,6 +585,8 @@ def _split_in(im) -> None:
         if not isinstance(size, int):
             raise im.unsupported(f"an even Split of the symbolic axis {size!r}")
         parts = int(im.attr("num_outputs", len(outputs)))
+        if parts < 1 or (im.opset < 18 and size % parts):
+            raise im.invalid(f"axis {axis} of size {size} does not split evenly into {parts}")
         chunk = -(-size // parts)
         sizes = [min(chunk, size - k * chunk) for k in range(parts)]
     sizes = [int(n) for n in np.ravel(sizes)]

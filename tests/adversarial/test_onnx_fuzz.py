@@ -122,9 +122,10 @@ def test_fuzzers_find_nothing():
 
 
 def fuzz_from_onnx():
-    """Random window attributes on Conv / MaxPool / AveragePool and random byte edits of a valid
-    model file: ``from_onnx`` raises ValueError or NotImplementedError, or returns a graph whose
-    output equals onnxruntime's."""
+    """Random window attributes on Conv / MaxPool / AveragePool, random axis, permutation and
+    coefficient attributes on twelve other ops, and random byte edits of a valid model file:
+    ``from_onnx`` raises ValueError or NotImplementedError, or returns a graph whose output
+    equals onnxruntime's (where onnxruntime runs the model at all)."""
     import tempfile
 
     import onnxruntime as ort
@@ -166,6 +167,46 @@ def fuzz_from_onnx():
         np.testing.assert_allclose(execute(graph, x), want, rtol=1e-5, atol=1e-5)
 
     attributes()
+
+    x4 = np.random.default_rng(1).standard_normal((2, 3, 4, 5)).astype(np.float32)
+    small = st.integers(-5, 6)
+    axes = st.lists(small, min_size=1, max_size=3)
+    specs = {"Transpose": dict(perm=st.lists(small, min_size=3, max_size=5)),
+             "Softmax": dict(axis=small), "LogSoftmax": dict(axis=small), "Flatten": dict(axis=small),
+             "Concat": dict(axis=small), "Split": dict(axis=small),
+             "LRN": dict(size=small, alpha=st.floats(-1, 1), beta=st.floats(-1, 2)),
+             "LeakyRelu": dict(alpha=st.floats(-2, 2)),
+             "HardSigmoid": dict(alpha=st.floats(-2, 2), beta=st.floats(-2, 2)),
+             "ReduceMean": dict(axes=axes, keepdims=st.integers(0, 1)),
+             "Squeeze": dict(axes=axes), "Unsqueeze": dict(axes=axes)}
+
+    @fuzz
+    @given(op=st.sampled_from(sorted(specs)), opset=st.sampled_from([11, 17]), data=st.data())
+    def other_attributes(op, opset, data):
+        attrs = {k: data.draw(v) for k, v in specs[op].items()}
+        inputs, inits = (["x", "x"] if op == "Concat" else ["x"]), []
+        if opset == 17 and op in ("Squeeze", "Unsqueeze"):
+            inits.append(numpy_helper.from_array(np.array(attrs.pop("axes"), np.int64), "a"))
+            inputs.append("a")
+        outputs = ["y", "z"] if op == "Split" else ["y"]
+        m = _model([helper.make_node(op, inputs, outputs, name="n", **attrs)],
+                   [_info("x", [2, 3, 4, 5])], [_info(k, None) for k in outputs], inits, opset)
+        try:
+            graph = from_onnx(m)
+        except (ValueError, NotImplementedError):
+            return
+        got = execute(graph, x4)
+        got = got if isinstance(got, tuple) else (got,)
+        try:  # onnxruntime refuses some valid attributes (even LRN sizes, alpha <= 0)
+            want = ort.InferenceSession(m.SerializeToString(),
+                                        providers=["CPUExecutionProvider"]).run(None, {"x": x4})
+        except Exception:
+            return
+        for a, b in zip(got, want):
+            assert a.shape == b.shape
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+    other_attributes()
 
     w = numpy_helper.from_array(np.linspace(-1, 1, 18, dtype=np.float32).reshape(2, 1, 3, 3), "w")
     shape = numpy_helper.from_array(np.array([0, -1], np.int64), "shape")
