@@ -361,6 +361,7 @@ class SignedHistogram:
                 self.width[c] *= 2
                 self.pos[c] = self._merge_pairs(self.pos[c])
                 self.neg[c] = self._merge_pairs(self.neg[c])
+                self.n_bins[c] = (self.n_bins[c] + 1) // 2
             self.n_bins[c] = max(self.n_bins[c], int(np.ceil(peak[c] / self.width[c])))
         self.n_bins = np.maximum(self.n_bins, 1)  # an all-zero row so far: bin 0 holds it
         width = np.where(self.width > 0, self.width, 1.0)[:, None]
