@@ -117,6 +117,19 @@ def _shape_array(values: Any) -> np.ndarray:
 # ---- symbols of the input dimensions ------------------------------------------------------
 
 
+def _check_strings(graph) -> None:
+    """Every name the import reads must be text (protobuf hands back bytes for invalid UTF-8)."""
+    names = [v.name for v in list(graph.input) + list(graph.output) + list(graph.initializer)]
+    names += [d.dim_param for v in graph.input if v.type.HasField("tensor_type")
+              for d in v.type.tensor_type.shape.dim]
+    for node in graph.node:
+        names += [node.op_type, node.name, node.domain, *node.input, *node.output]
+        names += [a.name for a in node.attribute]
+    bad = next((n for n in names if not isinstance(n, str)), None)
+    if bad is not None:
+        raise ValueError(f"the model holds a name that is not valid UTF-8: {bad!r}")
+
+
 def _identifier(text: str) -> str:
     name = re.sub(r"[^A-Za-z0-9_]", "_", text) or "_"
     return "_" + name if name[0].isdigit() else name
@@ -165,7 +178,8 @@ class Importer:
     # -- reading the node --
     @property
     def where(self) -> str:
-        return f"{self.node.op_type} node {self.node.name or self.node.output[0]!r}"
+        first = self.node.output[0] if self.node.output else ""
+        return f"{self.node.op_type} node {self.node.name or first!r}"
 
     def unsupported(self, what: str) -> NotImplementedError:
         return NotImplementedError(f"{self.where}: {what} is not supported")
@@ -464,7 +478,11 @@ def _import_node(im: Importer) -> None:
     handler = ONNX_IMPORT.get(op)
     if handler is None:
         raise NotImplementedError(f"ONNX op {op!r} ({im.where}) is not supported")
-    handler(im)
+    try:
+        handler(im)
+    except (TypeError, IndexError, KeyError) as e:  # an attribute or input of the wrong kind
+        raise ValueError(f"{im.where}: malformed attributes or inputs "
+                         f"({type(e).__name__}: {e})") from None
 
 
 # ---- reading the model ------------------------------------------------------------------------
@@ -541,6 +559,7 @@ def from_onnx(path: Any, bind: Mapping[str, np.ndarray] | None = None) -> Graph:
         model = path
     if not isinstance(model, onnx.ModelProto):
         raise TypeError(f"path must be a file path or an onnx.ModelProto, got {type(path).__name__}")
+    _check_strings(model.graph)
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), OPSET)
     im = Importer(helper, numpy_helper, opset)
     g = model.graph

@@ -891,6 +891,8 @@ def _onnx_ints(im, name: str, n: int, low: int, default: Sequence[int] | None) -
     value = im.attr(name, default)
     if value is None:
         raise im.invalid(f"attribute {name!r} is required")
+    if not isinstance(value, (list, tuple)):
+        raise im.invalid(f"{name} must be a list of {n} integers, got {value!r}")
     value = tuple(value)
     if len(value) != n or any(not isinstance(v, (int, np.integer)) or v < low for v in value):
         raise im.invalid(f"{name} must be {n} integers >= {low}, got {list(value)}")
