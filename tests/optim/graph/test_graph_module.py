@@ -1,5 +1,7 @@
 """GraphModule: a traced or imported graph as a trainable minnet Module
 (optim/graph/module.py)."""
+import pathlib
+
 import numpy as np
 import pytest
 
@@ -87,3 +89,33 @@ def test_constant_choice_is_checked_and_scalars_are_not_weights():
         GraphModule(graph, parameters=["nope"])
     with pytest.raises(TypeError, match="Graph"):
         GraphModule(nn.Linear(2, 2))
+
+
+@pytest.mark.parametrize("exporter", ["torchscript", "dynamo"])
+def test_a_torch_exported_lenet5_trains_as_a_graph_module(exporter):
+    """The torch-exported LeNet-5 fixture (dynamic batch, view(x.size(0), -1)) imports as a
+    trainable module: one epoch trains it; a perturbed copy recovers by one epoch of
+    fine-tuning; gradients reach every imported weight."""
+    pytest.importorskip("onnx")
+    from minnet import optimizers
+    from minnet.data import load_mnist
+    from minnet.train import evaluate, fit
+    from optim.graph import from_onnx
+    path = pathlib.Path(__file__).parent / "fixtures" / f"lenet5_{exporter}.onnx"
+    x_train, y_train = load_mnist("train")
+    x_test, y_test = load_mnist("test")
+    train = (x_train[:2000], y_train[:2000])
+    module = GraphModule(from_onnx(path))
+    assert {n for n, _ in module.named_parameters()} >= {"conv1.weight", "fc1.weight"}
+    untrained = evaluate(module, (x_test, y_test))["accuracy"]
+    fit(module, optimizers.Adam(module.parameters(), lr=2e-3), train, epochs=1, progress=False)
+    assert evaluate(module, (x_test, y_test))["accuracy"] > untrained + 0.2
+    trained = module.to_graph()
+    rng = np.random.default_rng(0)
+    perturbed = {k: v + rng.normal(0, 0.3 * v.std(), v.shape).astype(v.dtype)
+                 for k, v in trained.constants.items()}
+    copy = GraphModule(trained.replace(constants=perturbed))
+    before = evaluate(copy, (x_test, y_test))["accuracy"]
+    fit(copy, optimizers.Adam(copy.parameters(), lr=1e-3), train, epochs=1, progress=False)
+    after = evaluate(copy, (x_test, y_test))["accuracy"]
+    assert after > before + 0.05, (before, after)
