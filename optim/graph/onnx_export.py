@@ -64,6 +64,27 @@ class Exporter:
                                                 **attrs))
         return outputs[0]
 
+    def shape_tensor(self, dims, base: str) -> str:
+        """A 1-D int64 value holding ``dims``: a constant when static, else Shape → Gather of the
+        graph input axes that define each symbol, concatenated with the static parts."""
+        if D.is_static(dims):
+            return self.constant(np.asarray(dims, np.int64), f"{base}.shape")
+        where = {d: (name, axis) for name in self.graph.inputs
+                 for axis, d in enumerate(self.types[name].shape) if D.is_symbol(d)}
+        parts = []
+        for d in dims:
+            if isinstance(d, int):
+                parts.append(self.constant(np.asarray([d], np.int64), f"{base}.dim"))
+            elif d in where:
+                name, axis = where[d]
+                shape = self.add("Shape", [name], self.fresh(f"{base}.{name}.shape"))
+                parts.append(self.add("Gather", [shape, self.constant(
+                    np.asarray([axis], np.int64), f"{base}.axis")], self.fresh(f"{base}.{d}")))
+            else:
+                raise NotImplementedError(f"node {self.node.output!r} ({self.node.op}): the "
+                                          f"symbolic dimension {d!r} has no ONNX spelling")
+        return self.add("Concat", parts, self.fresh(f"{base}.shape"), axis=0)
+
     def export(self, node: Node) -> None:
         self.node = node
         base = UNFUSED.get(node.op, node.op)

@@ -407,7 +407,7 @@ def _shape_op(im: Importer, values: list) -> Any:
         return a.reshape(target)
     if op == "ConstantOfShape":
         if a.dtype == object:
-            raise im.unsupported(f"ConstantOfShape of the symbolic shape {a.tolist()}")
+            return NotImplemented  # a Full node (ops.py)
         shape = _ints(a)
         if any(n < 0 for n in shape):
             raise im.invalid(f"shape {shape} has a negative dimension")

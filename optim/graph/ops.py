@@ -160,14 +160,17 @@ def _same(types: Types, attrs: Mapping) -> TensorType:
 
 
 def _expand_in(im) -> None:
-    """Expand(x, shape) of a computed x: x + zeros(shape) (ONNX's bidirectional broadcast)."""
+    """Expand(x, shape) of a computed x: x + zeros(shape) (ONNX's bidirectional broadcast); the
+    zeros are a read-only broadcast constant, or a ``Full`` node for a symbolic shape."""
     x = im.type(0)
     target = im.dims(1, "shape")
-    if not D.is_static(target):
-        raise im.unsupported(f"Expand to the symbolic shape {target}")
-    if math.prod(target) > 1 << 26:
-        raise im.invalid(f"shape {list(target)} is too large")
-    im.emit("Add", (im.input(0), im.constant(np.zeros(target, x.dtype), "zeros")), im.out())
+    if any(isinstance(n, int) and n < 0 for n in target):
+        raise im.invalid(f"shape {list(target)} has a negative dimension")
+    if D.is_static(target):
+        zeros = im.constant(np.broadcast_to(np.zeros((), x.dtype), target), "zeros")
+    else:
+        zeros = im.emit("Full", (), shape=tuple(target), value=0, dtype=x.dtype.name)
+    im.emit("Add", (im.input(0), zeros), im.out())
 
 
 _BINARY = {E.Add: ("Add", "Sum", "Expand"), E.Sub: ("Sub",), E.Mul: ("Mul",), E.Div: ("Div",),
@@ -677,6 +680,36 @@ _register("Concatenate", (1, None), _concatenate, _forward(S.Concatenate), _out_
           function=S.Concatenate, onnx_import={"Concat": _concat_in},
           onnx_export=_export_as("Concat", axis="axis"))
 _register("Stack", (1, None), _stack, _forward(S.Stack), _out_elements, function=S.Stack)
+
+
+def _full(types: Types, attrs: Mapping) -> TensorType:
+    return as_type(attrs["shape"], attrs["dtype"])
+
+
+def _full_run(arrays: Arrays, attrs: Mapping) -> np.ndarray:
+    return np.full(attrs["shape"], attrs["value"], dtype=attrs["dtype"])
+
+
+def _full_in(im) -> None:
+    """ConstantOfShape of a symbolic shape value (a static one is folded to a constant)."""
+    fill = im.attr("value")
+    fill = np.zeros(1, np.float32) if fill is None else im.numpy_helper.to_array(fill)
+    if fill.size != 1:
+        raise im.invalid(f"value must hold one element, got {fill.size}")
+    shape = im.dims(0, "shape")
+    if any(isinstance(n, int) and n < 0 for n in shape):
+        raise im.invalid(f"shape {list(shape)} has a negative dimension")
+    im.emit("Full", (), im.out(), shape=tuple(shape), value=fill.item(), dtype=fill.dtype.name)
+
+
+def _full_out(ex, node: Node, out: str) -> None:
+    value = np.full(1, node.attrs["value"], node.attrs["dtype"])
+    ex.add("ConstantOfShape", [ex.shape_tensor(node.attrs["shape"], out)], out,
+           value=ex.numpy_helper.from_array(value))
+
+
+_register("Full", (0, 0), _full, _full_run, _out_elements, shape_attrs=("shape",),
+          onnx_import={"ConstantOfShape": _full_in}, onnx_export=_full_out)
 _register("Pad", (1, 1), _pad, _forward(S.Pad), _out_elements, function=S.Pad,
           onnx_import={"Pad": _pad_in}, onnx_export=_pad_out)
 

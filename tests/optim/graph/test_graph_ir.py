@@ -116,7 +116,7 @@ CASES = {
 ONNX_ONLY = {"HardSigmoid", "HardSwish", "Erf", "Cast", "LocalResponseNorm", "LayerNorm", "Resize",
              "QuantizeLinear", "DequantizeLinear", "DynamicQuantizeScale",
              "DynamicQuantizeZeroPoint", "QLinearConv", "QLinearMatMul", "ConvInteger",
-             "MatMulInteger"}
+             "MatMulInteger", "Full"}
 
 
 def test_every_op_has_a_shape_case():

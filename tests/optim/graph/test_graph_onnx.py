@@ -8,7 +8,7 @@ onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper  # noqa: E402
 
 from minnet import nn  # noqa: E402
-from optim.graph import Graph, Node, execute, trace  # noqa: E402
+from optim.graph import Graph, Node, compile, execute, trace  # noqa: E402
 from optim.graph.onnx_import import dim_symbols  # noqa: E402
 from optim.graph import from_onnx, to_onnx  # noqa: E402
 from optim.graph.passes import optimize  # noqa: E402
@@ -181,3 +181,34 @@ def test_dynamic_trace_exports_a_dim_param_that_onnxruntime_honours():
         (got,) = session.run(None, {graph.inputs[0]: x})
         np.testing.assert_allclose(got, execute(graph, x), rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(execute(back, x), got, rtol=1e-5, atol=1e-6)
+
+
+def test_constant_of_symbolic_shape_and_expand_stay_symbolic():
+    """zeros(x.size(0), 4) + 1 and x.expand(x.size(0), 3, 2): ConstantOfShape and Expand of a
+    symbolic shape value become Full nodes; execution and the re-export agree with onnxruntime."""
+    ort = pytest.importorskip("onnxruntime")
+    nodes = [helper.make_node("Shape", ["x"], ["s"]),
+             helper.make_node("Constant", [], ["start"], value_ints=[0]),
+             helper.make_node("Constant", [], ["end"], value_ints=[1]),
+             helper.make_node("Slice", ["s", "start", "end"], ["n"]),
+             helper.make_node("Constant", [], ["four"], value_ints=[4]),
+             helper.make_node("Concat", ["n", "four"], ["shape"], axis=0),
+             helper.make_node("ConstantOfShape", ["shape"], ["zeros"],
+                              value=helper.make_tensor("v", TensorProto.FLOAT, [1], [1.5])),
+             helper.make_node("Constant", [], ["rest"], value_ints=[3, 2]),
+             helper.make_node("Concat", ["n", "rest"], ["target"], axis=0),
+             helper.make_node("Expand", ["b", "target"], ["e"])]
+    m = _model(nodes, [_info("x", ["N", 2]), _info("b", [1, 3, 1])],
+               [_info("zeros", ["N", 4]), _info("e", ["N", 3, 2])])
+    graph = from_onnx(m)
+    assert "Full" in {n.op for n in graph.nodes}
+    assert graph.types["zeros"].shape == ("N", 4) and graph.types["e"].shape == ("N", 3, 2)
+    back = to_onnx(graph)
+    run = compile(graph)
+    for n in (1, 6):
+        feeds = {"x": sample((n, 2), n), "b": sample((1, 3, 1), 9)}
+        want = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)
+        again = ort.InferenceSession(back.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)
+        for results in (execute(graph, feeds["x"], feeds["b"]), run(feeds["x"], feeds["b"]), again):
+            for g, w in zip(results, want):
+                np.testing.assert_array_equal(g, w)
