@@ -495,7 +495,8 @@ def _unsqueeze_in(im) -> None:
 
 def _reshape_out(ex, node: Node, out: str) -> None:
     """A symbolic target is written with ONNX's own placeholders: 0 where it keeps the input's
-    dimension at the same position, -1 for one remaining symbolic dimension."""
+    dimension at the same position, -1 for one remaining symbolic dimension; otherwise as a
+    shape computed from the graph inputs (``Exporter.shape_tensor``)."""
     source, target = ex.types[node.inputs[0]].shape, list(node.attrs["shape"])
     if not D.is_static(target):
         for i, n in enumerate(target):
@@ -503,8 +504,9 @@ def _reshape_out(ex, node: Node, out: str) -> None:
                 target[i] = 0
         left = [i for i, n in enumerate(target) if isinstance(n, str)]
         if len(left) > 1 or (left and -1 in target) or any(n == 0 for n in node.attrs["shape"]):
-            raise NotImplementedError(f"node {node.output!r} (Reshape): target "
-                                      f"{tuple(node.attrs['shape'])} has no ONNX spelling")
+            # no placeholder spelling: the target computed from the input shapes
+            ex.add("Reshape", [node.inputs[0], ex.shape_tensor(node.attrs["shape"], out)], out)
+            return
         for i in left:
             target[i] = -1
     ex.add("Reshape", [node.inputs[0], ex.constant(np.asarray(target, np.int64), f"{out}.shape")],

@@ -212,3 +212,15 @@ def test_constant_of_symbolic_shape_and_expand_stay_symbolic():
         for results in (execute(graph, feeds["x"], feeds["b"]), run(feeds["x"], feeds["b"]), again):
             for g, w in zip(results, want):
                 np.testing.assert_array_equal(g, w)
+
+
+def test_reshape_with_two_symbolic_dimensions_exports_a_computed_shape():
+    ort = pytest.importorskip("onnxruntime")
+    graph = Graph.build({"x": (("N", "T", 6), np.float32)},
+                        [Node("Reshape", ("x",), "y", {"shape": ("T", "N", 2, 3)})], ["y"], {})
+    session = ort.InferenceSession(to_onnx(graph).SerializeToString(),
+                                   providers=["CPUExecutionProvider"])
+    for n, t in ((1, 4), (3, 2)):
+        x = sample((n, t, 6), n)
+        np.testing.assert_array_equal(session.run(None, {"x": x})[0], x.reshape(t, n, 2, 3))
+        np.testing.assert_array_equal(execute(graph, x), x.reshape(t, n, 2, 3))
