@@ -1094,7 +1094,16 @@ def _batchnorm_out(ex, node: Node, out: str) -> None:
 
 _register("Conv2d", (2, 3), _conv, _forward(C.Conv2d), _conv_work, function=C.Conv2d,
           onnx_import={"Conv": _conv_in}, onnx_export=_conv_out)
-_register("MaxPool2d", (1, 1), _pool, _forward(P.MaxPool2d), _pool_work, function=P.MaxPool2d,
+def _max_pool_run(arrays: Arrays, attrs: Mapping) -> np.ndarray:
+    """minnet's max pooling; integer codes (QOperator models pool uint8) go through float64,
+    exact for every integer below 2^53, and come back in their own dtype."""
+    x = arrays[0]
+    if x.dtype.kind in "iu":
+        return _forward(P.MaxPool2d)([x.astype(np.float64)], attrs).astype(x.dtype)
+    return _forward(P.MaxPool2d)(arrays, attrs)
+
+
+_register("MaxPool2d", (1, 1), _pool, _max_pool_run, _pool_work, function=P.MaxPool2d,
           onnx_import={"MaxPool": _import_pool("MaxPool2d")}, onnx_export=_pool_out)
 _register("AvgPool2d", (1, 1), _pool, _forward(P.AvgPool2d), _pool_work, function=P.AvgPool2d,
           onnx_import={"AveragePool": _import_pool("AvgPool2d")}, onnx_export=_pool_out)
