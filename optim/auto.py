@@ -1,0 +1,561 @@
+r"""Accuracy-targeted compression: per-layer sparsity and weight bit width chosen together so
+that the model is as small (or as cheap) as possible within an accuracy tolerance.
+
+The steps, each a function here:
+
+1. **Options and their compression.** Every Linear/Conv2d layer :math:`l` takes one option
+   :math:`k = (s, b)`: prune the fraction :math:`s` of its weights of smallest magnitude
+   (Han et al. 2015), then quantize the kept ones per output channel, symmetric, at
+   :math:`b` bits (``compress_weight``).
+2. **One-layer sensitivities** ``sensitivity_table``: the loss increase or the accuracy drop
+   when only layer :math:`l` takes option :math:`k`, and HAWQ-V2's Hessian-trace criterion
+   ``hawq_v2_table`` (Dong et al. 2020). ``additivity`` measures how well their sum
+   predicts the change when all layers change together (Pearson correlation over random joint
+   configurations).
+3. **Costs** ``option_costs``: packed bytes, multiply-accumulates or energy (``ENERGY_PJ``,
+   Horowitz 2014's 45 nm figures) of each layer under each option.
+4. **Allocation** ``allocate``: a 0–1 integer programme over one-hot choices, solved by
+   ``scipy.optimize.milp``: the cheapest model whose predicted drop is within a tolerance, or
+   the smallest predicted drop within a cost budget.
+5. **Verify and repair** ``verify_and_repair``: measure the allocation on held-out validation
+   data; while the measured drop exceeds the tolerance, back off the layer whose current
+   option is predicted to cost the most accuracy.
+
+``compress_to_target`` runs the whole procedure on a model (the pipeline's ``auto`` stage).
+Tests: ``tests/optim/test_auto.py`` and ``tests/optim/test_auto_stage.py``.
+"""
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+import math
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import scipy.optimize
+
+import minnet
+from minnet import functional as F
+from minnet import nn
+from minnet.io import atomic_write
+from minnet.train import evaluate
+from optim import metrics
+from optim.prune import apply_mask, magnitude_mask, remove_all
+from optim.prune.scores import finite_difference_hvp, hutchinson_diagonal
+from optim.quant.affine import fake_quantize
+from optim.quant.mixed import quantizable_layers, quantize_mixed
+from optim.quant.qconfig import QConfig
+from optim.quant.ranges import check_bits
+
+__all__ = ["ENERGY_PJ", "OBJECTIVES", "Option", "make_options", "compress_weight",
+           "layer_macs", "option_costs", "energy_per_inference", "sensitivity_table",
+           "hawq_v2_table", "joint_change", "additivity", "allocate", "back_off",
+           "verify_and_repair", "validation_split", "compress_to_target"]
+
+# Energy per operation in picojoules, 45 nm CMOS at 0.9 V: Horowitz 2014, "Computing's energy
+# problem (and what we can do about it)", ISSCC, figure 1.1.9; the 32-bit rows are the table
+# Han et al. 2016 (Deep Compression, table 1 / figure 1) reproduce.
+ENERGY_PJ = {
+    "int8_add": 0.03, "int32_add": 0.1, "fp32_add": 0.9,
+    "int8_mult": 0.2, "int32_mult": 3.1, "fp32_mult": 3.7,
+    "sram_32bit": 5.0,  # 32-bit read from an 8 KB SRAM
+    "dram_32bit": 640.0,  # 32-bit DRAM read
+}
+OBJECTIVES = ("bytes", "macs", "energy")
+METRICS = ("loss", "accuracy")
+
+Option = tuple  # (sparsity in [0, 1), bits in [2, 16])
+
+
+def make_options(sparsities: Sequence[float], bits: Sequence[int]) -> list[Option]:
+    """Every ``(s, b)`` pair of the given sparsities and bit widths (the per-layer choices),
+    checked: sparsities in [0, 1), bits in [2, 16], each list non-empty and distinct."""
+    sparsities, bits = list(sparsities), list(bits)
+    if not sparsities or len(set(sparsities)) != len(sparsities) or any(
+            not isinstance(s, (int, float)) or not 0 <= s < 1 for s in sparsities):
+        raise ValueError(f"sparsities must be distinct numbers in [0, 1), got {sparsities!r}")
+    if not bits or len(set(bits)) != len(bits):
+        raise ValueError(f"bits must be distinct bit widths, got {bits!r}")
+    return [(float(s), check_bits(b)) for s in sorted(sparsities) for b in sorted(bits, reverse=True)]
+
+
+def compress_weight(w: np.ndarray, sparsity: float, bits: int, observer: str = "mse"
+                    ) -> np.ndarray:
+    r"""The weight a layer computes with under option :math:`(s, b)`:
+
+    .. math:: C_{s,b}(W) = Q_b(W \odot M_s), \qquad
+              M_s = \text{keep all but the } \operatorname{round}(s\,|W|)
+              \text{ entries of smallest } |w|,
+
+    :math:`Q_b` the per-output-channel symmetric fake quantization at :math:`b` bits whose
+    range is set by ``observer`` on the pruned weight (``QConfig``'s weight scheme, so that
+    ``quantize_mixed`` builds the same weights); zero stays zero. Sources: Han et al. 2015,
+    section 3 (magnitude pruning); Jacob et al. 2018, section 2 (quantization).
+    Test: ``tests/optim/test_auto.py::test_compress_weight_prunes_then_quantizes``.
+    """
+    w = np.asarray(w)
+    pruned = w * magnitude_mask(w, sparsity) if sparsity > 0 else w.copy()
+    observe = QConfig(weight_bits=bits, weight_observer=observer).weight_observer_instance()
+    observe(pruned)
+    scale, zero_point = observe.calculate_qparams()
+    return fake_quantize(pruned, scale, zero_point, observe.qmin, observe.qmax, axis=0
+                         ).astype(w.dtype)
+
+
+def layer_macs(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, int]:
+    r"""Multiply-accumulates per image of each Linear/Conv2d layer: output elements times
+    the fan-in of one output, :math:`M_l = |y_l| \cdot |W_l| / C_{out}` (equal to
+    ``optim.metrics.macs`` summed over these layers). Test:
+    ``tests/optim/test_auto.py::test_layer_macs_add_up_to_metrics_macs``."""
+    layers = quantizable_layers(model)
+    counts: dict[str, int] = {}
+
+    def hook(name):
+        def record(module, inputs, output):
+            fan_in = module.weight.data.size // module.weight.shape[0]
+            counts[name] = int(output.data.size // input_shape[0] * fan_in)
+        return record
+    metrics.forward_with_hooks(model, input_shape, {m: hook(n) for n, m in layers.items()})
+    return counts
+
+
+def _mask_entropy_bits(n: int, sparsity: float) -> float:
+    """Shannon's bound on the bits of a mask of ``n`` entries with ``sparsity`` zeros."""
+    p = sparsity
+    if p <= 0 or p >= 1:
+        return 0.0
+    return n * -(p * math.log2(p) + (1 - p) * math.log2(1 - p))
+
+
+def energy_per_inference(macs: float, weight_bits: float, arithmetic: str = "int8") -> float:
+    r"""Energy of one inference in picojoules, by Horowitz 2014's per-operation table
+    (``ENERGY_PJ``), in Deep Compression's accounting (Han et al. 2016, section 1): every
+    weight bit fetched once from DRAM and every multiply-accumulate one multiply and one add,
+
+    .. math:: E = M\,(e_\times + e_+) + \frac{W_{bits}}{32}\, e_{\mathrm{DRAM}},
+
+    with :math:`e_\times, e_+` = 3.7, 0.9 pJ (``"fp32"``) or, for integer weights of at most
+    8 bits and 8-bit activations (``"int8"``), the 8-bit multiply 0.2 pJ and a 32-bit
+    accumulator add 0.1 pJ. Activations are left out (they stay on chip).
+    Test: ``tests/optim/test_auto.py::test_energy_by_hand``.
+    """
+    if arithmetic not in ("int8", "fp32"):
+        raise ValueError(f"arithmetic must be 'int8' or 'fp32', got {arithmetic!r}")
+    if not (macs >= 0 and weight_bits >= 0):
+        raise ValueError(f"macs and weight_bits must be >= 0, got {macs!r}, {weight_bits!r}")
+    if arithmetic == "fp32":
+        per_mac = ENERGY_PJ["fp32_mult"] + ENERGY_PJ["fp32_add"]
+    else:
+        per_mac = ENERGY_PJ["int8_mult"] + ENERGY_PJ["int32_add"]
+    return macs * per_mac + weight_bits / 32 * ENERGY_PJ["dram_32bit"]
+
+
+def option_costs(sizes: dict[str, int], channels: dict[str, int], macs: dict[str, int],
+                 options: Sequence[Option], objective: str) -> np.ndarray:
+    r"""Cost :math:`c_{lk}` of layer :math:`l` (``sizes``: its :math:`n_l` weights,
+    ``channels``: its :math:`C_l` output channels, ``macs``: its :math:`M_l`) under option
+    :math:`k = (s, b)`, as an array (layers × options):
+
+    - ``"bytes"``: :math:`\big(n_l(1-s)b + n_l H_2(s)\big)/8 + 4 C_l` — the kept codes, the
+      mask at its entropy bound (:math:`H_2` the binary entropy; the store's Huffman and
+      relative-index codes approach it) and a float32 scale per channel;
+    - ``"macs"``: :math:`M_l (1 - s)`, the multiply-accumulates with a non-zero weight;
+    - ``"energy"``: ``energy_per_inference`` of :math:`M_l(1-s)` 8-bit MACs and the
+      :math:`n_l(1-s)b + n_l H_2(s)` weight bits, in picojoules.
+
+    Test: ``tests/optim/test_auto.py::test_option_costs_by_hand``.
+    """
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
+    costs = np.empty((len(sizes), len(options)))
+    for i, name in enumerate(sizes):
+        n = sizes[name]
+        for k, (s, b) in enumerate(options):
+            weight_bits = n * (1 - s) * b + _mask_entropy_bits(n, s)
+            if objective == "bytes":
+                costs[i, k] = weight_bits / 8 + 4 * channels[name]
+            elif objective == "macs":
+                costs[i, k] = macs[name] * (1 - s)
+            else:
+                costs[i, k] = energy_per_inference(macs[name] * (1 - s), weight_bits)
+    return costs
+
+
+def _with_weights(model: nn.Module, weights: dict[str, np.ndarray]) -> nn.Module:
+    """A copy of ``model`` (pruning made permanent) with the named layers' weights replaced."""
+    out = remove_all(copy.deepcopy(model))
+    layers = quantizable_layers(out)
+    for name, w in weights.items():
+        layers[name].weight.data = w
+    return out
+
+
+def _score(model: nn.Module, data, metric: str) -> float:
+    """Loss (``"loss"``) or minus the accuracy in percentage points (``"accuracy"``): larger
+    is worse in both."""
+    result = evaluate(model, data, 500, F.cross_entropy)
+    return result["loss"] if metric == "loss" else -100.0 * result["accuracy"]
+
+
+def joint_change(model: nn.Module, data, choice: dict[str, Option], metric: str = "loss",
+                 observer: str = "mse") -> float:
+    r"""The measured change :math:`\mathcal{L}(C(W)) - \mathcal{L}(W)` (``"loss"``) or the
+    accuracy drop in percentage points (``"accuracy"``) on ``data = (x, y)`` when each layer
+    named in ``choice`` takes its option (``compress_weight``) and the others stay as they
+    are. Test: ``tests/optim/test_auto.py::test_additivity_matches_brute_force``."""
+    if metric not in METRICS:
+        raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
+    return _changed_score(model, data, choice, metric, observer) - _score(model, data, metric)
+
+
+def _changed_score(model: nn.Module, data, choice: dict[str, Option], metric: str,
+                   observer: str) -> float:
+    layers = quantizable_layers(model)
+    weights = {n: compress_weight(layers[n].weight.data, *opt, observer=observer)
+               for n, opt in choice.items()}
+    return _score(_with_weights(model, weights), data, metric)
+
+
+def sensitivity_table(model: nn.Module, data, options: Sequence[Option], metric: str = "loss",
+                      observer: str = "mse") -> np.ndarray:
+    r"""One-layer sensitivities (layers × options): :math:`S_{lk}` = ``joint_change`` when
+    only layer :math:`l` takes option :math:`k` — the direct measurement that
+    ``optim.quant.mixed.layer_sensitivity`` makes for bit widths alone, here for pruning and
+    quantization together. Rows follow ``quantizable_layers(model)``.
+    Test: ``tests/optim/test_auto.py::test_sensitivity_table_is_one_layer_joint_change``.
+    """
+    if metric not in METRICS:
+        raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
+    names = list(quantizable_layers(model))
+    reference = _score(model, data, metric)
+    return np.array([[_changed_score(model, data, {name: opt}, metric, observer) - reference
+                      for opt in options] for name in names])
+
+
+def _float64_loss_grad(model: nn.Module, data, name: str) -> Callable[[np.ndarray], np.ndarray]:
+    """``w -> dL/dW_name`` of the mean cross-entropy on ``data`` in float64."""
+    model = remove_all(copy.deepcopy(model)).eval()
+    for p in model.parameters():
+        p.data = p.data.astype(np.float64)
+    layer = quantizable_layers(model)[name]
+    x, y = np.asarray(data[0], np.float64), data[1]
+
+    def grad(w: np.ndarray) -> np.ndarray:
+        layer.weight.data = np.asarray(w, np.float64)
+        model.zero_grad()
+        F.cross_entropy(model(minnet.Tensor(x)), y).backward()
+        return layer.weight.grad.copy()
+    return grad
+
+
+def hawq_v2_table(model: nn.Module, data, options: Sequence[Option], n_samples: int = 16,
+                  rng: np.random.Generator | int | None = 0, observer: str = "mse",
+                  eps: float = 1e-3) -> tuple[np.ndarray, np.ndarray]:
+    r"""HAWQ-V2's sensitivity (Dong et al. 2020, "HAWQ-V2", equation 5) of each layer under
+    each option, with the quantization perturbation generalised to pruning then quantization:
+
+    .. math:: \Omega_{lk} = \frac{\operatorname{Tr}(H_l)}{n_l}\,
+              \lVert C_k(W_l) - W_l \rVert_2^2,
+
+    :math:`H_l` the Hessian of the mean cross-entropy on ``data`` with respect to the
+    :math:`n_l` weights of layer :math:`l`, its trace by Hutchinson's estimator
+    :math:`\operatorname{Tr}(H) \approx \frac1S\sum_s z_s^\top H z_s` (``S = n_samples``
+    Rademacher probes; ``optim.prune.scores.hutchinson_diagonal`` summed; Hessian-vector
+    products by central differences of float64 gradients, step ``eps``). Returns
+    ``(table, traces)``. Test: ``tests/optim/test_auto.py::test_hawq_v2_trace_matches_exact_hessian``.
+    """
+    layers = quantizable_layers(model)
+    rng = np.random.default_rng(rng)
+    table, traces = np.empty((len(layers), len(options))), np.empty(len(layers))
+    for i, (name, layer) in enumerate(layers.items()):
+        w = np.asarray(layer.weight.data, np.float64)
+        grad = _float64_loss_grad(model, data, name)
+        diag = hutchinson_diagonal(lambda v: finite_difference_hvp(grad, w, v, eps), w.shape,
+                                   n_samples, rng)
+        traces[i] = float(diag.sum())
+        for k, (s, b) in enumerate(options):
+            delta = compress_weight(layer.weight.data, s, b, observer) - layer.weight.data
+            table[i, k] = traces[i] / w.size * float(np.sum(delta.astype(np.float64) ** 2))
+    return table, traces
+
+
+def additivity(model: nn.Module, data, options: Sequence[Option], table: np.ndarray,
+               n_configs: int = 20, metric: str = "loss",
+               rng: np.random.Generator | int | None = 0, observer: str = "mse") -> dict:
+    r"""How well one-layer sensitivities add up: for ``n_configs`` random joint choices
+    :math:`k(l)` (each layer's option uniform), the predicted change
+    :math:`\hat\Delta = \sum_l S_{l,k(l)}` from ``table`` against the measured
+    ``joint_change``; returns their Pearson correlation
+
+    .. math:: r = \frac{\sum_j (\hat\Delta_j - \bar{\hat\Delta})(\Delta_j - \bar\Delta)}
+              {\sqrt{\sum_j (\hat\Delta_j - \bar{\hat\Delta})^2 \sum_j (\Delta_j - \bar\Delta)^2}}
+
+    with the configurations and both columns (``{"r", "configs", "predicted", "measured"}``).
+    A table in other units (HAWQ-V2's :math:`\Omega`) is compared the same way: :math:`r` is
+    scale-free. Test: ``tests/optim/test_auto.py::test_additivity_matches_brute_force``.
+    """
+    names = list(quantizable_layers(model))
+    table = np.asarray(table, dtype=np.float64)
+    if table.shape != (len(names), len(options)):
+        raise ValueError(f"table must have shape {(len(names), len(options))} (layers x "
+                         f"options), got {table.shape}")
+    if not isinstance(n_configs, int) or n_configs < 2:
+        raise ValueError(f"n_configs must be an integer >= 2, got {n_configs!r}")
+    rng = np.random.default_rng(rng)
+    configs = rng.integers(0, len(options), size=(n_configs, len(names)))
+    predicted = table[np.arange(len(names)), configs].sum(axis=1)
+    measured = np.array([joint_change(model, data, {n: options[k] for n, k in zip(names, row)},
+                                      metric, observer) for row in configs])
+    pc, mc = predicted - predicted.mean(), measured - measured.mean()
+    denominator = math.sqrt(float(pc @ pc) * float(mc @ mc))
+    r = float(pc @ mc) / denominator if denominator > 0 else float("nan")
+    return {"r": r, "configs": configs.tolist(), "predicted": predicted.tolist(),
+            "measured": measured.tolist()}
+
+
+def _check_matrix(value, name: str, shape=None) -> np.ndarray:
+    array = np.asarray(value, dtype=np.float64)
+    if array.ndim != 2 or array.size == 0:
+        raise ValueError(f"{name} must be a non-empty 2-D array (layers x options), got shape "
+                         f"{array.shape}")
+    if shape is not None and array.shape != shape:
+        raise ValueError(f"{name} must have the shape of costs {shape}, got {array.shape}")
+    if not np.all(np.isfinite(array)):
+        raise ValueError(f"{name} must be finite")
+    return array
+
+
+def allocate(costs, drops, *, tolerance: float | None = None, budget: float | None = None
+             ) -> list[int]:
+    r"""One option per layer by a 0–1 integer programme (``scipy.optimize.milp``, HiGHS) over
+    one-hot variables :math:`x_{lk}`, :math:`\sum_k x_{lk} = 1` for every layer :math:`l`:
+
+    - with ``tolerance`` :math:`\tau`: minimise :math:`\sum c_{lk}x_{lk}` subject to
+      :math:`\sum d_{lk}x_{lk} \le \tau` (the cheapest model predicted within the tolerance);
+    - with ``budget`` :math:`B`: minimise :math:`\sum d_{lk}x_{lk}` subject to
+      :math:`\sum c_{lk}x_{lk} \le B` (the least predicted drop that fits the budget).
+
+    A multiple-choice knapsack (Kellerer, Pferschy & Pisinger 2004, "Knapsack Problems",
+    chapter 11), solved exactly; HAWQ-V3 (Yao et al. 2021, section 3.3) allocates bit widths
+    by the same kind of programme. Returns the chosen option index of each layer; ValueError
+    if no choice satisfies the constraint. Test:
+    ``tests/optim/test_auto.py::test_allocate_equals_brute_force``.
+    """
+    costs = _check_matrix(costs, "costs")
+    drops = _check_matrix(drops, "drops", costs.shape)
+    if (tolerance is None) == (budget is None):
+        raise ValueError("give exactly one of tolerance and budget")
+    limit = tolerance if budget is None else budget
+    if not isinstance(limit, (int, float)) or not math.isfinite(limit):
+        raise ValueError(f"{'tolerance' if budget is None else 'budget'} must be a finite "
+                         f"number, got {limit!r}")
+    objective, constrained = (costs, drops) if budget is None else (drops, costs)
+    n_layers, n_options = costs.shape
+    one_hot = np.kron(np.eye(n_layers), np.ones(n_options))
+    # rounding slack so that a choice meeting the limit exactly is feasible
+    slack = 1e-9 * max(1.0, abs(limit), float(np.abs(constrained).max()) * n_layers)
+    constraints = [scipy.optimize.LinearConstraint(one_hot, 1, 1),
+                   scipy.optimize.LinearConstraint(constrained.reshape(1, -1), -np.inf,
+                                                   limit + slack)]
+    result = scipy.optimize.milp(objective.reshape(-1), constraints=constraints,
+                                 integrality=np.ones(costs.size),
+                                 bounds=scipy.optimize.Bounds(0, 1))
+    if result.x is None:
+        smallest = float(constrained.min(axis=1).sum())
+        raise ValueError(f"no allocation satisfies the "
+                         f"{'tolerance' if budget is None else 'budget'} {limit!r}: the "
+                         f"least achievable is {smallest!r}")
+    return [int(k) for k in np.round(result.x).reshape(n_layers, n_options).argmax(axis=1)]
+
+
+def back_off(choice: Sequence[int], costs, drops) -> list[int] | None:
+    r"""One repair step: the layer :math:`l^*` whose current option has the largest predicted
+    drop :math:`d_{l,k(l)}` among layers that have an option of smaller drop moves to the
+    cheapest option with :math:`d \le d_{l^*,k(l^*)}/2` (or, if none, the cheapest with a
+    smaller drop). Every step lowers one layer's predicted drop, so at most layers × options
+    steps follow each other; None when no layer can back off. Test:
+    ``tests/optim/test_auto.py::test_repair_terminates_and_meets_the_tolerance``."""
+    costs = _check_matrix(costs, "costs")
+    drops = _check_matrix(drops, "drops", costs.shape)
+    choice = list(choice)
+    current = drops[np.arange(len(choice)), choice]
+    movable = [l for l in range(len(choice)) if np.any(drops[l] < current[l])]
+    if not movable:
+        return None
+    layer = max(movable, key=lambda l: (current[l], -l))
+    halved = np.flatnonzero(drops[layer] <= current[layer] / 2)
+    smaller = halved if halved.size else np.flatnonzero(drops[layer] < current[layer])
+    choice[layer] = int(min(smaller, key=lambda k: (costs[layer, k], drops[layer, k], k)))
+    return choice
+
+
+def verify_and_repair(choice: Sequence[int], costs, drops, tolerance: float,
+                      measure: Callable[[list[int]], float], max_steps: int = 50
+                      ) -> tuple[list[int], list[dict]]:
+    r"""Measure ``choice`` (``measure(choice)`` → the drop on validation data); while it
+    exceeds ``tolerance``, ``back_off`` and measure again, at most ``max_steps`` times.
+    Returns the last choice and every candidate measured (``{"choice", "predicted",
+    "measured", "cost"}``); the last one meets the tolerance unless no layer could back off
+    further or the steps ran out. Test:
+    ``tests/optim/test_auto.py::test_repair_terminates_and_meets_the_tolerance``."""
+    costs = _check_matrix(costs, "costs")
+    drops = _check_matrix(drops, "drops", costs.shape)
+    choice, history = list(choice), []
+    for _ in range(max_steps + 1):
+        rows = np.arange(len(choice))
+        measured = float(measure(choice))
+        history.append({"choice": list(choice), "predicted": float(drops[rows, choice].sum()),
+                        "measured": measured, "cost": float(costs[rows, choice].sum())})
+        if measured <= tolerance:
+            break
+        step = back_off(choice, costs, drops)
+        if step is None:
+            break
+        choice = step
+    return choice, history
+
+
+def validation_split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(fit, validation)`` sorted indices of a seeded random split of ``n`` training
+    examples, ``round(fraction * n)`` of them held out for validation. Test:
+    ``tests/optim/test_auto_stage.py::test_validation_split_is_disjoint_from_test``."""
+    if not 0 < fraction < 1:
+        raise ValueError(f"fraction must lie in (0, 1), got {fraction!r}")
+    held = int(round(fraction * n))
+    if not 0 < held < n:
+        raise ValueError(f"a validation fraction {fraction} of {n} examples leaves an empty split")
+    order = np.random.default_rng([seed, 7]).permutation(n)
+    return np.sort(order[held:]), np.sort(order[:held])
+
+
+# ---- the whole procedure ------------------------------------------------------------------
+
+def _build(model: nn.Module, names: list[str], options: Sequence[Option], choice: list[int],
+           fine_tune: Callable[[nn.Module, int], None] | None, index: int, calibration,
+           observer: str) -> nn.Module:
+    """The deployable candidate: each layer pruned by magnitude to its sparsity (masks that
+    stay), fine-tuned by ``fine_tune(model, index)`` if given, then weights quantized at their
+    bit widths and activations at 8 bits (``quantize_mixed``)."""
+    pruned = remove_all(copy.deepcopy(model))
+    layers = quantizable_layers(pruned)
+    for name, k in zip(names, choice):
+        s = options[k][0]
+        if s > 0:
+            apply_mask(layers[name], "weight", magnitude_mask(layers[name].weight.data, s))
+    if fine_tune is not None:
+        fine_tune(pruned, index)
+    remove_all(pruned)
+    bits = {name: options[k][1] for name, k in zip(names, choice)}
+    return quantize_mixed(pruned, bits, calibration, weight_only=False, weight_observer=observer)
+
+
+def _accuracy_pp(model: nn.Module, data) -> float:
+    return 100.0 * evaluate(model, data, 500, F.cross_entropy)["accuracy"]
+
+
+def _save_json(path: Path | None, value) -> None:
+    if path is not None:
+        with atomic_write(path) as f:
+            f.write(json.dumps(value).encode())
+
+
+def _load_json(path: Path | None):
+    if path is None or not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def compress_to_target(model: nn.Module, train, *, max_drop_pp: float, objective: str = "bytes",
+                       sparsities: Sequence[float] = (0.0, 0.5, 0.75, 0.875, 0.95),
+                       bits: Sequence[int] = (8, 6, 5, 4, 3, 2),
+                       validation_fraction: float = 0.25, seed: int = 0,
+                       fine_tune: Callable[[nn.Module, tuple, int], None] | None = None,
+                       max_candidates: int = 12, calibration_images: int = 1024,
+                       observer: str = "mse", work: Path | None = None
+                       ) -> tuple[nn.Module, dict]:
+    r"""The cheapest mixed sparsity/bit-width version of ``model`` whose accuracy on held-out
+    validation data is at most ``max_drop_pp`` percentage points below ``model``'s.
+
+    ``train = (x, y)`` is split by ``validation_split`` (never the test data): decisions are
+    measured on the validation part, fine-tuning (``fine_tune(model, fit_data, index)``, which
+    must keep pruned weights at zero) and calibration use the rest. Steps: one-layer accuracy
+    drops :math:`d_{lk}` on validation (``sensitivity_table``, negative values counted as 0),
+    costs by ``objective`` (``option_costs``), ``allocate`` with ``tolerance = max_drop_pp``,
+    then ``verify_and_repair`` on the built candidates (``_build``: prune, fine-tune,
+    ``quantize_mixed`` with 8-bit activations), at most ``max_candidates`` of them.
+
+    ``work``: a directory where the table and every measured candidate are saved as they are
+    made, so that a killed run resumes without measuring again. Returns ``(model, details)``
+    with the layers, options, table, costs, every candidate and the chosen one.
+    Tests: ``tests/optim/test_auto_stage.py``.
+    """
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
+    if not (isinstance(max_drop_pp, (int, float)) and max_drop_pp >= 0):
+        raise ValueError(f"max_drop_pp must be a number >= 0, got {max_drop_pp!r}")
+    options = make_options(sparsities, bits)
+    model = remove_all(copy.deepcopy(model)).eval()
+    x, y = train
+    fit_index, val_index = validation_split(len(y), validation_fraction, seed)
+    fit_data, val = (x[fit_index], y[fit_index]), (x[val_index], y[val_index])
+    calibration = fit_data[0][:calibration_images]
+    layers = quantizable_layers(model)
+    names = list(layers)
+    table_path = None if work is None else work / "auto_table.json"
+    saved = _load_json(table_path)
+    if saved is not None and saved.get("options") == [list(o) for o in options]:
+        drops = np.asarray(saved["drops"])
+    else:
+        drops = np.maximum(sensitivity_table(model, val, options, "accuracy", observer), 0.0)
+        _save_json(table_path, {"options": [list(o) for o in options], "drops": drops.tolist()})
+    sizes = {n: int(m.weight.data.size) for n, m in layers.items()}
+    channels = {n: int(m.weight.shape[0]) for n, m in layers.items()}
+    macs = layer_macs(model, (1,) + x.shape[1:])
+    costs = option_costs(sizes, channels, macs, options, objective)
+    reference = _accuracy_pp(model, val)
+
+    candidates_path = None if work is None else work / "auto_candidates.json"
+    measured = {tuple(c["choice"]): c for c in (_load_json(candidates_path) or [])}
+
+    def tune(m: nn.Module, index: int) -> None:
+        fine_tune(m, fit_data, index)
+
+    built: dict[tuple, nn.Module] = {}  # the last candidate built in this process
+
+    def build(choice: list[int]) -> nn.Module:
+        key = tuple(choice)
+        if key not in built:
+            index = list(measured).index(key) if key in measured else len(measured)
+            built.clear()
+            built[key] = _build(model, names, options, choice, tune if fine_tune else None,
+                                index, calibration, observer)
+        return built[key]
+
+    def measure(choice: list[int]) -> float:
+        key = tuple(choice)
+        if key not in measured:
+            candidate = build(choice)
+            measured[key] = {"choice": list(choice),
+                             "val_accuracy": _accuracy_pp(candidate, val) / 100}
+            _save_json(candidates_path, list(measured.values()))
+        return reference - 100 * measured[key]["val_accuracy"]
+
+    start = allocate(costs, drops, tolerance=max_drop_pp)
+    choice, history = verify_and_repair(start, costs, drops, max_drop_pp, measure,
+                                        max_steps=max_candidates - 1)
+    final = build(choice)
+    for item in history:
+        item["val_accuracy"] = measured[tuple(item["choice"])]["val_accuracy"]
+        item["options"] = {n: list(options[k]) for n, k in zip(names, item["choice"])}
+    details = {"objective": objective, "max_drop_pp": max_drop_pp, "layers": names,
+               "options": [list(o) for o in options], "drops_pp": drops.tolist(),
+               "costs": costs.tolist(), "validation_accuracy": reference / 100,
+               "validation_images": int(len(val_index)), "candidates": history,
+               "chosen": {n: list(options[k]) for n, k in zip(names, choice)},
+               "met_on_validation": history[-1]["measured"] <= max_drop_pp}
+    return final, details

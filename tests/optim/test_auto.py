@@ -1,0 +1,214 @@
+"""Accuracy-targeted compression: option compression, costs, energy, sensitivities and their
+additivity, the integer programme against brute force, and the repair loop."""
+import itertools
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+import minnet
+from minnet import models, nn
+from optim import auto
+
+
+def tiny_model_and_data(seed=0, n=60):
+    """A 6-5-3 MLP and inputs labelled by a random linear teacher."""
+    minnet.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 3))
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, 6)).astype(np.float32)
+    y = (x @ rng.standard_normal((6, 3))).argmax(axis=1)
+    return model, (x, y)
+
+
+def numpy_forward(w1, b1, w2, b2, x):
+    return np.maximum(x @ w1.T + b1, 0) @ w2.T + b2
+
+
+def numpy_loss(logits, y):
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    log_p = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    return float(-log_p[np.arange(len(y)), y].mean())
+
+
+OPTIONS = auto.make_options((0.0, 0.5), (8, 3))
+
+
+@given(arrays(np.float64, st.tuples(st.integers(1, 4), st.integers(2, 12)),
+              elements=st.floats(-4, 4, allow_nan=False, allow_subnormal=False)),
+       st.sampled_from([0.0, 0.25, 0.5, 0.9]), st.integers(2, 8))
+def test_compress_weight_prunes_then_quantizes(w, sparsity, bits):
+    """The pruned entries are exactly the smallest |w| and are zero; per row a row takes at
+    most 2^b values; with min-max ranges each kept weight moves
+    by at most half of the step peak / (2^(b-1) - 1)."""
+    out = auto.compress_weight(w, sparsity, bits, observer="minmax")
+    n_pruned = int(round(sparsity * w.size))
+    order = np.lexsort((np.arange(w.size), np.abs(w).ravel()))
+    pruned = np.zeros(w.size, bool)
+    pruned[order[:n_pruned]] = True
+    pruned = pruned.reshape(w.shape)
+    assert np.all(out[pruned] == 0)
+    for row_in, row_out, row_pruned in zip(w, out, pruned):
+        kept = row_in[~row_pruned]
+        peak = np.abs(kept).max() if kept.size else 0.0
+        if peak < 1e-6:
+            continue
+        values = np.unique(np.append(row_out, 0.0))
+        assert len(values) <= 2 ** bits
+        assert np.all(np.abs(row_out[~row_pruned] - kept) <= peak / (2 ** (bits - 1) - 1) / 2
+                      + 1e-9 * peak)
+
+
+def test_layer_macs_by_hand():
+    """LeNet-5's layers: conv1 28·28·6·25, conv2 10·10·16·150, then 400·120, 120·84, 84·10."""
+    counts = auto.layer_macs(models.lenet5(), (1, 1, 28, 28))
+    assert list(counts.values()) == [28 * 28 * 6 * 25, 10 * 10 * 16 * 150, 400 * 120,
+                                     120 * 84, 84 * 10]
+
+
+def test_energy_by_hand():
+    """Horowitz 2014 / Han et al. 2016 figures: 3.7 + 0.9 pJ per float MAC, 0.2 + 0.1 pJ per
+    8-bit MAC with a 32-bit accumulator, 640 pJ per 32 DRAM bits."""
+    assert auto.energy_per_inference(10, 64, "fp32") == pytest.approx(10 * 4.6 + 2 * 640)
+    assert auto.energy_per_inference(10, 64) == pytest.approx(10 * 0.3 + 2 * 640)
+    with pytest.raises(ValueError, match="arithmetic"):
+        auto.energy_per_inference(1, 1, "int4")
+
+
+def test_option_costs_by_hand():
+    """8 weights, 2 channels, 100 MACs at (s, b) = (0.5, 4): 4 codes of 4 bits + an 8-entry
+    mask at H2(0.5) = 1 bit each → 3 bytes, + 8 bytes of scales; 50 MACs."""
+    args = ({"a": 8}, {"a": 2}, {"a": 100}, [(0.5, 4), (0.0, 8)])
+    assert auto.option_costs(*args, "bytes").tolist() == [[11.0, 16.0]]
+    assert auto.option_costs(*args, "macs").tolist() == [[50.0, 100.0]]
+    energy = auto.option_costs(*args, "energy")
+    assert energy[0, 0] == pytest.approx(50 * 0.3 + 24 / 32 * 640)
+    with pytest.raises(ValueError, match="objective"):
+        auto.option_costs(*args, "latency_ms")
+
+
+def test_sensitivity_table_is_one_layer_joint_change():
+    """Row l, column k is the loss change of a copy where only layer l's weight is replaced
+    by its compressed version, computed here by a NumPy forward pass."""
+    model, data = tiny_model_and_data()
+    table = auto.sensitivity_table(model, data, OPTIONS)
+    w1, b1 = model[0].weight.data, model[0].bias.data
+    w2, b2 = model[2].weight.data, model[2].bias.data
+    base = numpy_loss(numpy_forward(w1, b1, w2, b2, data[0]), data[1])
+    for k, (s, b) in enumerate(OPTIONS):
+        one = numpy_loss(numpy_forward(auto.compress_weight(w1, s, b), b1, w2, b2, data[0]),
+                         data[1])
+        two = numpy_loss(numpy_forward(w1, b1, auto.compress_weight(w2, s, b), b2, data[0]),
+                         data[1])
+        assert table[0, k] == pytest.approx(one - base, abs=1e-5)
+        assert table[1, k] == pytest.approx(two - base, abs=1e-5)
+
+
+def test_additivity_matches_brute_force():
+    """The reported correlation equals np.corrcoef of (sum of table entries, joint change
+    computed by a NumPy forward pass) over the configurations it drew."""
+    model, data = tiny_model_and_data(1)
+    table = auto.sensitivity_table(model, data, OPTIONS)
+    result = auto.additivity(model, data, OPTIONS, table, n_configs=8, rng=3)
+    w1, b1 = model[0].weight.data, model[0].bias.data
+    w2, b2 = model[2].weight.data, model[2].bias.data
+    base = numpy_loss(numpy_forward(w1, b1, w2, b2, data[0]), data[1])
+    predicted, measured = [], []
+    for k1, k2 in result["configs"]:
+        predicted.append(table[0, k1] + table[1, k2])
+        logits = numpy_forward(auto.compress_weight(w1, *OPTIONS[k1]), b1,
+                               auto.compress_weight(w2, *OPTIONS[k2]), b2, data[0])
+        measured.append(numpy_loss(logits, data[1]) - base)
+    assert np.allclose(result["measured"], measured, atol=1e-5)
+    assert result["r"] == pytest.approx(np.corrcoef(predicted, measured)[0, 1], abs=1e-4)
+
+
+def test_hawq_v2_trace_matches_exact_hessian():
+    """For one Linear layer under softmax cross-entropy, H = mean_i (diag p_i − p_i p_iᵀ) ⊗
+    x_i x_iᵀ, so Tr H = mean_i Σ_c p_ic (1 − p_ic) ‖x_i‖²; Ω = Tr H / n · ‖C(W) − W‖²."""
+    minnet.manual_seed(2)
+    model = nn.Sequential(nn.Linear(4, 3))
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((40, 4)).astype(np.float32)
+    y = rng.integers(0, 3, 40)
+    table, traces = auto.hawq_v2_table(model, (x, y), OPTIONS, n_samples=400, rng=0)
+    w, b = model[0].weight.data.astype(np.float64), model[0].bias.data.astype(np.float64)
+    logits = x.astype(np.float64) @ w.T + b
+    p = np.exp(logits - logits.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    exact = float(np.mean((p * (1 - p)).sum(axis=1) * (x.astype(np.float64) ** 2).sum(axis=1)))
+    assert traces[0] == pytest.approx(exact, rel=0.15)
+    for k, (s, bits) in enumerate(OPTIONS):
+        delta = auto.compress_weight(model[0].weight.data, s, bits).astype(np.float64) - w
+        assert table[0, k] == pytest.approx(traces[0] / w.size * np.sum(delta ** 2), rel=1e-6)
+
+
+@st.composite
+def programmes(draw):
+    layers, n_options = draw(st.integers(1, 3)), draw(st.integers(1, 4))
+    values = st.integers(0, 20).map(float)
+    costs = np.array(draw(st.lists(values, min_size=layers * n_options,
+                                   max_size=layers * n_options))).reshape(layers, n_options)
+    drops = np.array(draw(st.lists(values, min_size=layers * n_options,
+                                   max_size=layers * n_options))).reshape(layers, n_options)
+    limit = float(draw(st.integers(0, 20 * layers)))
+    return costs, drops, limit
+
+
+@given(programmes(), st.booleans())
+def test_allocate_equals_brute_force(problem, by_budget):
+    """The MILP's choice is feasible and its objective equals the minimum over every choice
+    enumerated; no feasible choice → ValueError."""
+    costs, drops, limit = problem
+    objective, constrained = (drops, costs) if by_budget else (costs, drops)
+    rows = np.arange(costs.shape[0])
+    feasible = [c for c in itertools.product(range(costs.shape[1]), repeat=costs.shape[0])
+                if constrained[rows, list(c)].sum() <= limit]
+    kwargs = {"budget": limit} if by_budget else {"tolerance": limit}
+    if not feasible:
+        with pytest.raises(ValueError, match="no allocation"):
+            auto.allocate(costs, drops, **kwargs)
+        return
+    choice = auto.allocate(costs, drops, **kwargs)
+    assert constrained[rows, choice].sum() <= limit
+    best = min(objective[rows, list(c)].sum() for c in feasible)
+    assert objective[rows, choice].sum() == pytest.approx(best)
+
+
+def test_allocate_rejects_bad_input():
+    with pytest.raises(ValueError, match="exactly one"):
+        auto.allocate([[1.0]], [[1.0]], tolerance=1.0, budget=1.0)
+    with pytest.raises(ValueError, match="drops must have the shape"):
+        auto.allocate([[1.0, 2.0]], [[1.0]], tolerance=1.0)
+    with pytest.raises(ValueError, match="finite"):
+        auto.allocate([[np.nan]], [[1.0]], tolerance=1.0)
+
+
+@given(programmes(), st.floats(1.0, 3.0), st.floats(0.0, 2.0))
+def test_repair_terminates_and_meets_the_tolerance(problem, factor, extra):
+    """With a measured drop that the one-layer sum underestimates (factor × sum + extra on
+    any non-zero drop) and a zero-drop option in every layer, the loop stops within
+    layers × options steps, every step lowers one layer's predicted drop, and it ends within
+    the tolerance — or with no layer left to back off."""
+    costs, drops, limit = problem
+    drops[:, 0] = 0.0
+    tolerance = limit / 2
+
+    def measure(choice):
+        total = drops[np.arange(len(choice)), choice].sum()
+        return factor * total + (extra if total > 0 else 0.0)
+
+    start = auto.allocate(costs, drops, tolerance=tolerance)
+    choice, history = auto.verify_and_repair(start, costs, drops, tolerance, measure,
+                                             max_steps=costs.size)
+    assert len(history) <= costs.size + 1
+    for before, after in zip(history, history[1:]):
+        changed = [l for l, (a, b) in enumerate(zip(before["choice"], after["choice"])) if a != b]
+        assert len(changed) == 1
+        assert drops[changed[0], after["choice"][changed[0]]] < \
+            drops[changed[0], before["choice"][changed[0]]]
+    assert history[-1]["measured"] <= tolerance
+    assert history[-1]["choice"] == choice
