@@ -78,3 +78,14 @@ def test_backend_device_check():
     assert MinnetBackend.supports_device("CPU") and not MinnetBackend.supports_device("CUDA")
     with pytest.raises(ValueError, match="CUDA"):
         MinnetBackend.prepare(SUPPORTED[0].model, "CUDA")
+
+
+def test_coverage_counts_every_case_of_a_kind():
+    """coverage() runs each case once: its totals are the loader's, and a kind's passing count
+    covers at least the cases that this file checks one by one."""
+    from optim.graph.onnx_backend import coverage
+
+    counts = coverage(("simple", "pytorch-operator", "node"))
+    for kind, (passing, total) in counts.items():
+        assert 0 <= passing <= total == len(load_model_tests(kind=kind))
+    assert counts["node"][0] >= len(SUPPORTED)
