@@ -421,12 +421,10 @@ def _shape_op(im: Importer, values: list) -> Any:
     if op == "Expand":
         if a.dtype == object or values[1] is None or values[1].dtype == object:
             return NotImplemented
-        try:
-            shape = np.broadcast_shapes(a.shape, tuple(_ints(values[1])))
-        except ValueError as e:
-            raise im.invalid(str(e)) from None
-        im._check_fold_size(math.prod(shape))
-        return np.broadcast_to(a, shape).copy()
+        target = tuple(_ints(values[1]))
+        if any(n < 0 for n in target):
+            raise im.invalid(f"shape {list(target)} has a negative dimension")
+        return np.broadcast_to(a, np.broadcast_shapes(a.shape, target))  # a view: no memory
     if op == "Range":
         if any(v is None or v.dtype == object for v in values[:3]):
             return NotImplemented
@@ -470,8 +468,11 @@ def _import_node(im: Importer) -> None:
         if shape_source or (all_known and values):
             try:
                 result = _shape_op(im, values)
-            except (IndexError, TypeError, D.DimError, np.exceptions.AxisError) as e:
-                raise im.invalid(f"cannot evaluate on {[None if v is None else v.tolist() for v in values]}: {e}") from None
+            except (IndexError, TypeError, ValueError) as e:  # AxisError and DimError included
+                if im.where in str(e):
+                    raise
+                raise im.invalid(f"cannot evaluate on {[None if v is None else np.shape(v) for v in values]}"
+                                 f" (shapes): {e}") from None
             if result is not NotImplemented:
                 im.set_value(im.out(), result)
                 return

@@ -87,14 +87,24 @@ def test_initializer_larger_than_its_data_is_refused_before_allocation():
         from_onnx(m)
 
 
-def test_constant_of_shape_allocates_nothing_and_expand_is_capped():
+def test_huge_constants_are_views_and_computing_on_them_is_capped():
+    """ConstantOfShape and Expand of a constant to 2^40 elements import as read-only broadcast
+    views (no memory); an op that would compute such a constant at import is refused."""
+    import tracemalloc
+
     shape = numpy_helper.from_array(np.array([1 << 20, 1 << 20], np.int64), "s")
-    m = _model([helper.make_node("ConstantOfShape", ["s"], ["c"]),
-                helper.make_node("Expand", ["one", "s"], ["y"], name="big")],
-               [], [_info("y", None)],
-               [shape, numpy_helper.from_array(np.ones(1, np.float32), "one")])
-    with pytest.raises(ValueError, match="MAX_FOLDED_ELEMENTS"):
-        from_onnx(m)
+    one = numpy_helper.from_array(np.ones(1, np.float32), "one")
+    nodes = [helper.make_node("ConstantOfShape", ["s"], ["c"]),
+             helper.make_node("Expand", ["one", "s"], ["e"])]
+    tracemalloc.start()
+    graph = from_onnx(_model(nodes, [], [_info("c", None), _info("e", None)], [shape, one]))
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 16 << 20
+    assert graph.constants["c"].shape == graph.constants["e"].shape == (1 << 20, 1 << 20)
+    nodes.append(helper.make_node("Add", ["c", "e"], ["y"], name="big"))
+    with pytest.raises(ValueError, match="big.*MAX_FOLDED_ELEMENTS"):
+        from_onnx(_model(nodes, [], [_info("y", None)], [shape, one]))
     assert MAX_FOLDED_ELEMENTS < (1 << 40)
 
 
