@@ -1442,7 +1442,8 @@ def _codes(q: np.ndarray, zero: np.ndarray, shape: tuple[int, ...]) -> np.ndarra
 
 def integer_matmul(a: np.ndarray, a_zero: Any, b: np.ndarray, b_zero: Any) -> np.ndarray:
     """acc = (a − z_a) @ (b − z_b), exact (float64 products and sums of integers below 2^53);
-    a per-column z_b is allowed."""
+    a per-column z_b is allowed.
+    Test: ``tests/optim/graph/test_graph_onnx_ops.py::test_qlinear_ops_match_onnxruntime``."""
     column = (1, -1) if np.size(b_zero) > 1 else ()
     return np.rint(_codes(a, 0 if a_zero is None else a_zero, ())
                    @ _codes(b, 0 if b_zero is None else b_zero, column))
@@ -1451,7 +1452,8 @@ def integer_matmul(a: np.ndarray, a_zero: Any, b: np.ndarray, b_zero: Any) -> np
 def integer_conv(x: np.ndarray, x_zero: Any, w: np.ndarray, w_zero: Any, attrs: Mapping) -> np.ndarray:
     """acc = conv(pad(x − z_x), w − z_w) with ``attrs["pads"]`` (top, left, bottom, right), exact
     as ``integer_matmul``; padding is a real 0 (the code z_x, known only at run time for a
-    dynamically quantized input); a per-output-channel z_w is allowed."""
+    dynamically quantized input); a per-output-channel z_w is allowed.
+    Test: ``tests/optim/graph/test_graph_onnx_ops.py::test_onnxruntime_quantized_model_imports_and_runs``."""
     w_shape = (-1, 1, 1, 1) if np.size(w_zero) > 1 else ()
     top, left, bottom, right = attrs["pads"]
     codes = np.pad(_codes(x, 0 if x_zero is None else x_zero, ()),
