@@ -106,9 +106,8 @@ def compress_weight(w: np.ndarray, sparsity: float, bits: int, observer: str = "
 
 def layer_macs(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, int]:
     r"""Multiply-accumulates per image of each Linear/Conv2d layer: output elements times
-    the fan-in of one output, :math:`M_l = |y_l| \cdot |W_l| / C_{out}` (equal to
-    ``optim.metrics.macs`` summed over these layers). Test:
-    ``tests/optim/test_auto.py::test_layer_macs_add_up_to_metrics_macs``."""
+    the fan-in of one output, :math:`M_l = |y_l| \cdot |W_l| / C_{out}`. Test:
+    ``tests/optim/test_auto.py::test_layer_macs_by_hand``."""
     layers = quantizable_layers(model)
     counts: dict[str, int] = {}
 
@@ -476,7 +475,8 @@ def compress_to_target(model: nn.Module, train, *, max_drop_pp: float, objective
                        validation_fraction: float = 0.25, seed: int = 0,
                        fine_tune: Callable[[nn.Module, tuple, int], None] | None = None,
                        max_candidates: int = 12, calibration_images: int = 1024,
-                       observer: str = "mse", work: Path | None = None
+                       observer: str = "mse", size_of: Callable[[nn.Module], int] | None = None,
+                       work: Path | None = None
                        ) -> tuple[nn.Module, dict]:
     r"""The cheapest mixed sparsity/bit-width version of ``model`` whose accuracy on held-out
     validation data is at most ``max_drop_pp`` percentage points below ``model``'s.
@@ -490,7 +490,8 @@ def compress_to_target(model: nn.Module, train, *, max_drop_pp: float, objective
     ``quantize_mixed`` with 8-bit activations), at most ``max_candidates`` of them.
 
     ``work``: a directory where the table and every measured candidate are saved as they are
-    made, so that a killed run resumes without measuring again. Returns ``(model, details)``
+    made, so that a killed run resumes without measuring again. ``size_of(model)`` (the
+    stored size of a candidate, optional) is recorded with each candidate. Returns ``(model, details)``
     with the layers, options, table, costs, every candidate and the chosen one.
     Tests: ``tests/optim/test_auto_stage.py``.
     """
@@ -541,7 +542,8 @@ def compress_to_target(model: nn.Module, train, *, max_drop_pp: float, objective
         if key not in measured:
             candidate = build(choice)
             measured[key] = {"choice": list(choice),
-                             "val_accuracy": _accuracy_pp(candidate, val) / 100}
+                             "val_accuracy": _accuracy_pp(candidate, val) / 100,
+                             "size": None if size_of is None else int(size_of(candidate))}
             _save_json(candidates_path, list(measured.values()))
         return reference - 100 * measured[key]["val_accuracy"]
 
@@ -550,7 +552,7 @@ def compress_to_target(model: nn.Module, train, *, max_drop_pp: float, objective
                                         max_steps=max_candidates - 1)
     final = build(choice)
     for item in history:
-        item["val_accuracy"] = measured[tuple(item["choice"])]["val_accuracy"]
+        item.update({k: measured[tuple(item["choice"])][k] for k in ("val_accuracy", "size")})
         item["options"] = {n: list(options[k]) for n, k in zip(names, item["choice"])}
     details = {"objective": objective, "max_drop_pp": max_drop_pp, "layers": names,
                "options": [list(o) for o in options], "drops_pp": drops.tolist(),

@@ -7,7 +7,7 @@ type's options (``OPTIONS``). The stages run in the order written. ``validate`` 
 defaults and raises ``ConfigError`` naming the key (``stage[2].sparsities``) and the reason for:
 an unknown table, stage type or key, a value of the wrong type or out of range, a missing
 checkpoint file, or an impossible order (the first stage must be the baseline; only ``graph``
-and ``export`` may follow ``quantize`` or ``share``, whose models are no longer float).
+and ``export`` may follow ``quantize``, ``share`` or ``auto``, whose models are no longer float).
 Tests: ``tests/optim/test_pipeline_config.py``.
 """
 from __future__ import annotations
@@ -42,7 +42,7 @@ WEIGHT_CRITERIA = ("magnitude", "random", "taylor", "snip", "obd_fisher", "obd_h
                    "influence")
 CHANNEL_CRITERIA = ("l1", "l2", "fpgm", "random", "taylor", "bn_scale", "activation_variance",
                     "activation_entropy")
-FLOAT_ONLY_AFTER = ("quantize", "share")  # stages whose output is no longer a float model
+FLOAT_ONLY_AFTER = ("quantize", "share", "auto")  # stages whose output is no longer float
 LATE_STAGES = ("graph", "export")
 
 
@@ -103,6 +103,19 @@ def _rising_fractions(values) -> str | None:
         return f"every amount must lie in (0, 1), got {values!r}"
     if any(b <= a for a, b in zip(values, values[1:])):
         return f"amounts must increase from round to round, got {values!r}"
+    return None
+
+
+def _sparsity_levels(values) -> str | None:
+    if not values or len(set(values)) != len(values) or any(not 0 <= v < 1 for v in values):
+        return f"must be distinct fractions in [0, 1), got {values!r}"
+    return None
+
+
+def _bit_levels(values) -> str | None:
+    if not values or len(set(values)) != len(values) or any(
+            v != int(v) or not MIN_BITS <= v <= 8 for v in values):
+        return f"must be distinct integers in [{MIN_BITS}, 8], got {values!r}"
     return None
 
 
@@ -223,6 +236,28 @@ OPTIONS: dict[str, dict[str, Option]] = {
         "fine_tune_epochs": Option("int", 2, "epochs of centroid fine-tuning",
                                    check=_at_least(0)),
         "lr": Option("float", 1e-4, _LR, check=_at_least(0, strict=True)),
+    },
+    "auto": {
+        "max_drop_pp": Option("float", 0.5, "largest accuracy drop on the validation split, in "
+                              "percentage points", check=_at_least(0)),
+        "objective": Option("str", "bytes", "what the allocation minimises: packed weight "
+                            "bytes, multiply-accumulates with a non-zero weight, or energy per "
+                            "inference (Horowitz 2014's 45 nm table)", ("bytes", "macs", "energy")),
+        "sparsities": Option("floats", [0.0, 0.5, 0.75, 0.875, 0.95], "per-layer magnitude "
+                             "pruning levels to choose from", check=_sparsity_levels),
+        "bits": Option("floats", [8, 6, 5, 4, 3, 2], "per-layer weight bit widths to choose "
+                       "from (activations: 8 bits)", check=_bit_levels),
+        "validation_fraction": Option("float", 0.25, "fraction of the training images held "
+                                      "out to measure candidates (never the test images)",
+                                      check=_fraction),
+        "fine_tune_epochs": Option("int", 2, "fine-tuning epochs of each candidate after "
+                                   "pruning (masks kept)", check=_at_least(0)),
+        "max_candidates": Option("int", 8, "candidates built and measured at most (the "
+                                 "fine-tuning budget is this times fine_tune_epochs)",
+                                 check=_POSITIVE),
+        "lr": Option("float", 5e-4, _LR, check=_at_least(0, strict=True)),
+        "calibration_images": Option("int", 1024, "training images seen by the activation "
+                                     "observers", check=_POSITIVE),
     },
     "graph": {},
     "export": {},

@@ -38,8 +38,9 @@ from minnet.io import atomic_write
 from optim import metrics
 from optim.graph import Graph, compile as compile_graph, optimize, to_onnx, trace
 from optim.prune.parametrize import remove_all
+from optim.auto import energy_per_inference, layer_macs
 from optim.quant import (FixedFakeQuantize, IntegerModel, QuantSequential, QuantStage,
-                         SharedWeightLayer)
+                         SharedWeightLayer, quantizable_layers)
 
 __all__ = ["ENGINES", "float_view", "optimized_graph", "onnx_session", "runner", "measure", "compression_rows", "COLUMNS",
            "format_table", "report_csv", "write_report", "plot_accuracy_vs_size"]
@@ -153,6 +154,15 @@ def _median_time(run: Callable, x: np.ndarray, repeats: int, warmup: int = 3) ->
     return float(np.median(times))
 
 
+def _nonzero_macs(plain: nn.Module, input_shape: tuple[int, ...]) -> int:
+    """Multiply-accumulates of the Linear/Conv2d layers with a non-zero weight (a sparse
+    kernel's work), from ``optim.auto.layer_macs`` scaled by each layer's weight density."""
+    layers = quantizable_layers(plain)
+    return int(round(sum(count * np.count_nonzero(layers[name].weight.data)
+                         / layers[name].weight.data.size
+                         for name, count in layer_macs(plain, input_shape).items())))
+
+
 def measure(model: nn.Module, engine: str, test: tuple[np.ndarray, np.ndarray],
             repeats: int = 20) -> dict:
     """Test accuracy, parameters (all, and non-zero), MACs per image and latency at batch 1
@@ -163,7 +173,9 @@ def measure(model: nn.Module, engine: str, test: tuple[np.ndarray, np.ndarray],
     result = {"engine": engine, "accuracy": _accuracy(run, x, y),
               "params": metrics.count_params(plain),
               "nonzero": int(sum(np.count_nonzero(p.data) for p in plain.parameters())),
-              "macs": metrics.macs(plain, (1,) + x.shape[1:])}
+              "macs": metrics.macs(plain, (1,) + x.shape[1:]),
+              "nonzero_macs": _nonzero_macs(plain, (1,) + x.shape[1:]),
+              "arithmetic": "int8" if isinstance(model, QuantSequential) else "fp32"}
     for batch in LATENCY_BATCHES:
         sample = np.ascontiguousarray(np.resize(x, (batch,) + x.shape[1:]))
         result[f"latency_b{batch}"] = _median_time(run, sample, repeats)
@@ -179,6 +191,7 @@ COLUMNS = (  # (key, header, format)
     ("accuracy", "acc %", "{:.2%}"), ("accuracy_drop_pp", "drop pp", "{:+.2f}"),
     ("params", "params", "{:,}"), ("nonzero", "nonzero", "{:,}"), ("macs", "MACs", "{:,}"),
     ("packed_bytes", "packed B", "{:,}"), ("file_bytes", "file B", "{:,}"),
+    ("energy_uj", "energy uJ", "{:.2f}"),
     ("ratio", "ratio", "{:.1f}x"), ("file_ratio", "file ratio", "{:.1f}x"),
     ("latency_b1", "b1 ms", "{:.3f}"), ("latency_b64", "b64 ms", "{:.2f}"),
     ("seconds", "stage s", "{:.1f}"),
@@ -187,8 +200,10 @@ _MILLISECONDS = ("latency_b1", "latency_b64")
 
 
 def compression_rows(stages: Sequence[dict]) -> list[dict]:
-    """Report rows: each stage's measurements with the accuracy drop (percentage points) and
-    the compression ratios relative to the first stage (the baseline)."""
+    """Report rows: each stage's measurements with the accuracy drop (percentage points), the
+    compression ratios relative to the first stage (the baseline) and the energy per inference
+    in microjoules (``optim.auto.energy_per_inference``: Horowitz 2014's 45 nm figures, the
+    non-zero MACs at the model's arithmetic and the packed bytes read once from DRAM)."""
     base = stages[0]
     rows = []
     for stage in stages:
@@ -196,6 +211,9 @@ def compression_rows(stages: Sequence[dict]) -> list[dict]:
         row["accuracy_drop_pp"] = 100.0 * (base["accuracy"] - stage["accuracy"])
         row["ratio"] = base["packed_bytes"] / stage["packed_bytes"]
         row["file_ratio"] = base["file_bytes"] / stage["file_bytes"]
+        if stage.get("nonzero_macs") is not None:
+            row["energy_uj"] = energy_per_inference(
+                stage["nonzero_macs"], 8 * stage["packed_bytes"], stage["arithmetic"]) / 1e6
         rows.append(row)
     return rows
 
@@ -240,7 +258,8 @@ def write_report(report: dict, directory) -> None:
 
 def plot_accuracy_vs_size(rows: Sequence[dict], path) -> bool:
     """A PNG of test accuracy against packed size (log scale), one point per stage joined in
-    pipeline order, labelled with the stage names and compression ratios. Returns False (and writes nothing) when matplotlib is missing."""
+    pipeline order, labelled with the stage names and compression ratios; an ``auto`` stage's
+    measured candidates are crosses at their validation accuracy, the chosen one circled. Returns False (and writes nothing) when matplotlib is missing."""
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -260,6 +279,17 @@ def plot_accuracy_vs_size(rows: Sequence[dict], path) -> bool:
                     xytext=(6, 6 if i % 2 == 0 else -13), fontsize=8)
     ax.axhline(accuracy[0] - 1.0, color="tab:red", linestyle=":", linewidth=1,
                label="baseline - 1 pp")
+    for row in rows:  # an auto stage's candidates, at their validation accuracy
+        candidates = [c for c in row.get("details", {}).get("candidates", [])
+                      if c.get("size") is not None]
+        if candidates:
+            ax.scatter([c["size"] / 1024 for c in candidates],
+                       [100 * c["val_accuracy"] for c in candidates], marker="x",
+                       color="tab:orange", label=f"{row['stage']}: candidates (validation acc.)")
+            chosen = candidates[-1]
+            ax.scatter([chosen["size"] / 1024], [100 * chosen["val_accuracy"]], s=120,
+                       facecolors="none", edgecolors="tab:green",
+                       label=f"{row['stage']}: chosen (validation acc.)")
     ax.set_xscale("log")
     ax.set_xlabel("packed model size (KiB, log scale)")
     ax.set_ylabel("test accuracy (%)")

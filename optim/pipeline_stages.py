@@ -28,6 +28,7 @@ from minnet import models, nn, optimizers
 from minnet.io import load, save
 from minnet.train import fit
 from optim import metrics
+from optim.auto import compress_to_target
 from optim.distill import Distiller
 from optim.graph import to_onnx
 from optim.lowrank import factorize
@@ -41,7 +42,7 @@ from optim.quant import IntegerModel, calibrate, convert, prepare, prepare_qat, 
 
 from .pipeline_config import MNIST_SUBSETS, ConfigError
 from .pipeline_report import float_view, optimized_graph
-from .pipeline_store import load_model
+from .pipeline_store import load_model, packed_bytes
 
 __all__ = ["Context", "Outcome", "STAGE_FUNCTIONS", "build_model", "KeepZeros"]
 
@@ -329,6 +330,36 @@ def share_stage(model, options: dict, ctx: Context) -> Outcome:
     return Outcome(shared, details={"n_clusters": options["n_clusters"]})
 
 
+def auto_stage(model, options: dict, ctx: Context) -> Outcome:
+    """Accuracy-targeted compression (``optim.auto.compress_to_target``): per-layer sparsity
+    and weight bit width chosen by an integer programme as the cheapest by ``objective`` whose
+    predicted accuracy drop is within ``max_drop_pp``, then candidates built (pruned,
+    fine-tuned, quantized with 8-bit activations), measured on a validation split of the
+    training images and repaired until the measured drop fits. The sensitivity table, every
+    measured candidate and each candidate's fine-tuning epochs are checkpointed in the work
+    directory, so a killed stage resumes."""
+    seed, batch = ctx.run["seed"], ctx.run["batch_size"]
+
+    def fine_tune(candidate: nn.Module, data, index: int) -> None:
+        epochs = options["fine_tune_epochs"]
+        if not epochs:
+            return
+        optimizer = optimizers.Adam(candidate.parameters(), lr=options["lr"])
+        scheduler = optimizers.CosineAnnealingLR(optimizer, T_max=epochs)
+        path = ctx.work / f"candidate{index}.npz"
+        fit(candidate, optimizer, data, epochs, batch_size=batch, scheduler=scheduler,
+            seed=seed, checkpoint_path=path, resume=True, progress=ctx.progress)
+
+    quantized, details = compress_to_target(
+        model, ctx.train, max_drop_pp=options["max_drop_pp"], objective=options["objective"],
+        sparsities=options["sparsities"], bits=[int(b) for b in options["bits"]],
+        validation_fraction=options["validation_fraction"], seed=seed, fine_tune=fine_tune,
+        max_candidates=options["max_candidates"],
+        calibration_images=options["calibration_images"], size_of=packed_bytes,
+        work=ctx.work)
+    return Outcome(quantized, _quant_engine(quantized, "auto"), details=details)
+
+
 def graph_stage(model, options: dict, ctx: Context) -> Outcome:
     """Trace the model's float view, optimize the graph (``optim.graph.optimize``: identities,
     constant folding, BatchNorm folding, bias and ReLU fusion, CSE, DCE) and run it with the
@@ -360,5 +391,5 @@ STAGE_FUNCTIONS: dict[str, Callable[[nn.Module | None, dict, Context], Outcome]]
     "baseline": baseline_stage, "prune": prune_stage, "shrink": shrink_stage,
     "lowrank": lowrank_stage, "nas": nas_stage, "distill": distill_stage,
     "quantize": quantize_stage, "share": share_stage, "graph": graph_stage,
-    "export": export_stage,
+    "export": export_stage, "auto": auto_stage,
 }

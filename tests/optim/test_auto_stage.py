@@ -1,0 +1,114 @@
+"""compress_to_target and the pipeline's auto stage: the validation split, the tolerance met on
+it, resume from the work directory, and the example configuration run end to end."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import minnet
+from minnet import nn, optimizers
+from minnet.data import load_mnist
+from minnet.train import evaluate, fit
+from optim import auto
+from optim.pipeline_config import load_config
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_validation_split_is_disjoint_from_test():
+    """The validation images are training images: the split partitions the training indices,
+    and no validation image equals any test image."""
+    x, y = load_mnist("train", "5k")
+    x_test, _ = load_mnist("test", "5k")
+    fit_index, val_index = auto.validation_split(len(y), 0.25, seed=0)
+    assert len(val_index) == 1000 and len(fit_index) == 3000
+    assert np.intersect1d(fit_index, val_index).size == 0
+    assert np.array_equal(np.union1d(fit_index, val_index), np.arange(len(y)))
+    test_images = {img.tobytes() for img in x_test}
+    assert not any(img.tobytes() in test_images for img in x[val_index])
+    with pytest.raises(ValueError, match="fraction"):
+        auto.validation_split(10, 1.0, 0)
+
+
+@pytest.fixture(scope="module")
+def small_mnist_model():
+    x, y = load_mnist("train", "5k")
+    keep = np.random.default_rng(0).permutation(len(y))[:800]
+    x, y = x[keep], y[keep]
+    minnet.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(784, 24), nn.ReLU(), nn.Linear(24, 10))
+    fit(model, optimizers.Adam(model.parameters(), lr=3e-3), (x, y), 3, batch_size=64, seed=0,
+        progress=False)
+    return model, (x, y)
+
+
+def test_compress_to_target_meets_the_tolerance_on_validation(small_mnist_model):
+    """The returned model's accuracy on the validation split, measured here, is within the
+    tolerance of the float model's, and it is the last candidate recorded."""
+    model, train = small_mnist_model
+    out, details = auto.compress_to_target(model, train, max_drop_pp=1.0,
+                                           sparsities=(0.0, 0.75, 0.95), bits=(8, 3, 2),
+                                           max_candidates=10, calibration_images=256)
+    _, val_index = auto.validation_split(len(train[1]), 0.25, 0)
+    val = (train[0][val_index], train[1][val_index])
+    drop = 100 * (evaluate(model, val)["accuracy"] - evaluate(out, val)["accuracy"])
+    assert details["met_on_validation"]
+    assert drop <= 1.0 + 1e-9
+    assert details["candidates"][-1]["val_accuracy"] == pytest.approx(
+        evaluate(out, val)["accuracy"])
+    assert 1 <= len(details["candidates"]) <= 10
+
+
+def test_compress_to_target_resumes_from_its_work_directory(small_mnist_model, tmp_path):
+    """A second run over the same work directory measures no candidate again (only the chosen
+    one is rebuilt) and ends with the same choice and validation accuracy."""
+    model, train = small_mnist_model
+    calls = []
+
+    def fine_tune(candidate, data, index):
+        calls.append(index)
+        fit(candidate, optimizers.Adam(candidate.parameters(), lr=1e-4), data, 1,
+            batch_size=64, seed=0, progress=False)
+
+    kwargs = dict(max_drop_pp=0.0, sparsities=(0.0, 0.9), bits=(8, 2), max_candidates=3,
+                  calibration_images=128, fine_tune=fine_tune, work=tmp_path)
+    _, first = auto.compress_to_target(model, train, **kwargs)
+    assert (tmp_path / "auto_table.json").is_file()
+    assert len(calls) == len(first["candidates"])
+    calls.clear()
+    _, second = auto.compress_to_target(model, train, **kwargs)
+    assert len(calls) == 1
+    assert second["chosen"] == first["chosen"]
+    assert second["candidates"] == first["candidates"]
+
+
+def tiny_config(text: str) -> str:
+    replace = {"epochs = 20": "epochs = 1", "fine_tune_epochs = 2": "fine_tune_epochs = 1",
+               "max_candidates = 8": "max_candidates = 2",
+               "sparsities = [0.0, 0.5, 0.75, 0.875, 0.95]": "sparsities = [0.0, 0.75]",
+               "bits = [8, 6, 5, 4, 3, 2]": "bits = [8, 4]",
+               "latency_repeats = 20": "latency_repeats = 1\nlimit = 300\ntest_limit = 100"}
+    for old, new in replace.items():
+        assert old in text
+        text = text.replace(old, new)
+    return text
+
+
+def test_example_config_runs(tmp_path):
+    """``python -m optim --config optim/auto_pipeline.toml`` with a tiny budget: the auto
+    stage reports its candidates and every row its energy per inference."""
+    config = tmp_path / "auto.toml"
+    config.write_text(tiny_config((ROOT / "optim" / "auto_pipeline.toml").read_text()))
+    load_config(config)  # valid
+    out = tmp_path / "out"
+    subprocess.run([sys.executable, "-m", "optim", "--config", str(config), "--out", str(out)],
+                   check=True, cwd=ROOT, capture_output=True, timeout=300)
+    report = json.loads((out / "report.json").read_text())
+    rows = {r["stage"]: r for r in report["rows"]}
+    assert rows["auto"]["details"]["candidates"]
+    assert all(c["size"] > 0 for c in rows["auto"]["details"]["candidates"])
+    assert all(r["energy_uj"] > 0 for r in report["rows"])
+    assert rows["auto"]["energy_uj"] < rows["baseline"]["energy_uj"]
