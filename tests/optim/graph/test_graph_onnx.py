@@ -224,3 +224,25 @@ def test_reshape_with_two_symbolic_dimensions_exports_a_computed_shape():
         x = sample((n, t, 6), n)
         np.testing.assert_array_equal(session.run(None, {"x": x})[0], x.reshape(t, n, 2, 3))
         np.testing.assert_array_equal(execute(graph, x), x.reshape(t, n, 2, 3))
+
+
+def test_traced_new_modules_export_and_match_eager():
+    """LocalResponseNorm, Hardswish, Upsample (bilinear), Hardsigmoid and LayerNorm traced with a
+    dynamic batch: onnxruntime on the export and the re-imported graph both match eager minnet."""
+    ort = pytest.importorskip("onnxruntime")
+    import minnet
+
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.LocalResponseNorm(3), nn.Hardswish(),
+                          nn.Upsample(scale_factor=2, mode="bilinear"), nn.Hardsigmoid(),
+                          nn.LayerNorm([8, 8]))
+    graph = trace(model, sample((2, 3, 4, 4)), dynamic_axes={0: "N"})
+    proto = to_onnx(graph)
+    assert {"LRN", "HardSwish", "Resize", "HardSigmoid", "LayerNormalization"} <= {
+        n.op_type for n in proto.graph.node}
+    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    back = from_onnx(proto)
+    for n in (1, 3):
+        x = sample((n, 3, 4, 4), n)
+        eager = model(minnet.tensor(x)).data
+        np.testing.assert_allclose(session.run(None, {graph.inputs[0]: x})[0], eager, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(execute(back, x), eager, rtol=1e-6, atol=1e-6)
