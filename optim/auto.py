@@ -17,9 +17,10 @@ The steps, each a function here:
 4. **Allocation** ``allocate``: a 0–1 integer programme over one-hot choices, solved by
    ``scipy.optimize.milp``: the cheapest model whose predicted drop is within a tolerance, or
    the smallest predicted drop within a cost budget.
-5. **Verify and repair** ``verify_and_repair``: measure the allocation on held-out validation
-   data; while the measured drop exceeds the tolerance, back off the layer whose current
-   option is predicted to cost the most accuracy.
+5. **Verify** ``search_tolerance``: measure allocations on held-out validation data, searching
+   the programme's limit for the cheapest one that measures within the tolerance; **repair**
+   ``verify_and_repair``: if none does, back off the layer whose current option is predicted
+   to cost the most accuracy until the measured drop fits.
 
 ``compress_to_target`` runs the whole procedure on a model (the pipeline's ``auto`` stage).
 Tests: ``tests/optim/test_auto.py`` and ``tests/optim/test_auto_stage.py``.
@@ -52,7 +53,7 @@ from optim.quant.ranges import check_bits
 __all__ = ["ENERGY_PJ", "OBJECTIVES", "Option", "make_options", "compress_weight",
            "layer_macs", "option_costs", "energy_per_inference", "sensitivity_table",
            "hawq_v2_table", "joint_change", "additivity", "allocate", "back_off",
-           "verify_and_repair", "validation_split", "compress_to_target"]
+           "verify_and_repair", "search_tolerance", "validation_split", "compress_to_target"]
 
 # Energy per operation in picojoules, 45 nm CMOS at 0.9 V: Horowitz 2014, "Computing's energy
 # problem (and what we can do about it)", ISSCC, figure 1.1.9; the 32-bit rows are the table
@@ -416,6 +417,46 @@ def verify_and_repair(choice: Sequence[int], costs, drops, tolerance: float,
     return choice, history
 
 
+def search_tolerance(costs, drops, tolerance: float, measure: Callable[[list[int]], float],
+                     max_steps: int = 4) -> tuple[list[int] | None, list[dict]]:
+    r"""Calibrate the predictor: the one-layer sum :math:`\hat\Delta(t)` of ``allocate``'s
+    choice at limit :math:`t` over- or underestimates the measured drop (fine-tuning
+    recovers much of a pruning loss; layers interact), so search the limit :math:`t` instead
+    of trusting :math:`t = \tau`: start at :math:`\tau`, double :math:`t` while the measured
+    drop fits :math:`\tau`, halve it while it does not, and bisect between the largest
+    fitting and the smallest failing :math:`t` once both are known, for at most
+    ``max_steps`` measurements (a repeated choice ends the search). Returns the cheapest
+    measured choice within :math:`\tau` (None if there is none) and every candidate
+    measured. Test: ``tests/optim/test_auto.py::test_search_tolerance_finds_a_cheaper_fitting_choice``.
+    """
+    costs = _check_matrix(costs, "costs")
+    drops = _check_matrix(drops, "drops", costs.shape)
+    rows = np.arange(costs.shape[0])
+    floor = float(drops.min(axis=1).sum())
+    t, fits, fails, history = float(tolerance), None, None, []
+    for _ in range(max_steps):
+        choice = allocate(costs, drops, tolerance=max(t, floor))
+        if any(item["choice"] == choice for item in history):
+            break
+        measured = float(measure(choice))
+        history.append({"choice": choice, "limit": t,
+                        "predicted": float(drops[rows, choice].sum()),
+                        "measured": measured, "cost": float(costs[rows, choice].sum())})
+        if measured <= tolerance:
+            fits = t if fits is None else max(fits, t)
+        else:
+            fails = t if fails is None else min(fails, t)
+        if fails is None:
+            t = 2 * t if t > 0 else float(np.abs(drops).max()) / 8 or 1.0
+        elif fits is None:
+            t = t / 2
+        else:
+            t = (fits + fails) / 2
+    good = [item for item in history if item["measured"] <= tolerance]
+    best = min(good, key=lambda item: item["cost"])["choice"] if good else None
+    return best, history
+
+
 def validation_split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """``(fit, validation)`` sorted indices of a seeded random split of ``n`` training
     examples, ``round(fraction * n)`` of them held out for validation. Test:
@@ -470,6 +511,7 @@ def _load_json(path: Path | None):
 
 
 def compress_to_target(model: nn.Module, train, *, max_drop_pp: float, objective: str = "bytes",
+                       validation=None,
                        sparsities: Sequence[float] = (0.0, 0.5, 0.75, 0.875, 0.95),
                        bits: Sequence[int] = (8, 6, 5, 4, 3, 2),
                        validation_fraction: float = 0.25, seed: int = 0,
@@ -481,13 +523,16 @@ def compress_to_target(model: nn.Module, train, *, max_drop_pp: float, objective
     r"""The cheapest mixed sparsity/bit-width version of ``model`` whose accuracy on held-out
     validation data is at most ``max_drop_pp`` percentage points below ``model``'s.
 
-    ``train = (x, y)`` is split by ``validation_split`` (never the test data): decisions are
-    measured on the validation part, fine-tuning (``fine_tune(model, fit_data, index)``, which
+    ``train = (x, y)`` is split by ``validation_split`` (never the test data), unless a
+    held-out ``validation = (x, y)`` is given: decisions are measured on the validation part,
+    fine-tuning (``fine_tune(model, fit_data, index)``, which
     must keep pruned weights at zero) and calibration use the rest. Steps: one-layer accuracy
     drops :math:`d_{lk}` on validation (``sensitivity_table``, negative values counted as 0),
-    costs by ``objective`` (``option_costs``), ``allocate`` with ``tolerance = max_drop_pp``,
-    then ``verify_and_repair`` on the built candidates (``_build``: prune, fine-tune,
-    ``quantize_mixed`` with 8-bit activations), at most ``max_candidates`` of them.
+    costs by ``objective`` (``option_costs``), ``search_tolerance`` over ``allocate``'s
+    limit for half of the ``max_candidates`` built candidates (``_build``: prune, fine-tune,
+    ``quantize_mixed`` with 8-bit activations), keeping the cheapest that measures within
+    ``max_drop_pp``; if none does, ``verify_and_repair`` from the least aggressive one with
+    the remaining candidates.
 
     ``work``: a directory where the table and every measured candidate are saved as they are
     made, so that a killed run resumes without measuring again. ``size_of(model)`` (the
@@ -502,8 +547,11 @@ def compress_to_target(model: nn.Module, train, *, max_drop_pp: float, objective
     options = make_options(sparsities, bits)
     model = remove_all(copy.deepcopy(model)).eval()
     x, y = train
-    fit_index, val_index = validation_split(len(y), validation_fraction, seed)
-    fit_data, val = (x[fit_index], y[fit_index]), (x[val_index], y[val_index])
+    if validation is None:
+        fit_index, val_index = validation_split(len(y), validation_fraction, seed)
+        fit_data, val = (x[fit_index], y[fit_index]), (x[val_index], y[val_index])
+    else:
+        fit_data, val = train, validation
     calibration = fit_data[0][:calibration_images]
     layers = quantizable_layers(model)
     names = list(layers)
@@ -547,9 +595,17 @@ def compress_to_target(model: nn.Module, train, *, max_drop_pp: float, objective
             _save_json(candidates_path, list(measured.values()))
         return reference - 100 * measured[key]["val_accuracy"]
 
-    start = allocate(costs, drops, tolerance=max_drop_pp)
-    choice, history = verify_and_repair(start, costs, drops, max_drop_pp, measure,
-                                        max_steps=max_candidates - 1)
+    search_steps = max(1, max_candidates // 2)
+    best, searched = search_tolerance(costs, drops, max_drop_pp, measure, search_steps)
+    if best is not None:
+        choice, repaired = best, []
+    else:  # nothing measured fits: back off from the least aggressive candidate searched
+        start = min(searched, key=lambda item: item["limit"])["choice"]
+        choice, repaired = verify_and_repair(start, costs, drops, max_drop_pp, measure,
+                                             max_steps=max(0, max_candidates - len(searched)))
+        repaired = repaired[1:]  # its first entry is the searched start, measured already
+    history = searched + repaired
+    history.sort(key=lambda item: item["choice"] == choice)  # the chosen candidate last
     final = build(choice)
     for item in history:
         item.update({k: measured[tuple(item["choice"])][k] for k in ("val_accuracy", "size")})
@@ -557,7 +613,7 @@ def compress_to_target(model: nn.Module, train, *, max_drop_pp: float, objective
     details = {"objective": objective, "max_drop_pp": max_drop_pp, "layers": names,
                "options": [list(o) for o in options], "drops_pp": drops.tolist(),
                "costs": costs.tolist(), "validation_accuracy": reference / 100,
-               "validation_images": int(len(val_index)), "candidates": history,
+               "validation_images": int(len(val[1])), "candidates": history,
                "chosen": {n: list(options[k]) for n, k in zip(names, choice)},
                "met_on_validation": history[-1]["measured"] <= max_drop_pp}
     return final, details

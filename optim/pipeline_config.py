@@ -136,6 +136,9 @@ RUN_OPTIONS: dict[str, Option] = {
                     "images (quick runs)", check=_POSITIVE),
     "test_limit": Option("int", None, "evaluate on a seeded random subset of this many test images",
                          check=_POSITIVE),
+    "validation_fraction": Option("float", None, "hold this fraction of the training images "
+                                  "out of every stage's training; the auto stage measures its "
+                                  "candidates on them", check=_fraction),
     "latency_repeats": Option("int", 20, "timed repetitions per latency measurement (median)",
                               check=_POSITIVE),
 }

@@ -28,7 +28,7 @@ from minnet import models, nn, optimizers
 from minnet.io import load, save
 from minnet.train import fit
 from optim import metrics
-from optim.auto import compress_to_target
+from optim.auto import compress_to_target, validation_split
 from optim.distill import Distiller
 from optim.graph import to_onnx
 from optim.lowrank import factorize
@@ -56,13 +56,23 @@ MODEL_BUILDERS: dict[str, Callable[[], nn.Module]] = {
 @dataclass
 class Context:
     """What every stage may use: the run options, the data, the baseline (teacher), the
-    stage's work directory and whether to show progress bars."""
+    stage's work directory and whether to show progress bars. With the run option
+    ``validation_fraction``, ``train`` is cut (``optim.auto.validation_split``) into the images
+    every stage trains on (``train``) and the held-out ``validation`` images."""
     run: dict
     train: tuple[np.ndarray, np.ndarray]
     test: tuple[np.ndarray, np.ndarray]
     work: Path
     baseline: nn.Module | None = None
     progress: bool | None = None
+    validation: tuple[np.ndarray, np.ndarray] | None = None
+
+    def __post_init__(self):
+        fraction = self.run.get("validation_fraction")
+        if fraction is not None and self.validation is None:
+            x, y = self.train
+            fit_index, val_index = validation_split(len(y), fraction, self.run["seed"])
+            self.train, self.validation = (x[fit_index], y[fit_index]), (x[val_index], y[val_index])
 
 
 @dataclass
@@ -335,7 +345,10 @@ def auto_stage(model, options: dict, ctx: Context) -> Outcome:
     and weight bit width chosen by an integer programme as the cheapest by ``objective`` whose
     predicted accuracy drop is within ``max_drop_pp``, then candidates built (pruned,
     fine-tuned, quantized with 8-bit activations), measured on a validation split of the
-    training images and repaired until the measured drop fits. The sensitivity table, every
+    training images (the run's held-out ``validation`` images when the run sets
+    ``validation_fraction``, so that the baseline never trained on them; otherwise a split of
+    the stage's training images) and repaired until the measured drop fits. The sensitivity
+    table, every
     measured candidate and each candidate's fine-tuning epochs are checkpointed in the work
     directory, so a killed stage resumes."""
     seed, batch = ctx.run["seed"], ctx.run["batch_size"]
@@ -351,7 +364,8 @@ def auto_stage(model, options: dict, ctx: Context) -> Outcome:
             seed=seed, checkpoint_path=path, resume=True, progress=ctx.progress)
 
     quantized, details = compress_to_target(
-        model, ctx.train, max_drop_pp=options["max_drop_pp"], objective=options["objective"],
+        model, ctx.train, validation=ctx.validation, max_drop_pp=options["max_drop_pp"],
+        objective=options["objective"],
         sparsities=options["sparsities"], bits=[int(b) for b in options["bits"]],
         validation_fraction=options["validation_fraction"], seed=seed, fine_tune=fine_tune,
         max_candidates=options["max_candidates"],

@@ -212,3 +212,24 @@ def test_repair_terminates_and_meets_the_tolerance(problem, factor, extra):
             drops[changed[0], before["choice"][changed[0]]]
     assert history[-1]["measured"] <= tolerance
     assert history[-1]["choice"] == choice
+
+
+@given(programmes(), st.floats(0.1, 1.0))
+def test_search_tolerance_finds_a_cheaper_fitting_choice(problem, factor):
+    """When the one-layer sum overestimates the measured drop (measured = factor × sum,
+    factor <= 1), the choice at limit τ fits, so the search returns a fitting choice at most
+    as costly as it; every returned choice measures within τ."""
+    costs, drops, limit = problem
+    drops[:, 0] = 0.0
+
+    def measure(choice):
+        return factor * drops[np.arange(len(choice)), choice].sum()
+
+    first = auto.allocate(costs, drops, tolerance=limit)
+    best, history = auto.search_tolerance(costs, drops, limit, measure, max_steps=4)
+    assert history[0]["choice"] == first
+    assert best is not None
+    rows = np.arange(costs.shape[0])
+    assert measure(best) <= limit
+    assert costs[rows, best].sum() <= costs[rows, first].sum()
+    assert len(history) <= 4
