@@ -1,10 +1,10 @@
 """Train-step and inference time of LeNet-300-100 and LeNet-5: minnet vs PyTorch, same run.
 
     python benchmarks/bench_train.py [--steps 40] [--threads 2] [--backend numba|numpy]
-                                     [--only lenet5:infer:64 ...]
+                                     [--only lenet5:infer:64 ...] [--rounds 2]
 
-Each figure is the median of ``--steps`` timed repetitions, taken in two rounds alternating
-with PyTorch's, each round in a fresh process after ``--warmup`` untimed steps (loading PyTorch
+Each figure is the median of ``--steps`` timed repetitions, taken in ``--rounds`` rounds
+(default 2) alternating with PyTorch's, each round in a fresh process after ``--warmup`` untimed steps (loading PyTorch
 into the same process as NumPy slows both here, so the frameworks never share a process).
 A train step is forward, cross-entropy, backward and an Adam step. PyTorch (if importable)
 runs the same architecture, weights, batch and thread count, so the printed
@@ -96,6 +96,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--backend", choices=["numba", "numpy"], default=backend.get_backend())
+    parser.add_argument("--rounds", type=int, default=2,
+                        help="alternating rounds per case (more rounds even out a loaded machine)")
     parser.add_argument("--only", nargs="+", metavar="MODEL:TASK:BATCH",
                         help="run only these cases, e.g. lenet5:infer:64 lenet5:train:64")
     args = parser.parse_args()
@@ -112,7 +114,7 @@ def main() -> None:
     print(f"machine: {platform.machine()} {platform.processor() or ''}, {os.cpu_count()} cores; "
           f"python {platform.python_version()}, numpy {np.__version__}, numba {numba_version}, "
           f"torch {torch_version}; backend {args.backend}; threads {args.threads}; "
-          f"median of {args.steps} in two alternating rounds, each framework in a fresh "
+          f"median of {args.steps} in {args.rounds} alternating rounds, each framework in a fresh "
           f"process, {args.warmup} warm-up each")
     print(f"| model | task | batch | minnet ms | torch ms | ratio |")
     print(f"|---|---|---|---|---|---|")
@@ -122,11 +124,12 @@ def main() -> None:
                                          (case.split(":") for case in args.only)]
     for name, task, batch in cases:
         times = {f: [] for f in frameworks}
-        for _ in range(2):  # two alternating rounds, so drift of the machine hits both sides
+        for _ in range(args.rounds):  # alternating, so drift of the machine hits both sides
             for framework in frameworks:
                 with spawn.Pool(1) as pool:
                     times[framework] += pool.apply(measure, (framework, name, task, batch,
-                                                             args.steps // 2, args.warmup,
+                                                             args.steps // args.rounds,
+                                                             args.warmup,
                                                              args.threads, args.backend))
         ours = statistics.median(times["minnet"])
         theirs = statistics.median(times["torch"]) if "torch" in times else float("nan")

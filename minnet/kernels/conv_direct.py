@@ -157,10 +157,16 @@ def conv2d_indirect_tiles(x: np.ndarray, weight: np.ndarray, stride: Pair, paddi
     return np.ascontiguousarray(y.transpose(1, 0, 4, 2, 3)).reshape(n, c_out, oh, ow)
 
 
+# The tile algorithms' Python-side set-up per call (about 20 us more than im2col's here), in
+# lane-multiply-adds at their measured ~30 per ns: below it, im2col wins (LeNet-5 at batch 1-4).
+TILE_CALL_COST = 600_000
+
+
 def conv_cost(algorithm: str, x_shape: tuple, weight_shape: tuple, stride: Pair,
               padding: Pair, dilation: Pair, groups: int, dtype=np.float32) -> int:
     """Lane-multiply-adds an algorithm spends on one call, its padding waste included: the
-    useful MACs N C_out H_out W_out C_g k_h k_w scaled by (computed lanes) / (useful lanes).
+    useful MACs N C_out H_out W_out C_g k_h k_w scaled by (computed lanes) / (useful lanes),
+    plus ``TILE_CALL_COST`` for the tile algorithms' per-call set-up (padded copy, tables).
     For ``"im2col"`` the MACs plus the column matrix written and read (3 N C_in k_h k_w
     H_out W_out element moves, each counted as one multiply-add)."""
     n, c_in, h, w = x_shape
@@ -175,10 +181,10 @@ def conv_cost(algorithm: str, x_shape: tuple, weight_shape: tuple, stride: Pair,
     if algorithm == "direct":
         wp = w + 2 * padding[1]
         positions = _round_up(oh * wp, lanes * _direct_vectors(oh * wp, lanes))
-        return n * groups * _round_up(per_group, rows_per_tile) * positions * depth
+        return TILE_CALL_COST + n * groups * _round_up(per_group, rows_per_tile) * positions * depth
     if algorithm == "indirect":
-        return (_round_up(n * oh * ow, rows_per_tile) * groups * _round_up(per_group, lanes)
-                * depth)
+        return TILE_CALL_COST + (_round_up(n * oh * ow, rows_per_tile) * groups
+                                 * _round_up(per_group, lanes) * depth)
     raise ValueError(f"unknown conv algorithm {algorithm!r}")
 
 

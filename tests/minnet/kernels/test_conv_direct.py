@@ -90,14 +90,26 @@ def test_applicability_rules():
 def test_cost_counts_padding_waste():
     """LeNet-5's layers: 6 channels fill 6 of 16 channel lanes (indirect pays 16 / 6), while
     28 of 32 padded columns are useful (direct pays 32 / 28); a conv of 16 channels fills
-    the lanes exactly."""
-    useful = 1 * 6 * 28 * 28 * 25
+    the lanes exactly. Each tile call also pays its set-up."""
+    useful, setup = 1 * 6 * 28 * 28 * 25, D.TILE_CALL_COST
     assert D.conv_cost("indirect", (1, 1, 28, 28), (6, 1, 5, 5), (1, 1), (2, 2), (1, 1), 1) \
-        == pytest.approx(useful * 16 / 6, rel=0.01)
+        == pytest.approx(setup + useful * 16 / 6, rel=0.01)
     assert D.conv_cost("direct", (1, 1, 28, 28), (6, 1, 5, 5), (1, 1), (2, 2), (1, 1), 1) \
-        == useful * 32 // 28
+        == setup + useful * 32 // 28
     assert D.conv_cost("indirect", (6, 6, 14, 14), (16, 6, 5, 5), (1, 1), (0, 0), (1, 1), 1) \
-        == 6 * 16 * 100 * 150
+        == setup + 6 * 16 * 100 * 150
+
+
+@pytest.mark.parametrize("batch, expected",
+                         [(1, ("im2col", "im2col")), (64, ("direct", "indirect"))])
+def test_lenet5_choice_by_batch(batch, expected):
+    """Per-call set-up keeps im2col at batch 1; at batch 64 the tile algorithms' fewer
+    lane-MACs win (where they are applicable)."""
+    layers = [((batch, 1, 28, 28), (6, 1, 5, 5), (2, 2)),
+              ((batch, 6, 14, 14), (16, 6, 5, 5), (0, 0))]
+    with use_backend("numba" if D.HAVE_TILES else "numpy"):
+        chosen = tuple(K.choose_algorithm(x, w, (1, 1), p, (1, 1), 1) for x, w, p in layers)
+    assert chosen == (expected if D.HAVE_TILES else ("im2col", "im2col"))
 
 
 @needs_tiles
