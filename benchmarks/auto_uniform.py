@@ -39,6 +39,11 @@ def main() -> None:
     train, test = load_data(run)
     ctx = Context(run, train, test, args.run)
     fit_data, val = ctx.train, ctx.validation
+    if val is None:  # the run held nothing out: the stage split its training images
+        fit_index, val_index = auto.validation_split(len(train[1]),
+                                                     stage["validation_fraction"], run["seed"])
+        fit_data = (train[0][fit_index], train[1][fit_index])
+        val = (train[0][val_index], train[1][val_index])
     details = record["details"]
     names = details["layers"]
     layers = quantizable_layers(model)
