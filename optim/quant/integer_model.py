@@ -13,11 +13,9 @@ Weights are whatever int8 codes and per-channel scale their quantizer stores
 from __future__ import annotations
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 
 from minnet import nn
-from minnet.kernels.backend import dispatch
-from minnet.kernels.pool import max_pool2d_forward_numba
+from minnet.kernels.pool_values import max_pool2d_values
 from minnet.ops.conv import int_pair
 
 from ._layers import PASSTHROUGH
@@ -32,30 +30,15 @@ from .requant import quantize_bias, quantize_multiplier
 def max_pool2d_codes(q: np.ndarray, kernel_size, stride=None, padding=0) -> np.ndarray:
     r"""Max pooling of codes (N, C, H, W): :math:`\max` commutes with the increasing map
     :math:`q \mapsto (q - z) s`, so pooling codes equals quantizing the pooled real values.
-    Padding never wins (it is the dtype's smallest value). Geometry as ``nn.MaxPool2d``. The
-    Numba backend runs ``minnet.kernels.pool``'s max-pool loops (windows clipped to the input).
+    Padding never wins (it is the dtype's smallest value). Geometry as ``nn.MaxPool2d``; runs
+    ``minnet.kernels.pool_values.max_pool2d_values`` (the active backend's kernel).
 
     Checked by ``tests/optim/quant/test_quant_integer_model.py::test_max_pool_codes_commutes``.
     """
     kh, kw = int_pair("kernel_size", kernel_size, 1)
     sh, sw = int_pair("stride", (kh, kw) if stride is None else stride, 1)
     ph, pw = int_pair("padding", padding, 0)
-    return _max_pool_codes(q, (kh, kw), (sh, sw), (ph, pw))
-
-
-def _max_pool_codes_numpy(q, kernel_size, stride, padding):
-    (kh, kw), (sh, sw), (ph, pw) = kernel_size, stride, padding
-    padded = np.pad(q, ((0, 0), (0, 0), (ph, ph), (pw, pw)),
-                    constant_values=np.iinfo(q.dtype).min)
-    windows = sliding_window_view(padded, (kh, kw), axis=(2, 3))[:, :, ::sh, ::sw]
-    return windows.max(axis=(-2, -1))
-
-
-def _max_pool_codes_numba(q, kernel_size, stride, padding):
-    return max_pool2d_forward_numba(q, kernel_size, stride, padding)[0]
-
-
-_max_pool_codes = dispatch(_max_pool_codes_numpy, _max_pool_codes_numba)
+    return max_pool2d_values(q, (kh, kw), (sh, sw), (ph, pw))
 
 
 class _Layer:

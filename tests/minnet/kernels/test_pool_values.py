@@ -1,0 +1,46 @@
+"""Value-only max pooling (``minnet.kernels.pool_values``): the Numba loops equal the NumPy
+reference on integer codes and floats, and the reference equals minnet's max-pool kernel."""
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from kernels.cases import needs_numba, pool_cases
+from minnet.kernels.pool import max_pool2d_forward_numpy
+from minnet.kernels.pool_values import max_pool2d_values_numba, max_pool2d_values_numpy
+
+DTYPES = [np.uint8, np.int8, np.int32, np.float32]
+
+
+def values(shape, dtype, seed):
+    """Random values over the dtype's whole range (its extremes included) or normal floats."""
+    rng = np.random.default_rng(seed)
+    if np.issubdtype(dtype, np.floating):
+        return rng.standard_normal(shape).astype(dtype)
+    info = np.iinfo(dtype)
+    return rng.integers(info.min, info.max, size=shape, endpoint=True, dtype=dtype)
+
+
+@needs_numba
+@pytest.mark.parametrize("dtype", DTYPES)
+@given(case=pool_cases(max_channels=3), seed=st.integers(0, 2**16))
+def test_numba_equals_numpy(dtype, case, seed):
+    x = values(case.x_shape, dtype, seed)
+    args = (case.kernel_size, case.stride, case.padding)
+    fast = max_pool2d_values_numba(x, *args)
+    assert fast.dtype == dtype
+    np.testing.assert_array_equal(fast, max_pool2d_values_numpy(x, *args))
+
+
+@given(case=pool_cases(max_channels=3), seed=st.integers(0, 2**16))
+def test_reference_equals_minnet_max_pool(case, seed):
+    x = values(case.x_shape, np.float64, seed)
+    args = (case.kernel_size, case.stride, case.padding)
+    expected, _ = max_pool2d_forward_numpy(x, *args)
+    np.testing.assert_array_equal(max_pool2d_values_numpy(x, *args), expected)
+
+
+def test_padding_never_wins_for_codes():
+    x = np.full((1, 1, 3, 3), -128, np.int8)
+    for pool in (max_pool2d_values_numpy, max_pool2d_values_numba):
+        np.testing.assert_array_equal(pool(x, (2, 2), (2, 2), (1, 1)), np.full((1, 1, 2, 2), -128))
