@@ -9,7 +9,8 @@ with padding that never wins: the smallest value of the dtype (-inf for floats),
 ``max_pool2d_values_numpy`` is the reference (a padded sliding-window view; NaN propagates);
 ``max_pool2d_values_numba`` clips each window to the input instead of padding and keeps the
 running maximum in the input's dtype, so integer codes are compared as integers (no float
-conversion, no index bookkeeping; NaN-free input assumed). Tests: ``tests/minnet/kernels/test_pool_values.py``.
+conversion, no index bookkeeping; NaN-free input assumed); windows that tile the input
+(stride = kernel, no padding, LeNet's 2 x 2 pools) run as one vector loop per tap and row. Tests: ``tests/minnet/kernels/test_pool_values.py``.
 """
 from __future__ import annotations
 
@@ -43,10 +44,25 @@ def max_pool2d_values_numpy(x: np.ndarray, kernel_size: Pair, stride: Pair,
 def _max_loops(x, y, kh, kw, sh, sw, ph, pw):
     n_batch, channels, h, w = x.shape
     oh, ow = y.shape[2:]
+    # max(., 1): indices provably non-negative, so LLVM vectorizes (see minnet.kernels.im2col)
+    kh, kw, sh, sw = max(kh, 1), max(kw, 1), max(sh, 1), max(sw, 1)
+    tiled = ph == 0 and pw == 0 and sh == kh and sw == kw
     for n in range(n_batch):
         for c in range(channels):
             plane, out = x[n, c], y[n, c]
             for u in range(oh):
+                dst = out[u]
+                if tiled:  # windows tile the input: one vector loop per tap over the row
+                    for i in range(kh):
+                        src = plane[u * kh + i]
+                        for j in range(kw):
+                            if i == 0 and j == 0:
+                                for v in range(ow):
+                                    dst[v] = src[v * kw]
+                            else:
+                                for v in range(ow):
+                                    dst[v] = max(dst[v], src[v * kw + j])
+                    continue
                 r0, r1 = max(u * sh - ph, 0), min(u * sh - ph + kh, h)
                 for v in range(ow):
                     c0, c1 = max(v * sw - pw, 0), min(v * sw - pw + kw, w)
@@ -54,7 +70,7 @@ def _max_loops(x, y, kh, kw, sh, sw, ph, pw):
                     for i in range(r0, r1):
                         for j in range(c0, c1):
                             best = max(best, plane[i, j])
-                    out[u, v] = best
+                    dst[v] = best
 
 
 def max_pool2d_values_numba(x: np.ndarray, kernel_size: Pair, stride: Pair,

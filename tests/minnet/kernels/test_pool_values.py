@@ -44,3 +44,15 @@ def test_padding_never_wins_for_codes():
     x = np.full((1, 1, 3, 3), -128, np.int8)
     for pool in (max_pool2d_values_numpy, max_pool2d_values_numba):
         np.testing.assert_array_equal(pool(x, (2, 2), (2, 2), (1, 1)), np.full((1, 1, 2, 2), -128))
+
+
+@needs_numba
+@pytest.mark.parametrize("dtype", [np.uint8, np.float64])
+@given(kernel=st.tuples(st.integers(1, 3), st.integers(1, 3)), extra=st.integers(0, 2),
+       seed=st.integers(0, 2**16))
+def test_tiling_windows_equal_numpy(dtype, kernel, extra, seed):
+    """Stride = kernel, no padding (the vector-loop path), with leftover rows and columns."""
+    x = values((2, 3, 3 * kernel[0] + extra, 4 * kernel[1] + extra), dtype, seed)
+    args = (kernel, kernel, (0, 0))
+    np.testing.assert_array_equal(max_pool2d_values_numba(x, *args),
+                                  max_pool2d_values_numpy(x, *args))
