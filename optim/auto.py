@@ -529,7 +529,7 @@ def compress_to_target(model: nn.Module, train, *, max_drop_pp: float, objective
     must keep pruned weights at zero) and calibration use the rest. Steps: one-layer accuracy
     drops :math:`d_{lk}` on validation (``sensitivity_table``, negative values counted as 0),
     costs by ``objective`` (``option_costs``), ``search_tolerance`` over ``allocate``'s
-    limit for half of the ``max_candidates`` built candidates (``_build``: prune, fine-tune,
+    limit for all but two of the ``max_candidates`` built candidates (``_build``: prune, fine-tune,
     ``quantize_mixed`` with 8-bit activations), keeping the cheapest that measures within
     ``max_drop_pp``; if none does, ``verify_and_repair`` from the least aggressive one with
     the remaining candidates.
@@ -595,7 +595,7 @@ def compress_to_target(model: nn.Module, train, *, max_drop_pp: float, objective
             _save_json(candidates_path, list(measured.values()))
         return reference - 100 * measured[key]["val_accuracy"]
 
-    search_steps = max(1, max_candidates // 2)
+    search_steps = max(1, max_candidates - 2)
     best, searched = search_tolerance(costs, drops, max_drop_pp, measure, search_steps)
     if best is not None:
         choice, repaired = best, []
