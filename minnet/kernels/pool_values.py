@@ -9,7 +9,7 @@ with padding that never wins: the smallest value of the dtype (-inf for floats),
 ``max_pool2d_values_numpy`` is the reference (a padded sliding-window view; NaN propagates);
 ``max_pool2d_values_numba`` clips each window to the input instead of padding and keeps the
 running maximum in the input's dtype, so integer codes are compared as integers (no float
-conversion, no index bookkeeping; NaN-free input assumed); windows that tile the input
+conversion, no index bookkeeping; a NaN in a window wins, as in the reference); windows that tile the input
 (stride = kernel, no padding, LeNet's 2 x 2 pools) run as one vector loop per tap and row. Tests: ``tests/minnet/kernels/test_pool_values.py``.
 """
 from __future__ import annotations
@@ -41,6 +41,12 @@ def max_pool2d_values_numpy(x: np.ndarray, kernel_size: Pair, stride: Pair,
 
 
 @jit
+def _larger(a, b):
+    """max(a, b) with NaN propagating, as NumPy's maximum: a NaN on either side wins."""
+    return a if (a > b or a != a) else (b if (b > a or b != b) else a)
+
+
+@jit
 def _max_loops(x, y, kh, kw, sh, sw, ph, pw):
     n_batch, channels, h, w = x.shape
     oh, ow = y.shape[2:]
@@ -61,7 +67,7 @@ def _max_loops(x, y, kh, kw, sh, sw, ph, pw):
                                     dst[v] = src[v * kw]
                             else:
                                 for v in range(ow):
-                                    dst[v] = max(dst[v], src[v * kw + j])
+                                    dst[v] = _larger(dst[v], src[v * kw + j])
                     continue
                 r0, r1 = max(u * sh - ph, 0), min(u * sh - ph + kh, h)
                 for v in range(ow):
@@ -69,7 +75,7 @@ def _max_loops(x, y, kh, kw, sh, sw, ph, pw):
                     best = plane[r0, c0]
                     for i in range(r0, r1):
                         for j in range(c0, c1):
-                            best = max(best, plane[i, j])
+                            best = _larger(best, plane[i, j])
                     dst[v] = best
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from minnet.kernels import pool as K
+from minnet.kernels.pool_values import max_pool2d_values
 from minnet.ops.conv import IntPair, check_float_nchw, compute_dtype, int_pair
 from minnet.tensor import Function, Tensor, as_tensor
 
@@ -18,6 +19,10 @@ class MaxPool2d(Function):
     @staticmethod
     def forward(ctx, x, *, kernel_size, stride, padding, ceil_mode=False):
         ctx.input_shape, ctx.dtype = x.shape, x.dtype
+        if not ctx.needs_input_grad[0] and not ceil_mode:  # no backward: maxima only
+            y = max_pool2d_values(x.astype(compute_dtype(x.dtype), copy=False), kernel_size,
+                                  stride, padding)
+            return y.astype(x.dtype, copy=False)
         y, ctx.indices = K.max_pool2d_forward(x.astype(compute_dtype(x.dtype), copy=False),
                                               kernel_size, stride, padding, ceil_mode)
         return y.astype(x.dtype, copy=False)

@@ -56,3 +56,14 @@ def test_tiling_windows_equal_numpy(dtype, kernel, extra, seed):
     args = (kernel, kernel, (0, 0))
     np.testing.assert_array_equal(max_pool2d_values_numba(x, *args),
                                   max_pool2d_values_numpy(x, *args))
+
+
+@needs_numba
+@pytest.mark.parametrize("kernel, stride", [((2, 2), (2, 2)), ((3, 2), (1, 2))])
+def test_nan_wins_its_windows(kernel, stride):
+    x = values((1, 2, 6, 6), np.float64, 3)
+    x[0, 0, 1, 1] = x[0, 1, 4, 5] = np.nan
+    args = (kernel, stride, (0, 0))
+    fast, reference = max_pool2d_values_numba(x, *args), max_pool2d_values_numpy(x, *args)
+    assert np.isnan(reference).any()
+    np.testing.assert_array_equal(fast, reference)
