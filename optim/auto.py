@@ -53,7 +53,8 @@ from optim.quant.ranges import check_bits
 __all__ = ["ENERGY_PJ", "OBJECTIVES", "Option", "make_options", "compress_weight",
            "layer_macs", "option_costs", "energy_per_inference", "sensitivity_table",
            "hawq_v2_table", "joint_change", "additivity", "allocate", "back_off",
-           "verify_and_repair", "search_tolerance", "validation_split", "compress_to_target"]
+           "verify_and_repair", "search_tolerance", "validation_split", "paired_drop",
+           "compress_to_target"]
 
 # Energy per operation in picojoules, 45 nm CMOS at 0.9 V: Horowitz 2014, "Computing's energy
 # problem (and what we can do about it)", ISSCC, figure 1.1.9; the 32-bit rows are the table
@@ -491,8 +492,37 @@ def _build(model: nn.Module, names: list[str], options: Sequence[Option], choice
     return quantize_mixed(pruned, bits, calibration, weight_only=False, weight_observer=observer)
 
 
-def _accuracy_pp(model: nn.Module, data) -> float:
-    return 100.0 * evaluate(model, data, 500, F.cross_entropy)["accuracy"]
+def _correct(model: nn.Module, data) -> np.ndarray:
+    """Whether ``model`` classifies each example of ``data = (x, y)`` correctly."""
+    x, y = data
+    model.eval()
+    with minnet.no_grad():
+        logits = np.concatenate([model(minnet.Tensor(x[i:i + 500])).data
+                                 for i in range(0, len(y), 500)])
+    return logits.argmax(axis=1) == y
+
+
+def paired_drop(reference_correct, candidate_correct) -> tuple[float, float]:
+    r"""Accuracy drop in percentage points of a candidate against the reference on the same
+    :math:`n` examples, and its standard error: with :math:`d_i = r_i - c_i \in \{-1, 0, 1\}`
+    (correctness indicators),
+
+    .. math:: \Delta = 100\,\bar d, \qquad
+              \mathrm{SE} = \frac{100}{n}\sqrt{b + c - (b - c)^2 / n}
+              = 100\,\frac{\operatorname{sd}(d)}{\sqrt n},
+
+    :math:`b` (:math:`c`) the examples only the reference (only the candidate) gets right:
+    the paired (McNemar) view, whose error counts only the discordant examples (McNemar
+    1947). Test: ``tests/optim/test_auto.py::test_paired_drop_is_mean_and_standard_error``.
+    """
+    r = np.asarray(reference_correct, dtype=bool)
+    c = np.asarray(candidate_correct, dtype=bool)
+    if r.shape != c.shape or r.ndim != 1 or r.size == 0:
+        raise ValueError(f"reference_correct and candidate_correct must be equal-length 1-D "
+                         f"arrays, got shapes {r.shape} and {c.shape}")
+    n, only_r, only_c = r.size, int(np.sum(r & ~c)), int(np.sum(c & ~r))
+    se = 100.0 * math.sqrt(max(only_r + only_c - (only_r - only_c) ** 2 / n, 0.0)) / n
+    return 100.0 * (only_r - only_c) / n, se
 
 
 def _save_json(path: Path | None, value) -> None:
@@ -517,7 +547,8 @@ def compress_to_target(model: nn.Module, train, *, max_drop_pp: float, objective
                        validation_fraction: float = 0.25, seed: int = 0,
                        fine_tune: Callable[[nn.Module, tuple, int], None] | None = None,
                        max_candidates: int = 12, calibration_images: int = 1024,
-                       observer: str = "mse", size_of: Callable[[nn.Module], int] | None = None,
+                       observer: str = "mse", confidence_z: float = 1.0,
+                       size_of: Callable[[nn.Module], int] | None = None,
                        work: Path | None = None
                        ) -> tuple[nn.Module, dict]:
     r"""The cheapest mixed sparsity/bit-width version of ``model`` whose accuracy on held-out
@@ -535,7 +566,10 @@ def compress_to_target(model: nn.Module, train, *, max_drop_pp: float, objective
     the remaining candidates.
 
     ``work``: a directory where the table and every measured candidate are saved as they are
-    made, so that a killed run resumes without measuring again. ``size_of(model)`` (the
+    made, so that a killed run resumes without measuring again. A candidate fits when its
+    validation drop plus ``confidence_z`` standard errors (``paired_drop``) is within
+    ``max_drop_pp``: the cheapest of several noisy measurements is biased low, and the test
+    drop is a new sample. ``size_of(model)`` (the
     stored size of a candidate, optional) is recorded with each candidate. Returns ``(model, details)``
     with the layers, options, table, costs, every candidate and the chosen one.
     Tests: ``tests/optim/test_auto_stage.py``.
@@ -566,7 +600,7 @@ def compress_to_target(model: nn.Module, train, *, max_drop_pp: float, objective
     channels = {n: int(m.weight.shape[0]) for n, m in layers.items()}
     macs = layer_macs(model, (1,) + x.shape[1:])
     costs = option_costs(sizes, channels, macs, options, objective)
-    reference = _accuracy_pp(model, val)
+    reference = _correct(model, val)
 
     candidates_path = None if work is None else work / "auto_candidates.json"
     measured = {tuple(c["choice"]): c for c in (_load_json(candidates_path) or [])}
@@ -589,11 +623,13 @@ def compress_to_target(model: nn.Module, train, *, max_drop_pp: float, objective
         key = tuple(choice)
         if key not in measured:
             candidate = build(choice)
-            measured[key] = {"choice": list(choice),
-                             "val_accuracy": _accuracy_pp(candidate, val) / 100,
+            correct = _correct(candidate, val)
+            drop, se = paired_drop(reference, correct)
+            measured[key] = {"choice": list(choice), "val_accuracy": float(correct.mean()),
+                             "drop_pp": drop, "se_pp": se,
                              "size": None if size_of is None else int(size_of(candidate))}
             _save_json(candidates_path, list(measured.values()))
-        return reference - 100 * measured[key]["val_accuracy"]
+        return measured[key]["drop_pp"] + confidence_z * measured[key]["se_pp"]
 
     search_steps = max(1, max_candidates - 2)
     best, searched = search_tolerance(costs, drops, max_drop_pp, measure, search_steps)
@@ -608,11 +644,13 @@ def compress_to_target(model: nn.Module, train, *, max_drop_pp: float, objective
     history.sort(key=lambda item: item["choice"] == choice)  # the chosen candidate last
     final = build(choice)
     for item in history:
-        item.update({k: measured[tuple(item["choice"])][k] for k in ("val_accuracy", "size")})
+        item.update({k: measured[tuple(item["choice"])][k]
+                     for k in ("val_accuracy", "drop_pp", "se_pp", "size")})
         item["options"] = {n: list(options[k]) for n, k in zip(names, item["choice"])}
     details = {"objective": objective, "max_drop_pp": max_drop_pp, "layers": names,
                "options": [list(o) for o in options], "drops_pp": drops.tolist(),
-               "costs": costs.tolist(), "validation_accuracy": reference / 100,
+               "costs": costs.tolist(), "validation_accuracy": float(reference.mean()),
+               "confidence_z": confidence_z,
                "validation_images": int(len(val[1])), "candidates": history,
                "chosen": {n: list(options[k]) for n, k in zip(names, choice)},
                "met_on_validation": history[-1]["measured"] <= max_drop_pp}

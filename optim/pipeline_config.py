@@ -250,6 +250,9 @@ OPTIONS: dict[str, dict[str, Option]] = {
                              "pruning levels to choose from", check=_sparsity_levels),
         "bits": Option("floats", [8, 6, 5, 4, 3, 2], "per-layer weight bit widths to choose "
                        "from (activations: 8 bits)", check=_bit_levels),
+        "confidence_z": Option("float", 1.0, "a candidate fits when its validation drop plus "
+                               "this many standard errors is within max_drop_pp",
+                               check=_at_least(0)),
         "validation_fraction": Option("float", 0.25, "fraction of the training images held "
                                       "out to measure candidates (never the test images)",
                                       check=_fraction),

@@ -368,7 +368,7 @@ def auto_stage(model, options: dict, ctx: Context) -> Outcome:
         objective=options["objective"],
         sparsities=options["sparsities"], bits=[int(b) for b in options["bits"]],
         validation_fraction=options["validation_fraction"], seed=seed, fine_tune=fine_tune,
-        max_candidates=options["max_candidates"],
+        max_candidates=options["max_candidates"], confidence_z=options["confidence_z"],
         calibration_images=options["calibration_images"], size_of=packed_bytes,
         work=ctx.work)
     return Outcome(quantized, _quant_engine(quantized, "auto"), details=details)

@@ -233,3 +233,15 @@ def test_search_tolerance_finds_a_cheaper_fitting_choice(problem, factor):
     assert measure(best) <= limit
     assert costs[rows, best].sum() <= costs[rows, first].sum()
     assert len(history) <= 4
+
+
+@given(st.lists(st.tuples(st.booleans(), st.booleans()), min_size=1, max_size=60))
+def test_paired_drop_is_mean_and_standard_error(pairs):
+    """The drop is 100 × mean(r − c) and its error 100 × sd(r − c) / √n (population sd)."""
+    r, c = np.array(pairs, dtype=bool).T
+    d = r.astype(float) - c.astype(float)
+    drop, se = auto.paired_drop(r, c)
+    assert drop == pytest.approx(100 * d.mean())
+    assert se == pytest.approx(100 * d.std() / math.sqrt(len(d)), abs=1e-9)
+    with pytest.raises(ValueError, match="equal-length"):
+        auto.paired_drop(r, np.append(c, True))

@@ -51,7 +51,8 @@ def test_compress_to_target_meets_the_tolerance_on_validation(small_mnist_model)
     model, train = small_mnist_model
     out, details = auto.compress_to_target(model, train, max_drop_pp=1.0,
                                            sparsities=(0.0, 0.75, 0.95), bits=(8, 3, 2),
-                                           max_candidates=10, calibration_images=256)
+                                           max_candidates=10, calibration_images=256,
+                                           confidence_z=0.0)
     _, val_index = auto.validation_split(len(train[1]), 0.25, 0)
     val = (train[0][val_index], train[1][val_index])
     drop = 100 * (evaluate(model, val)["accuracy"] - evaluate(out, val)["accuracy"])
