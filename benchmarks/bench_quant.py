@@ -1,6 +1,7 @@
 """Quantization acceptance experiments on LeNet-5, and int8 vs fp32 inference speed.
 
     python benchmarks/bench_quant.py [--seeds 0 1 2] [--epochs 20] [--no-torch] [--speed-only]
+                                     [--speed-epochs 1] [--rounds 5]
     python benchmarks/bench_quant.py --mixed [--seeds 0]
 
 Recipe: LeNet-5 trained with ``minnet.train.fit`` on the 4,000 bundled training images (Adam
@@ -22,9 +23,14 @@ sensitivity of LeNet-5 (weight-only, per-channel MSE ranges, 8/4/3/2 bits, on th
 training images), the greedy allocation at the weight budget of uniform 3-bit (and 2-bit)
 weights, against uniform min-max and MSE weights of those widths.
 
-Speed: LeNet-300-100 (trained 20 epochs, seed 0), this project's fp32 forward vs the
-integer-only model at batch 1 and 256 (best of repeated runs), the first layer's GEMM alone,
-and PyTorch's fp32 vs dynamic int8 (``quantize_dynamic``) on the same weights when importable.
+Speed (``--speed-only`` runs only this; ``--speed-epochs`` trains the timed models, default 1:
+the timings do not depend on the weights): LeNet-300-100 and LeNet-5, this project's fp32
+forward (``no_grad``) vs the integer-only int8 model at batch 1 / 8 / 64 / 256, interleaved
+rounds, medians; PyTorch's fp32 vs dynamic int8 (``quantize_dynamic``) on LeNet-300-100's
+weights when importable. Then the routes for an exact int8 GEMM on the first layer's shape
+(256 x 784 x 300): the portable int16 Numba loops, the AVX512-VNNI micro-kernel, float32 BLAS
+on exact depth blocks, float64 BLAS, beside the fp32 sgemm itself (its GMAC/s is the peak used
+for the physical bounds).
 """
 from __future__ import annotations
 
@@ -58,7 +64,6 @@ from optim.quant import (
     sharing_sizes,
     weight_bytes,
 )
-from optim.quant.int_linear import linear_kernel
 from timing import step_times
 
 
@@ -188,44 +193,75 @@ def best_seconds(fn, repeats: int) -> float:
     return min(step_times(fn, repeats, warmup=1))
 
 
-def timing_rows(cache: FloatCache, train, test, use_torch: bool) -> tuple[list, list]:
-    model = cache.model("lenet300", 0)
-    int8 = IntegerModel(convert(calibrate(prepare(model), train[0], max_batches=100)))
+def interleaved_medians(functions: dict, repeats: int, rounds: int) -> dict:
+    """Median seconds of each function over ``rounds`` rounds of ``repeats`` calls, the
+    functions taking turns every round, so drift of a shared machine hits all of them."""
+    times = {name: [] for name in functions}
+    for _ in range(rounds):
+        for name, fn in functions.items():
+            times[name] += step_times(fn, repeats, warmup=1)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+SPEED_BATCHES = (1, 8, 64, 256)
+
+
+def timing_rows(cache: FloatCache, train, test, use_torch: bool, rounds: int) -> tuple[list, list]:
     x_all = test[0]
-    gemm = gemm_rows(int8, x_all[:256])  # before PyTorch's threads start competing for cores
-    rows = []
-    for batch, repeats in ((1, 2000), (256, 50)):
-        x = x_all[:batch]
-        tensor = minnet.Tensor(x)
+    rows, gemm = [], None
+    for name in ("lenet300", "lenet5"):
+        model = cache.model(name, 0)
+        int8 = IntegerModel(convert(calibrate(prepare(model), train[0], max_batches=100)))
+        if gemm is None:
+            gemm = gemm_rows(int8, x_all[:256], rounds)
+        for batch in SPEED_BATCHES:
+            x = x_all[:batch]
+            tensor = minnet.Tensor(x)
 
-        def fp32():
-            with minnet.no_grad():
-                model(tensor)
+            def fp32():
+                with minnet.no_grad():
+                    model(tensor)
 
-        row = {"batch": batch, "fp32": best_seconds(fp32, repeats),
-               "int8": best_seconds(lambda: int8(x), repeats)}
-        if use_torch:
-            row.update(torch_timing(model, x, repeats))
-        rows.append(row)
+            repeats = max(4, 400 // batch)
+            row = {"model": name, "batch": batch,
+                   **interleaved_medians({"fp32": fp32, "int8": lambda: int8(x)}, repeats,
+                                         rounds)}
+            rows.append(row)
+    if use_torch:  # after minnet's rows: PyTorch's threads then compete with nothing of ours
+        for row in rows:
+            if row["model"] == "lenet300":
+                row.update(torch_timing(cache.model("lenet300", 0), x_all[:row["batch"]],
+                                        max(4, 400 // row["batch"]), rounds))
     return rows, gemm
 
 
-def gemm_rows(int8: IntegerModel, x: np.ndarray) -> list:
-    """The first layer's matrix product alone: numba int8 (with requantization) vs BLAS fp32."""
+def gemm_rows(int8: IntegerModel, x: np.ndarray, rounds: int) -> list:
+    """Exact int8 GEMM routes on the first layer's shape (requantization included for the
+    integer kernels), beside float32 and float64 BLAS on the same codes."""
+    from optim.quant import int_gemm, int_linear
+
     layer = next(op for op in int8.ops if hasattr(op, "w_q"))
     codes = int8.quantize_input(x).reshape(len(x), -1)
     args = (codes, layer.in_zero_point, layer.w_q, layer.bias_q, layer.M0, layer.shift,
             layer.out_zero_point, layer.qmin, layer.qmax, layer.relu)
-    xf = x.reshape(len(x), -1)
-    wf = np.ascontiguousarray(layer.w_q.astype(np.float32).T)
+    u, _ = int_gemm.unsigned_codes(codes, layer.in_zero_point)
+    xf, wf = codes.astype(np.float32), np.ascontiguousarray(layer.w_q.astype(np.float32).T)
+    xd, wd = codes.astype(np.float64), np.ascontiguousarray(layer.w_q.astype(np.float64).T)
+    routes = {"int8 Numba int16 loops (portable, + requantize)":
+              lambda: int_linear.linear_rows_int16(*args),
+              "int8 float32 BLAS, exact depth blocks (int32 sums only)":
+              lambda: int_gemm.gemm_u8s8_blas(u, layer.w_q),
+              "float64 BLAS on the codes (exact; product only)": lambda: xd @ wd,
+              "fp32 sgemm (BLAS; product only)": lambda: xf @ wf}
+    if int_gemm.HAVE_VNNI:
+        routes["int8 AVX512-VNNI micro-kernel (+ requantize)"] = (
+            lambda: int_linear.linear_rows_vnni(*args))
+    seconds = interleaved_medians(routes, 20, rounds)
     macs = codes.shape[0] * codes.shape[1] * layer.w_q.shape[0]
-    seconds = {"int8 Numba (int32 acc + requantize)": best_seconds(
-                   lambda: linear_kernel.numba(*args), 100),
-               "fp32 NumPy matmul (BLAS)": best_seconds(lambda: xf @ wf, 100)}
     return [(name, s, macs / s / 1e9) for name, s in seconds.items()]
 
 
-def torch_timing(model, x, repeats: int) -> dict:
+def torch_timing(model, x, repeats: int, rounds: int) -> dict:
     import torch
 
     linears = [m for m in model.modules() if isinstance(m, minnet.nn.Linear)]
@@ -238,8 +274,8 @@ def torch_timing(model, x, repeats: int) -> dict:
     dynamic = torch.ao.quantization.quantize_dynamic(net, {torch.nn.Linear}, dtype=torch.qint8)
     xt = torch.from_numpy(x)
     with torch.no_grad():
-        return {"torch fp32": best_seconds(lambda: net(xt), repeats),
-                "torch dynamic int8": best_seconds(lambda: dynamic(xt), repeats)}
+        return interleaved_medians({"torch fp32": lambda: net(xt),
+                                    "torch dynamic int8": lambda: dynamic(xt)}, repeats, rounds)
 
 
 def mean_std(values) -> str:
@@ -270,20 +306,22 @@ def print_accuracy_tables(seeds, per_seed) -> None:
 
 
 def print_speed_tables(timing, gemm) -> None:
-    extra = [k for k in timing[0] if k.startswith("torch")]
-    print("\nTimes are the best of repeated runs.\n")
-    print("| LeNet-300-100 batch | minnet fp32 ms | integer-only int8 ms | int8 speedup | "
-          + " | ".join(f"{k} ms" for k in extra) + (" |" if extra else "|"))
-    print("|---|---|---|---|" + "---|" * len(extra))
+    print("\nMedians of interleaved rounds.\n")
+    print("| model | batch | minnet fp32 ms | integer-only int8 ms | int8 speed-up | "
+          "torch fp32 ms | torch dynamic int8 ms | torch int8 speed-up |")
+    print("|---|---|---|---|---|---|---|---|")
     for row in timing:
-        print(f"| {row['batch']} | {1e3 * row['fp32']:.3f} | {1e3 * row['int8']:.3f} | "
-              f"{row['fp32'] / row['int8']:.2f}× | "
-              + " | ".join(f"{1e3 * row[k]:.3f}" for k in extra) + (" |" if extra else ""))
+        torch_cells = ("| – | – | – |" if "torch fp32" not in row else
+                       f"| {1e3 * row['torch fp32']:.3f} | {1e3 * row['torch dynamic int8']:.3f} "
+                       f"| {row['torch fp32'] / row['torch dynamic int8']:.2f}× |")
+        print(f"| {row['model']} | {row['batch']} | {1e3 * row['fp32']:.3f} | "
+              f"{1e3 * row['int8']:.3f} | {row['fp32'] / row['int8']:.2f}× " + torch_cells)
 
-    print("\n| first layer, 256×784×300 | ms | GMAC/s |")
-    print("|---|---|---|")
+    sgemm = next(s for name, s, _ in gemm if name.startswith("fp32 sgemm"))
+    print("\n| first layer, 256×784×300 (60.2 M MACs) | ms | GMAC/s | vs fp32 sgemm |")
+    print("|---|---|---|---|")
     for name, seconds, rate in gemm:
-        print(f"| {name} | {1e3 * seconds:.3f} | {rate:.1f} |")
+        print(f"| {name} | {1e3 * seconds:.3f} | {rate:.1f} | {sgemm / seconds:.2f}× |")
 
 
 def main() -> None:
@@ -294,6 +332,9 @@ def main() -> None:
     parser.add_argument("--no-torch", action="store_true")
     parser.add_argument("--speed-only", action="store_true",
                         help="skip the LeNet-5 accuracy experiments")
+    parser.add_argument("--speed-epochs", type=int, default=1,
+                        help="training epochs of the models timed by --speed-only")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds")
     parser.add_argument("--mixed", action="store_true",
                         help="only the mixed-precision experiment (first seed)")
     args = parser.parse_args()
@@ -318,10 +359,11 @@ def main() -> None:
         print(f"\ntotal {time.perf_counter() - started:.0f} s")
         return
     with tempfile.TemporaryDirectory() as directory:
-        cache = FloatCache(directory, args.epochs, train)
+        cache = FloatCache(directory, args.speed_epochs if args.speed_only else args.epochs,
+                           train)
         per_seed = [] if args.speed_only else [lenet5_rows(cache, seed, train, test)
                                                for seed in args.seeds]
-        timing, gemm = timing_rows(cache, train, test, use_torch)
+        timing, gemm = timing_rows(cache, train, test, use_torch, args.rounds)
     if per_seed:
         print_accuracy_tables(args.seeds, per_seed)
     print_speed_tables(timing, gemm)
