@@ -187,12 +187,6 @@ def integer_check(int8, test) -> dict:
             "numpy_s": seconds["numpy"], "numba_s": seconds["numba"]}
 
 
-def best_seconds(fn, repeats: int) -> float:
-    """Best of ``repeats`` timed runs after one warm-up (the least disturbed by other load on
-    the machine, as ``timeit`` recommends)."""
-    return min(step_times(fn, repeats, warmup=1))
-
-
 def interleaved_medians(functions: dict, repeats: int, rounds: int) -> dict:
     """Median seconds of each function over ``rounds`` rounds of ``repeats`` calls, the
     functions taking turns every round, so drift of a shared machine hits all of them."""
