@@ -80,7 +80,8 @@ def make_options(sparsities: Sequence[float], bits: Sequence[int]) -> list[Optio
         raise ValueError(f"sparsities must be distinct numbers in [0, 1), got {sparsities!r}")
     if not bits or len(set(bits)) != len(bits):
         raise ValueError(f"bits must be distinct bit widths, got {bits!r}")
-    return [(float(s), check_bits(b)) for s in sorted(sparsities) for b in sorted(bits, reverse=True)]
+    return [(float(s), check_bits(b)) for s in sorted(sparsities)
+            for b in sorted(bits, reverse=True)]
 
 
 def compress_weight(w: np.ndarray, sparsity: float, bits: int, observer: str = "mse"
@@ -265,7 +266,8 @@ def hawq_v2_table(model: nn.Module, data, options: Sequence[Option], n_samples: 
     :math:`\operatorname{Tr}(H) \approx \frac1S\sum_s z_s^\top H z_s` (``S = n_samples``
     Rademacher probes; ``optim.prune.scores.hutchinson_diagonal`` summed; Hessian-vector
     products by central differences of float64 gradients, step ``eps``). Returns
-    ``(table, traces)``. Test: ``tests/optim/test_auto.py::test_hawq_v2_trace_matches_exact_hessian``.
+    ``(table, traces)``. Test:
+    ``tests/optim/test_auto.py::test_hawq_v2_trace_matches_exact_hessian``.
     """
     layers = quantizable_layers(model)
     rng = np.random.default_rng(rng)
@@ -428,7 +430,8 @@ def search_tolerance(costs, drops, tolerance: float, measure: Callable[[list[int
     fitting and the smallest failing :math:`t` once both are known, for at most
     ``max_steps`` measurements (a repeated choice ends the search). Returns the cheapest
     measured choice within :math:`\tau` (None if there is none) and every candidate
-    measured. Test: ``tests/optim/test_auto.py::test_search_tolerance_finds_a_cheaper_fitting_choice``.
+    measured. Test:
+    ``tests/optim/test_auto.py::test_search_tolerance_finds_a_cheaper_fitting_choice``.
     """
     costs = _check_matrix(costs, "costs")
     drops = _check_matrix(drops, "drops", costs.shape)
@@ -570,7 +573,8 @@ def compress_to_target(model: nn.Module, train, *, max_drop_pp: float, objective
     validation drop plus ``confidence_z`` standard errors (``paired_drop``) is within
     ``max_drop_pp``: the cheapest of several noisy measurements is biased low, and the test
     drop is a new sample. ``size_of(model)`` (the
-    stored size of a candidate, optional) is recorded with each candidate. Returns ``(model, details)``
+    stored size of a candidate, optional) is recorded with each candidate. Returns
+    ``(model, details)``
     with the layers, options, table, costs, every candidate and the chosen one.
     Tests: ``tests/optim/test_auto_stage.py``.
     """

@@ -63,7 +63,8 @@ def test_compress_weight_prunes_then_quantizes(w, sparsity, bits):
 
 
 def test_layer_macs_by_hand():
-    """LeNet-5's layers: conv1 28·28·6·25, conv2 10·10·16·150, then 400·120, 120·84, 84·10."""
+    """LeNet-5's layers: conv1 28·28·6·25, conv2 10·10·16·150, then 400·120, 120·84,
+    84·10."""
     counts = auto.layer_macs(models.lenet5(), (1, 1, 28, 28))
     assert list(counts.values()) == [28 * 28 * 6 * 25, 10 * 10 * 16 * 150, 400 * 120,
                                      120 * 84, 84 * 10]
@@ -128,7 +129,8 @@ def test_additivity_matches_brute_force():
 
 def test_hawq_v2_trace_matches_exact_hessian():
     """For one Linear layer under softmax cross-entropy, H = mean_i (diag p_i − p_i p_iᵀ) ⊗
-    x_i x_iᵀ, so Tr H = mean_i Σ_c p_ic (1 − p_ic) ‖x_i‖²; Ω = Tr H / n · ‖C(W) − W‖²."""
+    x_i x_iᵀ, so Tr H = mean_i Σ_c p_ic (1 − p_ic) ‖x_i‖²;
+    Ω = Tr H / n · ‖C(W) − W‖²."""
     minnet.manual_seed(2)
     model = nn.Sequential(nn.Linear(4, 3))
     rng = np.random.default_rng(2)
