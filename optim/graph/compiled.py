@@ -172,10 +172,31 @@ class Plan:
     Attributes: ``graph`` (static, after constant precomputation), ``plan`` (``MemoryPlan``),
     ``algorithms`` (node output name -> kernel), ``arena`` (the one activation allocation),
     ``node_steps`` (node output name -> the closures computing it, timed by the cost model).
+    ``external`` binds graph inputs to given arrays by reference (the memory plan must have
+    been made with the same names as ``external``): the plan reads them where they are, so an
+    in-place change of such an array is seen by the next ``run``, which takes arrays for the
+    other inputs only.
     """
 
-    def __init__(self, graph: Graph, plan: MemoryPlan, algorithms: Mapping[str, str]):
+    def __init__(self, graph: Graph, plan: MemoryPlan, algorithms: Mapping[str, str],
+                 external: Mapping[str, np.ndarray] | None = None):
         self.graph, self.plan, self.algorithms = graph, plan, dict(algorithms)
+        external = dict(external or {})
+        for name, array in external.items():
+            if name not in graph.inputs or name in plan.buffer:
+                raise ValueError(f"external input {name!r} is not a graph input planned outside "
+                                 f"the arena (plan_memory(..., external=...))")
+            t = graph.types[name]
+            if (not isinstance(array, np.ndarray) or array.shape != tuple(t.shape)
+                    or array.dtype != t.dtype or not array.flags.c_contiguous):
+                raise ValueError(f"external input {name!r} must be a C-contiguous {t.dtype} array "
+                                 f"of shape {tuple(t.shape)}, got "
+                                 f"{getattr(array, 'dtype', type(array).__name__)} "
+                                 f"{getattr(array, 'shape', '')}")
+        unbound = [k for k in graph.inputs if k not in plan.buffer and k not in external]
+        if unbound:
+            raise ValueError(f"external: no array given for the inputs planned outside the "
+                             f"arena: {unbound}")
         raw = np.empty(plan.arena_bytes + ALIGNMENT, dtype=np.uint8)
         start = -raw.ctypes.data % ALIGNMENT
         self.arena = raw[start:start + plan.arena_bytes]
@@ -184,8 +205,9 @@ class Plan:
             t = graph.types[value]
             offset = plan.offset[root]
             self.buffers[value] = self.arena[offset:offset + t.nbytes].view(t.dtype).reshape(t.shape)
+        self.buffers.update(external)
         env = {**graph.constants, **self.buffers}
-        self._inputs = [self.buffers[k] for k in graph.inputs]
+        self._inputs = [self.buffers[k] for k in graph.inputs if k not in external]
         self.node_steps: dict[str, list[Step]] = {}
         for node in graph.nodes:
             ins = [env[n] if n else None for n in node.inputs]

@@ -110,14 +110,21 @@ class MemoryPlan:
         return self.offset[root], self.offset[root] + self.size[root]
 
 
-def plan_memory(graph: Graph, reuse: bool = True, inplace: bool = True) -> MemoryPlan:
+def plan_memory(graph: Graph, reuse: bool = True, inplace: bool = True,
+                external: Sequence[str] = ()) -> MemoryPlan:
     """Plan the activation memory of ``graph`` (see the module docstring).
 
     ``reuse=False`` gives every value its own bytes (no views, no in-place, no reuse of dead
     buffers): the baseline the plan is measured against. ``inplace=False`` keeps views but never overwrites
-    an input.
+    an input. ``external`` names graph inputs that live outside the arena (bound by reference,
+    e.g. a model's parameters): they get no bytes, and no view or in-place op shares them, so
+    running the plan never writes them.
     """
-    live = liveness(graph)
+    unknown = [name for name in external if name not in graph.inputs]
+    if unknown:
+        raise ValueError(f"external must name graph inputs; not inputs: {unknown} "
+                         f"(inputs: {list(graph.inputs)})")
+    live = {v: span for v, span in liveness(graph).items() if v not in set(external)}
     nbytes = {v: graph.types[v].nbytes for v in live}
     root = {v: v for v in live}
     group_end = dict((v, end) for v, (_, end) in live.items())
