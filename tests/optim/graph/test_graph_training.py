@@ -1,8 +1,14 @@
-"""Plans with inputs bound by reference (external buffers): a graph input such as a model
-parameter is read where it lives, never copied into or written by the arena."""
+"""Training in the graph IR: plans with inputs bound by reference (external buffers: a model
+parameter is read where it lives, never copied into or written by the arena) and gradient ops
+equal to minnet's own backward."""
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, strategies as st
+
+import minnet
+import minnet.functional as F
+from optim.graph.grad_ops import relu_grad, softmax_cross_entropy_grad
+from optim.graph.ops import OPS
 
 from optim.graph import execute, plan_memory
 from optim.graph.compiled import Plan, _choose, precompute_constants
@@ -51,3 +57,44 @@ def test_external_binding_rejects_bad_arrays():
              external={name: np.zeros(tuple(t.shape)[::-1], t.dtype).T})
     with pytest.raises(ValueError, match="no array given"):
         Plan(graph, memory, algorithms)
+
+
+@st.composite
+def _logits_and_targets(draw):
+    n, c = draw(st.integers(1, 6)), draw(st.integers(1, 7))
+    seed = draw(st.integers(0, 2**16))
+    rng = np.random.default_rng(seed)
+    scale = draw(st.sampled_from([1e-3, 1.0, 30.0]))
+    return (scale * rng.standard_normal((n, c))).astype(np.float32), rng.integers(0, c, n)
+
+
+@given(_logits_and_targets())
+def test_softmax_cross_entropy_grad_equals_minnet_backward(case):
+    logits, target = case
+    z = minnet.Tensor(logits, requires_grad=True)
+    F.cross_entropy(z, target).backward()
+    got = OPS["SoftmaxCrossEntropyGrad"].run([logits, target], {})
+    np.testing.assert_allclose(got, z.grad, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(got.sum(axis=1), 0, atol=1e-6)  # softmax and one-hot both sum to 1
+
+
+@given(st.integers(0, 2**16), st.tuples(st.integers(1, 4), st.integers(1, 5)))
+def test_relu_grad_equals_minnet_backward(seed, shape):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(shape).astype(np.float32)
+    x[rng.random(shape) < 0.2] = 0  # the kink: gradient 0 there, as PyTorch
+    dy = rng.standard_normal(shape).astype(np.float32)
+    t = minnet.Tensor(x, requires_grad=True)
+    (F.relu(t) * minnet.Tensor(dy)).sum().backward()
+    np.testing.assert_array_equal(OPS["ReluGrad"].run([dy, x], {}), t.grad)
+
+
+def test_gradient_ops_reject_bad_shapes():
+    with pytest.raises(ValueError, match="dy of shape"):
+        relu_grad(np.zeros((2, 3)), np.zeros((3, 2)))
+    with pytest.raises(ValueError, match="logits must be 2-D"):
+        softmax_cross_entropy_grad(np.zeros(3), np.zeros(3, int))
+    with pytest.raises(ValueError, match="target must have shape"):
+        softmax_cross_entropy_grad(np.zeros((2, 3)), np.zeros(3, int))
+    with pytest.raises(ValueError, match="target values"):
+        softmax_cross_entropy_grad(np.zeros((2, 3)), np.array([0, 3]))
