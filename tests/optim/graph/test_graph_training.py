@@ -7,8 +7,10 @@ from hypothesis import given, strategies as st
 
 import minnet
 import minnet.functional as F
-from optim.graph.grad_ops import relu_grad, softmax_cross_entropy_grad
+from optim.graph.grad_ops import (linear_input_grad, linear_weight_grad, relu_grad,
+                                  softmax_cross_entropy_grad)
 from optim.graph.ops import OPS
+from optim.graph.types import TensorType
 
 from optim.graph import execute, plan_memory
 from optim.graph.compiled import Plan, _choose, precompute_constants
@@ -98,3 +100,25 @@ def test_gradient_ops_reject_bad_shapes():
         softmax_cross_entropy_grad(np.zeros((2, 3)), np.zeros(3, int))
     with pytest.raises(ValueError, match="target values"):
         softmax_cross_entropy_grad(np.zeros((2, 3)), np.array([0, 3]))
+    with pytest.raises(ValueError, match="dy must end in out"):
+        linear_input_grad(np.zeros((2, 3)), np.zeros((4, 5)))
+    with pytest.raises(ValueError, match="leading axes"):
+        linear_weight_grad(np.zeros((2, 3)), np.zeros((3, 5)))
+
+
+@given(st.integers(0, 2**16), st.lists(st.integers(1, 4), min_size=0, max_size=2),
+       st.integers(1, 5), st.integers(1, 5))
+def test_linear_grads_equal_minnet_backward(seed, lead, n_in, n_out):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((*lead, n_in)).astype(np.float32)
+    w = rng.standard_normal((n_out, n_in)).astype(np.float32)
+    b = rng.standard_normal(n_out).astype(np.float32)
+    dy = rng.standard_normal((*lead, n_out)).astype(np.float32)
+    tx, tw, tb = (minnet.Tensor(a, requires_grad=True) for a in (x, w, b))
+    (F.linear(tx, tw, tb) * minnet.Tensor(dy)).sum().backward()
+    for op, arrays, want in (("LinearInputGrad", [dy, w], tx.grad),
+                             ("LinearWeightGrad", [dy, x], tw.grad), ("BiasGrad", [dy], tb.grad)):
+        got = OPS[op].run(arrays, {})
+        inferred = OPS[op].infer([TensorType(a.shape, a.dtype) for a in arrays], {})
+        assert got.shape == want.shape == tuple(inferred.shape) and got.dtype == inferred.dtype
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5, err_msg=op)
