@@ -14,7 +14,7 @@ from optim.graph.ir import TensorType
 from optim.graph.ops import _out_elements, _register
 
 __all__ = ["relu_grad", "softmax_cross_entropy_grad", "linear_input_grad", "linear_weight_grad",
-           "bias_grad"]
+           "bias_grad", "GRADIENT_OPS"]
 
 
 def relu_grad(dy: np.ndarray, x: np.ndarray) -> np.ndarray:
@@ -118,3 +118,7 @@ _register("ReluGrad", (2, 2), lambda types, attrs: types[0],
           kind="elementwise")
 _register("SoftmaxCrossEntropyGrad", (2, 2), lambda types, attrs: types[0],
           lambda arrays, attrs: softmax_cross_entropy_grad(arrays[0], arrays[1]), _out_elements)
+
+# the op-table names registered here (their own tests: test_graph_training.py)
+GRADIENT_OPS = ("LinearInputGrad", "LinearWeightGrad", "BiasGrad", "ReluGrad",
+                "SoftmaxCrossEntropyGrad")
