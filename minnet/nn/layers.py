@@ -70,22 +70,26 @@ class Conv2d(Module):
                 f"groups={self.groups}, bias={self.bias is not None}")
 
 
-class MaxPool2d(Module):
+class _Pool2d(Module):
+    """Window geometry shared by the pooling layers (``F.max_pool2d`` / ``F.avg_pool2d``)."""
+
     def __init__(self, kernel_size, stride=None, padding=0, ceil_mode: bool = False):
         super().__init__()
         self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
         self.ceil_mode = ceil_mode
-
-    def forward(self, x):
-        return F.max_pool2d(x, self.kernel_size, self.stride, self.padding,
-                            ceil_mode=self.ceil_mode)
 
     def extra_repr(self) -> str:
         return (f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, "
                 f"ceil_mode={self.ceil_mode}")
 
 
-class AvgPool2d(MaxPool2d):
+class MaxPool2d(_Pool2d):
+    def forward(self, x):
+        return F.max_pool2d(x, self.kernel_size, self.stride, self.padding,
+                            ceil_mode=self.ceil_mode)
+
+
+class AvgPool2d(_Pool2d):
     def __init__(self, kernel_size, stride=None, padding=0, ceil_mode: bool = False,
                  count_include_pad: bool = True):
         super().__init__(kernel_size, stride, padding, ceil_mode)
@@ -96,8 +100,7 @@ class AvgPool2d(MaxPool2d):
                             ceil_mode=self.ceil_mode, count_include_pad=self.count_include_pad)
 
     def extra_repr(self) -> str:
-        return (f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, "
-                f"ceil_mode={self.ceil_mode}, count_include_pad={self.count_include_pad}")
+        return f"{super().extra_repr()}, count_include_pad={self.count_include_pad}"
 
 
 class AdaptiveAvgPool2d(Module):

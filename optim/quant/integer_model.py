@@ -107,7 +107,7 @@ class IntegerModel:
                 out = module.output_quant
                 scale, zero_point = float(out.scale), int(out.zero_point)
                 dtype = quant_dtype(out.qmin, out.qmax)
-            elif isinstance(module, nn.MaxPool2d):
+            elif isinstance(module, nn.MaxPool2d) and not module.ceil_mode:
                 self.ops.append(lambda q, m=module: max_pool2d_codes(q, m.kernel_size, m.stride,
                                                                       m.padding))
             elif isinstance(module, nn.Flatten):
