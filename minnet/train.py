@@ -424,7 +424,10 @@ def fit(model: Module, optimizer, train_data, epochs: int, *, batch_size: int = 
         model.train()
         loader.set_epoch(epoch)
         loss_sum, correct, counted, skipped = 0.0, 0, 0, 0
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{epochs}", disable=not show, leave=False)
+        # one iter() per epoch: tqdm.auto's bar calls iter() on what it wraps when built,
+        # which on the loader itself would advance its epoch
+        bar = tqdm(iter(loader), total=len(loader), desc=f"epoch {epoch + 1}/{epochs}",
+                   disable=not show, leave=False)
         for batch, (xb, yb) in enumerate(bar):
             buffers = _buffer_copies(model)
             logits = model(minnet.Tensor(xb))

@@ -232,7 +232,9 @@ class Distiller(nn.Module):
             loader.set_epoch(epoch)
             sums = dict.fromkeys(("train_loss",) + _PARTS, 0.0)
             correct = 0
-            bar = tqdm(loader, desc=f"distill {epoch + 1}/{epochs}", disable=not show, leave=False)
+            # iter() once: tqdm.auto's bar calls iter() when built, advancing a bare loader
+            bar = tqdm(iter(loader), total=len(loader), desc=f"distill {epoch + 1}/{epochs}",
+                       disable=not show, leave=False)
             for xb, yb, index in bar:
                 teacher = cached.take(index) if cached is not None else self.teacher_outputs(xb)
                 loss, logits, parts = self.loss(xb, yb, teacher)

@@ -101,3 +101,23 @@ def test_resume_after_sigkill_is_bitwise_identical(tmp_path):
     a, b = np.load(killed + ".final.npz"), np.load(clean + ".final.npz")
     assert sorted(a.files) == sorted(b.files)
     assert all(np.array_equal(a[k], b[k]) for k in a.files)
+
+
+@pytest.mark.parametrize("progress", [False, True])
+def test_fit_visits_each_epoch_in_the_loaders_documented_order(progress):
+    """Epoch k of ``fit(seed=s)`` visits the rows in ``DataLoader(seed=s).order(k)``, whether
+    or not a progress bar wraps the loader (a bar that calls ``iter()`` on construction must
+    not advance the loader's epoch)."""
+    x, y = _blobs(n=100)
+    seen = []
+
+    def recording_loss(logits, yb):
+        seen.append(yb.copy())
+        return minnet.functional.cross_entropy(logits, yb % 2)
+
+    model = nn.Linear(2, 2)
+    fit(model, optimizers.SGD(model.parameters(), lr=0.1), (x, np.arange(100)), 3,
+        batch_size=32, seed=7, loss_fn=recording_loss, progress=progress)
+    reference = minnet.data.DataLoader(x, batch_size=32, shuffle=True, seed=7)
+    expected = np.concatenate([reference.order(epoch) for epoch in range(3)])
+    np.testing.assert_array_equal(np.concatenate(seen), expected)

@@ -108,6 +108,22 @@ def test_distillation_brings_student_towards_teacher():
     assert np.all(np.isnan(history["ce_loss"]))  # alpha = 1: the labels are not used
 
 
+@pytest.mark.parametrize("progress", [False, True])
+def test_fit_visits_each_epoch_in_the_loaders_documented_order(progress):
+    """Epoch k of ``fit(seed=s)`` sees the rows of ``DataLoader(seed=s).order(k)``, with or
+    without a progress bar around the loader."""
+    x, y = toy_data(40)
+    student, teacher, distiller = _pair()
+    seen, loss = [], distiller.loss
+    distiller.loss = lambda xb, yb, teacher_out: (seen.append(xb.copy()),
+                                                  loss(xb, yb, teacher_out))[1]
+    distiller.fit(optimizers.SGD(student.parameters(), lr=0.01), (x, y), epochs=2, batch_size=16,
+                  seed=5, progress=progress)
+    reference = minnet.data.DataLoader(x, batch_size=16, shuffle=True, seed=5)
+    order = np.concatenate([reference.order(0), reference.order(1)])
+    np.testing.assert_array_equal(np.concatenate(seen), x[order])
+
+
 def test_cached_teacher_gives_the_same_training():
     x, y = toy_data(40)
     runs = []
