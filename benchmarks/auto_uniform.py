@@ -1,6 +1,6 @@
 """The auto stage's allocation against uniform choices at the same byte budget.
 
-Reads a finished run of ``optim/auto_pipeline.toml`` (its baseline model and the auto stage's
+Reads a finished run of ``optim/pipeline/auto_pipeline.toml`` (its baseline model and the auto stage's
 chosen allocation), then builds uniform allocations — every layer at 3 bits, at 4 bits and at
 8 bits, each with the one uniform sparsity whose predicted bytes (``optim.auto.option_costs``)
 match the chosen allocation's — with the same fine-tuning, and prints packed bytes and test
@@ -21,8 +21,8 @@ from minnet import optimizers
 from minnet.train import evaluate, fit
 from optim import auto
 from optim.pipeline import load_data
-from optim.pipeline_stages import Context
-from optim.pipeline_store import load_model, packed_bytes
+from optim.pipeline.stages import Context
+from optim.pipeline.store import load_model, packed_bytes
 from optim.quant import quantizable_layers
 
 

@@ -9,7 +9,7 @@ import sys
 import textwrap
 
 from optim.pipeline import PipelineError, run_pipeline
-from optim.pipeline_config import (OPTIONS, RUN_OPTIONS, ConfigError, default_config_text,
+from optim.pipeline.config import (OPTIONS, RUN_OPTIONS, ConfigError, default_config_text,
                                    read_config_text, validate)
 
 try:

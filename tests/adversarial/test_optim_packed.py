@@ -1,4 +1,4 @@
-"""Malicious and corrupted packed model files (``optim.pipeline_store.load_model``): every case
+"""Malicious and corrupted packed model files (``optim.pipeline.store.load_model``): every case
 ends in ``PackedModelError`` naming the path and the field, before anything large is
 allocated; a fuzzer of random byte edits runs in a memory-capped subprocess."""
 import copy
@@ -17,7 +17,7 @@ import pytest
 import minnet
 from minnet import nn
 from optim import prune, quant
-from optim.pipeline_store import (FORMAT, MAX_DEPTH, MAX_ELEMENTS, PackedModelError, load_model,
+from optim.pipeline.store import (FORMAT, MAX_DEPTH, MAX_ELEMENTS, PackedModelError, load_model,
                                   module_spec, save_model)
 
 
@@ -353,7 +353,7 @@ FUZZ_SCRIPT = textwrap.dedent("""
     import numpy as np
     from hypothesis import HealthCheck, given, settings, strategies as st
     import minnet
-    from optim.pipeline_store import PackedModelError, load_model, module_spec
+    from optim.pipeline.store import PackedModelError, load_model, module_spec
 
     cap, memory, examples, tmp = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
     originals = sys.argv[5:]

@@ -16,8 +16,8 @@ import pytest
 
 from optim.__main__ import main
 from optim.pipeline import MANIFEST, PipelineError, run_pipeline
-from optim.pipeline_config import parse_config
-from optim.pipeline_report import TIMING_KEYS
+from optim.pipeline.config import parse_config
+from optim.pipeline.report import TIMING_KEYS
 
 TINY = """
 [run]

@@ -13,7 +13,7 @@ from minnet import nn, optimizers
 from minnet.data import load_mnist
 from minnet.train import evaluate, fit
 from optim import auto
-from optim.pipeline_config import load_config
+from optim.pipeline.config import load_config
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -99,10 +99,10 @@ def tiny_config(text: str) -> str:
 
 
 def test_example_config_runs(tmp_path):
-    """``python -m optim --config optim/auto_pipeline.toml`` with a tiny budget: the auto
-    stage reports its candidates and every row its energy per inference."""
+    """``python -m optim --config optim/pipeline/auto_pipeline.toml`` with a tiny budget: the
+    auto stage reports its candidates and every row its energy per inference."""
     config = tmp_path / "auto.toml"
-    config.write_text(tiny_config((ROOT / "optim" / "auto_pipeline.toml").read_text()))
+    config.write_text(tiny_config((ROOT / "optim" / "pipeline" / "auto_pipeline.toml").read_text()))
     load_config(config)  # valid
     out = tmp_path / "out"
     subprocess.run([sys.executable, "-m", "optim", "--config", str(config), "--out", str(out)],

@@ -2,7 +2,7 @@
 
 A stage function is ``stage(model, options, ctx) -> Outcome``: ``model`` is the previous
 stage's model (``None`` for the baseline), ``options`` the stage's validated table
-(``optim.pipeline_config.OPTIONS``) and ``ctx`` the ``Context`` (data, the baseline as the
+(``optim.pipeline.config.OPTIONS``) and ``ctx`` the ``Context`` (data, the baseline as the
 teacher, the stage's work directory for resumable checkpoints). Every training loop writes a
 checkpoint to the work directory after each epoch (or pruning round) and resumes from it, so a
 run killed mid-stage continues where it stopped and ends with the same weights (QAT included:
@@ -12,7 +12,7 @@ Pruned weights stay zero in every later stage: the pruning masks survive ``shrin
 to the shrunk layers), distillation trains through them, and quantization-aware training and
 weight sharing pin the zero entries (Han et al. 2015 retrain only the kept connections;
 Han et al. 2016 share weights among the surviving ones).
-Tests: ``tests/optim/test_pipeline_stages.py``.
+Tests: ``tests/optim/pipeline/test_pipeline_stages.py``.
 """
 from __future__ import annotations
 
@@ -40,9 +40,9 @@ from optim.prune import (apply_mask, prunable, prune_channels, prune_model, remo
 from optim.prune.parametrize import named_pruned
 from optim.quant import IntegerModel, calibrate, convert, prepare, prepare_qat, share_weights
 
-from .pipeline_config import MNIST_SUBSETS, ConfigError
-from .pipeline_report import float_view, optimized_graph
-from .pipeline_store import load_model, packed_bytes
+from .config import MNIST_SUBSETS, ConfigError
+from .report import float_view, optimized_graph
+from .store import load_model, packed_bytes
 
 __all__ = ["Context", "Outcome", "STAGE_FUNCTIONS", "build_model", "KeepZeros"]
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from optim.pipeline import PipelineError, run_pipeline
-from optim.pipeline_config import OPTIONS, RUN_OPTIONS, default_config_text, parse_config
-from optim.pipeline_report import TIMING_KEYS
-from optim.pipeline_store import load_model
+from optim.pipeline.config import OPTIONS, RUN_OPTIONS, default_config_text, parse_config
+from optim.pipeline.report import TIMING_KEYS
+from optim.pipeline.store import load_model
 
 TINY = """
 [run]

@@ -1,13 +1,13 @@
 """The end-to-end compression pipeline: stages, artifacts, resume and the report.
 
 ``run_pipeline(config, out)`` runs the enabled stages of a validated configuration
-(``optim.pipeline_config``) in order, each on the model the previous one produced
-(``optim.pipeline_stages``), and writes to the output directory ``out``::
+(``optim.pipeline.config``) in order, each on the model the previous one produced
+(``optim.pipeline.stages``), and writes to the output directory ``out``::
 
     manifest.json          every file and directory the pipeline wrote here (``Manifest``)
     pipeline.json          the configuration and its hash (which run owns the directory)
     config.toml            the configuration text used
-    NN-<name>/model.npz    the stage's model, a packed model file (optim.pipeline_store)
+    NN-<name>/model.npz    the stage's model, a packed model file (optim.pipeline.store)
     NN-<name>/stage.json   its key, measurements and details, written last: the stage is done
     NN-<name>/work/        resumable checkpoints while the stage runs (removed when done)
     report.json/.csv/.txt  the table of every stage; accuracy_vs_size.png with matplotlib
@@ -17,8 +17,8 @@ SHA-256 of the previous stage's model file (or of the baseline's checkpoint). Re
 skips every stage whose ``stage.json`` holds the same key, and a stage interrupted mid-way
 (even by SIGKILL) resumes from its work directory; every stage continues from the model as
 loaded from the previous stage's file, so an interrupted and an uninterrupted run end with
-the same report, timings aside (``tests/optim/test_pipeline_run.py``). A directory holding
-another configuration's run is refused unless ``force``; then stages whose keys still
+the same report, timings aside (``tests/optim/pipeline/test_pipeline_run.py``). A directory
+holding another configuration's run is refused unless ``force``; then stages whose keys still
 match are reused and the others replaced. Whatever the options, the pipeline removes or
 overwrites only what its manifest records as its own: a user's file in the output directory
 (even inside a stage's directory) is never deleted, and a run refuses to overwrite one.
@@ -44,11 +44,11 @@ import minnet
 from minnet.data import load_mnist
 from minnet.io import atomic_write
 
-from .pipeline_config import MNIST_SUBSETS, ConfigError, config_hash
-from .pipeline_report import (TIMING_KEYS, compression_rows, format_table, measure,
-                              plot_accuracy_vs_size, write_report)
-from .pipeline_stages import STAGE_FUNCTIONS, Context, Outcome
-from .pipeline_store import PackedModelError, load_model, save_model
+from .config import MNIST_SUBSETS, ConfigError, config_hash
+from .report import (TIMING_KEYS, compression_rows, format_table, measure,
+                     plot_accuracy_vs_size, write_report)
+from .stages import STAGE_FUNCTIONS, Context, Outcome
+from .store import PackedModelError, load_model, save_model
 
 __all__ = ["PipelineError", "Manifest", "run_pipeline", "load_data", "stage_dirname",
            "summarize", "MEASUREMENT_OPTIONS", "FORMAT", "MANIFEST"]
@@ -57,7 +57,7 @@ FORMAT = "optim.pipeline.run/1"
 # Run options that change measurements or file locations but no model: left out of stage keys
 # (a finished stage measured with other values is measured again, not recomputed).
 MEASUREMENT_OPTIONS = ("latency_repeats", "data_root", "test_limit")
-# The files optim.pipeline_report.write_report writes in the output directory.
+# The files optim.pipeline.report.write_report writes in the output directory.
 REPORT_FILES = ("report.json", "report.csv", "report.txt")
 PLOT_FILE = "accuracy_vs_size.png"
 
@@ -403,7 +403,7 @@ def run_pipeline(config: dict, out: str | Path, *, config_text: str = "", force:
     stage runs.
     """
     if not isinstance(config, dict) or set(config) != {"run", "stages"}:
-        raise ConfigError("<config>", "expected the output of optim.pipeline_config.validate")
+        raise ConfigError("<config>", "expected the output of optim.pipeline.config.validate")
     out = Path(out)
     manifest = _prepare_directory(out, config, config_text, force)
     run = config["run"]

@@ -9,10 +9,11 @@ import minnet
 from minnet import nn, optimizers
 from minnet.data import load_mnist
 from minnet.models import lenet5, lenet_300_100
-from optim import pipeline_stages, prune, quant
-from optim.pipeline_config import validate
-from optim.pipeline_stages import STAGE_FUNCTIONS, Context, KeepZeros, build_model
-from optim.pipeline_store import save_model
+from optim import prune, quant
+from optim.pipeline import stages as pipeline_stages
+from optim.pipeline.config import validate
+from optim.pipeline.stages import STAGE_FUNCTIONS, Context, KeepZeros, build_model
+from optim.pipeline.store import save_model
 
 
 @pytest.fixture(scope="module")

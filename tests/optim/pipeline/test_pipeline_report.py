@@ -10,7 +10,7 @@ import minnet
 from minnet.models import lenet5
 from minnet.train import evaluate
 from optim import metrics, prune, quant
-from optim.pipeline_report import (COLUMNS, compression_rows, float_view, format_table, measure,
+from optim.pipeline.report import (COLUMNS, compression_rows, float_view, format_table, measure,
                                    plot_accuracy_vs_size, report_csv, runner)
 
 

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from minnet.kernels.backend import HAVE_NUMBA, use_backend
-from optim.pipeline_codecs import (bitmap_decode, bitmap_encode, canonical_codes,
+from optim.pipeline.codecs import (bitmap_decode, bitmap_encode, canonical_codes,
                                    huffman_decode, huffman_encode, pack_symbols, relative_decode,
                                    relative_encode, symbol_bits, unpack_symbols)
 from optim.quant.huffman import huffman_code_lengths

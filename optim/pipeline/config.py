@@ -8,7 +8,7 @@ defaults and raises ``ConfigError`` naming the key (``stage[2].sparsities``) and
 an unknown table, stage type or key, a value of the wrong type or out of range, a missing
 checkpoint file, or an impossible order (the first stage must be the baseline; only ``graph``
 and ``export`` may follow ``quantize``, ``share`` or ``auto``, whose models are no longer float).
-Tests: ``tests/optim/test_pipeline_config.py``.
+Tests: ``tests/optim/pipeline/test_pipeline_config.py``.
 """
 from __future__ import annotations
 
@@ -273,7 +273,8 @@ STAGES = tuple(OPTIONS)
 
 def default_config_text() -> str:
     """The text of the default pipeline shipped in the package (``default_pipeline.toml``)."""
-    return resources.files("optim").joinpath("default_pipeline.toml").read_text(encoding="utf-8")
+    shipped = resources.files("optim.pipeline").joinpath("default_pipeline.toml")
+    return shipped.read_text(encoding="utf-8")
 
 
 def _type_ok(option: Option, value: Any) -> bool:
@@ -401,7 +402,7 @@ def parse_config(text: str, source: str = "<config>") -> dict:
 def read_config_text(path: str | os.PathLike) -> str:
     """The text of the configuration file ``path``; ``ConfigError`` (key ``--config``) if it
     cannot be read or is not UTF-8 (TOML files are UTF-8, TOML 1.0 section 1). Test:
-    ``tests/optim/test_pipeline_run.py::test_cli_errors``."""
+    ``tests/optim/pipeline/test_pipeline_run.py::test_cli_errors``."""
     try:
         with open(path, "rb") as f:
             data = f.read()

@@ -13,8 +13,8 @@ from minnet.models import lenet5, lenet_300_100
 from optim import prune, quant
 from optim.lowrank import factorize
 from optim.nas import build_cnn
-from optim.pipeline_codecs import symbol_bits
-from optim.pipeline_store import (build_module, encode_state, load_model, module_spec,
+from optim.pipeline.codecs import symbol_bits
+from optim.pipeline.store import (build_module, encode_state, load_model, module_spec,
                                   packed_bytes, save_model)
 
 

@@ -2,7 +2,7 @@
 key and reason before anything runs."""
 import pytest
 
-from optim.pipeline_config import (OPTIONS, RUN_OPTIONS, STAGES, ConfigError, default_config_text,
+from optim.pipeline.config import (OPTIONS, RUN_OPTIONS, STAGES, ConfigError, default_config_text,
                                    load_config, parse_config, validate)
 
 

@@ -10,7 +10,7 @@ Each stage's model is measured by an *engine*, what actually runs it:
   by ONNX Runtime (optional extras ``onnx`` and ``onnxruntime``).
 
 Sizes: ``packed_bytes`` is the payload of the stage's packed model file (the model as
-deployed, ``optim.pipeline_store``) and ``file_bytes`` that file's size on disk; the
+deployed, ``optim.pipeline.store``) and ``file_bytes`` that file's size on disk; the
 compression ratios are the baseline's divided by the stage's,
 
 .. math:: r = B_{\text{baseline}} / B_{\text{stage}}
@@ -18,7 +18,7 @@ compression ratios are the baseline's divided by the stage's,
 (Han et al. 2016 report the same ratio of storage). MACs follow ``optim.metrics.macs`` on the
 float view (dense count: a pruned weight still counts); latency is the median wall time of a
 forward pass on 1 and on 64 test images.
-Tests: ``tests/optim/test_pipeline_report.py``.
+Tests: ``tests/optim/pipeline/test_pipeline_report.py``.
 """
 from __future__ import annotations
 

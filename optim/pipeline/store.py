@@ -4,7 +4,7 @@ A file written by ``save_model`` holds two uint8 members: ``spec``, a JSON docum
 module tree as ``module_spec`` describes it, and one entry per array naming its codec and its
 bytes in the payload) and ``payload``, the concatenated encoded arrays. ``load_model``
 rebuilds the model from the file alone. Each array is stored with the cheapest exact codec
-that fits it (``optim.pipeline_codecs``):
+that fits it (``optim.pipeline.codecs``):
 
 - the weight of a converted ``QuantStage``: its integer codes :math:`q - q_{min}`; loading
   dequantizes them, :math:`\\hat W = (q - z) s`, which the stage's weight quantizer maps to
@@ -28,7 +28,8 @@ entry are validated whole (``check_module_spec``, ``check_entries``) against the
 ``MAX_ELEMENTS`` (array elements), ``MAX_SPEC_BYTES``, ``MAX_DEPTH`` and ``MAX_MODULES``
 before any array is allocated, and every failure is one ``PackedModelError`` (a ValueError)
 naming the file and the field.
-Tests: ``tests/optim/test_pipeline_store.py``, ``tests/adversarial/test_optim_packed.py``.
+Tests: ``tests/optim/pipeline/test_pipeline_store.py``,
+``tests/adversarial/test_optim_packed.py``.
 """
 from __future__ import annotations
 
@@ -51,7 +52,7 @@ from optim.prune.parametrize import restore_pruning
 from optim.quant import (FixedFakeQuantize, QConfig, QuantSequential, QuantStage,
                          SharedWeightLayer, convert, dequantize, quantize)
 
-from . import pipeline_codecs as C
+from . import codecs as C
 
 __all__ = ["FORMAT", "PackedModelError", "MAX_ELEMENTS", "MAX_SPEC_BYTES", "MAX_DEPTH",
            "MAX_MODULES", "module_spec", "build_module", "check_module_spec", "check_entries",

@@ -20,7 +20,7 @@ codec           bytes
 ``relative`` is Deep Compression's sparse storage (Han, Mao & Dally 2016, section 2 and
 figure 2: relative indices of bounded width with filler entries, then section 4: Huffman
 coding of the indices and of the quantized weights).
-Tests: ``tests/optim/test_pipeline_codecs.py``.
+Tests: ``tests/optim/pipeline/test_pipeline_codecs.py``.
 """
 from __future__ import annotations
 
@@ -72,7 +72,7 @@ def pack_symbols(symbols: object, alphabet: int) -> bytes:
     bits, most significant first, the bits of all symbols concatenated and padded with zeros
     to whole bytes; :math:`\lceil n b / 8 \rceil` bytes (int4 codes: two per byte).
     Inverse: ``unpack_symbols``. Test:
-    ``tests/optim/test_pipeline_codecs.py::test_pack_symbols_round_trip_and_size``.
+    ``tests/optim/pipeline/test_pipeline_codecs.py::test_pack_symbols_round_trip_and_size``.
 
     >>> pack_symbols([1, 2, 3], 4).hex()     # 01 10 11, padded: 0110 1100
     '6c'
@@ -111,7 +111,7 @@ def canonical_codes(lengths: object) -> np.ndarray:
     A code is fixed by its lengths, so a file stores only the lengths. Symbols of length 0
     are unused (code 0). Raises ValueError if the lengths violate Kraft's inequality
     :math:`\sum_s 2^{-\ell_s} \le 1`. Test:
-    ``tests/optim/test_pipeline_codecs.py::test_canonical_codes_are_prefix_free``.
+    ``tests/optim/pipeline/test_pipeline_codecs.py::test_canonical_codes_are_prefix_free``.
 
     >>> canonical_codes([1, 3, 3, 2, 0])
     array([0, 6, 7, 2, 0])
@@ -141,7 +141,7 @@ def huffman_encode(symbols: object, alphabet: int) -> tuple[np.ndarray, bytes]:
     uint8 and the canonical codes (``canonical_codes``) of the symbols concatenated, most
     significant bit first, padded to whole bytes: :math:`\lceil \sum_s n_s \ell_s / 8 \rceil`
     bytes. Inverse: ``huffman_decode``. Test:
-    ``tests/optim/test_pipeline_codecs.py::test_huffman_round_trip_and_size``.
+    ``tests/optim/pipeline/test_pipeline_codecs.py::test_huffman_round_trip_and_size``.
     """
     s = _check_symbols(symbols, alphabet)
     lengths = huffman_code_lengths(np.bincount(s, minlength=alphabet))
@@ -188,7 +188,7 @@ def huffman_decode(lengths: object, stream: bytes, n: int) -> np.ndarray:
     backend (``_huffman_walk_numba``, the same loop), in Python under the NumPy backend. A
     stream longer than :math:`\\lceil n \\ell_{max} / 8 \\rceil` bytes is refused, so the work
     is bounded by the symbols requested.
-    Test: ``tests/optim/test_pipeline_codecs.py::test_huffman_decode_backends_agree``.
+    Test: ``tests/optim/pipeline/test_pipeline_codecs.py::test_huffman_decode_backends_agree``.
     """
     n = _check_count(n, "n")
     lengths = np.asarray(lengths).astype(np.int64)
@@ -229,7 +229,7 @@ def relative_encode(symbols: object, zero: int, gap_bits: int) -> tuple[np.ndarr
 
     Source: Han, Mao & Dally 2016, "Deep Compression", section 2, figure 2 (3-bit example:
     a gap of 8 needs a filler zero). Inverse: ``relative_decode``. Test:
-    ``tests/optim/test_pipeline_codecs.py::test_relative_round_trip_and_entry_count``.
+    ``tests/optim/pipeline/test_pipeline_codecs.py::test_relative_round_trip_and_entry_count``.
 
     >>> relative_encode([0, 5, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2], zero=0, gap_bits=3)
     (array([1, 7, 1]), array([5, 0, 2]))
@@ -269,7 +269,7 @@ def bitmap_encode(x: object) -> tuple[bytes, np.ndarray]:
     r"""``(bitmap, values)``: one bit per entry of ``x`` (C order), set where
     :math:`x_i \ne 0`, packed to :math:`\lceil n/8 \rceil` bytes, and the non-zero values in
     order. Inverse: ``bitmap_decode``. Test:
-    ``tests/optim/test_pipeline_codecs.py::test_bitmap_round_trip_and_size``."""
+    ``tests/optim/pipeline/test_pipeline_codecs.py::test_bitmap_round_trip_and_size``."""
     x = np.asarray(x)
     nonzero = x.reshape(-1) != 0
     return np.packbits(nonzero).tobytes(), x.reshape(-1)[nonzero]
