@@ -24,7 +24,8 @@ RUN_FLAGS = ("dataset", "data_root", "seed", "limit", "test_limit", "latency_rep
 def _option_line(key: str, option) -> str:
     default = "" if option.default is None else f" (default {json.dumps(option.default)})"
     choices = f" [{' | '.join(option.choices)}]" if option.choices else ""
-    return f"  {key}{choices}: {option.help}{default}"
+    bounds = f" {option.bounds()}" if option.bounds() else ""
+    return f"  {key}{choices}{bounds}: {option.help}{default}"
 
 
 def _stage_reference() -> str:

@@ -44,7 +44,8 @@ import minnet
 from minnet.data import load_mnist
 from minnet.io import atomic_write
 
-from .config import MNIST_SUBSETS, ConfigError, config_hash
+from .config import ConfigError, config_hash
+from .options import MNIST_SUBSETS
 from .report import (TIMING_KEYS, compression_rows, format_table, measure,
                      plot_accuracy_vs_size, write_report)
 from .stages import STAGE_FUNCTIONS, Context, Outcome

@@ -1,8 +1,8 @@
 """The pipeline's stages: each maps the previous stage's model to a new one.
 
-A stage function is ``stage(model, options, ctx) -> Outcome``: ``model`` is the previous
-stage's model (``None`` for the baseline), ``options`` the stage's validated table
-(``optim.pipeline.config.OPTIONS``) and ``ctx`` the ``Context`` (data, the baseline as the
+A stage function is ``<type>_stage(model, options, ctx) -> Outcome``: ``model`` is the
+previous stage's model (``None`` for the baseline), ``options`` the stage's validated table and
+``ctx`` the ``Context`` (data, the baseline as the
 teacher, the stage's work directory for resumable checkpoints). Every training loop writes a
 checkpoint to the work directory after each epoch (or pruning round) and resumes from it, so a
 run killed mid-stage continues where it stopped and ends with the same weights (QAT included:
@@ -12,6 +12,10 @@ Pruned weights stay zero in every later stage: the pruning masks survive ``shrin
 to the shrunk layers), distillation trains through them, and quantization-aware training and
 weight sharing pin the zero entries (Han et al. 2015 retrain only the kept connections;
 Han et al. 2016 share weights among the surviving ones).
+
+Each stage type declares its keys beside its function (``@stage(key=Option(...), ...)``, the
+registry ``STAGE_OPTIONS``); ``optim.pipeline.config`` validates tables against them and a
+test holds ``default_pipeline.toml`` to them.
 Tests: ``tests/optim/pipeline/test_pipeline_stages.py``.
 """
 from __future__ import annotations
@@ -40,11 +44,17 @@ from optim.prune import (apply_mask, prunable, prune_channels, prune_model, remo
 from optim.prune.parametrize import named_pruned
 from optim.quant import IntegerModel, calibrate, convert, prepare, prepare_qat, share_weights
 
-from .config import MNIST_SUBSETS, ConfigError
+from optim.distill.soft import T_MAX as KD_T_MAX
+from optim.distill.soft import T_MIN as KD_T_MIN
+from optim.quant.qconfig import OBSERVERS
+from optim.quant.ranges import MAX_BITS, MIN_BITS
+
+from .options import MNIST_SUBSETS, ConfigError, Option
 from .report import float_view, optimized_graph
 from .store import load_model, packed_bytes
 
-__all__ = ["Context", "Outcome", "STAGE_FUNCTIONS", "build_model", "KeepZeros"]
+__all__ = ["Context", "Outcome", "STAGE_FUNCTIONS", "STAGE_OPTIONS", "WEIGHT_CRITERIA",
+           "CHANNEL_CRITERIA", "build_model", "KeepZeros", "stage"]
 
 MODEL_BUILDERS: dict[str, Callable[[], nn.Module]] = {
     "lenet5": models.lenet5,
@@ -147,8 +157,62 @@ def _load_checkpoint(path: str, seed: int, model_name: str) -> nn.Module:
     return model
 
 
-# ---- stages -----------------------------------------------------------------------------
+# ---- stages and their options ------------------------------------------------------------
 
+STAGE_FUNCTIONS: dict[str, Callable[[nn.Module | None, dict, Context], Outcome]] = {}
+STAGE_OPTIONS: dict[str, dict[str, Option]] = {}
+
+WEIGHT_CRITERIA = ("magnitude", "random", "taylor", "snip", "obd_fisher", "obd_hutchinson",
+                   "influence")
+CHANNEL_CRITERIA = ("l1", "l2", "fpgm", "random", "taylor", "bn_scale", "activation_variance",
+                    "activation_entropy")
+_LR_HELP = "Adam learning rate (annealed to 0 by a cosine over the stage's epochs)"
+
+
+def stage(**options: Option):
+    """Declare the decorated ``<type>_stage`` function as stage type ``<type>`` taking the keys
+    ``options`` (besides ``type``, ``name`` and ``enabled``), in ``STAGE_FUNCTIONS`` and
+    ``STAGE_OPTIONS``."""
+    def register(function):
+        kind = function.__name__.removesuffix("_stage")
+        STAGE_FUNCTIONS[kind], STAGE_OPTIONS[kind] = function, options
+        return function
+    return register
+
+
+def _epochs(default: int, help: str = "training epochs", low: int = 1) -> Option:
+    return Option("int", default, help, low=low)
+
+
+def _lr(default: float, help: str = _LR_HELP) -> Option:
+    return Option("float", default, help, low=0, open="low")
+
+
+def _rising(values: list) -> str | None:
+    if not values:
+        return "must not be empty"
+    if any(b <= a for a, b in zip(values, values[1:])):
+        return f"amounts must increase from round to round, got {values!r}"
+    return None
+
+
+def _distinct(values: list) -> str | None:
+    return None if values and len(set(values)) == len(values) else \
+        f"must be distinct and not empty, got {values!r}"
+
+
+def _distinct_integers(values: list) -> str | None:
+    if any(v != int(v) for v in values):
+        return f"must be integers, got {values!r}"
+    return _distinct(values)
+
+
+@stage(
+    epochs=_epochs(20),
+    lr=_lr(1e-3),
+    checkpoint=Option("str", None, "load this state_dict npz (minnet.save) or packed model "
+                      "file instead of training"),
+)
 def baseline_stage(model, options: dict, ctx: Context) -> Outcome:
     """Train the run's model from scratch (or load ``checkpoint``): the float reference."""
     if "checkpoint" in options:
@@ -165,6 +229,22 @@ def _round_checkpoint(model: nn.Module, ctx: Context, done: int) -> None:
     save(state, ctx.work / "rounds.npz")
 
 
+@stage(
+    method=Option("str", "weights", "'weights': unstructured, 'channels': whole "
+                  "neurons/filters (structured)", ("weights", "channels")),
+    criterion=Option("str", None, f"saliency: for weights one of {', '.join(WEIGHT_CRITERIA)} "
+                     f"(default magnitude); for channels one of {', '.join(CHANNEL_CRITERIA)} "
+                     "(default l1)"),
+    scope=Option("str", "global", "weights: one threshold over all layers or the same sparsity "
+                 "per layer", ("global", "layer")),
+    amounts=Option("floats", [0.5, 0.75, 0.875, 0.92], "fraction pruned after each round (of "
+                   "the weights, or of each layer's units), increasing", low=0, high=1,
+                   open="both", check=_rising),
+    layers=Option("strs", None, "layer names to prune (default: every Linear/Conv2d; for "
+                  "channels all but the output layer)"),
+    fine_tune_epochs=_epochs(3, "training epochs after each round", low=0),
+    lr=_lr(5e-4),
+)
 def prune_stage(model, options: dict, ctx: Context) -> Outcome:
     """Iterative pruning, each round pruning to the next total amount and fine-tuning
     (Han et al. 2015, section 3.3): ``method = "weights"`` masks single weights
@@ -203,6 +283,7 @@ def prune_stage(model, options: dict, ctx: Context) -> Outcome:
     return Outcome(model, details={"sparsity": sparsity, "rounds": len(amounts)})
 
 
+@stage()
 def shrink_stage(model, options: dict, ctx: Context) -> Outcome:
     """Remove the neurons/filters whose weights are all zero (``optim.prune.shrink``), giving
     a smaller dense model; layers that were pruned keep their remaining zeros as masks."""
@@ -216,6 +297,17 @@ def shrink_stage(model, options: dict, ctx: Context) -> Outcome:
     return Outcome(small, details={"weight_shapes": shapes})
 
 
+@stage(
+    layers=Option("strs", None, "Linear/Conv2d layer names to factorize (default: every Linear "
+                  "but the output layer)"),
+    energy=Option("float", 0.9, "keep the smallest rank holding this fraction of the singular "
+                  "energy", low=0, high=1, open="low"),
+    scheme=Option("str", "channel", "factorization of convolutions", ("channel", "spatial")),
+    data_aware=Option("bool", True, "factorize Linear layers on their calibration inputs "
+                      "(whitened SVD)"),
+    fine_tune_epochs=_epochs(3, low=0),
+    lr=_lr(5e-4),
+)
 def lowrank_stage(model, options: dict, ctx: Context) -> Outcome:
     """Replace layers by two thinner ones from a truncated (or data-aware whitened) SVD,
     keeping ``energy`` of the singular energy (``optim.lowrank.factorize``), then fine-tune."""
@@ -235,6 +327,18 @@ def lowrank_stage(model, options: dict, ctx: Context) -> Outcome:
 _NAS = {"cnn": (cnn_space, build_cnn, cnn_cost), "mlp": (mlp_space, build_mlp, mlp_cost)}
 
 
+@stage(
+    space=Option("str", "cnn", "search space of optim.nas", ("cnn", "mlp")),
+    strategy=Option("str", "random", "search strategy", ("random", "evolution", "nsga2")),
+    trials=Option("int", 12, "architectures evaluated", low=1),
+    trial_epochs=_epochs(2, "training epochs per trial"),
+    macs_budget=Option("float", 1.0, "largest MACs per image, as a fraction of the current "
+                       "model's", low=0, open="low"),
+    tolerance=Option("float", 0.01, "pick the fewest parameters among architectures within "
+                     "this validation error of the best", low=0, high=1),
+    epochs=_epochs(10, "training epochs of the picked architecture"),
+    lr=_lr(1e-3),
+)
 def nas_stage(model, options: dict, ctx: Context) -> Outcome:
     """Pick a new (student) architecture by architecture search over ``space`` under a MACs
     budget relative to the current model: trials are trained for ``trial_epochs`` and
@@ -272,6 +376,14 @@ def nas_stage(model, options: dict, ctx: Context) -> Outcome:
         "trials": len(history), "ok_trials": len(trials)})
 
 
+@stage(
+    epochs=_epochs(10),
+    lr=_lr(5e-4),
+    T=Option("float", 4.0, "softmax temperature of the soft targets", low=KD_T_MIN,
+             high=KD_T_MAX),
+    alpha=Option("float", 0.9, "weight of the soft loss (1 - alpha: cross entropy)", low=0,
+                 high=1),
+)
 def distill_stage(model, options: dict, ctx: Context) -> Outcome:
     """Train the current model as a student of the baseline with Hinton et al. 2015's loss
     :math:`\\alpha T^2 \\mathrm{KL}(p_t^T \\| p_s^T) + (1 - \\alpha) \\mathrm{CE}` through
@@ -305,6 +417,26 @@ def _quant_engine(model, requested: str) -> str:
     return "integer"
 
 
+@stage(
+    method=Option("str", "ptq", "post-training quantization or quantization-aware training",
+                  ("ptq", "qat")),
+    weight_bits=Option("int", 8, "bits per weight code", low=MIN_BITS, high=MAX_BITS),
+    activation_bits=Option("int", 8, "bits per activation code", low=MIN_BITS, high=MAX_BITS),
+    weight_only=Option("bool", False, "keep activations in float"),
+    weight_observer=Option("str", "minmax", "weight range estimator", tuple(sorted(OBSERVERS))),
+    activation_observer=Option("str", "minmax", "activation range estimator",
+                               tuple(sorted(OBSERVERS))),
+    calibration_images=Option("int", 1024, "training images seen by the observers", low=1),
+    epochs=_epochs(3, "QAT training epochs"),
+    lr=_lr(1e-4, _LR_HELP + " (QAT)"),
+    weight_method=Option("str", "ste", "QAT weight quantizer: the current range per channel "
+                         "(ste) or a learned step (lsq; its initial step averages |w| over "
+                         "pruned zeros too, so prefer ste after pruning)", ("lsq", "ste")),
+    activation_method=Option("str", "ste", "QAT activation quantizer", ("lsq", "ste")),
+    engine=Option("str", "auto", "what runs the measurements: integer-only kernels, the "
+                  "fake-quantized minnet model, or integer when possible",
+                  ("auto", "integer", "minnet")),
+)
 def quantize_stage(model, options: dict, ctx: Context) -> Outcome:
     """Quantize weights (per output channel, symmetric) and activations (per tensor, affine):
     post-training (``optim.quant.prepare`` / ``calibrate`` / ``convert``, Jacob et al. 2018)
@@ -329,6 +461,12 @@ def quantize_stage(model, options: dict, ctx: Context) -> Outcome:
                    details={"config": config, "method": options["method"]})
 
 
+@stage(
+    n_clusters=Option("int", 16, "shared values per layer (k-means centroids)", low=2),
+    init=Option("str", "linear", "k-means initialisation", ("linear", "density", "random")),
+    fine_tune_epochs=_epochs(2, "epochs of centroid fine-tuning", low=0),
+    lr=_lr(1e-4),
+)
 def share_stage(model, options: dict, ctx: Context) -> Outcome:
     """Deep Compression's weight sharing (Han et al. 2016, section 3): per layer, k-means over
     the weights (``optim.quant.share_weights``; over the non-zero ones when pruned, zero
@@ -340,6 +478,29 @@ def share_stage(model, options: dict, ctx: Context) -> Outcome:
     return Outcome(shared, details={"n_clusters": options["n_clusters"]})
 
 
+@stage(
+    max_drop_pp=Option("float", 0.5, "largest accuracy drop on the validation split, in "
+                       "percentage points", low=0),
+    objective=Option("str", "bytes", "what the allocation minimises: packed weight bytes, "
+                     "multiply-accumulates with a non-zero weight, or energy per inference "
+                     "(Horowitz 2014's 45 nm table)", ("bytes", "macs", "energy")),
+    sparsities=Option("floats", [0.0, 0.5, 0.75, 0.875, 0.95], "per-layer magnitude pruning "
+                      "levels to choose from", low=0, high=1, open="high", check=_distinct),
+    bits=Option("floats", [8, 6, 5, 4, 3, 2], "per-layer weight bit widths to choose from "
+                "(activations: 8 bits)", low=MIN_BITS, high=8, check=_distinct_integers),
+    confidence_z=Option("float", 1.0, "a candidate fits when its validation drop plus this "
+                        "many standard errors is within max_drop_pp", low=0),
+    validation_fraction=Option("float", 0.25, "fraction of the training images held out to "
+                               "measure candidates (never the test images)", low=0, high=1,
+                               open="both"),
+    fine_tune_epochs=_epochs(2, "fine-tuning epochs of each candidate after pruning (masks "
+                             "kept)", low=0),
+    max_candidates=Option("int", 8, "candidates built and measured at most (the fine-tuning "
+                          "budget is this times fine_tune_epochs)", low=1),
+    lr=_lr(5e-4),
+    calibration_images=Option("int", 1024, "training images seen by the activation observers",
+                              low=1),
+)
 def auto_stage(model, options: dict, ctx: Context) -> Outcome:
     """Accuracy-targeted compression (``optim.auto.compress_to_target``): per-layer sparsity
     and weight bit width chosen by an integer programme as the cheapest by ``objective`` whose
@@ -374,6 +535,7 @@ def auto_stage(model, options: dict, ctx: Context) -> Outcome:
     return Outcome(quantized, _quant_engine(quantized, "auto"), details=details)
 
 
+@stage()
 def graph_stage(model, options: dict, ctx: Context) -> Outcome:
     """Trace the model's float view, optimize the graph (``optim.graph.optimize``: identities,
     constant folding, BatchNorm folding, bias and ReLU fusion, CSE, DCE) and run it with the
@@ -383,6 +545,7 @@ def graph_stage(model, options: dict, ctx: Context) -> Outcome:
                    files={"graph.txt": graph.dump().encode()})
 
 
+@stage()
 def export_stage(model, options: dict, ctx: Context) -> Outcome:
     """Write the optimized graph for one image as ONNX (``model.onnx``, opset and checks of
     ``optim.graph.to_onnx``) when the ``onnx`` extra is installed, measured with ONNX Runtime
@@ -400,10 +563,3 @@ def export_stage(model, options: dict, ctx: Context) -> Outcome:
     return Outcome(model, engine, details={"onnx": "model.onnx", "onnx_bytes": len(data)},
                    files={"model.onnx": data})
 
-
-STAGE_FUNCTIONS: dict[str, Callable[[nn.Module | None, dict, Context], Outcome]] = {
-    "baseline": baseline_stage, "prune": prune_stage, "shrink": shrink_stage,
-    "lowrank": lowrank_stage, "nas": nas_stage, "distill": distill_stage,
-    "quantize": quantize_stage, "share": share_stage, "graph": graph_stage,
-    "export": export_stage, "auto": auto_stage,
-}

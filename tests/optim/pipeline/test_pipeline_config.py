@@ -1,9 +1,11 @@
 """Pipeline configuration: the shipped default is valid, every bad input is rejected with its
 key and reason before anything runs."""
+import re
+
 import pytest
 
 from optim.pipeline.config import (OPTIONS, RUN_OPTIONS, STAGES, ConfigError, default_config_text,
-                                   load_config, parse_config, validate)
+                                   load_config, parse_config, tomllib, validate)
 
 
 def _config(*stages, run=None):
@@ -125,3 +127,27 @@ def test_every_stage_type_has_a_schema_with_help():
             assert option.help, key
             if option.default is not None and option.choices:
                 assert option.default in option.choices
+
+
+def test_shipped_toml_shows_the_declared_defaults():
+    """Every ``key = value`` line of ``default_pipeline.toml`` (commented-out ones too) names a
+    key its stage declares, and shows that key's declared default (where it has one) unless its
+    comment says ``default ...``: the file cannot drift from the options declared beside the
+    stages."""
+    table, checked = RUN_OPTIONS, 0
+    for line in default_config_text().splitlines():
+        code, _, comment = line.lstrip("# ").partition("#")
+        if code.startswith("[[stage]]"):
+            table = None
+        elif code.startswith("[run]"):
+            table = RUN_OPTIONS
+        elif re.match(r"\w+ = ", code):
+            key, value = tomllib.loads(code).popitem()
+            if key == "type":
+                table = OPTIONS[value]
+                continue
+            assert table is not None and key in table, line
+            if "default" not in comment and table[key].default is not None:
+                assert value == table[key].default, line
+                checked += 1
+    assert checked >= 20
