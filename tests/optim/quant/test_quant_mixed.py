@@ -234,19 +234,19 @@ def test_sensitivity_is_the_one_layer_definition(trained):
 
 
 def test_sensitivity_vanishes_at_16_bits_and_grows_as_bits_drop(trained):
-    """Statistically robust form: 16 bits change the loss by < 1e-4; halving the bits never
-    lowers a layer's sensitivity by more than 1e-3 (rounding noise), and the summed
-    sensitivity strictly grows from 8 to 4 to 2 bits."""
+    """16 bits change each layer's loss by < 1e-4 and 8 bits by < 1e-3, while 2 bits raise the
+    summed loss by more than 0.01 above both 8 and 4 bits. One layer's sensitivity is not
+    monotone in the bits: quantization noise can lower the loss (the output layer of this model
+    measured -0.0095 at 4 bits against -0.0002 at 8), so no per-layer order is asserted."""
     model, data = trained
     widths = (16, 8, 4, 2)
     table = layer_sensitivity(model, data, bits=widths)
     assert list(table) == list(quantizable_layers(model))
     for row in table.values():
         assert abs(row[16]) < 1e-4
-        for b, lower in itertools.pairwise(widths):
-            assert row[lower] >= row[b] - 1e-3
+        assert abs(row[8]) < 1e-3
     total = {b: sum(row[b] for row in table.values()) for b in widths}
-    assert total[2] > total[4] > total[8]
+    assert total[2] > max(total[8], total[4]) + 0.01
 
 
 def test_sensitivity_with_quantized_activations(trained):
