@@ -12,8 +12,12 @@ The steps, each a function here:
    ``hawq_v2_table`` (Dong et al. 2020). ``additivity`` measures how well their sum
    predicts the change when all layers change together (Pearson correlation over random joint
    configurations).
-3. **Costs** ``option_costs``: packed bytes, multiply-accumulates or energy (``ENERGY_PJ``,
-   Horowitz 2014's 45 nm figures) of each layer under each option.
+3. **Costs** ``option_costs``: packed bytes, multiply-accumulates, energy (``ENERGY_PJ``,
+   Horowitz 2014's 45 nm figures) or measured batch-1 latency (``latency_table``) of each
+   layer under each option. For ``"latency"`` the sparsity removes whole output channels
+   (``compress_weight(..., structured=True)``, Li et al. 2017), which the candidates then
+   lose physically (``optim.prune.shrink``): unstructured zeros do not make dense kernels
+   faster.
 4. **Allocation** ``allocate``: a 0–1 integer programme over one-hot choices, solved by
    ``scipy.optimize.milp``: the cheapest model whose predicted drop is within a tolerance, or
    the smallest predicted drop within a cost budget.
@@ -31,6 +35,7 @@ import copy
 import itertools
 import json
 import math
+import time
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -43,7 +48,7 @@ from minnet import nn
 from minnet.io import atomic_write
 from minnet.train import evaluate
 from optim import metrics
-from optim.prune import apply_mask, magnitude_mask, remove_all
+from optim.prune import apply_mask, ln_structured_mask, magnitude_mask, remove_all, shrink
 from optim.prune.scores import finite_difference_hvp, hutchinson_diagonal
 from optim.quant.affine import fake_quantize
 from optim.quant.mixed import quantizable_layers, quantize_mixed
@@ -51,7 +56,7 @@ from optim.quant.qconfig import QConfig
 from optim.quant.ranges import check_bits
 
 __all__ = ["ENERGY_PJ", "OBJECTIVES", "Option", "make_options", "compress_weight",
-           "layer_macs", "option_costs", "energy_per_inference", "sensitivity_table",
+           "layer_macs", "latency_table", "option_costs", "energy_per_inference", "sensitivity_table",
            "hawq_v2_table", "joint_change", "additivity", "allocate", "back_off",
            "verify_and_repair", "search_tolerance", "validation_split", "paired_drop",
            "compress_to_target"]
@@ -65,7 +70,7 @@ ENERGY_PJ = {
     "sram_32bit": 5.0,  # 32-bit read from an 8 KB SRAM
     "dram_32bit": 640.0,  # 32-bit DRAM read
 }
-OBJECTIVES = ("bytes", "macs", "energy")
+OBJECTIVES = ("bytes", "macs", "energy", "latency")
 METRICS = ("loss", "accuracy")
 
 Option = tuple  # (sparsity in [0, 1), bits in [2, 16])
@@ -84,13 +89,17 @@ def make_options(sparsities: Sequence[float], bits: Sequence[int]) -> list[Optio
             for b in sorted(bits, reverse=True)]
 
 
-def compress_weight(w: np.ndarray, sparsity: float, bits: int, observer: str = "mse"
-                    ) -> np.ndarray:
+def compress_weight(w: np.ndarray, sparsity: float, bits: int, observer: str = "mse",
+                    structured: bool = False) -> np.ndarray:
     r"""The weight a layer computes with under option :math:`(s, b)`:
 
     .. math:: C_{s,b}(W) = Q_b(W \odot M_s), \qquad
               M_s = \text{keep all but the } \operatorname{round}(s\,|W|)
               \text{ entries of smallest } |w|,
+
+    or, ``structured``, all but the :math:`\operatorname{round}(s\,C_{out})` output channels
+    of smallest :math:`\ell_1` norm (Li et al. 2017, "Pruning Filters for Efficient
+    ConvNets", section 3.1);
 
     :math:`Q_b` the per-output-channel symmetric fake quantization at :math:`b` bits whose
     range is set by ``observer`` on the pruned weight (``QConfig``'s weight scheme, so that
@@ -99,7 +108,12 @@ def compress_weight(w: np.ndarray, sparsity: float, bits: int, observer: str = "
     Test: ``tests/optim/test_auto.py::test_compress_weight_prunes_then_quantizes``.
     """
     w = np.asarray(w)
-    pruned = w * magnitude_mask(w, sparsity) if sparsity > 0 else w.copy()
+    if sparsity == 0:
+        pruned = w.copy()
+    elif structured:
+        pruned = w * ln_structured_mask(w, sparsity, n=1)
+    else:
+        pruned = w * magnitude_mask(w, sparsity)
     observe = QConfig(weight_bits=bits, weight_observer=observer).weight_observer_instance()
     observe(pruned)
     scale, zero_point = observe.calculate_qparams()
@@ -121,6 +135,52 @@ def layer_macs(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, int]
         return record
     metrics.forward_with_hooks(model, input_shape, {m: hook(n) for n, m in layers.items()})
     return counts
+
+
+def _kept_copy(layer: nn.Module, keep: int) -> nn.Module:
+    """A copy of a Linear/Conv2d layer holding only its first ``keep`` output units."""
+    out = copy.deepcopy(layer)
+    out.weight.data = np.ascontiguousarray(layer.weight.data[:keep])
+    if layer.bias is not None:
+        out.bias.data = np.ascontiguousarray(layer.bias.data[:keep])
+    return out
+
+
+def latency_table(model: nn.Module, input_shape: tuple[int, ...], sparsities: Sequence[float],
+                  repeats: int = 50) -> dict[str, dict[float, float]]:
+    r"""Measured forward time in seconds (``{layer: {s: seconds}}``) of each Linear/Conv2d layer
+    alone on its own input shape (``input_shape`` is the model's, batch included) when it
+    keeps :math:`C_{out} - \operatorname{round}(s\,C_{out})` output channels: the median
+    of ``repeats`` runs in eval mode — NetAdapt's per-layer latency look-up table (Yang et al.
+    2018, section 3.3). A layer's cost ignores that its consumer also loses inputs, so the
+    allocation's sum over layers is an upper bound of the shrunk model's time.
+    Test: ``tests/optim/test_auto.py::test_latency_table_times_every_layer_at_every_sparsity``."""
+    if not isinstance(repeats, int) or repeats < 1:
+        raise ValueError(f"repeats must be an int >= 1, got {repeats!r}")
+    layers = quantizable_layers(model)
+    inputs: dict[str, tuple[int, ...]] = {}
+
+    def hook(name):
+        def record(module, args, output):
+            inputs[name] = args[0].shape
+        return record
+    metrics.forward_with_hooks(model, input_shape, {m: hook(n) for n, m in layers.items()})
+    table: dict[str, dict[float, float]] = {}
+    with minnet.no_grad():
+        for name, layer in layers.items():
+            x = minnet.Tensor(np.random.default_rng(0).standard_normal(inputs[name])
+                              .astype(np.float32))
+            channels, table[name] = layer.weight.shape[0], {}
+            for s in sparsities:
+                kept = _kept_copy(layer, channels - int(round(s * channels))).eval()
+                kept(x)  # warm-up (Numba compilation, caches)
+                times = []
+                for _ in range(repeats):
+                    start = time.perf_counter()
+                    kept(x)
+                    times.append(time.perf_counter() - start)
+                table[name][float(s)] = float(np.median(times))
+    return table
 
 
 def _mask_entropy_bits(n: int, sparsity: float) -> float:
@@ -155,7 +215,8 @@ def energy_per_inference(macs: float, weight_bits: float, arithmetic: str = "int
 
 
 def option_costs(sizes: dict[str, int], channels: dict[str, int], macs: dict[str, int],
-                 options: Sequence[Option], objective: str) -> np.ndarray:
+                 options: Sequence[Option], objective: str,
+                 latency: dict[str, dict[float, float]] | None = None) -> np.ndarray:
     r"""Cost :math:`c_{lk}` of layer :math:`l` (``sizes``: its :math:`n_l` weights,
     ``channels``: its :math:`C_l` output channels, ``macs``: its :math:`M_l`) under option
     :math:`k = (s, b)`, as an array (layers × options):
@@ -165,12 +226,16 @@ def option_costs(sizes: dict[str, int], channels: dict[str, int], macs: dict[str
       relative-index codes approach it) and a float32 scale per channel;
     - ``"macs"``: :math:`M_l (1 - s)`, the multiply-accumulates with a non-zero weight;
     - ``"energy"``: ``energy_per_inference`` of :math:`M_l(1-s)` 8-bit MACs and the
-      :math:`n_l(1-s)b + n_l H_2(s)` weight bits, in picojoules.
+      :math:`n_l(1-s)b + n_l H_2(s)` weight bits, in picojoules;
+    - ``"latency"``: ``latency[l][s]``, the layer's measured time with the fraction :math:`s`
+      of its output channels removed (``latency_table``), whatever :math:`b`.
 
     Test: ``tests/optim/test_auto.py::test_option_costs_by_hand``.
     """
     if objective not in OBJECTIVES:
         raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
+    if objective == "latency" and latency is None:
+        raise ValueError("the latency objective needs latency (see latency_table)")
     costs = np.empty((len(sizes), len(options)))
     for i, name in enumerate(sizes):
         n = sizes[name]
@@ -180,6 +245,8 @@ def option_costs(sizes: dict[str, int], channels: dict[str, int], macs: dict[str
                 costs[i, k] = weight_bits / 8 + 4 * channels[name]
             elif objective == "macs":
                 costs[i, k] = macs[name] * (1 - s)
+            elif objective == "latency":
+                costs[i, k] = latency[name][s]
             else:
                 costs[i, k] = energy_per_inference(macs[name] * (1 - s), weight_bits)
     return costs
@@ -202,26 +269,29 @@ def _score(model: nn.Module, data, metric: str) -> float:
 
 
 def joint_change(model: nn.Module, data, choice: dict[str, Option], metric: str = "loss",
-                 observer: str = "mse") -> float:
+                 observer: str = "mse", structured: bool = False) -> float:
     r"""The measured change :math:`\mathcal{L}(C(W)) - \mathcal{L}(W)` (``"loss"``) or the
     accuracy drop in percentage points (``"accuracy"``) on ``data = (x, y)`` when each layer
     named in ``choice`` takes its option (``compress_weight``) and the others stay as they
-    are. Test: ``tests/optim/test_auto.py::test_additivity_matches_brute_force``."""
+    are (``structured``: sparsity removes output channels). Test:
+    ``tests/optim/test_auto.py::test_additivity_matches_brute_force``."""
     if metric not in METRICS:
         raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
-    return _changed_score(model, data, choice, metric, observer) - _score(model, data, metric)
+    return (_changed_score(model, data, choice, metric, observer, structured)
+            - _score(model, data, metric))
 
 
 def _changed_score(model: nn.Module, data, choice: dict[str, Option], metric: str,
-                   observer: str) -> float:
+                   observer: str, structured: bool) -> float:
     layers = quantizable_layers(model)
-    weights = {n: compress_weight(layers[n].weight.data, *opt, observer=observer)
+    weights = {n: compress_weight(layers[n].weight.data, *opt, observer=observer,
+                                  structured=structured)
                for n, opt in choice.items()}
     return _score(_with_weights(model, weights), data, metric)
 
 
 def sensitivity_table(model: nn.Module, data, options: Sequence[Option], metric: str = "loss",
-                      observer: str = "mse") -> np.ndarray:
+                      observer: str = "mse", structured: bool = False) -> np.ndarray:
     r"""One-layer sensitivities (layers × options): :math:`S_{lk}` = ``joint_change`` when
     only layer :math:`l` takes option :math:`k` — the direct measurement that
     ``optim.quant.mixed.layer_sensitivity`` makes for bit widths alone, here for pruning and
@@ -232,8 +302,8 @@ def sensitivity_table(model: nn.Module, data, options: Sequence[Option], metric:
         raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
     names = list(quantizable_layers(model))
     reference = _score(model, data, metric)
-    return np.array([[_changed_score(model, data, {name: opt}, metric, observer) - reference
-                      for opt in options] for name in names])
+    return np.array([[_changed_score(model, data, {name: opt}, metric, observer, structured)
+                      - reference for opt in options] for name in names])
 
 
 def _float64_loss_grad(model: nn.Module, data, name: str) -> Callable[[np.ndarray], np.ndarray]:
@@ -478,19 +548,23 @@ def validation_split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np
 
 def _build(model: nn.Module, names: list[str], options: Sequence[Option], choice: list[int],
            fine_tune: Callable[[nn.Module, int], None] | None, index: int, calibration,
-           observer: str) -> nn.Module:
-    """The deployable candidate: each layer pruned by magnitude to its sparsity (masks that
-    stay), fine-tuned by ``fine_tune(model, index)`` if given, then weights quantized at their
-    bit widths and activations at 8 bits (``quantize_mixed``)."""
+           observer: str, structured: bool) -> nn.Module:
+    """The deployable candidate: each layer pruned to its sparsity (masks that stay; by
+    magnitude, or ``structured`` whole output channels by L1 norm), fine-tuned by
+    ``fine_tune(model, index)`` if given, the removed channels cut out (``shrink``), then
+    weights quantized at their bit widths and activations at 8 bits (``quantize_mixed``)."""
     pruned = remove_all(copy.deepcopy(model))
     layers = quantizable_layers(pruned)
     for name, k in zip(names, choice):
-        s = options[k][0]
+        s, w = options[k][0], layers[name].weight.data
         if s > 0:
-            apply_mask(layers[name], "weight", magnitude_mask(layers[name].weight.data, s))
+            apply_mask(layers[name], "weight",
+                       ln_structured_mask(w, s, n=1) if structured else magnitude_mask(w, s))
     if fine_tune is not None:
         fine_tune(pruned, index)
     remove_all(pruned)
+    if structured:
+        pruned = shrink(pruned)
     bits = {name: options[k][1] for name, k in zip(names, choice)}
     return quantize_mixed(pruned, bits, calibration, weight_only=False, weight_observer=observer)
 
@@ -552,10 +626,12 @@ def compress_to_target(model: nn.Module, train, *, max_drop_pp: float, objective
                        max_candidates: int = 12, calibration_images: int = 1024,
                        observer: str = "mse", confidence_z: float = 1.0,
                        size_of: Callable[[nn.Module], int] | None = None,
-                       work: Path | None = None
+                       work: Path | None = None, reference: nn.Module | None = None
                        ) -> tuple[nn.Module, dict]:
     r"""The cheapest mixed sparsity/bit-width version of ``model`` whose accuracy on held-out
-    validation data is at most ``max_drop_pp`` percentage points below ``model``'s.
+    validation data is at most ``max_drop_pp`` percentage points below ``reference``'s
+    (default: ``model`` itself; in a pipeline, the uncompressed original, so that the
+    tolerance holds against it when ``model`` is already pruned or distilled).
 
     ``train = (x, y)`` is split by ``validation_split`` (never the test data), unless a
     held-out ``validation = (x, y)`` is given: decisions are measured on the validation part,
@@ -567,6 +643,9 @@ def compress_to_target(model: nn.Module, train, *, max_drop_pp: float, objective
     ``quantize_mixed`` with 8-bit activations), keeping the cheapest that measures within
     ``max_drop_pp``; if none does, ``verify_and_repair`` from the least aggressive one with
     the remaining candidates.
+
+    ``objective = "latency"`` prunes whole output channels and costs each option by
+    ``latency_table`` on one image.
 
     ``work``: a directory where the table and every measured candidate are saved as they are
     made, so that a killed run resumes without measuring again. A candidate fits when its
@@ -583,6 +662,7 @@ def compress_to_target(model: nn.Module, train, *, max_drop_pp: float, objective
     if not (isinstance(max_drop_pp, (int, float)) and max_drop_pp >= 0):
         raise ValueError(f"max_drop_pp must be a number >= 0, got {max_drop_pp!r}")
     options = make_options(sparsities, bits)
+    structured = objective == "latency"
     model = remove_all(copy.deepcopy(model)).eval()
     x, y = train
     if validation is None:
@@ -594,17 +674,22 @@ def compress_to_target(model: nn.Module, train, *, max_drop_pp: float, objective
     layers = quantizable_layers(model)
     names = list(layers)
     table_path = None if work is None else work / "auto_table.json"
+    key = {"options": [list(o) for o in options], "structured": structured}
     saved = _load_json(table_path)
-    if saved is not None and saved.get("options") == [list(o) for o in options]:
-        drops = np.asarray(saved["drops"])
-    else:
-        drops = np.maximum(sensitivity_table(model, val, options, "accuracy", observer), 0.0)
-        _save_json(table_path, {"options": [list(o) for o in options], "drops": drops.tolist()})
+    if saved is not None and all(saved.get(k) == v for k, v in key.items()):
+        drops, latency = np.asarray(saved["drops"]), saved["latency"]
+    else:  # the measured latencies are saved too: a resumed run allocates the same
+        drops = np.maximum(sensitivity_table(model, val, options, "accuracy", observer,
+                                             structured), 0.0)
+        latency = latency_table(model, (1,) + x.shape[1:], sparsities) if structured else None
+        _save_json(table_path, {**key, "drops": drops.tolist(), "latency": latency})
+    if latency is not None:  # JSON keys are strings
+        latency = {n: {float(s): t for s, t in row.items()} for n, row in latency.items()}
     sizes = {n: int(m.weight.data.size) for n, m in layers.items()}
     channels = {n: int(m.weight.shape[0]) for n, m in layers.items()}
     macs = layer_macs(model, (1,) + x.shape[1:])
-    costs = option_costs(sizes, channels, macs, options, objective)
-    reference = _correct(model, val)
+    costs = option_costs(sizes, channels, macs, options, objective, latency)
+    reference = _correct(model if reference is None else reference, val)
 
     candidates_path = None if work is None else work / "auto_candidates.json"
     measured = {tuple(c["choice"]): c for c in (_load_json(candidates_path) or [])}
@@ -620,7 +705,7 @@ def compress_to_target(model: nn.Module, train, *, max_drop_pp: float, objective
             index = list(measured).index(key) if key in measured else len(measured)
             built.clear()
             built[key] = _build(model, names, options, choice, tune if fine_tune else None,
-                                index, calibration, observer)
+                                index, calibration, observer, structured)
         return built[key]
 
     def measure(choice: list[int]) -> float:

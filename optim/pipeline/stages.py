@@ -482,8 +482,10 @@ def share_stage(model, options: dict, ctx: Context) -> Outcome:
     max_drop_pp=Option("float", 0.5, "largest accuracy drop on the validation split, in "
                        "percentage points", low=0),
     objective=Option("str", "bytes", "what the allocation minimises: packed weight bytes, "
-                     "multiply-accumulates with a non-zero weight, or energy per inference "
-                     "(Horowitz 2014's 45 nm table)", ("bytes", "macs", "energy")),
+                     "multiply-accumulates with a non-zero weight, energy per inference "
+                     "(Horowitz 2014's 45 nm table) or batch-1 latency (measured per layer; "
+                     "sparsity then removes whole output channels)",
+                     ("bytes", "macs", "energy", "latency")),
     sparsities=Option("floats", [0.0, 0.5, 0.75, 0.875, 0.95], "per-layer magnitude pruning "
                       "levels to choose from", low=0, high=1, open="high", check=_distinct),
     bits=Option("floats", [8, 6, 5, 4, 3, 2], "per-layer weight bit widths to choose from "
@@ -495,6 +497,8 @@ def share_stage(model, options: dict, ctx: Context) -> Outcome:
                                open="both"),
     fine_tune_epochs=_epochs(2, "fine-tuning epochs of each candidate after pruning (masks "
                              "kept)", low=0),
+    distill=Option("bool", False, "fine-tune candidates as students of the baseline (Hinton "
+                   "et al. 2015's loss, T = 4, alpha = 0.9) instead of on the labels alone"),
     max_candidates=Option("int", 8, "candidates built and measured at most (the fine-tuning "
                           "budget is this times fine_tune_epochs)", low=1),
     lr=_lr(5e-4),
@@ -508,9 +512,9 @@ def auto_stage(model, options: dict, ctx: Context) -> Outcome:
     fine-tuned, quantized with 8-bit activations), measured on a validation split of the
     training images (the run's held-out ``validation`` images when the run sets
     ``validation_fraction``, so that the baseline never trained on them; otherwise a split of
-    the stage's training images) and repaired until the measured drop fits. The sensitivity
-    table, every
-    measured candidate and each candidate's fine-tuning epochs are checkpointed in the work
+    the stage's training images) and repaired until the measured drop against the run's
+    baseline fits (so the stage may follow prune, shrink and distill). The sensitivity table,
+    every measured candidate and each candidate's fine-tuning epochs are checkpointed in the work
     directory, so a killed stage resumes."""
     seed, batch = ctx.run["seed"], ctx.run["batch_size"]
 
@@ -518,11 +522,16 @@ def auto_stage(model, options: dict, ctx: Context) -> Outcome:
         epochs = options["fine_tune_epochs"]
         if not epochs:
             return
+        trainer = Distiller(candidate, ctx.baseline, T=4.0, alpha=0.9, cache_teacher=True) \
+            if options["distill"] else None
         optimizer = optimizers.Adam(candidate.parameters(), lr=options["lr"])
         scheduler = optimizers.CosineAnnealingLR(optimizer, T_max=epochs)
-        path = ctx.work / f"candidate{index}.npz"
-        fit(candidate, optimizer, data, epochs, batch_size=batch, scheduler=scheduler,
-            seed=seed, checkpoint_path=path, resume=True, progress=ctx.progress)
+        common = dict(batch_size=batch, scheduler=scheduler, seed=seed, resume=True,
+                      checkpoint_path=ctx.work / f"candidate{index}.npz", progress=ctx.progress)
+        if trainer is None:
+            fit(candidate, optimizer, data, epochs, **common)
+        else:
+            trainer.fit(optimizer, data, epochs, **common)
 
     quantized, details = compress_to_target(
         model, ctx.train, validation=ctx.validation, max_drop_pp=options["max_drop_pp"],
@@ -531,7 +540,7 @@ def auto_stage(model, options: dict, ctx: Context) -> Outcome:
         validation_fraction=options["validation_fraction"], seed=seed, fine_tune=fine_tune,
         max_candidates=options["max_candidates"], confidence_z=options["confidence_z"],
         calibration_images=options["calibration_images"], size_of=packed_bytes,
-        work=ctx.work)
+        work=ctx.work, reference=ctx.baseline)
     return Outcome(quantized, _quant_engine(quantized, "auto"), details=details)
 
 

@@ -247,3 +247,46 @@ def test_paired_drop_is_mean_and_standard_error(pairs):
     assert se == pytest.approx(100 * d.std() / math.sqrt(len(d)), abs=1e-9)
     with pytest.raises(ValueError, match="equal-length"):
         auto.paired_drop(r, np.append(c, True))
+
+
+@given(arrays(np.float64, st.tuples(st.integers(2, 6), st.integers(1, 5)),
+              elements=st.integers(-4000, 4000).map(lambda v: v / 1000)),
+       st.sampled_from([0.25, 0.5, 0.75]))
+def test_structured_compress_weight_removes_the_smallest_l1_rows(w, sparsity):
+    """``structured``: exactly round(s · C_out) rows are zero, and no kept row has a smaller
+    L1 norm than a removed one (Li et al. 2017's filter ranking), checked by sorting here."""
+    out = auto.compress_weight(w, sparsity, 8, observer="minmax", structured=True)
+    removed = np.all(out == 0, axis=1) & np.any(w != 0, axis=1)
+    n_removed = int(round(sparsity * w.shape[0]))
+    norms = np.abs(w).sum(axis=1)
+    assert np.count_nonzero(np.all(out == 0, axis=1)) >= n_removed
+    smallest = np.argsort(norms, kind="stable")[:n_removed]
+    assert np.all(out[smallest] == 0)
+    kept = np.setdiff1d(np.arange(w.shape[0]), smallest)
+    if kept.size and n_removed:
+        assert norms[kept].min() >= norms[smallest].max()
+    assert removed.sum() <= n_removed
+
+
+def test_latency_costs_come_from_the_table_whatever_the_bits():
+    """Option (s, b) of layer l costs latency[l][s]: the bit width does not change a dense
+    kernel's time; a missing table is refused."""
+    table = {"a": {0.0: 3e-5, 0.5: 2e-5}, "b": {0.0: 1e-5, 0.5: 4e-6}}
+    options = [(0.5, 4), (0.0, 8), (0.5, 8)]
+    costs = auto.option_costs({"a": 8, "b": 4}, {"a": 2, "b": 2}, {"a": 10, "b": 5}, options,
+                              "latency", table)
+    assert costs.tolist() == [[2e-5, 3e-5, 2e-5], [4e-6, 1e-5, 4e-6]]
+    with pytest.raises(ValueError, match="latency"):
+        auto.option_costs({"a": 8}, {"a": 2}, {"a": 10}, options, "latency")
+
+
+def test_latency_table_times_every_layer_at_every_sparsity():
+    """One positive finite time per (layer, sparsity), keyed by the layer names that
+    ``quantizable_layers`` gives; no timing is compared (timings belong in benchmarks)."""
+    model, _ = tiny_model_and_data()
+    table = auto.latency_table(model, (1, 6), [0.0, 0.4], repeats=3)
+    assert list(table) == ["0", "2"]
+    assert all(list(row) == [0.0, 0.4] for row in table.values())
+    assert all(np.isfinite(t) and t > 0 for row in table.values() for t in row.values())
+    with pytest.raises(ValueError, match="repeats"):
+        auto.latency_table(model, (1, 6), [0.0], repeats=0)

@@ -1,5 +1,6 @@
 """compress_to_target and the pipeline's auto stage: the validation split, the tolerance met on
 it, resume from the work directory, and the example configuration run end to end."""
+import copy
 import json
 import subprocess
 import sys
@@ -86,10 +87,33 @@ def test_compress_to_target_resumes_from_its_work_directory(small_mnist_model, t
     assert second["candidates"] == first["candidates"]
 
 
+def test_latency_objective_removes_channels_physically(small_mnist_model, monkeypatch):
+    """With a latency table in which half of layer 1's units cost less (the table is given,
+    so the choice does not depend on a noisy clock) and any drop allowed, the chosen model's
+    hidden Linear has 24 - round(0.5 · 24) = 12 units, physically (``shrink``), and the output
+    layer keeps its 10; the drop is measured against ``reference``, whose validation accuracy
+    the details report."""
+    model, train = small_mnist_model
+    table = {"1": {0.0: 2.0, 0.5: 1.0}, "3": {0.0: 1.0, 0.5: 2.0}}
+    monkeypatch.setattr(auto, "latency_table", lambda *args, **kwargs: table)
+    worse = copy.deepcopy(model)
+    worse[3].weight.data = np.zeros_like(worse[3].weight.data)
+    out, details = auto.compress_to_target(model, train, max_drop_pp=100.0, objective="latency",
+                                           sparsities=(0.0, 0.5), bits=(8,), max_candidates=3,
+                                           calibration_images=128, reference=worse)
+    assert details["chosen"] == {"1": [0.5, 8], "3": [0.0, 8]}
+    widths = [m.weight.shape for m in out.modules() if isinstance(m, nn.Linear)]
+    assert widths == [(12, 784), (10, 12)]
+    _, val_index = auto.validation_split(len(train[1]), 0.25, 0)
+    val = (train[0][val_index], train[1][val_index])
+    assert details["validation_accuracy"] == pytest.approx(evaluate(worse, val)["accuracy"])
+
+
 def tiny_config(text: str) -> str:
     replace = {"epochs = 20": "epochs = 1", "fine_tune_epochs = 6": "fine_tune_epochs = 1",
+               "fine_tune_epochs = 3": "fine_tune_epochs = 1", "epochs = 10": "epochs = 1",
                "max_candidates = 8": "max_candidates = 2",
-               "sparsities = [0.0, 0.5, 0.75, 0.875, 0.95]": "sparsities = [0.0, 0.75]",
+               "sparsities = [0.0, 0.9, 0.92, 0.95, 0.97]": "sparsities = [0.0, 0.95]",
                "bits = [8, 6, 5, 4, 3]": "bits = [8, 4]",
                "latency_repeats = 20": "latency_repeats = 1\nlimit = 300\ntest_limit = 100"}
     for old, new in replace.items():
