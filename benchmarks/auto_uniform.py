@@ -1,7 +1,7 @@
 """The auto stage's allocation against uniform choices at the same byte budget.
 
-Reads a finished run of ``optim/pipeline/auto_pipeline.toml`` (its baseline model and the auto stage's
-chosen allocation), then builds uniform allocations — every layer at 3 bits, at 4 bits and at
+Reads a finished run of ``optim/pipeline/auto_pipeline.toml`` (the auto stage's input model, the
+model of the stage before it, and its chosen allocation), then builds uniform allocations — every layer at 3 bits, at 4 bits and at
 8 bits, each with the one uniform sparsity whose predicted bytes (``optim.auto.option_costs``)
 match the chosen allocation's — with the same fine-tuning, and prints packed bytes and test
 accuracy of each. Also reports the additivity of one-layer sensitivities (Pearson r over random
@@ -34,8 +34,11 @@ def main() -> None:
     config = json.loads((args.run / "pipeline.json").read_text())["config"]
     run = config["run"]
     stage = next(s for s in config["stages"] if s["type"] == "auto")
-    record = json.loads(next(args.run.glob("*-auto/stage.json")).read_text())
-    model, _ = load_model(args.run / "00-baseline" / "model.npz")
+    auto_dir = next(args.run.glob("*-auto"))
+    record = json.loads((auto_dir / "stage.json").read_text())
+    before = sorted(d for d in args.run.glob("[0-9][0-9]-*") if d.name < auto_dir.name)[-1]
+    model, _ = load_model(before / "model.npz")
+    baseline, _ = load_model(args.run / "00-baseline" / "model.npz")
     train, test = load_data(run)
     ctx = Context(run, train, test, args.run)
     fit_data, val = ctx.train, ctx.validation
@@ -63,7 +66,7 @@ def main() -> None:
     def build(options):
         return auto._build(model, names, options, list(range(len(names))),
                            (lambda m, i: fine_tune(m, fit_data, i)), 0,
-                           fit_data[0][:stage["calibration_images"]], "mse")
+                           fit_data[0][:stage["calibration_images"]], "mse", False)
 
     def uniform_sparsity(bits):
         low, high = 0.0, 0.999
@@ -78,9 +81,9 @@ def main() -> None:
     for bits in (3, 4, 8):
         s = uniform_sparsity(bits)
         rows.append((f"uniform {bits}-bit, sparsity {s:.3f}", [(s, bits)] * len(names)))
-    base = evaluate(model, test)["accuracy"]
-    print(f"seed {run['seed']}: baseline test accuracy {base:.2%}; predicted byte budget "
-          f"{budget:,.0f}")
+    print(f"seed {run['seed']}: baseline test accuracy {evaluate(baseline, test)['accuracy']:.2%}, "
+          f"auto's input ({before.name}) {evaluate(model, test)['accuracy']:.2%}; predicted "
+          f"byte budget {budget:,.0f}")
     for label, options in rows:
         built = build(options)
         print(f"  {label:34s} packed {packed_bytes(built):>7,} B  test "

@@ -550,16 +550,19 @@ def _build(model: nn.Module, names: list[str], options: Sequence[Option], choice
            fine_tune: Callable[[nn.Module, int], None] | None, index: int, calibration,
            observer: str, structured: bool) -> nn.Module:
     """The deployable candidate: each layer pruned to its sparsity (masks that stay; by
-    magnitude, or ``structured`` whole output channels by L1 norm), fine-tuned by
-    ``fine_tune(model, index)`` if given, the removed channels cut out (``shrink``), then
-    weights quantized at their bit widths and activations at 8 bits (``quantize_mixed``)."""
+    magnitude, or ``structured`` whole output channels by L1 norm; the zero weights of
+    ``model`` stay zero too), fine-tuned by ``fine_tune(model, index)`` if given, the removed
+    channels cut out (``shrink``), then weights quantized at their bit widths and activations
+    at 8 bits (``quantize_mixed``)."""
     pruned = remove_all(copy.deepcopy(model))
     layers = quantizable_layers(pruned)
     for name, k in zip(names, choice):
         s, w = options[k][0], layers[name].weight.data
+        keep = w != 0
         if s > 0:
-            apply_mask(layers[name], "weight",
-                       ln_structured_mask(w, s, n=1) if structured else magnitude_mask(w, s))
+            keep &= ln_structured_mask(w, s, n=1) if structured else magnitude_mask(w, s)
+        if not keep.all():
+            apply_mask(layers[name], "weight", keep)
     if fine_tune is not None:
         fine_tune(pruned, index)
     remove_all(pruned)

@@ -87,6 +87,27 @@ def test_compress_to_target_resumes_from_its_work_directory(small_mnist_model, t
     assert second["candidates"] == first["candidates"]
 
 
+def test_zero_weights_of_the_input_stay_zero_through_fine_tuning(small_mnist_model):
+    """A pruned input (half of layer 1's weights zero) keeps those zeros in the candidate even
+    at sparsity 0 and 8 bits after fine-tuning at a large learning rate, which would regrow
+    them without a mask."""
+    model, train = small_mnist_model
+    pruned = copy.deepcopy(model)
+    w = pruned[1].weight.data
+    w[np.abs(w) < np.median(np.abs(w))] = 0
+
+    def fine_tune(candidate, data, index):
+        fit(candidate, optimizers.Adam(candidate.parameters(), lr=1e-2), data, 1,
+            batch_size=64, seed=0, progress=False)
+
+    out, _ = auto.compress_to_target(pruned, train, max_drop_pp=100.0, sparsities=(0.0,),
+                                     bits=(8,), max_candidates=1, calibration_images=128,
+                                     fine_tune=fine_tune)
+    first = next(m for m in out.modules() if isinstance(m, nn.Linear))
+    assert np.all(first.weight.data[w == 0] == 0)
+    assert np.count_nonzero(first.weight.data) > 0
+
+
 def test_latency_objective_removes_channels_physically(small_mnist_model, monkeypatch):
     """With a latency table in which half of layer 1's units cost less (the table is given,
     so the choice does not depend on a noisy clock) and any drop allowed, the chosen model's
