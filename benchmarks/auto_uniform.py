@@ -1,11 +1,12 @@
 """The auto stage's allocation against uniform choices at the same byte budget.
 
 Reads a finished run of ``optim/pipeline/auto_pipeline.toml`` (the auto stage's input model, the
-model of the stage before it, and its chosen allocation), then builds uniform allocations — every layer at 3 bits, at 4 bits and at
-8 bits, each with the one uniform sparsity whose predicted bytes (``optim.auto.option_costs``)
-match the chosen allocation's — with the same fine-tuning, and prints packed bytes and test
-accuracy of each. Also reports the additivity of one-layer sensitivities (Pearson r over random
-joint configurations) for the accuracy, loss and HAWQ-V2 tables.
+model of the stage before it, and its chosen allocation), then builds uniform allocations —
+every layer at 3 bits, at 4 bits and at 8 bits, each with the one uniform sparsity whose
+predicted bytes (``optim.auto.option_costs``, a layer's sparsity counted as at least the zeros
+it already has) match the chosen allocation's — with the same fine-tuning, and prints packed
+bytes and test accuracy of each. Also reports the additivity of one-layer sensitivities
+(Pearson r over random joint configurations) for the accuracy, loss and HAWQ-V2 tables.
 
     python benchmarks/auto_uniform.py RUN_DIR [--configs 20]
 """
@@ -53,8 +54,15 @@ def main() -> None:
     sizes = {n: int(m.weight.data.size) for n, m in layers.items()}
     channels = {n: int(m.weight.shape[0]) for n, m in layers.items()}
     macs = auto.layer_macs(model, (1,) + test[0].shape[1:])
+    # a layer of a pruned input keeps its zeros: its sparsity is at least what it has
+    existing = {n: float(np.mean(m.weight.data == 0)) for n, m in layers.items()}
+
+    def predicted_bytes(options):
+        effective = [(max(s, existing[n]), b) for n, (s, b) in zip(names, options)]
+        return auto.option_costs(sizes, channels, macs, effective, "bytes").diagonal().sum()
+
     chosen = [tuple(details["chosen"][n]) for n in names]
-    budget = auto.option_costs(sizes, channels, macs, chosen, "bytes").diagonal().sum()
+    budget = predicted_bytes(chosen)
 
     def fine_tune(candidate, data, index):
         epochs = stage["fine_tune_epochs"]
@@ -72,8 +80,7 @@ def main() -> None:
         low, high = 0.0, 0.999
         for _ in range(30):
             s = (low + high) / 2
-            cost = auto.option_costs(sizes, channels, macs, [(s, bits)] * len(names),
-                                     "bytes").diagonal().sum()
+            cost = predicted_bytes([(s, bits)] * len(names))
             low, high = (s, high) if cost > budget else (low, s)
         return high
 

@@ -216,7 +216,8 @@ def energy_per_inference(macs: float, weight_bits: float, arithmetic: str = "int
 
 def option_costs(sizes: dict[str, int], channels: dict[str, int], macs: dict[str, int],
                  options: Sequence[Option], objective: str,
-                 latency: dict[str, dict[float, float]] | None = None) -> np.ndarray:
+                 latency: dict[str, dict[float, float]] | None = None,
+                 zeros: dict[str, float] | None = None) -> np.ndarray:
     r"""Cost :math:`c_{lk}` of layer :math:`l` (``sizes``: its :math:`n_l` weights,
     ``channels``: its :math:`C_l` output channels, ``macs``: its :math:`M_l`) under option
     :math:`k = (s, b)`, as an array (layers × options):
@@ -230,6 +231,9 @@ def option_costs(sizes: dict[str, int], channels: dict[str, int], macs: dict[str
     - ``"latency"``: ``latency[l][s]``, the layer's measured time with the fraction :math:`s`
       of its output channels removed (``latency_table``), whatever :math:`b`.
 
+    ``zeros``: the fraction of each layer's weights already zero (a pruned input keeps them),
+    so that bytes, MACs and energy count :math:`\max(s, z_l)` for :math:`s`.
+
     Test: ``tests/optim/test_auto.py::test_option_costs_by_hand``.
     """
     if objective not in OBJECTIVES:
@@ -240,6 +244,8 @@ def option_costs(sizes: dict[str, int], channels: dict[str, int], macs: dict[str
     for i, name in enumerate(sizes):
         n = sizes[name]
         for k, (s, b) in enumerate(options):
+            if zeros is not None and objective != "latency":
+                s = max(s, zeros[name])
             weight_bits = n * (1 - s) * b + _mask_entropy_bits(n, s)
             if objective == "bytes":
                 costs[i, k] = weight_bits / 8 + 4 * channels[name]
@@ -691,7 +697,8 @@ def compress_to_target(model: nn.Module, train, *, max_drop_pp: float, objective
     sizes = {n: int(m.weight.data.size) for n, m in layers.items()}
     channels = {n: int(m.weight.shape[0]) for n, m in layers.items()}
     macs = layer_macs(model, (1,) + x.shape[1:])
-    costs = option_costs(sizes, channels, macs, options, objective, latency)
+    zeros = {n: float(np.mean(m.weight.data == 0)) for n, m in layers.items()}
+    costs = option_costs(sizes, channels, macs, options, objective, latency, zeros)
     reference = _correct(model if reference is None else reference, val)
 
     candidates_path = None if work is None else work / "auto_candidates.json"

@@ -290,3 +290,13 @@ def test_latency_table_times_every_layer_at_every_sparsity():
     assert all(np.isfinite(t) and t > 0 for row in table.values() for t in row.values())
     with pytest.raises(ValueError, match="repeats"):
         auto.latency_table(model, (1, 6), [0.0], repeats=0)
+
+
+def test_option_costs_count_the_zeros_a_pruned_input_keeps():
+    """A layer already half zero costs at sparsity 0 what it costs at 0.5 (8 weights at 8 bits:
+    4 codes · 8 bits + 8 mask bits = 5 bytes, + 8 bytes of scales); a larger s still counts."""
+    args = ({"a": 8}, {"a": 2}, {"a": 100}, [(0.0, 8), (0.5, 8), (0.75, 8)])
+    costs = auto.option_costs(*args, "bytes", zeros={"a": 0.5})
+    assert costs[0, 0] == costs[0, 1] == 13.0
+    assert costs[0, 2] == auto.option_costs(*args, "bytes")[0, 2]
+    assert auto.option_costs(*args, "macs", zeros={"a": 0.5})[0].tolist() == [50.0, 50.0, 25.0]
