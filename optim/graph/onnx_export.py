@@ -116,8 +116,8 @@ def to_onnx(graph: Graph, path: str | os.PathLike | None = None, name: str = "mi
     if not isinstance(graph, Graph):
         raise TypeError(f"graph must be a Graph, got {type(graph).__name__}")
     ex = Exporter(graph, helper, numpy_helper)
-    for k, v in graph.constants.items():
-        ex.initializers.append(numpy_helper.from_array(np.ascontiguousarray(v), k))
+    for k, v in graph.constants.items():  # np.array keeps 0-d scales 0-d
+        ex.initializers.append(numpy_helper.from_array(np.array(v, order="C"), k))
     for node in graph.nodes:
         ex.export(node)
     outputs = []
@@ -130,8 +130,10 @@ def to_onnx(graph: Graph, path: str | os.PathLike | None = None, name: str = "mi
         ex.nodes, name, [_value_info(helper, k, graph.types[k]) for k in graph.inputs],
         [_value_info(helper, o, graph.types[k]) for o, k in zip(outputs, graph.outputs)],
         ex.initializers)
-    model = helper.make_model(onnx_graph, opset_imports=[helper.make_opsetid("", OPSET)],
-                              producer_name="minnet-optim")
+    opsets = [helper.make_opsetid("", OPSET)]
+    domains = sorted({n.domain for n in ex.nodes} - {"", "ai.onnx"})
+    opsets += [helper.make_opsetid(domain, 1) for domain in domains]  # com.microsoft
+    model = helper.make_model(onnx_graph, opset_imports=opsets, producer_name="minnet-optim")
     model.ir_version = min(model.ir_version, 8)  # readable by older runtimes
     onnx.checker.check_model(model, full_check=True)
     if path is not None:

@@ -1,0 +1,126 @@
+"""Post-training quantization of graphs (``optim.quant.graph_quant``): the integer graph's
+structure (per-channel int8 weights of the BN-folded convolutions, int32 biases, QLinearAdd for
+residual adds), its QDQ form computing the same codes, onnxruntime (optional oracle) running
+both exported forms at several batch sizes with the project's integer engine's outputs, an
+imported ONNX model quantized the same way, and bad input refused."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import minnet
+from minnet import nn
+from optim.graph import execute, from_onnx, to_onnx
+from optim.graph.zoo import residual_cnn
+from optim.quant.graph_quant import (calibrate_graph, convert_graph, prepare_graph,
+                                     quantize_graph, to_qdq, weight_qparams)
+
+FIXTURES = Path(__file__).resolve().parents[1] / "graph" / "fixtures"
+
+
+@pytest.fixture(scope="module")
+def residual():
+    minnet.manual_seed(0)
+    model = residual_cnn().eval()
+    x = np.random.default_rng(0).standard_normal((48, 1, 28, 28)).astype(np.float32)
+    prepared = calibrate_graph(prepare_graph(model, x[:2]), x[:32])
+    return prepared, convert_graph(prepared), x[32:]
+
+
+def _output_step(graph):
+    return float(graph.constants[graph.nodes[-1].inputs[1]])
+
+
+def test_weights_are_per_channel_int8_of_the_folded_convolutions(residual):
+    """Each QLinearConv / QGemm weight is int8 with one scale per output channel equal to that
+    channel's max |w| / 127 of the BatchNorm-folded float weight, its codes reach ±127, its bias
+    is int32 at scale s_x · s_w; both residual adds became QLinearAdd."""
+    prepared, graph, _ = residual
+    ops = [n.op for n in graph.nodes]
+    assert ops.count("QLinearAdd") == 2 and ops.count("QLinearConv") == 5
+    assert ops[0] == "QuantizeLinear" and ops[-1] == "DequantizeLinear"
+    float_weights = {n.inputs[1]: prepared.graph.constants[n.inputs[1]]
+                     for n in prepared.graph.nodes if n.op.startswith(("Conv2d", "Linear"))}
+    for node in graph.nodes:
+        if node.op not in ("QLinearConv", "QGemm"):
+            continue
+        codes, scales = graph.constants[node.inputs[3]], graph.constants[node.inputs[4]]
+        w = float_weights[node.inputs[3].removesuffix(".int8")]
+        peaks = np.abs(w.reshape(len(w), -1)).max(axis=1)
+        assert codes.dtype == np.int8 and scales.shape == (len(w),)
+        np.testing.assert_allclose(scales, peaks / 127, rtol=1e-6)
+        assert np.all(np.abs(codes.reshape(len(w), -1)).max(axis=1) == 127)
+        np.testing.assert_allclose(codes * scales.reshape((-1,) + (1,) * (w.ndim - 1)), w,
+                                   atol=float(scales.max()) / 2 + 1e-7)
+        bias = graph.constants[node.inputs[8 if node.op == "QLinearConv" else 6]]
+        assert bias.dtype == np.int32
+
+
+def test_weight_qparams_by_hand():
+    """Rows [1, -2, 0.5] and [0, 0, 0]: scales 2/127 and 1 (empty channel), codes
+    round([63.5, -127, 31.75]) = [64, -127, 32] (half to even: 63.5 → 64) and zeros."""
+    codes, scales = weight_qparams(np.array([[1.0, -2.0, 0.5], [0.0, 0.0, 0.0]]))
+    np.testing.assert_allclose(scales, [2 / 127, 1.0], rtol=1e-7)
+    assert codes.tolist() == [[64, -127, 32], [0, 0, 0]]
+
+
+def test_qdq_form_computes_the_same_codes(residual):
+    """The QDQ rewrite (dequantize → float op → quantize, float32 arithmetic) and the integer
+    graph (exact integer accumulators, float32 requantization) agree within one output step
+    everywhere and exactly on nearly every element, and the QDQ graph keeps no float weight."""
+    _, graph, x = residual
+    qdq = to_qdq(graph)
+    step = _output_step(graph)
+    diff = np.abs(execute(graph, x) - execute(qdq, x))
+    assert diff.max() <= step * 1.0001 and (diff < 1e-6).mean() >= 0.95
+    float_params = [k for k, v in qdq.constants.items() if v.dtype == np.float32 and v.ndim >= 2]
+    assert not float_params
+
+
+@pytest.mark.parametrize("form", ["qoperator", "qdq"])
+def test_onnxruntime_runs_the_export_like_the_integer_engine(residual, form):
+    """Exported with a symbolic batch, onnxruntime runs the file at batch 1 and 7 and its
+    outputs equal the integer engine's within one output step (codes within 1)."""
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    _, graph, x = residual
+    exported = graph if form == "qoperator" else to_qdq(graph)
+    session = ort.InferenceSession(to_onnx(exported).SerializeToString(),
+                                   providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    assert session.get_inputs()[0].shape[0] == "N"
+    step = _output_step(graph)
+    for n in (1, 7):
+        theirs = session.run(None, {name: x[:n]})[0]
+        ours = execute(graph, x[:n])
+        assert theirs.shape == ours.shape
+        assert np.abs(theirs - ours).max() <= step * 1.0001
+
+
+def test_an_imported_onnx_model_quantizes():
+    """A torch-exported LeNet-5 (ONNX fixture) goes through the same path; onnxruntime runs
+    the QOperator export like the integer engine, and the integer outputs stay within 3 % of
+    the float model's output range."""
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    float_graph = from_onnx(FIXTURES / "lenet5_torchscript.onnx")
+    x = np.random.default_rng(1).random((40, 1, 28, 28)).astype(np.float32)
+    graph = quantize_graph(float_graph, x[:32])
+    ours, reference = execute(graph, x[32:]), execute(float_graph, x[32:])
+    assert np.abs(ours - reference).max() <= 0.03 * np.ptp(reference)
+    session = ort.InferenceSession(to_onnx(graph).SerializeToString(),
+                                   providers=["CPUExecutionProvider"])
+    theirs = session.run(None, {session.get_inputs()[0].name: x[32:]})[0]
+    assert np.abs(theirs - ours).max() <= _output_step(graph) * 1.0001
+
+
+def test_bad_input_is_refused(residual):
+    prepared, _, _ = residual
+    with pytest.raises(ValueError, match="Sigmoid"):
+        prepare_graph(nn.Sequential(nn.Linear(4, 3), nn.Sigmoid()), np.zeros((1, 4), np.float32))
+    with pytest.raises(ValueError, match="calibrate_graph"):
+        convert_graph(prepare_graph(prepared.graph))
+    with pytest.raises(ValueError, match="observer"):
+        prepare_graph(prepared.graph, observer="nope")
+    with pytest.raises(TypeError, match="model"):
+        prepare_graph("model.onnx")
