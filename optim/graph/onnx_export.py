@@ -22,7 +22,7 @@ from optim.graph.ir import Graph, Node, TensorType, fresh_name
 from optim.graph.onnx_import import OPSET, onnx_modules
 from optim.graph.ops import OPS, UNFUSED
 
-__all__ = ["to_onnx", "Exporter"]
+__all__ = ["to_onnx", "short_names", "Exporter"]
 
 
 class Exporter:
@@ -104,9 +104,30 @@ def _value_info(helper, name: str, t: TensorType):
     return helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(t.dtype), shape)
 
 
-def to_onnx(graph: Graph, path: str | os.PathLike | None = None, name: str = "minnet") -> Any:
+def short_names(graph: Graph) -> Graph:
+    """``graph`` with every value but its inputs and outputs renamed to a short base-36 id in
+    order of definition (constants first): the same function in a smaller file."""
+    keep = set(graph.inputs) | set(graph.outputs)
+    order = list(graph.constants) + [n.output for n in graph.nodes]
+    ids = {}
+    for old in order:
+        if old not in keep:
+            ids[old] = np.base_repr(len(ids), 36).lower()
+    ids = {old: new if new not in keep else f"_{new}" for old, new in ids.items()}
+
+    def rename(name: str) -> str:
+        return ids.get(name, name)
+    nodes = [Node(n.op, tuple(rename(i) for i in n.inputs), rename(n.output), n.attrs)
+             for n in graph.nodes]
+    return Graph.build(graph.input_types, nodes, graph.outputs,
+                       {rename(k): v for k, v in graph.constants.items()})
+
+
+def to_onnx(graph: Graph, path: str | os.PathLike | None = None, name: str = "minnet", *,
+            compact: bool = False) -> Any:
     """Export ``graph`` as an ONNX model (opset 17), checked by ``onnx.checker``; write it to
-    ``path`` atomically when given. Returns the ``onnx.ModelProto``.
+    ``path`` atomically when given. Returns the ``onnx.ModelProto``. ``compact``: values
+    renamed by ``short_names`` (names can be a tenth of a small int8 model's file).
 
     Raises NotImplementedError naming the op and node for ops ONNX cannot express here
     (GetItem with advanced indices, Stack, Var, training-mode BatchNorm, a symbolic Reshape
@@ -115,6 +136,8 @@ def to_onnx(graph: Graph, path: str | os.PathLike | None = None, name: str = "mi
     onnx, helper, numpy_helper = onnx_modules()
     if not isinstance(graph, Graph):
         raise TypeError(f"graph must be a Graph, got {type(graph).__name__}")
+    if compact:
+        graph = short_names(graph)
     ex = Exporter(graph, helper, numpy_helper)
     for k, v in graph.constants.items():  # np.array keeps 0-d scales 0-d
         ex.initializers.append(numpy_helper.from_array(np.array(v, order="C"), k))
