@@ -22,7 +22,7 @@ from optim.graph.ir import Graph, Node, TensorType, fresh_name
 from optim.graph.onnx_import import OPSET, onnx_modules
 from optim.graph.ops import OPS, UNFUSED
 
-__all__ = ["to_onnx", "short_names", "Exporter"]
+__all__ = ["to_onnx", "short_names", "sparse_pays", "Exporter"]
 
 
 class Exporter:
@@ -123,11 +123,28 @@ def short_names(graph: Graph) -> Graph:
                        {rename(k): v for k, v in graph.constants.items()})
 
 
+def sparse_pays(array: np.ndarray) -> bool:
+    """Whether a SparseTensorProto of ``array`` (its non-zeros plus one int64 linearized index
+    each, the only index type onnxruntime accepts) is smaller than the dense tensor:
+    (itemsize + 8) · nnz < itemsize · size."""
+    array = np.asarray(array)
+    return array.ndim >= 1 and \
+        (array.itemsize + 8) * np.count_nonzero(array) < array.itemsize * array.size
+
+
+def _sparse_tensor(helper, numpy_helper, name: str, array: np.ndarray):
+    flat = np.flatnonzero(array)
+    return helper.make_sparse_tensor(numpy_helper.from_array(array.ravel()[flat], name),
+                                     numpy_helper.from_array(flat.astype(np.int64), f"{name}.idx"),
+                                     list(array.shape))
+
+
 def to_onnx(graph: Graph, path: str | os.PathLike | None = None, name: str = "minnet", *,
-            compact: bool = False) -> Any:
+            compact: bool = False, sparse: bool = False) -> Any:
     """Export ``graph`` as an ONNX model (opset 17), checked by ``onnx.checker``; write it to
     ``path`` atomically when given. Returns the ``onnx.ModelProto``. ``compact``: values
-    renamed by ``short_names`` (names can be a tenth of a small int8 model's file).
+    renamed by ``short_names`` (names can be a tenth of a small int8 model's file);
+    ``sparse``: constants for which ``sparse_pays`` are written as sparse initialisers.
 
     Raises NotImplementedError naming the op and node for ops ONNX cannot express here
     (GetItem with advanced indices, Stack, Var, training-mode BatchNorm, a symbolic Reshape
@@ -139,8 +156,12 @@ def to_onnx(graph: Graph, path: str | os.PathLike | None = None, name: str = "mi
     if compact:
         graph = short_names(graph)
     ex = Exporter(graph, helper, numpy_helper)
+    sparse_initializers = []
     for k, v in graph.constants.items():  # np.array keeps 0-d scales 0-d
-        ex.initializers.append(numpy_helper.from_array(np.array(v, order="C"), k))
+        if sparse and sparse_pays(v):
+            sparse_initializers.append(_sparse_tensor(helper, numpy_helper, k, np.asarray(v)))
+        else:
+            ex.initializers.append(numpy_helper.from_array(np.array(v, order="C"), k))
     for node in graph.nodes:
         ex.export(node)
     outputs = []
@@ -152,13 +173,14 @@ def to_onnx(graph: Graph, path: str | os.PathLike | None = None, name: str = "mi
     onnx_graph = helper.make_graph(
         ex.nodes, name, [_value_info(helper, k, graph.types[k]) for k in graph.inputs],
         [_value_info(helper, o, graph.types[k]) for o, k in zip(outputs, graph.outputs)],
-        ex.initializers)
+        ex.initializers, sparse_initializer=sparse_initializers)
     opsets = [helper.make_opsetid("", OPSET)]
     domains = sorted({n.domain for n in ex.nodes} - {"", "ai.onnx"})
     opsets += [helper.make_opsetid(domain, 1) for domain in domains]  # com.microsoft
     model = helper.make_model(onnx_graph, opset_imports=opsets, producer_name="minnet-optim")
     model.ir_version = min(model.ir_version, 8)  # readable by older runtimes
-    onnx.checker.check_model(model, full_check=True)
+    # ONNX's shape inference does not type sparse initialisers: check structure only then
+    onnx.checker.check_model(model, full_check=not sparse_initializers)
     if path is not None:
         with atomic_write(path) as f:
             f.write(model.SerializeToString())

@@ -6,8 +6,11 @@ Each stage's model is measured by an *engine*, what actually runs it:
 - ``integer``: ``optim.quant.IntegerModel``, integer-only kernels on a converted model;
 - ``graph``: the model's float view traced, optimized (``optim.graph.optimize``) and
   compiled (``optim.graph.compile``), one compiled graph per batch size;
-- ``onnxruntime``: the same optimized graph exported to ONNX (``optim.graph.to_onnx``) and run
-  by ONNX Runtime (optional extras ``onnx`` and ``onnxruntime``).
+- ``onnxruntime``: the model's ONNX file run by ONNX Runtime (optional extras ``onnx`` and
+  ``onnxruntime``): ``deployed_graph``, the int8 integer graph of a converted model with 8-bit
+  activations (QLinearConv / QGemm, ``optim.quant.graph_quant.to_integer_graph``), else the
+  optimized float graph, with a symbolic batch; the export stage writes that file and its row
+  measures the file it wrote.
 
 Sizes: ``packed_bytes`` is the payload of the stage's packed model file (the model as
 deployed, ``optim.pipeline.store``) and ``file_bytes`` that file's size on disk; the
@@ -39,11 +42,13 @@ from optim import metrics
 from optim.graph import Graph, compile as compile_graph, optimize, to_onnx, trace
 from optim.prune.parametrize import remove_all
 from optim.auto import energy_per_inference, layer_macs
+from optim.quant.graph_quant import to_integer_graph
 from optim.quant import (FixedFakeQuantize, IntegerModel, QuantSequential, QuantStage,
                          SharedWeightLayer, quantizable_layers)
 
-__all__ = ["ENGINES", "float_view", "optimized_graph", "onnx_session", "runner", "measure", "compression_rows", "COLUMNS",
-           "format_table", "report_csv", "write_report", "plot_accuracy_vs_size"]
+__all__ = ["ENGINES", "float_view", "optimized_graph", "deployed_graph", "onnx_session", "runner",
+           "measure", "compression_rows", "COLUMNS", "format_table", "report_csv",
+           "write_report", "plot_accuracy_vs_size"]
 
 ENGINES = ("minnet", "integer", "graph", "onnxruntime")
 LATENCY_BATCHES = (1, 64)
@@ -95,13 +100,36 @@ def optimized_graph(model: nn.Module, x: np.ndarray) -> Graph:
     return optimize(trace(float_view(model).eval(), x))
 
 
-def onnx_session(graph: Graph) -> Callable[[np.ndarray], np.ndarray]:
-    """``x -> output`` of ``graph`` exported to ONNX and run by ONNX Runtime."""
+def deployed_graph(model: nn.Module, x: np.ndarray) -> tuple[Graph, str]:
+    """The graph the export stage writes, with a symbolic batch, and its form: ``"int8"``, the
+    integer graph of a converted model whose activations are 8-bit codes (``to_integer_graph``),
+    else ``"float"``, the optimized graph of the model's float view traced on ``x[:1]``."""
+    if isinstance(model, QuantSequential) and model.frozen and not model.config.weight_only:
+        try:
+            return to_integer_graph(model, x[:1]), "int8"
+        except ValueError:  # activations of other widths, or weight codes beyond int8
+            pass
+    return optimize(trace(float_view(model).eval(), x[:1], dynamic_axes={0: "N"})), "float"
+
+
+def onnx_session(data: bytes) -> Callable[[np.ndarray], np.ndarray]:
+    """``x -> output`` of the ONNX model ``data`` run by ONNX Runtime."""
     import onnxruntime
-    session = onnxruntime.InferenceSession(to_onnx(graph).SerializeToString(),
-                                           providers=["CPUExecutionProvider"])
+    session = onnxruntime.InferenceSession(data, providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
     return lambda x: session.run(None, {name: x})[0]
+
+
+class _FirstShape:
+    """An executable built on the first input (its graph has a symbolic batch)."""
+
+    def __init__(self, build: Callable[[np.ndarray], Callable]):
+        self.build, self.executable = build, None
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        if self.executable is None:
+            self.executable = self.build(x)
+        return self.executable(x)
 
 
 class _PerShape:
@@ -130,7 +158,8 @@ def runner(model: nn.Module, engine: str) -> Callable[[np.ndarray], np.ndarray]:
     if engine == "graph":
         return _PerShape(model, compile_graph)
     if engine == "onnxruntime":
-        return _PerShape(model, onnx_session)
+        return _FirstShape(lambda x: onnx_session(to_onnx(deployed_graph(model, x)[0],
+                                                          compact=True).SerializeToString()))
     raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
 
 
@@ -164,12 +193,14 @@ def _nonzero_macs(plain: nn.Module, input_shape: tuple[int, ...]) -> int:
 
 
 def measure(model: nn.Module, engine: str, test: tuple[np.ndarray, np.ndarray],
-            repeats: int = 20) -> dict:
+            repeats: int = 20, onnx: bytes | None = None) -> dict:
     """Test accuracy, parameters (all, and non-zero), MACs per image and latency at batch 1
-    and 64 (seconds) of ``model`` run by ``engine``."""
+    and 64 (seconds) of ``model`` run by ``engine``; with ``onnx`` (a file's bytes) the
+    ``onnxruntime`` engine runs that file."""
     x, y = test
     plain = float_view(model)
-    run = runner(model, engine)
+    run = onnx_session(onnx) if onnx is not None and engine == "onnxruntime" \
+        else runner(model, engine)
     result = {"engine": engine, "accuracy": _accuracy(run, x, y),
               "params": metrics.count_params(plain),
               "nonzero": int(sum(np.count_nonzero(p.data) for p in plain.parameters())),

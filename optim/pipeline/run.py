@@ -333,10 +333,12 @@ def _measurement_key(run: dict) -> str:
 
 def _measured(directory: Path, record: dict, ctx: Context) -> dict:
     """``record`` with the measurements (test accuracy, counts, latency) of the stage's
-    stored model."""
+    stored model, run from its deployed file when the stage wrote one (``artefact``)."""
     stored, _ = load_model(directory / "model.npz")
-    return {**record, **measure(stored, record["engine"], ctx.test, ctx.run["latency_repeats"]),
-            "measured_with": _measurement_key(ctx.run)}
+    artefact = record.get("artefact")
+    onnx = (directory / artefact).read_bytes() if artefact else None
+    return {**record, **measure(stored, record["engine"], ctx.test, ctx.run["latency_repeats"],
+                                onnx=onnx), "measured_with": _measurement_key(ctx.run)}
 
 
 def _run_stage(stage: dict, model, ctx: Context, directory: Path, key: str,
@@ -354,8 +356,11 @@ def _run_stage(stage: dict, model, ctx: Context, directory: Path, key: str,
             f.write(data)
     sizes = save_model(outcome.model, manifest.file(directory / "model.npz"),
                        meta={"stage": stage["name"], "type": stage["type"]})
+    if outcome.artefact is not None:  # the deployed file's size on disk, not the npz's
+        sizes["file_bytes"] = (directory / outcome.artefact).stat().st_size
     record = {"key": key, "stage": stage["name"], "type": stage["type"],
-              "engine": outcome.engine, **sizes, "details": details}
+              "engine": outcome.engine, **sizes, "details": details,
+              **({"artefact": outcome.artefact} if outcome.artefact else {})}
     record = _measured(directory, record, ctx)
     record["seconds"] = time.perf_counter() - started
     _write_json(manifest.file(directory / "stage.json"), record)

@@ -50,7 +50,7 @@ from optim.quant.qconfig import OBSERVERS
 from optim.quant.ranges import MAX_BITS, MIN_BITS
 
 from .options import MNIST_SUBSETS, ConfigError, Option
-from .report import float_view, optimized_graph
+from .report import deployed_graph, float_view, optimized_graph
 from .store import load_model, packed_bytes
 
 __all__ = ["Context", "Outcome", "STAGE_FUNCTIONS", "STAGE_OPTIONS", "WEIGHT_CRITERIA",
@@ -92,6 +92,7 @@ class Outcome:
     engine: str = "minnet"
     details: dict = field(default_factory=dict)
     files: dict[str, bytes] = field(default_factory=dict)  # extra artifacts, by file name
+    artefact: str | None = None  # the file of ``files`` that is deployed: sized and measured
 
 
 def build_model(name: str, seed: int) -> nn.Module:
@@ -556,11 +557,14 @@ def graph_stage(model, options: dict, ctx: Context) -> Outcome:
 
 @stage()
 def export_stage(model, options: dict, ctx: Context) -> Outcome:
-    """Write the optimized graph for one image as ONNX (``model.onnx``, opset and checks of
-    ``optim.graph.to_onnx``) when the ``onnx`` extra is installed, measured with ONNX Runtime
-    when that is installed too; otherwise record why nothing was written."""
+    """Write the model as ONNX (``model.onnx``, ``optim.pipeline.report.deployed_graph``: the
+    int8 integer graph of a quantized model, else the optimized float graph; a symbolic batch;
+    short value names; very sparse weights as sparse initialisers) when the ``onnx`` extra is
+    installed; the row's file size is that file's and it measures that file with
+    ONNX Runtime when it is installed too; otherwise record why nothing was written."""
     try:
-        proto = to_onnx(optimized_graph(model, ctx.test[0][:1]))
+        graph, form = deployed_graph(model, ctx.test[0][:1])
+        proto = to_onnx(graph, compact=True, sparse=True)
     except (ImportError, NotImplementedError) as err:  # no onnx, or an op ONNX cannot express
         return Outcome(model, "graph", details={"onnx": f"not written: {err}"})
     data = proto.SerializeToString()
@@ -569,6 +573,7 @@ def export_stage(model, options: dict, ctx: Context) -> Outcome:
         engine = "onnxruntime"
     except ImportError:
         engine = "graph"
-    return Outcome(model, engine, details={"onnx": "model.onnx", "onnx_bytes": len(data)},
-                   files={"model.onnx": data})
+    return Outcome(model, engine, details={"onnx": "model.onnx", "onnx_bytes": len(data),
+                                           "onnx_form": form},
+                   files={"model.onnx": data}, artefact="model.onnx")
 

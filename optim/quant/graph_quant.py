@@ -37,12 +37,13 @@ import numpy as np
 
 from minnet import nn
 from optim.graph import Graph, Node, execute, optimize, trace
-from optim.quant.affine import qparams, quantize
-from optim.quant.qconfig import OBSERVERS
+from optim.quant.affine import quantize
+from optim.quant.fake_quant import FixedFakeQuantize, QuantSequential, QuantStage
 from optim.quant.observers import Observer
+from optim.quant.qconfig import OBSERVERS
 
 __all__ = ["PreparedGraph", "prepare_graph", "calibrate_graph", "convert_graph", "to_qdq",
-           "weight_qparams", "quantize_graph", "QUANTIZED_OPS"]
+           "weight_qparams", "quantize_graph", "to_integer_graph", "QUANTIZED_OPS"]
 
 # ops that move or select codes without changing their scale
 PASS_THROUGH = ("MaxPool2d", "Reshape", "Identity", "Dropout")
@@ -117,10 +118,13 @@ def weight_qparams(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 class _Writer:
     """The integer graph under construction: nodes, constants and each float value's codes
-    with their (scale, zero point) names."""
+    with their (scale, zero point) names. ``given_weights[weight name]`` = (int8 codes, scales,
+    zero points) replaces ``weight_qparams`` (a converted model's own codes)."""
 
-    def __init__(self, graph: Graph, qp: Mapping[str, tuple[np.ndarray, np.ndarray]]):
+    def __init__(self, graph: Graph, qp: Mapping[str, tuple[np.ndarray, np.ndarray]],
+                 given_weights: Mapping[str, tuple[np.ndarray, ...]] | None = None):
         self.graph, self.qp = graph, dict(qp)
+        self.given_weights = dict(given_weights or {})
         self.nodes: list[Node] = []
         self.constants: dict[str, np.ndarray] = {}
         self.codes: dict[str, str] = {}
@@ -148,6 +152,9 @@ class _Writer:
         w = np.asarray(self.graph.constants[node.inputs[1]])
         b = self.graph.constants.get(node.inputs[2]) if len(node.inputs) > 2 else None
         codes, w_scale = weight_qparams(w)
+        w_zero = np.zeros(w.shape[0], np.int8)
+        if node.inputs[1] in self.given_weights:
+            codes, w_scale, w_zero = self.given_weights[node.inputs[1]]
         x_scale = np.float32(np.asarray(self.qp[node.inputs[0]][0]).reshape(()))
         bias = np.zeros(w.shape[0]) if b is None else np.asarray(b, np.float64)
         bias_q = np.rint(bias / (np.float64(x_scale) * w_scale.astype(np.float64)))
@@ -155,7 +162,7 @@ class _Writer:
         base = node.inputs[1]
         return (self.constant(f"{base}.int8", codes),
                 self.constant(f"{base}.scale", w_scale),
-                self.constant(f"{base}.zero_point", np.zeros(w.shape[0], np.int8)),
+                self.constant(f"{base}.zero_point", w_zero),
                 self.constant(f"{base}.bias_int32",
                               np.clip(bias_q, info.min, info.max).astype(np.int32)))
 
@@ -196,12 +203,15 @@ def convert_graph(prepared: PreparedGraph) -> Graph:
     """The integer graph of a calibrated ``PreparedGraph`` (see the module docstring): uint8
     activation codes from the observers' ranges, int8 per-channel weights, int32 biases, the
     float output dequantized under the float graph's output name."""
-    graph = prepared.graph
     empty = [v for v, o in prepared.observers.items() if o.channels is None]
     if empty:
         raise ValueError(f"observers of {empty[:3]} saw no data: run calibrate_graph first")
     qp = {v: o.calculate_qparams() for v, o in prepared.observers.items()}
-    out = _Writer(graph, qp)
+    return _write(prepared.graph, qp)
+
+
+def _write(graph: Graph, qp: Mapping, given_weights: Mapping | None = None) -> Graph:
+    out = _Writer(graph, qp, given_weights)
     (x,) = graph.inputs
     out.emit("QuantizeLinear", [x, *out.scale_zero(x)], x, axis=None, dtype=CODE)
     for node in graph.nodes:
@@ -209,6 +219,51 @@ def convert_graph(prepared: PreparedGraph) -> Graph:
     (y,) = graph.outputs
     out.nodes.append(Node("DequantizeLinear", out.quantized(y), y, {"axis": None}))
     return Graph.build(graph.input_types, out.nodes, [y], out.constants)
+
+
+def to_integer_graph(model: QuantSequential, example_input: Any) -> Graph:
+    """The integer graph (QOperator semantics, symbolic batch) of a converted ``QuantSequential``
+    with its own numbers: the input quantizer's and every stage's output (scale, zero point),
+    each stage's weight codes and per-channel scales from its quantizer (``codes_and_scale``,
+    any width up to 8 bits stored in int8), int32 biases at :math:`s_{in} s_w` — what
+    ``IntegerModel`` computes, in ops that onnxruntime runs. ``example_input``: one input batch
+    (its shape). Raises ValueError for activations that are not 8-bit unsigned codes and for a
+    fused ReLU whose output zero point is not 0 (the saturation would not be the ReLU)."""
+    if not isinstance(model, QuantSequential) or not model.frozen:
+        raise TypeError("model must be a frozen QuantSequential (the output of convert)")
+    modules = list(model)
+    head, stages = modules[0], [m for m in modules if isinstance(m, QuantStage)]
+    if not isinstance(head, FixedFakeQuantize):
+        raise ValueError("the model must start with its input quantizer (activations quantized)")
+    for quantizer in [head] + [s.output_quant for s in stages]:
+        if quantizer is None or (quantizer.qmin, quantizer.qmax) != (0, 255):
+            raise ValueError("int8 ONNX needs 8-bit unsigned activation codes (qmin 0, qmax 255)")
+    for stage in stages:
+        if stage.relu and int(stage.output_quant.zero_point) != 0:
+            raise ValueError(f"a fused ReLU needs output zero point 0, got "
+                             f"{int(stage.output_quant.zero_point)}")
+    plain = nn.Sequential(*[m for module in modules[1:] for m in (
+        [module.layer] + ([nn.ReLU()] if module.relu else []) if isinstance(module, QuantStage)
+        else [module])])
+    graph = optimize(trace(plain.eval(), example_input, dynamic_axes={0: "N"}))
+    computing = [n for n in graph.nodes if n.op in COMPUTE]
+    if [n.op.removesuffix("ReLU") for n in computing] != \
+            ["Conv2d" if isinstance(s.layer, nn.Conv2d) else "Linear" for s in stages]:
+        raise ValueError(f"the traced ops {[n.op for n in computing]} do not match the stages")
+    qp = {graph.inputs[0]: (head.scale, head.zero_point)}
+    given = {}
+    for node, stage in zip(computing, stages):
+        qp[node.output] = (stage.output_quant.scale, stage.output_quant.zero_point)
+        codes, scale = stage.weight_quant.codes_and_scale(stage.layer.weight.data)
+        channels = stage.layer.weight.shape[0]
+        zero = np.broadcast_to(np.asarray(getattr(stage.weight_quant, "zero_point", 0)),
+                               (channels,))
+        if codes.min() < -128 or codes.max() > 127:
+            raise ValueError(f"weight codes must fit int8, got [{codes.min()}, {codes.max()}]")
+        given[node.inputs[1]] = (codes.astype(np.int8),
+                                 np.broadcast_to(np.asarray(scale, np.float32), (channels,)).copy(),
+                                 zero.astype(np.int8))
+    return _write(graph, qp, given)
 
 
 def quantize_graph(model: nn.Module | Graph, calibration: np.ndarray, *,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from optim.pipeline import PipelineError, run_pipeline
+from optim.pipeline import PipelineError, load_data, run_pipeline
 from optim.pipeline.config import OPTIONS, RUN_OPTIONS, default_config_text, parse_config
 from optim.pipeline.report import TIMING_KEYS
 from optim.pipeline.store import load_model
@@ -80,7 +80,8 @@ def test_run_writes_every_artifact(reference):
         assert not (out / name / "work").exists()
         model, meta = load_model(out / name / "model.npz")
         assert meta["stage"] == record["stage"] == name[3:]
-        assert record["file_bytes"] == (out / name / "model.npz").stat().st_size
+        deployed = out / name / record.get("artefact", "model.npz")
+        assert record["file_bytes"] == deployed.stat().st_size
     assert (out / "config.toml").read_text() == TINY.format(bits=5)
     assert json.loads((out / "report.json").read_text()) == json.loads(json.dumps(report))
     assert (out / "report.csv").read_text().count("\n") == 1 + len(STAGES)
@@ -97,9 +98,27 @@ def test_run_writes_every_artifact(reference):
 
 
 def test_onnx_file_is_exported(reference):
-    pytest.importorskip("onnx")
+    """The quantized model leaves as int8 ONNX (QLinearConv / QGemm, int8 weights, a symbolic
+    batch); its row's size is the file's, and onnxruntime on that file gives the row's
+    accuracy at batch 1 and 64."""
+    onnx = pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
     out, report, _ = reference
-    assert (out / "06-export" / "model.onnx").stat().st_size == report["rows"][-1]["details"]["onnx_bytes"]
+    path = out / "06-export" / "model.onnx"
+    row = report["rows"][-1]
+    assert path.stat().st_size == row["details"]["onnx_bytes"] == row["file_bytes"]
+    assert row["details"]["onnx_form"] == "int8" and row["engine"] == "onnxruntime"
+    model = onnx.load(str(path))
+    assert {"QLinearConv", "QGemm"} <= {n.op_type for n in model.graph.node}
+    assert not [t for t in model.graph.initializer if t.data_type == onnx.TensorProto.FLOAT
+                and len(t.dims) >= 2]
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    config = json.loads((out / "pipeline.json").read_text())["config"]
+    x, y = load_data(config["run"])[1]
+    for n in (1, 64):
+        assert session.run(None, {session.get_inputs()[0].name: x[:n]})[0].shape == (n, 10)
+    logits = session.run(None, {session.get_inputs()[0].name: x})[0]
+    assert (logits.argmax(axis=1) == y).mean() == pytest.approx(row["accuracy"])
 
 
 def test_plot_is_written(reference):

@@ -127,3 +127,36 @@ def test_bad_input_is_refused(residual):
         prepare_graph(prepared.graph, observer="nope")
     with pytest.raises(TypeError, match="model"):
         prepare_graph("model.onnx")
+
+
+def test_a_converted_sequential_exports_with_its_own_codes():
+    """``to_integer_graph`` of a PTQ-converted LeNet-5 (5-bit weights, 8-bit activations) keeps
+    the model's weight codes and scales; onnxruntime runs its file at batch 1 and 9, and the
+    output codes equal ``IntegerModel``'s within one code (float32 multiplier there, fixed-point
+    there), the predicted classes on almost every image."""
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    from minnet import models
+    from optim.quant import IntegerModel, QConfig, calibrate, convert, prepare
+    from optim.quant.graph_quant import to_integer_graph
+    minnet.manual_seed(0)
+    x = np.random.default_rng(2).random((64, 1, 28, 28)).astype(np.float32)
+    prepared = prepare(models.lenet5(), QConfig(weight_bits=5))
+    quantized = convert(calibrate(prepared, x[:48]))
+    graph = to_integer_graph(quantized, x[:1])
+    stage = next(m for m in quantized.modules() if type(m).__name__ == "QuantStage")
+    codes, scales = stage.weight_quant.codes_and_scale(stage.layer.weight.data)
+    qconv = next(n for n in graph.nodes if n.op == "QLinearConv")
+    np.testing.assert_array_equal(graph.constants[qconv.inputs[3]], codes)
+    np.testing.assert_allclose(graph.constants[qconv.inputs[4]], scales, rtol=1e-7)
+    engine = IntegerModel(quantized)
+    session = ort.InferenceSession(to_onnx(graph).SerializeToString(),
+                                   providers=["CPUExecutionProvider"])
+    step = engine.output_qparams[0]
+    for n in (1, 9):
+        theirs = session.run(None, {session.get_inputs()[0].name: x[48:48 + n]})[0]
+        assert np.abs(theirs - engine(x[48:48 + n])).max() <= step * 1.0001
+    theirs = session.run(None, {session.get_inputs()[0].name: x[48:]})[0]
+    assert (theirs.argmax(axis=1) == engine.predict(x[48:])).mean() >= 0.9
+    with pytest.raises(TypeError, match="QuantSequential"):
+        to_integer_graph(prepared, x[:1])
