@@ -61,8 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="use OUT even if it holds another configuration's run or other "
                              "files; stages whose inputs did not change are kept, and only what "
                              "the pipeline wrote (listed in OUT/manifest.json) is ever removed")
-    parser.add_argument("--dataset", choices=RUN_OPTIONS["dataset"].choices,
-                        help="override [run] dataset: the bundled 5k subset or the full MNIST")
+    parser.add_argument("--dataset", metavar="NAME_OR_NPZ",
+                        help="override [run] dataset: mnist-5k (bundled), mnist-full or an .npz "
+                             "with x_train, y_train, x_test, y_test")
     parser.add_argument("--data-root", metavar="DIR",
                         help="override [run] data_root: cache directory of the full MNIST files")
     parser.add_argument("--seed", type=int, help="override [run] seed")

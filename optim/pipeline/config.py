@@ -24,23 +24,28 @@ try:
 except ImportError:  # Python 3.10: the tomli backport, if installed
     import tomli as tomllib
 
-from .options import MNIST_SUBSETS, ConfigError, Option
+from .options import ConfigError, Option
+from .sources import (MNIST_SUBSETS, MODEL_BUILDERS, checkpoint_problem, dataset_problem,
+                      model_problem)
 from .stages import CHANNEL_CRITERIA, STAGE_OPTIONS, WEIGHT_CRITERIA
 
 __all__ = ["ConfigError", "Option", "RUN_OPTIONS", "OPTIONS", "STAGES", "MODELS", "DATASETS",
            "default_config_text", "read_config_text", "load_config", "parse_config", "validate",
            "config_hash"]
 
-MODELS = ("lenet5", "lenet5-bn", "lenet-300-100")
+MODELS = tuple(MODEL_BUILDERS)
 DATASETS = tuple(MNIST_SUBSETS)
 FLOAT_ONLY_AFTER = ("quantize", "share", "auto")  # stages whose output is no longer float
 LATE_STAGES = ("graph", "export")
 
 
 RUN_OPTIONS: dict[str, Option] = {
-    "model": Option("str", "lenet5", "architecture of the baseline", MODELS),
-    "dataset": Option("str", "mnist-5k", "bundled 4,000/1,000-image subset or the full "
-                      "60,000/10,000 MNIST (downloaded to data_root)", DATASETS),
+    "model": Option("str", "lenet5", f"the model: {' | '.join(MODELS)}, a path to an .onnx "
+                    "file (its weights are the baseline) or 'package.module:function' "
+                    "returning a minnet Module", check=model_problem),
+    "dataset": Option("str", "mnist-5k", "mnist-5k (bundled 4,000/1,000 images), mnist-full "
+                      "(60,000/10,000, downloaded to data_root) or a path to an .npz with "
+                      "x_train, y_train, x_test, y_test", check=dataset_problem),
     "data_root": Option("str", None, "cache directory of the full MNIST files (default: "
                         "$MINNET_DATA or ~/.cache/minnet/mnist)"),
     "seed": Option("int", 0, "seed of initialisation, shuffling and every random choice",
@@ -113,8 +118,10 @@ def _check_stage(index: int, table: Any) -> dict:
         if stage["criterion"] not in criteria:
             raise ConfigError(f"{where}.criterion", f"method {stage['method']!r} takes one of "
                                                     f"{', '.join(criteria)}, got {stage['criterion']!r}")
-    if kind == "baseline" and "checkpoint" in stage and not os.path.isfile(stage["checkpoint"]):
-        raise ConfigError(f"{where}.checkpoint", f"no such file: {stage['checkpoint']!r}")
+    if kind == "baseline" and "checkpoint" in stage:
+        problem = checkpoint_problem(stage["checkpoint"])
+        if problem:
+            raise ConfigError(f"{where}.checkpoint", problem)
     return stage
 
 
@@ -155,6 +162,9 @@ def validate(raw: Any) -> dict:
                                                   f"can run on its model")
         if stage["type"] in FLOAT_ONLY_AFTER:
             frozen_by = stage["type"]
+        if stage["type"] == "nas" and run["dataset"] not in MNIST_SUBSETS:
+            raise ConfigError(f"stage[{i}].type", "nas searches MNIST architectures: it needs "
+                                                  f"a built-in dataset, got {run['dataset']!r}")
     return {"run": run, "stages": enabled}
 
 

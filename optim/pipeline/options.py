@@ -11,9 +11,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
-__all__ = ["ConfigError", "Option", "MNIST_SUBSETS"]
-
-MNIST_SUBSETS = {"mnist-5k": "5k", "mnist-full": "full"}  # dataset -> load_mnist subset
+__all__ = ["ConfigError", "Option"]
 
 _NUMBER = (int, float)
 _KIND_NAMES = {"int": "an integer", "float": "a number", "bool": "true or false",

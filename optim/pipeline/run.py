@@ -41,11 +41,10 @@ import numpy as np
 from tqdm.auto import tqdm
 
 import minnet
-from minnet.data import load_mnist
 from minnet.io import atomic_write
 
 from .config import ConfigError, config_hash
-from .options import MNIST_SUBSETS
+from .sources import load_run_data
 from .report import (TIMING_KEYS, compression_rows, format_table, measure,
                      plot_accuracy_vs_size, write_report)
 from .stages import STAGE_FUNCTIONS, Context, Outcome
@@ -76,11 +75,10 @@ def _sha256(path: Path) -> str:
 
 
 def load_data(run: dict) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
-    """``(train, test)`` for the run: the bundled MNIST-5k or the full set, cut to seeded
-    random subsets of ``limit`` training and ``test_limit`` test images (in file order)."""
-    subset = MNIST_SUBSETS[run["dataset"]]
-    x, y = load_mnist("train", subset, run.get("data_root"))
-    x_test, y_test = load_mnist("test", subset, run.get("data_root"))
+    """``(train, test)`` for the run (``optim.pipeline.sources``: MNIST or the user's .npz), cut
+    to seeded random subsets of ``limit`` training and ``test_limit`` test images (in file
+    order)."""
+    (x, y), (x_test, y_test) = load_run_data(run)
     return _subset(x, y, run.get("limit"), run["seed"]), \
         _subset(x_test, y_test, run.get("test_limit"), run["seed"])
 

@@ -49,18 +49,14 @@ from optim.distill.soft import T_MIN as KD_T_MIN
 from optim.quant.qconfig import OBSERVERS
 from optim.quant.ranges import MAX_BITS, MIN_BITS
 
-from .options import MNIST_SUBSETS, ConfigError, Option
+from .options import ConfigError, Option
+from .sources import MNIST_SUBSETS, build_model, is_imported
 from .report import deployed_graph, float_view, optimized_graph
 from .store import load_model, packed_bytes
 
 __all__ = ["Context", "Outcome", "STAGE_FUNCTIONS", "STAGE_OPTIONS", "WEIGHT_CRITERIA",
-           "CHANNEL_CRITERIA", "build_model", "KeepZeros", "stage"]
+           "CHANNEL_CRITERIA", "KeepZeros", "stage"]
 
-MODEL_BUILDERS: dict[str, Callable[[], nn.Module]] = {
-    "lenet5": models.lenet5,
-    "lenet5-bn": lambda: models.lenet5(batch_norm=True),
-    "lenet-300-100": models.lenet_300_100,
-}
 
 
 @dataclass
@@ -93,12 +89,6 @@ class Outcome:
     details: dict = field(default_factory=dict)
     files: dict[str, bytes] = field(default_factory=dict)  # extra artifacts, by file name
     artefact: str | None = None  # the file of ``files`` that is deployed: sized and measured
-
-
-def build_model(name: str, seed: int) -> nn.Module:
-    """A freshly initialised ``name`` model (``MODEL_BUILDERS``), seeded."""
-    minnet.manual_seed(seed)
-    return MODEL_BUILDERS[name]()
 
 
 class KeepZeros:
@@ -215,11 +205,14 @@ def _distinct_integers(values: list) -> str | None:
                       "file instead of training"),
 )
 def baseline_stage(model, options: dict, ctx: Context) -> Outcome:
-    """Train the run's model from scratch (or load ``checkpoint``): the float reference."""
+    """Train the run's model from scratch (or load ``checkpoint``; an ONNX model arrives
+    trained and is taken as it is): the float reference."""
     if "checkpoint" in options:
         return Outcome(_load_checkpoint(options["checkpoint"], ctx.run["seed"], ctx.run["model"]),
                        details={"loaded": options["checkpoint"]})
     model = build_model(ctx.run["model"], ctx.run["seed"])
+    if is_imported(ctx.run["model"]):
+        return Outcome(model, details={"imported": ctx.run["model"]})
     history = _train(model, ctx, options["epochs"], options["lr"], "fit.npz")
     return Outcome(model, details={"history": history})
 

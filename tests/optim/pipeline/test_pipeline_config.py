@@ -95,12 +95,35 @@ def test_bad_configs_name_the_key_and_the_reason(raw, key, reason):
     assert str(info.value).startswith(f"{key}: ")
 
 
-def test_missing_checkpoint_is_rejected(tmp_path):
+def test_missing_or_foreign_checkpoint_is_rejected(tmp_path):
+    """A missing file, an empty file, an ONNX model and a zip that is not an npz are refused
+    when the configuration is checked, each with one line naming the key; a minnet.save file
+    passes."""
+    import zipfile
+
+    import minnet
+    from minnet import models
+
+    def check(path):
+        return validate({"stage": [{"type": "baseline", "checkpoint": str(path)}]})
     missing = tmp_path / "nope.npz"
     with pytest.raises(ConfigError, match=r"stage\[0\].checkpoint: no such file"):
-        validate({"stage": [{"type": "baseline", "checkpoint": str(missing)}]})
+        check(missing)
     missing.write_bytes(b"")
-    assert validate({"stage": [{"type": "baseline", "checkpoint": str(missing)}]})
+    with pytest.raises(ConfigError, match="is not an npz"):
+        check(missing)
+    onnx = tmp_path / "model.onnx"
+    onnx.write_bytes(b"\x08\x07")
+    with pytest.raises(ConfigError, match=r"\[run\] model"):
+        check(onnx)
+    pickled = tmp_path / "model.pt"
+    with zipfile.ZipFile(pickled, "w") as archive:
+        archive.writestr("archive/data.pkl", b"pickle")
+    with pytest.raises(ConfigError, match="is not an npz"):
+        check(pickled)
+    saved = tmp_path / "lenet.npz"
+    minnet.save(models.lenet5(), saved)
+    assert check(saved)
 
 
 def test_quantize_and_share_may_be_followed_by_graph_and_export_only():

@@ -12,7 +12,8 @@ from minnet.models import lenet5, lenet_300_100
 from optim import prune, quant
 from optim.pipeline import stages as pipeline_stages
 from optim.pipeline.config import validate
-from optim.pipeline.stages import STAGE_FUNCTIONS, Context, KeepZeros, build_model
+from optim.pipeline.sources import build_model
+from optim.pipeline.stages import STAGE_FUNCTIONS, Context, KeepZeros
 from optim.pipeline.store import save_model
 
 
