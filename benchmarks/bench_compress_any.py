@@ -1,8 +1,8 @@
 """Compress a residual CNN through the graph: dependency-group channel pruning, integer PTQ of
 the whole graph (residual adds included), int8 ONNX in QDQ and QOperator form.
 
-    python benchmarks/bench_compress_any.py [--epochs 8] [--fine-tune-epochs 3] [--amount 0.5]
-                                            [--width 32]
+    python benchmarks/bench_compress_any.py [--epochs 8] [--fine-tune-epochs 10] [--amount 0.5]
+                                            [--width 32] [--fine-tune-lr 1e-3] [--no-distill]
 
 ``optim.graph.zoo.resnet_mnist`` (8 convolutions with BatchNorm, 3 residual adds, one with a
 1x1 projection; 150k parameters at width 32) is trained on the bundled 4,000 MNIST images (Adam 1e-3, batch 64, cosine),
@@ -11,7 +11,8 @@ traced with a symbolic batch and optimized (BatchNorm folded, ReLU fused). Then:
 1. half of the channels of every dependency group are removed (``optim.prune.dependency``, L2
    group importance, Fang et al. 2023): the shrunk graph is checked against the masked graph on
    the test images before any fine-tuning;
-2. the shrunk graph is fine-tuned as a ``GraphModule``;
+2. the shrunk graph is fine-tuned as a ``GraphModule``, a student of the trained model
+   (Hinton et al. 2015's loss, T = 4, alpha = 0.9; ``--no-distill``: labels only);
 3. ``optim.quant.graph_quant.quantize_graph`` on 1,024 training images gives the integer graph;
 4. the pruned float graph, the QOperator integer graph and its QDQ form are written as ONNX,
    every file with short value names (``to_onnx(compact=True)``).
@@ -33,6 +34,7 @@ import minnet
 from minnet import optimizers
 from minnet.data import load_mnist
 from minnet.train import fit
+from optim.distill import Distiller
 from optim.graph import GraphModule, execute, optimize, to_onnx, trace
 from optim.graph.zoo import resnet_mnist
 from optim.prune.dependency import (dependency_groups, mask_channels, remove_channels,
@@ -63,7 +65,9 @@ def _session(model_bytes: bytes):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=8)
-    parser.add_argument("--fine-tune-epochs", type=int, default=3)
+    parser.add_argument("--fine-tune-epochs", type=int, default=10)
+    parser.add_argument("--fine-tune-lr", type=float, default=1e-3)
+    parser.add_argument("--no-distill", action="store_true")
     parser.add_argument("--amount", type=float, default=0.5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--width", type=int, default=32)
@@ -91,7 +95,14 @@ def main() -> None:
           f"channels kept; parameters {_params(float_graph):,} -> {_params(pruned):,}; "
           f"|shrunk - masked| max {gap:.2e} before fine-tuning")
     tuned_module = GraphModule(pruned)
-    _train(tuned_module, (x, y), args.fine_tune_epochs, 5e-4, args.seed)
+    if args.no_distill:
+        _train(tuned_module, (x, y), args.fine_tune_epochs, args.fine_tune_lr, args.seed)
+    else:
+        distiller = Distiller(tuned_module, model, T=4.0, alpha=0.9, cache_teacher=True)
+        optimizer = optimizers.Adam(distiller.parameters(), lr=args.fine_tune_lr)
+        distiller.fit(optimizer, (x, y), args.fine_tune_epochs, seed=args.seed, progress=False,
+                      scheduler=optimizers.CosineAnnealingLR(optimizer,
+                                                             T_max=args.fine_tune_epochs))
     tuned = tuned_module.eval().to_graph()
     integer = quantize_graph(tuned, x[:1024])
     artefacts = {"float (trained)": float_graph, "pruned + fine-tuned": tuned,

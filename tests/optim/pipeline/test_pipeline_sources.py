@@ -91,3 +91,33 @@ def test_models_from_an_onnx_file_and_from_a_function(tmp_path):
     assert "must be one of" in model_problem("resnet9000")
     with pytest.raises(TypeError, match="not a minnet Module"):
         build_model("time:time", 0)
+
+
+def test_the_imported_example_config_runs(tmp_path, monkeypatch):
+    """``examples/imported.toml`` on a tiny budget: the baseline is the imported model (its
+    accuracy is the ONNX file's, run by onnxruntime), and the run ends with an int8 ONNX file
+    that onnxruntime runs at batch 1 and 64."""
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    root = Path(__file__).resolve().parents[3]
+    monkeypatch.chdir(root)
+    text = (root / "examples" / "imported.toml").read_text()
+    text = text.replace('seed = 0', 'seed = 0\nlimit = 300\ntest_limit = 200\nlatency_repeats = 1')
+    text = text.replace('type = "distill"', 'type = "distill"\nepochs = 1')
+    text = text.replace('amounts = [0.5, 0.75, 0.875, 0.92]',
+                        'amounts = [0.5, 0.75]\nfine_tune_epochs = 1')
+    report = run_pipeline(parse_config(text), tmp_path / "run", progress=False)
+    rows = {r["stage"]: r for r in report["rows"]}
+    assert rows["baseline"]["details"]["imported"] == "examples/lenet5_trained.onnx"
+    session = ort.InferenceSession(str(root / "examples" / "lenet5_trained.onnx"),
+                                   providers=["CPUExecutionProvider"])
+    config = parse_config(text)
+    from optim.pipeline import load_data
+    x, y = load_data(config["run"])[1]
+    theirs = session.run(None, {session.get_inputs()[0].name: x})[0].argmax(axis=1)
+    assert rows["baseline"]["accuracy"] == pytest.approx((theirs == y).mean())
+    assert rows["export"]["details"]["onnx_form"] == "int8"
+    exported = ort.InferenceSession(str(tmp_path / "run" / "06-export" / "model.onnx"),
+                                    providers=["CPUExecutionProvider"])
+    for n in (1, 64):
+        assert exported.run(None, {exported.get_inputs()[0].name: x[:n]})[0].shape == (n, 10)
