@@ -49,6 +49,7 @@ from optim.distill.soft import T_MIN as KD_T_MIN
 from optim.quant.qconfig import OBSERVERS
 from optim.quant.ranges import MAX_BITS, MIN_BITS
 
+from .executor import candidate_executor, executor_problem
 from .options import ConfigError, Option
 from .sources import MNIST_SUBSETS, build_model, is_imported
 from .report import deployed_graph, float_view, optimized_graph
@@ -332,6 +333,8 @@ _NAS = {"cnn": (cnn_space, build_cnn, cnn_cost), "mlp": (mlp_space, build_mlp, m
                      "this validation error of the best", low=0, high=1),
     epochs=_epochs(10, "training epochs of the picked architecture"),
     lr=_lr(1e-3),
+    executor=Option("str", "processes", "where trials train: serial, processes (a local pool) "
+                    "or a Dask scheduler address tcp://host:port", check=executor_problem),
 )
 def nas_stage(model, options: dict, ctx: Context) -> Outcome:
     """Pick a new (student) architecture by architecture search over ``space`` under a MACs
@@ -353,8 +356,9 @@ def nas_stage(model, options: dict, ctx: Context) -> Outcome:
                 "evolution": lambda: RegularizedEvolution(space, population,
                                                           min(3, population), seed=seed),
                 "nsga2": lambda: NSGA2(space, population, seed=seed)}[options["strategy"]]()
-    history = search(space, strategy, objectives, options["trials"],
-                     history_path=ctx.work / "nas.json", resume=True, progress=ctx.progress)
+    with candidate_executor(options["executor"]) as executor:
+        history = search(space, strategy, objectives, options["trials"], executor=executor,
+                         history_path=ctx.work / "nas.json", resume=True, progress=ctx.progress)
     trials = history.ok()
     if not trials:
         raise RuntimeError("nas: no trial succeeded; see the history in the work directory")
