@@ -338,13 +338,6 @@ def _child(module_name, code, tests, trace_file, storage):
     os.dup2(devnull, 1)
     os.dup2(devnull, 2)
     import pytest
-    from hypothesis import Phase, settings
-    register = settings.register_profile
-
-    def no_shrinking(name, parent=None, **kwargs):  # a failure is enough; its minimum is not
-        kwargs.update(phases=[Phase.explicit, Phase.reuse, Phase.generate], database=None)
-        register(name, parent, **kwargs)
-    settings.register_profile = staticmethod(no_shrinking)
     module = sys.modules[module_name]
     try:
         if code is not None:
