@@ -55,7 +55,7 @@ _O = "tests/minnet/ops/"
 
 # module -> the test files that state its laws (its docstring examples always run too)
 TESTS = {
-    "optim.prune.schedules": [_P + "test_prune_schedules.py"],
+    "optim.prune.schedules": [_P + "test_prune_schedules.py", _P + "test_prune_schedules_by_hand.py"],
     "optim.quant.affine": [_Q + "test_quant_affine.py", _Q + "test_quant_validation.py"],
     "optim.graph.cost": [_G + "test_graph_cost.py", _G + "test_graph_roofline.py"],
     "optim.quant.calibration": [_Q + "test_quant_calibration.py"],
@@ -96,7 +96,20 @@ TESTS = {
 }
 
 # module -> {mutant key: why no test can tell the mutant from the original}
-EQUIVALENT: dict[str, dict[str, str]] = {}
+EQUIVALENT: dict[str, dict[str, str]] = {
+    "optim.quant.affine": {
+        "qparams: (qmin + qmax + 1) // 2 -> (qmin + qmax + 1) / 2":
+            "the value goes into an int64 array: for the non-negative sums of this branch "
+            "(qmin >= 0) truncation equals floor division",
+        "_rounded_steps: 1 -> 0":
+            "the clip bound one step beyond the range only keeps huge values finite; the "
+            "result is clamped to [qmin, qmax] afterwards, so a bound at the range edge gives "
+            "the same codes",
+        "_rounded_steps: 1 -> 0 #2":
+            "as the lower bound: the upper clip bound at the range edge gives the same clamped "
+            "codes",
+    },
+}
 
 # ---- mutation operators --------------------------------------------------------------------
 
