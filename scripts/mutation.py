@@ -57,7 +57,8 @@ _O = "tests/minnet/ops/"
 TESTS = {
     "optim.prune.schedules": [_P + "test_prune_schedules.py", _P + "test_prune_schedules_by_hand.py"],
     "optim.quant.affine": [_Q + "test_quant_affine.py", _Q + "test_quant_validation.py"],
-    "optim.graph.cost": [_G + "test_graph_cost.py", _G + "test_graph_roofline.py"],
+    "optim.graph.cost": [_G + "test_graph_cost.py", _G + "test_graph_roofline.py",
+                         _G + "test_graph_cost_features.py"],
     "optim.quant.calibration": [_Q + "test_quant_calibration.py"],
     "optim.quant.ranges": [_Q + "test_quant_ranges.py", _Q + "test_quant_affine.py"],
     "optim.quant.rounding": [_Q + "test_quant_rounding.py"],
