@@ -22,6 +22,12 @@ Efficient Integer-Arithmetic-Only Inference"):
   ``QLinearGlobalAveragePool`` / ``QLinearAveragePool``;
 - ``DequantizeLinear`` of the output.
 
+``QATGraphModule`` trains the graph's weights with that arithmetic simulated (fake-quantized
+weights and activations, straight-through gradients); ``convert_graph(prepared,
+module.to_graph())`` then writes the integer graph of the trained weights.
+``to_integer_graph`` writes a converted ``QuantSequential`` (the Sequential API's result) with
+its own codes and scales.
+
 ``to_qdq`` rewrites an integer graph into QDQ form: every integer op becomes
 DequantizeLinear → the float op → QuantizeLinear with the same scales (weights stored int8 and
 dequantized per channel, the bias int32), the form onnxruntime's optimizer fuses back into
@@ -36,14 +42,17 @@ from typing import Any, Mapping
 import numpy as np
 
 from minnet import nn
-from optim.graph import Graph, Node, execute, optimize, trace
+from minnet.tensor import Tensor
+from optim.graph import Graph, GraphModule, Node, execute, optimize, trace
 from optim.quant.affine import quantize
 from optim.quant.fake_quant import FixedFakeQuantize, QuantSequential, QuantStage
 from optim.quant.observers import Observer
 from optim.quant.qconfig import OBSERVERS
+from optim.quant.ste import fake_quantize_ste
 
 __all__ = ["PreparedGraph", "prepare_graph", "calibrate_graph", "convert_graph", "to_qdq",
-           "weight_qparams", "quantize_graph", "to_integer_graph", "QUANTIZED_OPS"]
+           "weight_qparams", "quantize_graph", "to_integer_graph", "QATGraphModule",
+           "QUANTIZED_OPS"]
 
 # ops that move or select codes without changing their scale
 PASS_THROUGH = ("MaxPool2d", "Reshape", "Identity", "Dropout")
@@ -199,15 +208,58 @@ def _convert_node(out: _Writer, node: Node) -> None:
         out.emit("QLinearConcat", [*y, *parts], value, axis=node.attrs["axis"])
 
 
-def convert_graph(prepared: PreparedGraph) -> Graph:
-    """The integer graph of a calibrated ``PreparedGraph`` (see the module docstring): uint8
-    activation codes from the observers' ranges, int8 per-channel weights, int32 biases, the
-    float output dequantized under the float graph's output name."""
+def _activation_qparams(prepared: PreparedGraph) -> dict:
     empty = [v for v, o in prepared.observers.items() if o.channels is None]
     if empty:
         raise ValueError(f"observers of {empty[:3]} saw no data: run calibrate_graph first")
-    qp = {v: o.calculate_qparams() for v, o in prepared.observers.items()}
-    return _write(prepared.graph, qp)
+    return {v: o.calculate_qparams() for v, o in prepared.observers.items()}
+
+
+def convert_graph(prepared: PreparedGraph, graph: Graph | None = None) -> Graph:
+    """The integer graph of a calibrated ``PreparedGraph`` (see the module docstring): uint8
+    activation codes from the observers' ranges, int8 per-channel weights, int32 biases, the
+    float output dequantized under the float graph's output name. ``graph``: the same graph
+    with other weights (a ``QATGraphModule``'s ``to_graph()`` after training)."""
+    return _write(prepared.graph if graph is None else graph, _activation_qparams(prepared))
+
+
+def _fake_quantized_weight(w: Tensor) -> Tensor:
+    """``weight_qparams``' per-channel symmetric int8 grid applied to ``w`` with the clipped
+    straight-through gradient (every weight lies inside its channel's range: identity)."""
+    peak = np.abs(w.data.reshape(w.shape[0], -1)).max(axis=1)
+    scale = np.where(peak > 0, peak / 127.0, 1.0).astype(w.data.dtype)
+    return fake_quantize_ste(w, scale, np.zeros(w.shape[0], np.int64), -127, 127, axis=0)
+
+
+class QATGraphModule(GraphModule):
+    """Quantization-aware training of a graph (Jacob et al. 2018, section 3): the graph's
+    weights train in float while the forward pass sees what ``convert_graph`` will compute —
+    each Conv2d / Linear weight fake-quantized on its per-channel int8 grid (recomputed from
+    the current weights every step, as ``weight_qparams``), the input and every observed
+    activation fake-quantized with the calibrated uint8 qparams (frozen, as after
+    torch.ao's observer freezing) — with straight-through gradients (``fake_quantize_ste``).
+    After training, ``convert_graph(prepared, module.to_graph())``."""
+
+    def __init__(self, prepared: PreparedGraph):
+        super().__init__(prepared.graph)
+        object.__setattr__(self, "activation_qparams", _activation_qparams(prepared))
+
+    def _fake_quantized(self, name: str, x: Tensor) -> Tensor:
+        scale, zero = self.activation_qparams[name]
+        return fake_quantize_ste(x, scale, zero, 0, 255)
+
+    def forward(self, *inputs: Any) -> Tensor:
+        (name,) = self.graph.inputs
+        (x,) = inputs
+        return super().forward(self._fake_quantized(name, x if isinstance(x, Tensor)
+                                                    else Tensor(np.asarray(x))))
+
+    def _run(self, node: Node, ins: list, bindings: dict) -> Tensor:
+        if node.op in ("Conv2d", "Conv2dReLU", "Linear", "LinearReLU"):
+            ins = [ins[0], _fake_quantized_weight(ins[1])] + ins[2:]
+        out = super()._run(node, ins, bindings)
+        return self._fake_quantized(node.output, out) if node.output in self.activation_qparams \
+            else out
 
 
 def _write(graph: Graph, qp: Mapping, given_weights: Mapping | None = None) -> Graph:
