@@ -105,3 +105,40 @@ def test_kernel_classes_and_families():
     assert kernel_class(Node("MaxPool2d", ("x",), "y", {}), "default") == "MaxPool2d"
     assert [family(k) for k in ("Add", "AddReLU", "Tanh", "Softmax", "MaxPool2d")] == \
         ["cheap", "cheap", "transcendental", "transcendental", "generic"]
+
+
+def json_round_trip(model):
+    import json
+
+    from optim.graph.cost import CostModel
+    data = json.loads(model.to_json())
+    return CostModel(data["peak_flops"], data["bandwidth"], data["coefficients"], data["call"],
+                     data["info"])
+
+
+def test_node_call_and_graph_costs_by_hand(conv):
+    """C(v, a) = θ · (1, F/P, Q/B, L); the call overhead θ₀ + θ_b · (input + output bytes)/B;
+    a graph's cost is the call plus every node's, a node of constants only free. Peak
+    P = 1e9 operations/s, B = 1e8 bytes/s; im2col θ = (1e-6, 1, 2, 3e-7)."""
+    from optim.graph.cost import CostModel
+    node, graph = conv
+    model = CostModel(1e9, 1e8, {"conv.im2col": [1e-6, 1.0, 2.0, 3e-7],
+                                 "conv.direct": [1.0, 0.0, 0.0, 0.0],
+                                 "generic": [0.0, 0.0, 0.0, 0.0]}, [5e-6, 0.5])
+    f, q, launches = cost_features(node, graph, "im2col")
+    expected = 1e-6 + f / 1e9 + 2.0 * q / 1e8 + 3e-7 * launches
+    assert model.node_cost(node, graph, "im2col") == pytest.approx(expected, rel=1e-12)
+    moved = 1536 + 2048  # graph input x and output y
+    assert model.call_cost(graph) == pytest.approx(5e-6 + 0.5 * moved / 1e8, rel=1e-12)
+    assert model.graph_cost(graph, {"y": "im2col"}) == \
+        pytest.approx(model.call_cost(graph) + expected, rel=1e-12)
+    # unforced, the cheaper algorithm is taken: direct costs 1 s here
+    assert model.graph_cost(graph) <= model.graph_cost(graph, {"y": "im2col"})
+    folded = Node("Add", ("w", "w"), "w2", {})
+    with_constants = Graph.build({"x": ((2, 3, 8, 8), F32)}, [folded, node], ["y"],
+                                 dict(graph.constants))
+    assert model.graph_cost(with_constants, {"y": "im2col"}) == pytest.approx(
+        model.call_cost(with_constants) + expected, rel=1e-12)
+    text = model.to_json()  # one-space indent, sorted keys: diff-friendly profiles
+    assert '\n "bandwidth"' in text and text.index('"bandwidth"') < text.index('"peak_flops"')
+    assert json_round_trip(model) == model
