@@ -12,6 +12,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from optim.__main__ import main
@@ -189,6 +190,9 @@ def _cli_cases(tmp: Path) -> dict[str, tuple[list[str], int, str]]:
     (tmp / "latin1.toml").write_bytes('[run]\n# r\xe9sum\xe9\n'.encode("latin-1"))
     (tmp / "bad-ckpt.toml").write_text(f'[[stage]]\ntype = "baseline"\ncheckpoint = '
                                        f'"{tmp / "afile"}"\n')
+    np.savez(tmp / "other.npz", a=np.zeros(3))
+    (tmp / "other-ckpt.toml").write_text(f'[[stage]]\ntype = "baseline"\ncheckpoint = '
+                                         f'"{tmp / "other.npz"}"\n')
     ok = str(tmp / "ok.toml")
     (tmp / "ok.toml").write_text(TINY.format(epochs=1))
     return {
@@ -200,13 +204,16 @@ def _cli_cases(tmp: Path) -> dict[str, tuple[list[str], int, str]]:
         "config-not-utf8": (["-c", str(tmp / "latin1.toml"), "--check"], 2,
                             "is not UTF-8 text (byte 0xe9 at offset 9)"),
         "config-is-a-directory": (["-c", str(tmp), "--check"], 2, "error: --config: cannot read"),
-        "checkpoint-not-a-model": (["-c", str(tmp / "bad-ckpt.toml"), "-o", str(tmp / "o")], 2,
-                                   "error: checkpoint: cannot load"),
+        "checkpoint-not-an-npz": (["-c", str(tmp / "bad-ckpt.toml"), "-o", str(tmp / "o")], 2,
+                                  "error: stage[0].checkpoint: " + repr(str(tmp / "afile"))
+                                  + " is not an npz"),
+        "checkpoint-npz-not-a-model": (["-c", str(tmp / "other-ckpt.toml"), "-o",
+                                        str(tmp / "o")], 2, "error: checkpoint: cannot load"),
     }
 
 
 CLI_CASES = ["out-is-a-file", "out-under-a-file", "config-not-utf8", "config-is-a-directory",
-             "checkpoint-not-a-model"]
+             "checkpoint-not-an-npz", "checkpoint-npz-not-a-model"]
 
 
 @pytest.mark.parametrize("case", CLI_CASES)
