@@ -1,18 +1,21 @@
 """Compress a residual CNN through the graph: dependency-group channel pruning, integer PTQ of
 the whole graph (residual adds included), int8 ONNX in QDQ and QOperator form.
 
-    python benchmarks/bench_compress_any.py [--epochs 8] [--fine-tune-epochs 10] [--amount 0.5]
-                                            [--width 32] [--fine-tune-lr 1e-3] [--no-distill]
+    python benchmarks/bench_compress_any.py [--epochs 8] [--amount 0.5] [--steps 2]
+                                            [--step-epochs 6] [--fine-tune-epochs 25]
+                                            [--width 32] [--fine-tune-lr 1e-3] [--distill]
 
 ``optim.graph.zoo.resnet_mnist`` (8 convolutions with BatchNorm, 3 residual adds, one with a
-1x1 projection; 150k parameters at width 32) is trained on the bundled 4,000 MNIST images (Adam 1e-3, batch 64, cosine),
-traced with a symbolic batch and optimized (BatchNorm folded, ReLU fused). Then:
+1x1 projection; 150k parameters at width 32) is trained on the bundled 4,000 MNIST images
+(Adam 1e-3, batch 64, cosine), traced with a symbolic batch and optimized (BatchNorm folded,
+ReLU fused). Then:
 
 1. half of the channels of every dependency group are removed (``optim.prune.dependency``, L2
-   group importance, Fang et al. 2023): the shrunk graph is checked against the masked graph on
-   the test images before any fine-tuning;
-2. the shrunk graph is fine-tuned as a ``GraphModule``, a student of the trained model
-   (Hinton et al. 2015's loss, T = 4, alpha = 0.9; ``--no-distill``: labels only);
+   group importance, Fang et al. 2023) in ``--steps`` equal geometric steps (each keeps
+   (1 - amount)^(1/steps) of the channels left): after each removal the shrunk graph is checked
+   against the masked graph on the test images, then fine-tuned as a ``GraphModule``
+   (``--step-epochs``, the last step ``--fine-tune-epochs``; with ``--distill`` as a student
+   of the trained model, Hinton et al. 2015's loss, T = 4, alpha = 0.9);
 3. ``optim.quant.graph_quant.quantize_graph`` on 1,024 training images gives the integer graph;
 4. the pruned float graph, the QOperator integer graph and its QDQ form are written as ONNX,
    every file with short value names (``to_onnx(compact=True)``).
@@ -49,6 +52,19 @@ def _train(module, data, epochs: int, lr: float, seed: int) -> None:
         scheduler=optimizers.CosineAnnealingLR(optimizer, T_max=epochs))
 
 
+def _fine_tune(module: GraphModule, teacher, data, epochs: int, args):
+    """``module`` trained for ``epochs`` (cosine from ``--fine-tune-lr``), as a student of
+    ``teacher`` with ``--distill``; returns its graph."""
+    if args.distill:
+        distiller = Distiller(module, teacher, T=4.0, alpha=0.9, cache_teacher=True)
+        optimizer = optimizers.Adam(distiller.parameters(), lr=args.fine_tune_lr)
+        distiller.fit(optimizer, data, epochs, seed=args.seed, progress=False,
+                      scheduler=optimizers.CosineAnnealingLR(optimizer, T_max=epochs))
+    else:
+        _train(module, data, epochs, args.fine_tune_lr, args.seed)
+    return module.eval().to_graph()
+
+
 def _predict(run, x: np.ndarray, batch: int = 250) -> np.ndarray:
     return np.concatenate([run(x[i:i + batch]) for i in range(0, len(x), batch)]).argmax(axis=1)
 
@@ -65,9 +81,11 @@ def _session(model_bytes: bytes):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=8)
-    parser.add_argument("--fine-tune-epochs", type=int, default=10)
+    parser.add_argument("--fine-tune-epochs", type=int, default=25)
     parser.add_argument("--fine-tune-lr", type=float, default=1e-3)
-    parser.add_argument("--no-distill", action="store_true")
+    parser.add_argument("--steps", type=int, default=2)
+    parser.add_argument("--step-epochs", type=int, default=6)
+    parser.add_argument("--distill", action="store_true")
     parser.add_argument("--amount", type=float, default=0.5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--width", type=int, default=32)
@@ -84,26 +102,22 @@ def main() -> None:
     model.eval()
     float_graph = optimize(trace(model, x[:2], dynamic_axes={0: "N"}))
 
-    groups = dependency_groups(float_graph)
-    removed = select_channels(float_graph, groups, args.amount)
-    masked = mask_channels(float_graph, groups, removed)
-    pruned = remove_channels(float_graph, groups, removed)
-    gap = max(float(np.abs(execute(pruned, x_test[i:i + 250]) - execute(masked, x_test[i:i + 250]))
-                    .max()) for i in range(0, len(x_test), 250))
-    kept = sum(len(g) - len(r) for g, r in zip(groups, removed))
-    print(f"dependency groups {[len(g) for g in groups]}: {kept} of {sum(map(len, groups))} "
-          f"channels kept; parameters {_params(float_graph):,} -> {_params(pruned):,}; "
-          f"|shrunk - masked| max {gap:.2e} before fine-tuning")
-    tuned_module = GraphModule(pruned)
-    if args.no_distill:
-        _train(tuned_module, (x, y), args.fine_tune_epochs, args.fine_tune_lr, args.seed)
-    else:
-        distiller = Distiller(tuned_module, model, T=4.0, alpha=0.9, cache_teacher=True)
-        optimizer = optimizers.Adam(distiller.parameters(), lr=args.fine_tune_lr)
-        distiller.fit(optimizer, (x, y), args.fine_tune_epochs, seed=args.seed, progress=False,
-                      scheduler=optimizers.CosineAnnealingLR(optimizer,
-                                                             T_max=args.fine_tune_epochs))
-    tuned = tuned_module.eval().to_graph()
+    tuned, gap = float_graph, 0.0
+    step_amount = 1 - (1 - args.amount) ** (1 / args.steps)
+    for step in range(args.steps):
+        groups = dependency_groups(tuned)
+        removed = select_channels(tuned, groups, step_amount)
+        masked = mask_channels(tuned, groups, removed)
+        pruned = remove_channels(tuned, groups, removed)
+        gap = max([gap] + [float(np.abs(execute(pruned, x_test[i:i + 250])
+                                        - execute(masked, x_test[i:i + 250])).max())
+                           for i in range(0, len(x_test), 250)])
+        epochs = args.fine_tune_epochs if step == args.steps - 1 else args.step_epochs
+        tuned = _fine_tune(GraphModule(pruned), model, (x, y), epochs, args)
+    kept = [int(v.shape[0]) for k, v in tuned.constants.items() if v.ndim == 4]
+    print(f"{args.steps} steps of {step_amount:.3f}: conv output channels {kept}; parameters "
+          f"{_params(float_graph):,} -> {_params(tuned):,}; |shrunk - masked| max {gap:.2e} "
+          f"before fine-tuning")
     integer = quantize_graph(tuned, x[:1024])
     artefacts = {"float (trained)": float_graph, "pruned + fine-tuned": tuned,
                  "int8 QOperator": integer, "int8 QDQ": to_qdq(integer)}
