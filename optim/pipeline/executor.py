@@ -1,7 +1,8 @@
 """Where a stage evaluates its candidates: ``"serial"`` (in the run's process), ``"processes"``
 (a local process pool, one worker per core) or a Dask scheduler address such as
-``"tcp://host:port"`` (a Dask cluster, for users who outgrow one machine; ``dask.distributed`` is imported only then). Any of
-them gives the same search history (``optim.nas.search`` tells results in proposal order).
+``"tcp://host:port"`` (a Dask cluster, for users who outgrow one machine;
+``dask.distributed`` is imported only then). Any of them gives the same search history
+(``optim.nas.search`` tells results in proposal order).
 Tests: ``tests/optim/pipeline/test_pipeline_executor.py``.
 """
 from __future__ import annotations
@@ -21,7 +22,8 @@ def executor_problem(spec: str) -> str | None:
     """Why ``spec`` names no executor, or None."""
     if spec in ("serial", "processes") or _ADDRESS.match(spec):
         return None
-    return f"must be 'serial', 'processes' or a Dask scheduler address 'tcp://host:port', got {spec!r}"
+    return (f"must be 'serial', 'processes' or a Dask scheduler address 'tcp://host:port', "
+            f"got {spec!r}")
 
 
 @contextlib.contextmanager
