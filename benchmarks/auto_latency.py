@@ -1,7 +1,7 @@
 """Batch-1 latency of two finished runs' auto-stage models, timed side by side.
 
 Loads the model of each run's ``*-auto`` stage and times one image through it with the same
-engines the report uses (``optim.pipeline.report.runner``: the integer-only kernels and
+engines the report uses (``optim.pipeline.engines.runner``: the integer-only kernels and
 onnxruntime on the exported graph), interleaving the two runs round by round so that both see
 the same machine load; prints the median and range of the per-round medians and their ratio.
 
@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from optim.pipeline import load_data
-from optim.pipeline.report import runner
+from optim.pipeline.engines import runner
 from optim.pipeline.store import load_model
 from timing import step_times
 

@@ -52,7 +52,7 @@ from optim.quant.ranges import MAX_BITS, MIN_BITS
 from .executor import candidate_executor, executor_problem
 from .options import ConfigError, Option
 from .sources import MNIST_SUBSETS, build_model, is_imported
-from .report import deployed_graph, float_view, optimized_graph
+from .engines import deployed_graph, float_view, optimized_graph
 from .store import load_model, packed_bytes
 
 __all__ = ["Context", "Outcome", "STAGE_FUNCTIONS", "STAGE_OPTIONS", "WEIGHT_CRITERIA",
@@ -554,7 +554,7 @@ def graph_stage(model, options: dict, ctx: Context) -> Outcome:
 
 @stage()
 def export_stage(model, options: dict, ctx: Context) -> Outcome:
-    """Write the model as ONNX (``model.onnx``, ``optim.pipeline.report.deployed_graph``: the
+    """Write the model as ONNX (``model.onnx``, ``optim.pipeline.engines.deployed_graph``: the
     int8 integer graph of a quantized model, else the optimized float graph; a symbolic batch;
     short value names; very sparse weights as sparse initialisers) when the ``onnx`` extra is
     installed; the row's file size is that file's and it measures that file with

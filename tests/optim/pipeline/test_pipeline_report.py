@@ -10,8 +10,9 @@ import minnet
 from minnet.models import lenet5
 from minnet.train import evaluate
 from optim import metrics, prune, quant
-from optim.pipeline.report import (COLUMNS, compression_rows, float_view, format_table, measure,
-                                   plot_accuracy_vs_size, report_csv, runner)
+from optim.pipeline.engines import float_view, runner
+from optim.pipeline.report import (COLUMNS, compression_rows, format_table, measure,
+                                   plot_accuracy_vs_size, report_csv)
 
 
 @pytest.fixture(scope="module")
