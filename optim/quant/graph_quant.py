@@ -331,19 +331,24 @@ def quantize_graph(model: nn.Module | Graph, calibration: np.ndarray, *,
 # ---- QDQ form ---------------------------------------------------------------------------
 
 def _dq(nodes: list[Node], codes: str, scale: str, zero: str, axis: int | None = None) -> str:
-    """DequantizeLinear of ``codes`` (one node per value, shared by its consumers)."""
+    """DequantizeLinear of ``codes`` (one node per value, shared by its consumers); ``zero``
+    may be "" (zero point 0, ONNX's default)."""
     name = f"{codes}.dq"
     if not any(n.output == name for n in nodes):
         nodes.append(Node("DequantizeLinear", (codes, scale, zero), name, {"axis": axis}))
     return name
 
 
+def _weight_dq(nodes: list[Node], graph: Graph, codes: str, scale: str, zero: str) -> str:
+    """The per-channel weight DequantizeLinear, its all-zero zero points left out."""
+    return _dq(nodes, codes, scale, zero if np.any(graph.constants[zero]) else "", axis=0)
+
+
 def _bias_dq(nodes: list[Node], constants: dict, graph: Graph, bias: str, x_scale: str,
              w_scale: str) -> str:
     scale = (np.float32(graph.constants[x_scale]) * graph.constants[w_scale]).astype(np.float32)
     constants[f"{bias}.scale"] = scale
-    constants[f"{bias}.zero_point"] = np.zeros(scale.shape, np.int32)
-    return _dq(nodes, bias, f"{bias}.scale", f"{bias}.zero_point", axis=0)
+    return _dq(nodes, bias, f"{bias}.scale", "", axis=0)
 
 
 def to_qdq(graph: Graph) -> Graph:
@@ -360,14 +365,14 @@ def to_qdq(graph: Graph) -> Graph:
             top, left, bottom, right = a["pads"]
             if (top, left) != (bottom, right):
                 raise NotImplementedError(f"node {node.output!r}: asymmetric pads {a['pads']}")
-            args = [_dq(nodes, *i[0:3]), _dq(nodes, *i[3:6], axis=0),
+            args = [_dq(nodes, *i[0:3]), _weight_dq(nodes, graph, *i[3:6]),
                     _bias_dq(nodes, constants, graph, i[8], i[1], i[4])]
             float_node = Node("Conv2d", tuple(args), f"{node.output}.float",
                               {"stride": a["stride"], "padding": (top, left),
                                "dilation": a["dilation"], "groups": a["groups"]})
             y = i[6:8]
         elif node.op == "QGemm":
-            args = [_dq(nodes, *i[0:3]), _dq(nodes, *i[3:6], axis=0),
+            args = [_dq(nodes, *i[0:3]), _weight_dq(nodes, graph, *i[3:6]),
                     _bias_dq(nodes, constants, graph, i[6], i[1], i[4])]
             float_node = Node("Linear", tuple(args), f"{node.output}.float", {})
             y = i[7:9]
