@@ -2,7 +2,7 @@
 the whole graph (residual adds included), int8 ONNX in QDQ and QOperator form.
 
     python benchmarks/bench_compress_any.py [--epochs 8] [--amount 0.5] [--steps 2]
-                                            [--step-epochs 6] [--fine-tune-epochs 25]
+                                            [--step-epochs 10] [--fine-tune-epochs 40]
                                             [--width 32] [--fine-tune-lr 1e-3] [--distill]
 
 ``optim.graph.zoo.resnet_mnist`` (8 convolutions with BatchNorm, 3 residual adds, one with a
@@ -81,10 +81,10 @@ def _session(model_bytes: bytes):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=8)
-    parser.add_argument("--fine-tune-epochs", type=int, default=25)
+    parser.add_argument("--fine-tune-epochs", type=int, default=40)
     parser.add_argument("--fine-tune-lr", type=float, default=1e-3)
     parser.add_argument("--steps", type=int, default=2)
-    parser.add_argument("--step-epochs", type=int, default=6)
+    parser.add_argument("--step-epochs", type=int, default=10)
     parser.add_argument("--distill", action="store_true")
     parser.add_argument("--amount", type=float, default=0.5)
     parser.add_argument("--seed", type=int, default=0)
