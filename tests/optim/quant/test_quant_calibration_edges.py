@@ -27,3 +27,10 @@ def test_histogram_quantile_edges():
             histogram_quantile(counts, edges, q)
     with pytest.raises(ValueError, match="at least one observation"):
         histogram_quantile(np.zeros(4), edges, 50)
+
+
+def test_tail_percentile_range_by_hand():
+    """Counts 0, 2, 2, 0 over [0, 1, 2, 3, 4], p = 75: each tail clipped at 25 % of the mass,
+    Q_25 = 1 + 1/2 and Q_75 = 2 + 1/2."""
+    from optim.quant.calibration import tail_percentile_range
+    assert tail_percentile_range(np.array([0, 2, 2, 0]), np.arange(5.0), 75) == (1.5, 2.5)
