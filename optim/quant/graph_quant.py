@@ -397,4 +397,6 @@ def to_qdq(graph: Graph) -> Graph:
         nodes.append(float_node)
         nodes.append(Node("QuantizeLinear", (float_node.output, *y), node.output,
                           {"axis": None, "dtype": CODE}))
-    return Graph.build(graph.input_types, nodes, graph.outputs, constants)
+    used = {name for node in nodes for name in node.inputs}
+    return Graph.build(graph.input_types, nodes, graph.outputs,
+                       {k: v for k, v in constants.items() if k in used})
