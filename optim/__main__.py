@@ -49,8 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Artifacts: OUT/NN-<stage>/model.npz (packed model), stage.json (measurements), "
                "OUT/report.{txt,csv,json}, OUT/accuracy_vs_size.png (with matplotlib), "
-               "OUT/NN-export/model.onnx (the compressed model as ONNX, int8 when quantized; with onnx). Re-running the same command skips the "
-               "finished stages and resumes an interrupted one.\n\n" + _stage_reference())
+               "OUT/NN-export/model.onnx (the compressed model as ONNX, int8 when quantized; "
+               "with onnx). Re-running the same command skips the finished stages and resumes "
+               "an interrupted one.\n\n" + _stage_reference())
     parser.add_argument("-c", "--config", metavar="TOML",
                         help="pipeline configuration file (default: the shipped "
                              "default_pipeline.toml; see --print-config)")
