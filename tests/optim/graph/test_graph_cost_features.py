@@ -10,6 +10,7 @@ import pytest
 
 from optim.graph import Graph, Node
 from optim.graph.cost import cost_features, family, kernel_class
+from optim.graph.ops import node_work
 
 F32 = np.float32
 
@@ -142,3 +143,17 @@ def test_node_call_and_graph_costs_by_hand(conv):
     text = model.to_json()  # one-space indent, sorted keys: diff-friendly profiles
     assert '\n "bandwidth"' in text and text.index('"bandwidth"') < text.index('"peak_flops"')
     assert json_round_trip(model) == model
+
+
+def test_batchnorm_passes():
+    """Eval-mode BatchNorm over x (2, 4): normalise and scale-shift passes, 2 + one per affine
+    parameter present — 4 with weight and bias, 2 without (Q counts 2 bytes moved per pass)."""
+    stats = {"m": np.zeros(4, F32), "v": np.ones(4, F32), "g": np.ones(4, F32),
+             "b": np.zeros(4, F32)}
+    for inputs, passes in ((("x", "g", "b", "m", "v"), 4), (("x", "", "", "m", "v"), 2)):
+        node = Node("BatchNorm", inputs, "y", {"eps": 1e-5, "training": False})
+        graph = _graph({"x": ((2, 4), F32)}, [node], stats)
+        f, q, launches = cost_features(node, graph, "default")
+        in_bytes = 32 + 16 * sum(1 for n in inputs[1:] if n)
+        assert (q, launches) == (in_bytes + 2 * passes * 32, passes)
+        assert f == passes * max(node_work(node, graph.types), 8)  # per pass: the op's work
