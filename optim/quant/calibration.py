@@ -79,9 +79,8 @@ def histogram_quantile(counts: np.ndarray, edges: np.ndarray, q: float) -> float
     """
     if not 0 <= q <= 100:
         raise ValueError(f"q must be in [0, 100], got {q}")
+    counts, edges = _histogram(counts, edges)
     cumulative = np.cumsum(counts)
-    if cumulative[-1] <= 0:
-        raise ValueError("counts must hold at least one observation")
     target = q / 100.0 * cumulative[-1]
     k = max(int(np.searchsorted(cumulative, target, side="left")), int(np.argmax(counts > 0)))
     before = cumulative[k] - counts[k]

@@ -289,3 +289,40 @@ def test_kl_conventions_name_bad_input():
         kl_divergences_mxnet(np.ones(10), 3)
     with pytest.raises(ValueError, match="percentile must be in"):
         tail_percentile_range(np.ones(4), np.arange(5.0), 40)
+
+
+def test_nvidia_defaults_on_a_sparse_histogram():
+    """The defaults are NVIDIA's (8 bits, signed: 128 chunks, from bin 128, stride 1): a
+    300-bin histogram with empty bins, including kept-range ends with outliers behind them,
+    gives the loop's divergences and the last minimiser's edge."""
+    rng = np.random.default_rng(5)
+    counts = rng.integers(0, 9, 300) * (rng.random(300) < 0.6)
+    counts[[140, 141, 200]] = 0
+    expected = _nvidia_reference(counts, 8, False, 128, 1)
+    np.testing.assert_allclose(kl_divergences_nvidia(counts), expected, rtol=1e-9, atol=1e-12)
+    edges = np.arange(301) * 0.25
+    assert kl_threshold_nvidia(counts, edges) == edges[128 + _chosen(expected, last=True)]
+
+
+def test_histograms_and_percentiles_are_validated():
+    """Negative, non-finite or all-zero counts and non-increasing edges are refused; the
+    percentile may be 100 (the last non-empty edge) but not more."""
+    edges = np.arange(5.0)
+    for counts in ([1, -1, 1, 1], [1, np.nan, 1, 1], [0, 0, 0, 0]):
+        with pytest.raises(ValueError, match="counts must be finite"):
+            tail_percentile_range(np.array(counts, float), edges, 90)
+    with pytest.raises(ValueError, match="strictly increasing"):
+        tail_percentile_range(np.ones(4), np.array([0.0, 1.0, 1.0, 2.0, 3.0]), 90)
+    assert tail_percentile_range(np.array([0, 2, 2, 0]), edges, 100) == (1.0, 3.0)
+    with pytest.raises(ValueError, match="percentile must be in"):
+        tail_percentile_range(np.ones(4), edges, 100.5)
+
+
+def test_mse_clip_range_defaults_to_an_affine_100_point_grid():
+    """Leaving symmetric and grid out equals symmetric=False, grid=100 on signed rows."""
+    rows = np.random.default_rng(6).standard_normal((2, 200)).astype(np.float32)
+    lo, hi = rows.min(axis=1), rows.max(axis=1)
+    np.testing.assert_array_equal(mse_clip_range(rows, lo, hi, -128, 127),
+                                  mse_clip_range(rows, lo, hi, -128, 127, False, 100))
+    assert not np.array_equal(mse_clip_range(rows, lo, hi, -8, 7),
+                              mse_clip_range(rows, lo, hi, -8, 7, False, 101))
