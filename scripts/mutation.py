@@ -109,6 +109,12 @@ NOT_FORMULAS: dict[str, dict[str, str]] = {
 }
 
 EQUIVALENT: dict[str, dict[str, str]] = {
+    "optim.graph.cost": {
+        "<module>: 6 -> 7":
+            "MIN_SAMPLES is read only by calibrate, a measurement function (NOT_FORMULAS)",
+        "cost_features: x.size // x.shape[-1] -> x.size / x.shape[-1]":
+            "x.size is a multiple of x.shape[-1]: the true quotient equals the floor quotient",
+    },
     "optim.quant.affine": {
         "qparams: (qmin + qmax + 1) // 2 -> (qmin + qmax + 1) / 2":
             "the value goes into an int64 array: for the non-negative sums of this branch "

@@ -157,3 +157,26 @@ def test_batchnorm_passes():
         in_bytes = 32 + 16 * sum(1 for n in inputs[1:] if n)
         assert (q, launches) == (in_bytes + 2 * passes * 32, passes)
         assert f == passes * max(node_work(node, graph.types), 8)  # per pass: the op's work
+
+
+def test_fft_features_with_uneven_padding_and_tiny_images():
+    """x (1, 2, 6, 5), w (3, 2, 3, 3), padding (1, 0): padded 8 x 5, 8 · (5 // 2 + 1) = 24
+    bins; a 1 x 2 image with a 1 x 1 kernel: 2 pixels, log2 2 = 1, 1 · 2 = 2 bins."""
+    node = Node("Conv2d", ("x", "w", ""), "y",
+                {"stride": (1, 1), "padding": (1, 0), "dilation": (1, 1), "groups": 1})
+    graph = _graph({"x": ((1, 2, 6, 5), F32)}, [node], {"w": np.ones((3, 2, 3, 3), F32)})
+    f, _, bins = cost_features(node, graph, "fft")
+    assert bins == 24
+    assert f == pytest.approx(2.5 * 1 * 5 * 40 * math.log2(40) + 8 * 1 * 2 * 3 * 24, rel=1e-12)
+    tiny = Node("Conv2d", ("x", "w", ""), "y",
+                {"stride": (1, 1), "padding": (0, 0), "dilation": (1, 1), "groups": 1})
+    graph = _graph({"x": ((1, 1, 1, 2), F32)}, [tiny], {"w": np.ones((1, 1, 1, 1), F32)})
+    f, _, bins = cost_features(tiny, graph, "fft")
+    assert bins == 2 and f == pytest.approx(2.5 * 2 * 2 * 1 + 8 * 2, rel=1e-12)
+
+
+def test_linear_rows_count_every_leading_axis():
+    """x (2, 3, 5) through w (4, 5): 6 rows, F = 2 · 6 · 4 · 5."""
+    node = Node("Linear", ("x", "w", ""), "y", {})
+    graph = _graph({"x": ((2, 3, 5), F32)}, [node], {"w": np.ones((4, 5), F32)})
+    assert cost_features(node, graph, "dense")[0] == 2 * 6 * 4 * 5
