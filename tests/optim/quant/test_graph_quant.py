@@ -193,3 +193,33 @@ def test_qat_trains_a_graph_and_converts_to_what_it_simulated():
     np.testing.assert_array_equal(simulated.argmax(axis=1), ours.argmax(axis=1))
     untrained = execute(convert_graph(prepared), x[128:])
     assert np.abs(untrained - ours).max() > 10 * _output_step(integer)
+
+
+class _Branches(nn.Module):
+    """Two convolutions concatenated along the channels, average pooling, a classifier."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Conv2d(1, 3, 3, padding=1), nn.Conv2d(1, 2, 1)
+        self.pool, self.fc = nn.AvgPool2d(2), nn.Linear(5 * 14 * 14, 10)
+
+    def forward(self, x):
+        from minnet import functional as F
+        y = self.pool(F.concatenate([F.relu(self.a(x)), self.b(x)], axis=1))
+        return self.fc(y.reshape(y.shape[0], -1))
+
+
+def test_concat_and_average_pooling_quantize_and_run_in_onnxruntime():
+    """Concat becomes QLinearConcat (each branch requantized to the shared scale), AvgPool2d
+    QLinearAveragePool; onnxruntime runs both forms like the integer engine."""
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    minnet.manual_seed(0)
+    x = np.random.default_rng(3).random((40, 1, 28, 28)).astype(np.float32)
+    graph = quantize_graph(_Branches().eval(), x[:32])
+    assert {"QLinearConcat", "QLinearAveragePool"} <= {n.op for n in graph.nodes}
+    for form in (graph, to_qdq(graph)):
+        session = ort.InferenceSession(to_onnx(form).SerializeToString(),
+                                       providers=["CPUExecutionProvider"])
+        theirs = session.run(None, {session.get_inputs()[0].name: x[32:]})[0]
+        assert np.abs(theirs - execute(graph, x[32:])).max() <= _output_step(graph) * 1.0001
