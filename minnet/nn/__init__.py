@@ -1,5 +1,5 @@
 """Neural-network modules with PyTorch's names, shapes and state_dict keys."""
-from minnet.nn import init
+from minnet.nn import init, parametrize
 from minnet.nn.containers import ModuleList, Sequential
 from minnet.nn.layers import (GELU, AdaptiveAvgPool2d, AvgPool2d, Conv2d, Dropout, Flatten,
                               Hardsigmoid, Hardswish, Identity, LeakyReLU, Linear, MaxPool2d, ReLU,
@@ -13,4 +13,4 @@ __all__ = ["Module", "Parameter", "RemovableHandle", "Linear", "Conv2d", "MaxPoo
            "LocalResponseNorm", "Upsample", "Dropout", "Flatten", "Identity", "ReLU", "LeakyReLU",
            "GELU", "Hardsigmoid", "Hardswish", "Sigmoid", "Tanh", "Sequential",
            "ModuleList", "CrossEntropyLoss", "NLLLoss", "MSELoss", "KLDivLoss",
-           "BCEWithLogitsLoss", "init"]
+           "BCEWithLogitsLoss", "init", "parametrize"]

@@ -67,6 +67,14 @@ class Module:
     def __setattr__(self, name: str, value: Any) -> None:
         if "_parameters" not in self.__dict__:
             raise AttributeError("call Module.__init__() before assigning attributes")
+        if isinstance(getattr(type(self), name, None), property):
+            object.__setattr__(self, name, value)  # a property's setter decides
+            return
+        chains = self._modules.get("parametrizations")
+        if chains is not None and name in chains._modules and not isinstance(value, Module):
+            chain = chains._modules[name]  # a parametrized tensor: write its original
+            chain.original.data = chain.right_inverse(value).astype(chain.original.dtype)
+            return
         if isinstance(value, (Parameter, Module)):
             table = self._parameters if isinstance(value, Parameter) else self._modules
             for other in (self._parameters, self._buffers, self._modules):
@@ -91,6 +99,9 @@ class Module:
             entries = self.__dict__.get(table, {})
             if name in entries:
                 return entries[name]
+        chains = self.__dict__.get("_modules", {}).get("parametrizations")
+        if chains is not None and name in chains._modules:
+            return chains._modules[name]()  # see minnet.nn.parametrize
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def __delattr__(self, name: str) -> None:

@@ -108,7 +108,7 @@ class GraphModule(nn.Module):
 
     def _value(self, name: str) -> Any:
         owner, leaf = self._slots[name]
-        return owner._parameters[leaf] if leaf in owner._parameters else owner._buffers[leaf]
+        return getattr(owner, leaf)  # a parametrized parameter computes its value
 
     def forward(self, *inputs: Any) -> Tensor | tuple[Tensor, ...]:
         graph = self.graph

@@ -23,9 +23,7 @@ import numpy as np
 import minnet
 from minnet import nn
 from optim.graph import Graph, compile as compile_graph, optimize, to_onnx, trace
-from optim.prune.parametrize import remove_all
-from optim.quant import (FixedFakeQuantize, IntegerModel, QuantSequential, QuantStage,
-                         SharedWeightLayer)
+from optim.quant import FixedFakeQuantize, IntegerModel, QuantSequential, QuantStage
 from optim.quant.graph_quant import to_integer_graph
 
 __all__ = ["ENGINES", "float_view", "optimized_graph", "deployed_graph", "onnx_session",
@@ -34,44 +32,21 @@ __all__ = ["ENGINES", "float_view", "optimized_graph", "deployed_graph", "onnx_s
 ENGINES = ("minnet", "integer", "graph", "onnxruntime")
 
 
-def _dequantized(stage: QuantStage) -> list[nn.Module]:
-    layer = copy.deepcopy(stage.layer)
-    with minnet.no_grad():
-        if stage.weight_quant is not None:
-            layer.weight = nn.Parameter(stage.weight_quant(minnet.Tensor(layer.weight.data)).data)
-        if layer.bias is not None and stage.bias_quant is not None:
-            layer.bias = nn.Parameter(stage.bias_quant(minnet.Tensor(layer.bias.data)).data)
-    return [layer, nn.ReLU()] if stage.relu else [layer]
-
-
 def float_view(model: nn.Module) -> nn.Module:
-    """A plain float copy of ``model`` computing with its effective weights: pruning made
-    permanent, shared weights :math:`c[I]` expanded, a quantized model's weights (and int32
-    biases) dequantized and its activation quantizers dropped. MACs, parameter counts and the
-    ``graph`` engine use it."""
-    model = remove_all(copy.deepcopy(model))
-    if isinstance(model, QuantSequential):
-        layers: list[nn.Module] = []
-        for module in model:
-            if isinstance(module, QuantStage):
-                layers += _dequantized(module)
-            elif not isinstance(module, FixedFakeQuantize):
-                layers.append(module)
-        return nn.Sequential(*layers)
-    if isinstance(model, SharedWeightLayer):
-        return _expanded(model)
-    for parent in list(model.modules()):
-        for name, child in list(parent.named_children()):
-            if isinstance(child, SharedWeightLayer):
-                setattr(parent, name, _expanded(child))
-    return model
-
-
-def _expanded(shared: SharedWeightLayer) -> nn.Module:
-    layer = shared.layer
-    with minnet.no_grad():
-        layer.weight = nn.Parameter(shared.shared_weight().data)
-    return layer
+    """A plain float copy of ``model`` computing with its effective weights: every
+    parametrization (pruning mask, shared weights :math:`c[I]`, weight and bias quantizers)
+    baked in, and a quantized model's activation quantizers dropped. MACs, parameter counts
+    and the ``graph`` engine use it."""
+    model = nn.parametrize.remove_all_parametrizations(copy.deepcopy(model))
+    if not isinstance(model, QuantSequential):
+        return model
+    layers: list[nn.Module] = []
+    for module in model:
+        if isinstance(module, QuantStage):
+            layers += [module.layer, nn.ReLU()] if module.relu else [module.layer]
+        elif not isinstance(module, FixedFakeQuantize):
+            layers.append(module)
+    return nn.Sequential(*layers)
 
 
 def optimized_graph(model: nn.Module, x: np.ndarray) -> Graph:

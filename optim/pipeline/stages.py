@@ -39,8 +39,8 @@ from optim.lowrank import factorize
 from optim.nas import (NSGA2, MnistObjectives, RandomSearch, RegularizedEvolution, build_cnn,
                        build_mlp, cnn_cost, cnn_space, describe, macs_at_most, mlp_cost,
                        mlp_space, search)
-from optim.prune import (apply_mask, prunable, prune_channels, prune_model, remove_all,
-                         restore_pruning, shrink, target_sparsity)
+from optim.prune import (apply_mask, effective_weight, prunable, prune_channels, prune_model,
+                         remove_all, restore_pruning, shrink, target_sparsity)
 from optim.prune.parametrize import named_pruned
 from optim.quant import IntegerModel, calibrate, convert, prepare, prepare_qat, share_weights
 
@@ -56,7 +56,7 @@ from .engines import deployed_graph, float_view, optimized_graph
 from .store import load_model, packed_bytes
 
 __all__ = ["Context", "Outcome", "STAGE_FUNCTIONS", "STAGE_OPTIONS", "WEIGHT_CRITERIA",
-           "CHANNEL_CRITERIA", "KeepZeros", "stage"]
+           "CHANNEL_CRITERIA", "stage"]
 
 
 
@@ -92,42 +92,12 @@ class Outcome:
     artefact: str | None = None  # the file of ``files`` that is deployed: sized and measured
 
 
-class KeepZeros:
-    """An optimizer whose ``step`` leaves chosen entries of chosen parameters at zero: the
-    wrapped optimizer steps, then ``param.data[where] = 0``. ``param_groups``, ``zero_grad``
-    and the state dict are the wrapped optimizer's (schedulers take ``.optimizer``)."""
-
-    def __init__(self, optimizer, pins: list[tuple[nn.Parameter, np.ndarray]]):
-        self.optimizer, self.pins = optimizer, pins
-
-    @property
-    def param_groups(self):
-        return self.optimizer.param_groups
-
-    def zero_grad(self) -> None:
-        self.optimizer.zero_grad()
-
-    def step(self) -> None:
-        self.optimizer.step()
-        for param, where in self.pins:
-            param.data[where] = 0
-
-    def state_dict(self) -> dict:
-        return self.optimizer.state_dict()
-
-    def load_state_dict(self, state: dict) -> None:
-        self.optimizer.load_state_dict(state)
-
-
-def _train(model: nn.Module, ctx: Context, epochs: int, lr: float, checkpoint: str | None,
-           pins: list | None = None) -> dict:
+def _train(model: nn.Module, ctx: Context, epochs: int, lr: float, checkpoint: str | None
+           ) -> dict:
     """Adam(``lr``) with a cosine schedule over ``epochs`` on the training data, checkpointed
-    to (and resumed from) ``ctx.work / checkpoint``, keeping the ``pins`` at zero
-    (``KeepZeros``); returns fit's history."""
+    to (and resumed from) ``ctx.work / checkpoint``; returns fit's history."""
     optimizer = optimizers.Adam(model.parameters(), lr=lr)
     scheduler = optimizers.CosineAnnealingLR(optimizer, T_max=epochs)
-    if pins:
-        optimizer = KeepZeros(optimizer, pins)
     path = None if checkpoint is None else ctx.work / checkpoint
     return fit(model, optimizer, ctx.train, epochs, batch_size=ctx.run["batch_size"],
                scheduler=scheduler, seed=ctx.run["seed"], checkpoint_path=path,
@@ -398,11 +368,15 @@ def distill_stage(model, options: dict, ctx: Context) -> Outcome:
     return Outcome(student, details={"history": history})
 
 
-def _zero_pins(model: nn.Module) -> list[tuple[nn.Parameter, np.ndarray]]:
-    """Every Linear/Conv2d weight of ``model`` with zero entries, and where they are."""
-    return [(m.weight, m.weight.data == 0) for m in model.modules()
-            if isinstance(m, (nn.Linear, nn.Conv2d)) and m.weight is not None
-            and np.any(m.weight.data == 0)]
+def _with_zero_masks(model: nn.Module) -> nn.Module:
+    """``model`` with a pruning mask on every Linear/Conv2d weight that has zeros (ANDed with
+    any mask it has), so that training keeps them zero; returns ``model``."""
+    for m in model.modules():
+        if isinstance(m, (nn.Linear, nn.Conv2d)):
+            kept = effective_weight(m, "weight") != 0
+            if not kept.all():
+                apply_mask(m, "weight", kept)
+    return model
 
 
 def _quant_engine(model, requested: str) -> str:
@@ -439,8 +413,9 @@ def quantize_stage(model, options: dict, ctx: Context) -> Outcome:
     """Quantize weights (per output channel, symmetric) and activations (per tensor, affine):
     post-training (``optim.quant.prepare`` / ``calibrate`` / ``convert``, Jacob et al. 2018)
     or quantization-aware training (``prepare_qat``, LSQ or STE, then ``convert``). Zero
-    weights stay zero: symmetric codes map 0 to 0, and QAT pins them."""
-    float_model = remove_all(copy.deepcopy(model))
+    weights stay zero: QAT trains them masked, and symmetric codes map 0 to 0 (the masks are
+    then baked in)."""
+    float_model = _with_zero_masks(copy.deepcopy(model))
     config = dict(weight_bits=options["weight_bits"], activation_bits=options["activation_bits"],
                   weight_observer=options["weight_observer"],
                   activation_observer=options["activation_observer"],
@@ -453,8 +428,9 @@ def quantize_stage(model, options: dict, ctx: Context) -> Outcome:
     else:
         qat = prepare_qat(float_model, weight_method=options["weight_method"],
                           activation_method=options["activation_method"], **config)
-        _train(qat, ctx, options["epochs"], options["lr"], "qat.npz", pins=_zero_pins(qat))
+        _train(qat, ctx, options["epochs"], options["lr"], "qat.npz")
         quantized = convert(qat)
+    quantized = remove_all(quantized)
     return Outcome(quantized, _quant_engine(quantized, options["engine"]),
                    details={"config": config, "method": options["method"]})
 

@@ -6,20 +6,24 @@ bytes in the payload) and ``payload``, the concatenated encoded arrays. ``load_m
 rebuilds the model from the file alone. Each array is stored with the cheapest exact codec
 that fits it (``optim.pipeline.codecs``):
 
-- the weight of a converted ``QuantStage``: its integer codes :math:`q - q_{min}`; loading
-  dequantizes them, :math:`\\hat W = (q - z) s`, which the stage's weight quantizer maps to
-  itself, so the model computes the same outputs;
-- the indices of a ``SharedWeightLayer``: its centroids are stored beside them;
+- a parameter quantized by a ``FixedFakeQuantize`` parametrization (after any masks): its
+  integer codes :math:`q - q_{min}`; loading dequantizes them, :math:`\\hat W = (q - z) s`,
+  which the quantizer maps to itself, so the model computes the same outputs;
+- the indices of a ``SharedWeights`` parametrization: its centroids are stored beside them,
+  and the parameter's original (zeros) as nothing;
 
   codes and indices are integer symbols, stored fixed-width, Huffman-coded, or (when one
   symbol, e.g. the code of a pruned zero, dominates) relatively indexed with fixed or
   Huffman-coded gaps and values, whichever is smallest (Deep Compression's storage, Han et al.
   2016, sections 2-4);
-- a pruning mask: one bit per weight; the pruned parameter ``<name>_orig``: its kept entries;
+- a ``PruningMask``: one bit per weight; the pruned parameter (``parametrizations.<name>.
+  original``): its kept entries;
 - other float arrays: raw, or a bitmap of the non-zeros and their values when smaller;
   arrays of zeros: nothing.
 
-A frozen ``QuantSequential``'s int32 bias quantizers are derived from the stored scales
+Which arrays are codes, indices or masked is declared by the registered module and
+parametrization types (``optim.pipeline.kinds``), not by this module. A frozen
+``QuantSequential``'s int32 bias quantizers are derived from the stored scales
 (``optim.quant.convert``), so they are not stored. ``packed_bytes(model)`` is the payload size:
 the model's bytes as deployed, without the JSON and the npz container.
 
@@ -33,7 +37,6 @@ Tests: ``tests/optim/pipeline/test_pipeline_store.py``,
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import os
@@ -41,379 +44,28 @@ import struct
 import zipfile
 import zlib
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 import minnet
 from minnet import nn
-from optim.nas.build import Residual
-from optim.prune.parametrize import restore_pruning
-from optim.quant import (FixedFakeQuantize, QConfig, QuantSequential, QuantStage,
-                         SharedWeightLayer, convert, dequantize, quantize)
+from optim.quant import dequantize, quantize
 
 from . import codecs as C
+from .kinds import (ARG_KINDS, MAX_ALPHABET, MAX_DEPTH, MAX_DIM, MAX_ELEMENTS, MAX_MODULES,
+                    MAX_NDIM, MAX_SPEC_BYTES, PackedModelError,
+                    build_checked, build_module, check_module_spec, derived_keys, finish_loaded,
+                    is_int, module_spec, require, symbol_arrays)
 
 __all__ = ["FORMAT", "PackedModelError", "MAX_ELEMENTS", "MAX_SPEC_BYTES", "MAX_DEPTH",
            "MAX_MODULES", "module_spec", "build_module", "check_module_spec", "check_entries",
            "encode_state", "decode_state", "save_model", "load_model", "packed_bytes"]
 
-FORMAT = "optim.pipeline/1"
-
-# Leaf layers: constructor arguments read back from attributes of the same name, each with
-# the kind of value it must hold in a file (``_ARG_KINDS``).
-_LEAVES: dict[str, tuple[type, dict[str, str]]] = {
-    "Linear": (nn.Linear, {"in_features": "count", "out_features": "count"}),
-    "Conv2d": (nn.Conv2d, {"in_channels": "count", "out_channels": "count", "kernel_size": "size",
-                           "stride": "size", "padding": "offset", "dilation": "size",
-                           "groups": "count"}),
-    "BatchNorm1d": (nn.BatchNorm1d, {"num_features": "count", "eps": "positive",
-                                     "momentum": "unit", "affine": "flag",
-                                     "track_running_stats": "flag"}),
-    "BatchNorm2d": (nn.BatchNorm2d, {"num_features": "count", "eps": "positive",
-                                     "momentum": "unit", "affine": "flag",
-                                     "track_running_stats": "flag"}),
-    "MaxPool2d": (nn.MaxPool2d, {"kernel_size": "size", "stride": "stride", "padding": "offset"}),
-    "AvgPool2d": (nn.AvgPool2d, {"kernel_size": "size", "stride": "stride", "padding": "offset"}),
-    "AdaptiveAvgPool2d": (nn.AdaptiveAvgPool2d, {"output_size": "size"}),
-    "Flatten": (nn.Flatten, {"start_dim": "axis", "end_dim": "axis"}),
-    "Dropout": (nn.Dropout, {"p": "unit"}),
-    "LeakyReLU": (nn.LeakyReLU, {"negative_slope": "real"}),
-    "ReLU": (nn.ReLU, {}), "GELU": (nn.GELU, {}), "Sigmoid": (nn.Sigmoid, {}),
-    "Tanh": (nn.Tanh, {}), "Identity": (nn.Identity, {}),
-}
-_WITH_BIAS = ("Linear", "Conv2d")
-
-
-def _json_value(value: Any) -> Any:
-    if isinstance(value, (tuple, list)):
-        return [_json_value(v) for v in value]
-    return value.item() if isinstance(value, np.generic) else value
-
-
-def _from_json(value: Any) -> Any:
-    return tuple(_from_json(v) for v in value) if isinstance(value, list) else value
-
-
-def module_spec(module: nn.Module) -> dict:
-    """A JSON-ready description of ``module``'s structure (no arrays): ``{"type": ..., ...}``
-    for the layers of ``minnet.nn`` listed in ``_LEAVES``, ``Sequential``, ``QuantSequential``
-    (with its ``QConfig``), ``QuantStage``, ``FixedFakeQuantize``, ``SharedWeightLayer`` and
-    NAS's ``Residual``. TypeError names any other module type."""
-    kind = type(module).__name__
-    if kind in _LEAVES and type(module) is _LEAVES[kind][0]:
-        spec = {"type": kind, "args": {a: _json_value(getattr(module, a)) for a in _LEAVES[kind][1]}}
-        if kind in _WITH_BIAS:
-            spec["bias"] = module.bias is not None
-        return spec
-    if isinstance(module, QuantSequential):
-        return {"type": "QuantSequential", "children": [module_spec(m) for m in module],
-                "config": None if module.config is None else dataclasses.asdict(module.config)}
-    if type(module) is nn.Sequential:
-        return {"type": "Sequential", "children": [module_spec(m) for m in module]}
-    if isinstance(module, Residual):
-        return {"type": "Residual", "body": module_spec(module.body)}
-    if isinstance(module, QuantStage):
-        return {"type": "QuantStage", "layer": module_spec(module.layer), "relu": module.relu,
-                **{k: None if getattr(module, k) is None else module_spec(getattr(module, k))
-                   for k in ("weight_quant", "output_quant")}}
-    if isinstance(module, FixedFakeQuantize):
-        return {"type": "FixedFakeQuantize", "shape": list(module.scale.shape),
-                "qmin": module.qmin, "qmax": module.qmax, "axis": module.axis}
-    if isinstance(module, SharedWeightLayer):
-        return {"type": "SharedWeightLayer", "n_clusters": int(module.centroids.shape[0]),
-                "layer": module_spec(module.layer)}
-    raise TypeError(f"cannot store a module of type {kind}; supported: "
-                    f"{sorted(_LEAVES) + sorted(_CONTAINERS)}")
-
-
-def build_module(spec: dict, *, max_elements: int | None = None) -> nn.Module:
-    """A freshly initialised module with the structure ``spec`` (from ``module_spec``).
-
-    ``spec`` is validated whole first (``check_module_spec``): PackedModelError names the
-    field, and nothing is allocated for a spec whose arrays exceed ``max_elements``
-    (default ``MAX_ELEMENTS``)."""
-    check_module_spec(spec, MAX_ELEMENTS if max_elements is None else max_elements)
-    return _build_checked(spec)
-
-
-def _build_checked(spec: dict) -> nn.Module:
-    try:
-        return _build(spec)
-    except (TypeError, ValueError) as err:  # a check the constructors make beyond ours
-        raise PackedModelError("module", str(err)) from None
-
-
-def _build(spec: dict) -> nn.Module:
-    kind = spec["type"]
-    if kind in _LEAVES:
-        cls = _LEAVES[kind][0]
-        args = {k: _from_json(v) for k, v in spec["args"].items()}
-        return cls(**args, bias=spec["bias"]) if kind in _WITH_BIAS else cls(**args)
-    if kind == "Sequential":
-        return nn.Sequential(*(_build(s) for s in spec["children"]))
-    if kind == "QuantSequential":
-        config = None if spec["config"] is None else QConfig(**spec["config"])
-        return QuantSequential(*(_build(s) for s in spec["children"]), config=config)
-    if kind == "Residual":
-        return Residual(_build(spec["body"]))
-    if kind == "QuantStage":
-        parts = {k: None if spec[k] is None else _build(spec[k])
-                 for k in ("weight_quant", "output_quant")}
-        return QuantStage(_build(spec["layer"]), spec["relu"], **parts)
-    if kind == "FixedFakeQuantize":
-        shape = tuple(spec["shape"])
-        return FixedFakeQuantize(np.ones(shape, np.float32), np.zeros(shape, np.int64),
-                                 spec["qmin"], spec["qmax"], spec["axis"])
-    layer = _build(spec["layer"])  # SharedWeightLayer, the only kind left after the checks
-    return SharedWeightLayer(layer, spec["n_clusters"], iters=0)
-
-
-# ---- validation of untrusted specs -------------------------------------------------------
-
-# Caps on what a packed model file may declare (README, "Limits on untrusted files"): the
-# elements of all arrays, as the module tree allocates them and as the entries declare them
-# (at most 8 bytes each), the JSON spec and payload members, nesting and module count.
-MAX_ELEMENTS = 1 << 24
-MAX_SPEC_BYTES = 1 << 24
-MAX_DEPTH = 32
-MAX_MODULES = 4096
-MAX_DIM = (1 << 31) - 1
-MAX_NDIM = 8
-MAX_CLUSTERS = 1 << 16
-MAX_ALPHABET = 1 << 32
-
-
-class PackedModelError(ValueError):
-    """A packed model file (or spec) that cannot be loaded: ``field`` names the offending part
-    (``module.children[3].args.in_features``, ``arrays[2].parts``, ``<file>`` for the
-    container), ``path`` the file (None for a spec given directly)."""
-
-    def __init__(self, field: str, reason: str, path: str | os.PathLike | None = None):
-        super().__init__(f"{path}: {field}: {reason}" if path is not None else f"{field}: {reason}")
-        self.field, self.reason, self.path = field, reason, path
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_real(value: Any) -> bool:
-    return (isinstance(value, (int, float)) and not isinstance(value, bool)
-            and math.isfinite(value))
-
-
-def _int_pair(low: int) -> Callable[[Any], bool]:
-    def check(value):
-        pair = value if isinstance(value, list) else [value, value]
-        return len(pair) == 2 and all(_is_int(v) and low <= v <= MAX_DIM for v in pair)
-    return check
-
-
-# kind -> (check, what a valid value is)
-_ARG_KINDS: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "count": (lambda v: _is_int(v) and 1 <= v <= MAX_DIM, f"an integer in [1, {MAX_DIM}]"),
-    "size": (_int_pair(1), f"an integer in [1, {MAX_DIM}] or a pair of them"),
-    "offset": (_int_pair(0), f"an integer in [0, {MAX_DIM}] or a pair of them"),
-    "stride": (lambda v: v is None or _int_pair(1)(v),
-               f"null, an integer in [1, {MAX_DIM}] or a pair of them"),
-    "positive": (lambda v: _is_real(v) and v > 0, "a finite number > 0"),
-    "unit": (lambda v: _is_real(v) and 0 <= v <= 1, "a number in [0, 1]"),
-    "real": (_is_real, "a finite number"),
-    "flag": (lambda v: isinstance(v, bool), "true or false"),
-    "axis": (lambda v: _is_int(v) and -MAX_NDIM <= v <= MAX_NDIM,
-             f"an integer in [-{MAX_NDIM}, {MAX_NDIM}]"),
-}
-
-
-def _pair(value: Any) -> tuple[int, int]:
-    return (value[0], value[-1]) if isinstance(value, list) else (value, value)
-
-
-class _Walk:
-    """State of one validation: modules seen and elements the tree allocates."""
-
-    def __init__(self, max_elements: int):
-        self.modules, self.elements, self.max_elements = 0, 0, max_elements
-
-    def allocate(self, field: str, elements: int) -> None:
-        self.elements += elements
-        if self.elements > self.max_elements:
-            raise PackedModelError(field, f"the model's arrays would hold more than "
-                                          f"{self.max_elements} elements (the cap)")
-
-
-def _require(spec: Any, field: str, keys: set[str]) -> None:
-    if not isinstance(spec, dict):
-        raise PackedModelError(field, f"must be a JSON object, got {type(spec).__name__}")
-    if set(spec) != keys:
-        missing, extra = sorted(keys - set(spec)), sorted(set(spec) - keys)
-        raise PackedModelError(field, f"keys missing {missing}, unexpected {extra}")
-
-
-def _check_leaf(kind: str, spec: dict, field: str, walk: _Walk) -> None:
-    _require(spec, field, {"type", "args"} | ({"bias"} if kind in _WITH_BIAS else set()))
-    kinds = _LEAVES[kind][1]
-    _require(spec["args"], f"{field}.args", set(kinds))
-    args = spec["args"]
-    for name, arg_kind in kinds.items():
-        check, valid = _ARG_KINDS[arg_kind]
-        if not check(args[name]):
-            raise PackedModelError(f"{field}.args.{name}", f"must be {valid}, got {args[name]!r}")
-    if kind in _WITH_BIAS and not isinstance(spec["bias"], bool):
-        raise PackedModelError(f"{field}.bias", f"must be true or false, got {spec['bias']!r}")
-    if kind == "Linear":
-        walk.allocate(field, args["out_features"] * (args["in_features"] + spec["bias"]))
-    elif kind == "Conv2d":
-        groups = args["groups"]
-        if args["in_channels"] % groups or args["out_channels"] % groups:
-            raise PackedModelError(f"{field}.args.groups", f"groups={groups} must divide "
-                                   f"in_channels and out_channels")
-        kh, kw = _pair(args["kernel_size"])
-        walk.allocate(field, args["out_channels"]
-                      * (args["in_channels"] // groups * kh * kw + spec["bias"]))
-    elif kind.startswith("BatchNorm"):
-        walk.allocate(field, 2 * args["num_features"]
-                      * (args["affine"] + args["track_running_stats"]) + 1)
-    elif kind in ("MaxPool2d", "AvgPool2d"):
-        kernel, padding = _pair(args["kernel_size"]), _pair(args["padding"])
-        if padding[0] > kernel[0] // 2 or padding[1] > kernel[1] // 2:
-            raise PackedModelError(f"{field}.args.padding", f"must be at most half of "
-                                   f"kernel_size {args['kernel_size']!r}, got {args['padding']!r}")
-
-
-_QCONFIG_KINDS = {f.name: "int" if f.name.endswith("_bits") else
-                  "str" if f.name.endswith("_observer") else "bool"
-                  for f in dataclasses.fields(QConfig)}
-
-
-def _check_qconfig(config: Any, field: str) -> None:
-    if config is None:
-        return
-    if not isinstance(config, dict) or not set(config) <= set(_QCONFIG_KINDS):
-        raise PackedModelError(field, f"must be null or an object with keys among "
-                                      f"{sorted(_QCONFIG_KINDS)}, got {config!r}")
-    types = {"int": _is_int, "str": lambda v: isinstance(v, str),
-             "bool": lambda v: isinstance(v, bool)}
-    for key, value in config.items():
-        if not types[_QCONFIG_KINDS[key]](value):
-            raise PackedModelError(f"{field}.{key}", f"must be of type {_QCONFIG_KINDS[key]}, "
-                                   f"got {value!r}")
-
-
-def _check_node(spec: Any, field: str, depth: int, walk: _Walk) -> None:
-    if depth > MAX_DEPTH:
-        raise PackedModelError(field, f"modules are nested deeper than {MAX_DEPTH} levels")
-    walk.modules += 1
-    if walk.modules > MAX_MODULES:
-        raise PackedModelError(field, f"more than {MAX_MODULES} modules")
-    if not isinstance(spec, dict):
-        raise PackedModelError(field, f"must be a JSON object, got {type(spec).__name__}")
-    kind = spec.get("type")
-    if not isinstance(kind, str) or kind not in _LEAVES and kind not in _CONTAINERS:
-        raise PackedModelError(f"{field}.type", f"unknown module type {kind!r}; known: "
-                               f"{sorted(_LEAVES) + sorted(_CONTAINERS)}")
-    if kind in _LEAVES:
-        _check_leaf(kind, spec, field, walk)
-        return
-    _require(spec, field, _CONTAINERS[kind])
-    if kind in ("Sequential", "QuantSequential"):
-        children = spec["children"]
-        if not isinstance(children, list):
-            raise PackedModelError(f"{field}.children", "must be a list")
-        for i, child in enumerate(children):
-            _check_node(child, f"{field}.children[{i}]", depth + 1, walk)
-        if kind == "QuantSequential":
-            _check_qconfig(spec["config"], f"{field}.config")
-    elif kind == "Residual":
-        _check_node(spec["body"], f"{field}.body", depth + 1, walk)
-    elif kind == "QuantStage":
-        _check_weighted(spec["layer"], f"{field}.layer", depth + 1, walk)
-        if not isinstance(spec["relu"], bool):
-            raise PackedModelError(f"{field}.relu", f"must be true or false, got {spec['relu']!r}")
-        for key in ("weight_quant", "output_quant"):
-            if spec[key] is not None:
-                if not isinstance(spec[key], dict) or spec[key].get("type") != "FixedFakeQuantize":
-                    raise PackedModelError(f"{field}.{key}", "must be null or a FixedFakeQuantize")
-                _check_node(spec[key], f"{field}.{key}", depth + 1, walk)
-    elif kind == "FixedFakeQuantize":
-        shape = spec["shape"]
-        if not (isinstance(shape, list) and len(shape) <= MAX_NDIM
-                and all(_is_int(d) and 1 <= d <= MAX_DIM for d in shape)):
-            raise PackedModelError(f"{field}.shape", f"must be a list of at most {MAX_NDIM} "
-                                   f"integers in [1, {MAX_DIM}], got {shape!r}")
-        for key in ("qmin", "qmax"):
-            if not (_is_int(spec[key]) and abs(spec[key]) <= MAX_ALPHABET):
-                raise PackedModelError(f"{field}.{key}", f"must be an integer of magnitude at "
-                                       f"most {MAX_ALPHABET}, got {spec[key]!r}")
-        if spec["qmin"] > spec["qmax"]:
-            raise PackedModelError(f"{field}.qmin", f"qmin={spec['qmin']} exceeds "
-                                   f"qmax={spec['qmax']}")
-        if not (spec["axis"] is None or _ARG_KINDS["axis"][0](spec["axis"])):
-            raise PackedModelError(f"{field}.axis", f"must be null or "
-                                   f"{_ARG_KINDS['axis'][1]}, got {spec['axis']!r}")
-        walk.allocate(field, 2 * math.prod(shape))
-    else:  # SharedWeightLayer
-        n = spec["n_clusters"]
-        if not (_is_int(n) and 1 <= n <= MAX_CLUSTERS):
-            raise PackedModelError(f"{field}.n_clusters", f"must be an integer in "
-                                   f"[1, {MAX_CLUSTERS}], got {n!r}")
-        before = walk.elements
-        _check_weighted(spec["layer"], f"{field}.layer", depth + 1, walk)
-        walk.allocate(field, walk.elements - before + n)  # indices beside the weight
-
-
-def _check_weighted(spec: Any, field: str, depth: int, walk: _Walk) -> None:
-    if not isinstance(spec, dict) or spec.get("type") not in _WITH_BIAS:
-        raise PackedModelError(field, f"must be a Linear or Conv2d layer")
-    _check_node(spec, field, depth, walk)
-
-
-_CONTAINERS: dict[str, set[str]] = {
-    "Sequential": {"type", "children"}, "QuantSequential": {"type", "children", "config"},
-    "Residual": {"type", "body"},
-    "QuantStage": {"type", "layer", "relu", "weight_quant", "output_quant"},
-    "FixedFakeQuantize": {"type", "shape", "qmin", "qmax", "axis"},
-    "SharedWeightLayer": {"type", "n_clusters", "layer"},
-}
-
-
-def check_module_spec(spec: Any, max_elements: int = MAX_ELEMENTS) -> int:
-    """Validate a module spec (as ``module_spec`` writes it) before anything is built: known
-    module types with exactly their keys, every constructor argument of the right type and
-    range (``_ARG_KINDS``), nesting at most ``MAX_DEPTH``, at most ``MAX_MODULES`` modules and
-    at most ``max_elements`` array elements allocated by the constructors. Returns that element
-    count; raises ``PackedModelError`` naming the field. Test:
-    ``tests/adversarial/test_optim_packed.py::test_malicious_files_raise_the_documented_error``.
-    """
-    walk = _Walk(max_elements)
-    _check_node(spec, "module", 0, walk)
-    return walk.elements
+FORMAT = "optim.pipeline/2"
 
 
 # ---- arrays ----------------------------------------------------------------------------
-
-def _special_arrays(module: nn.Module) -> tuple[dict[str, dict], set[str]]:
-    """Arrays stored as integer symbols (quantized weights, shared indices) and the derived
-    arrays not stored at all (bias quantizers of a frozen QuantSequential)."""
-    symbols, derived = {}, set()
-    frozen = isinstance(module, QuantSequential) and module.frozen
-    for name, m in module.named_modules():
-        prefix = f"{name}." if name else ""
-        if isinstance(m, QuantStage) and isinstance(m.weight_quant, FixedFakeQuantize) \
-                and "weight" in m.layer._parameters:
-            wq = m.weight_quant
-            symbols[f"{prefix}layer.weight"] = {
-                "alphabet": wq.qmax - wq.qmin + 1,
-                "quant": {"scale": f"{prefix}weight_quant.scale",
-                          "zero_point": f"{prefix}weight_quant.zero_point",
-                          "qmin": wq.qmin, "qmax": wq.qmax, "axis": wq.axis}}
-            if frozen and m.bias_quant is not None:
-                derived.update(f"{prefix}bias_quant.{k}" for k in m.bias_quant.state_dict())
-        elif isinstance(m, SharedWeightLayer):
-            symbols[f"{prefix}indices"] = {"alphabet": int(m.centroids.shape[0])}
-    return symbols, derived
-
 
 def _sequence(symbols: np.ndarray, alphabet: int) -> tuple[str, list[bytes]]:
     """The cheaper of the fixed-width and the Huffman code of ``symbols``."""
@@ -455,19 +107,34 @@ def _symbol_codec(symbols: np.ndarray, alphabet: int) -> tuple[str, list[bytes],
     return best[1], best[2], best[3]
 
 
-def _array_codec(name: str, array: np.ndarray, state: dict) -> tuple[str, list[bytes], dict]:
+def _array_codec(array: np.ndarray, mask: np.ndarray | None) -> tuple[str, list[bytes]]:
     if array.dtype == np.bool_:
-        return "bits", [np.packbits(array.reshape(-1)).tobytes()], {}
-    if name.endswith("_orig") and name[:-5] + "_mask" in state:
-        mask = state[name[:-5] + "_mask"]
-        return "masked", [np.ascontiguousarray(array[mask]).tobytes()], {"mask": name[:-5] + "_mask"}
+        return "bits", [np.packbits(array.reshape(-1)).tobytes()]
+    if mask is not None:
+        return "masked", [np.ascontiguousarray(array[mask]).tobytes()]
     if not np.any(array):
-        return "zeros", [], {}
+        return "zeros", []
     if array.dtype.kind == "f":
         bitmap, values = C.bitmap_encode(array)
         if len(bitmap) + values.nbytes < array.nbytes:
-            return "bitmap", [bitmap, values.tobytes()], {}
-    return "raw", [np.ascontiguousarray(array).tobytes()], {}
+            return "bitmap", [bitmap, values.tobytes()]
+    return "raw", [np.ascontiguousarray(array).tobytes()]
+
+
+def _coded(array: np.ndarray, info: dict, state: dict) -> tuple[str, list[bytes], dict]:
+    """Integer symbols: the array itself (indices), or the codes of a quantized parameter
+    (of the value entering its quantizer: the array times the masks before it)."""
+    extra = {k: v for k, v in info.items() if k != "masks"}
+    values = array
+    if "quant" in info:
+        q = info["quant"]
+        for mask in info["masks"]:
+            array = array * state[mask]
+        codes = quantize(array, state[q["scale"]], state[q["zero_point"]], q["qmin"], q["qmax"],
+                         axis=q["axis"])
+        values = codes.astype(np.int64) - q["qmin"]
+    codec, parts, coded = _symbol_codec(values, info["alphabet"])
+    return codec, parts, {**extra, **coded}
 
 
 def encode_state(module: nn.Module) -> tuple[list[dict], bytes]:
@@ -475,27 +142,18 @@ def encode_state(module: nn.Module) -> tuple[list[dict], bytes]:
     encoded by its codec (see the module docstring); each entry records the array's name,
     dtype, shape, codec and the ``[offset, length]`` of its parts in ``payload``."""
     state = module.state_dict()
-    symbols, derived = _special_arrays(module)
+    claims, derived = symbol_arrays(module), derived_keys(module)
     entries, chunks, offset = [], [], 0
     for name, array in state.items():
         if name in derived:
             continue
-        array = np.asarray(array)
-        extra: dict = {}
-        if name in symbols:
-            info = symbols[name]
-            extra = dict(info)
-            if "quant" in info:
-                q = info["quant"]
-                codes = quantize(array, state[q["scale"]], state[q["zero_point"]], q["qmin"],
-                                 q["qmax"], axis=q["axis"])
-                values = codes.astype(np.int64) - q["qmin"]
-            else:
-                values = array
-            codec, parts, coded = _symbol_codec(values, info["alphabet"])
-            extra.update(coded)
+        array, info = np.asarray(array), claims.get(name, {})
+        if "alphabet" in info:
+            codec, parts, extra = _coded(array, info, state)
         else:
-            codec, parts, extra = _array_codec(name, array, state)
+            mask = info.get("mask")
+            codec, parts = _array_codec(array, None if mask is None else state[mask])
+            extra = {} if mask is None else {"mask": mask}
         spans = []
         for part in parts:
             spans.append([offset, len(part)])
@@ -584,7 +242,7 @@ def _check_entry(entry: Any, field: str, payload_bytes: int, names: dict[str, di
         raise PackedModelError(f"{field}.codec", f"unknown codec {codec!r}; known: "
                                                  f"{sorted(_CODEC_KEYS)}")
     keys = _ENTRY_KEYS | _CODEC_KEYS[codec]
-    _require(entry, field, keys | ({"quant"} if "quant" in entry and codec in _SYMBOL_CODECS
+    require(entry, field, keys | ({"quant"} if "quant" in entry and codec in _SYMBOL_CODECS
                                    else set()))
     dtype, shape, spans = entry["dtype"], entry["shape"], entry["parts"]
     if dtype not in _DTYPES:
@@ -592,12 +250,12 @@ def _check_entry(entry: Any, field: str, payload_bytes: int, names: dict[str, di
                                                  f"{dtype!r}")
     dtype = np.dtype(dtype)
     if not (isinstance(shape, list) and len(shape) <= MAX_NDIM
-            and all(_is_int(d) and 0 <= d <= MAX_DIM for d in shape)):
+            and all(is_int(d) and 0 <= d <= MAX_DIM for d in shape)):
         raise PackedModelError(f"{field}.shape", f"must be a list of at most {MAX_NDIM} "
                                                  f"integers in [0, {MAX_DIM}], got {shape!r}")
     size = math.prod(shape)
     if not (isinstance(spans, list) and all(
-            isinstance(p, list) and len(p) == 2 and all(_is_int(v) and v >= 0 for v in p)
+            isinstance(p, list) and len(p) == 2 and all(is_int(v) and v >= 0 for v in p)
             and p[0] + p[1] <= payload_bytes for p in spans)):
         raise PackedModelError(f"{field}.parts", f"must be a list of [offset, length] pairs "
                                                  f"within the {payload_bytes}-byte payload, "
@@ -633,20 +291,20 @@ def _check_entry(entry: Any, field: str, payload_bytes: int, names: dict[str, di
 def _check_symbols_entry(entry: dict, field: str, size: int, spans: list,
                          names: dict[str, dict]) -> None:
     alphabet = entry["alphabet"]
-    if not (_is_int(alphabet) and 1 <= alphabet <= MAX_ALPHABET):
+    if not (is_int(alphabet) and 1 <= alphabet <= MAX_ALPHABET):
         raise PackedModelError(f"{field}.alphabet", f"must be an integer in [1, {MAX_ALPHABET}],"
                                                     f" got {alphabet!r}")
     if entry["codec"] != "relative":
         _check_sequence(entry["codec"], spans, alphabet, size, f"{field}.parts")
     else:
         zero, gap_bits, count = entry["zero"], entry["gap_bits"], entry["entries"]
-        if not (_is_int(zero) and 0 <= zero < alphabet):
+        if not (is_int(zero) and 0 <= zero < alphabet):
             raise PackedModelError(f"{field}.zero", f"must be a symbol in [0, {alphabet}), got "
                                                     f"{zero!r}")
-        if not (_is_int(gap_bits) and 1 <= gap_bits <= MAX_GAP_BITS):
+        if not (is_int(gap_bits) and 1 <= gap_bits <= MAX_GAP_BITS):
             raise PackedModelError(f"{field}.gap_bits", f"must be an integer in "
                                    f"[1, {MAX_GAP_BITS}], got {gap_bits!r}")
-        if not (_is_int(count) and 0 <= count <= size):
+        if not (is_int(count) and 0 <= count <= size):
             raise PackedModelError(f"{field}.entries", f"must be an integer in [0, {size}], got "
                                                        f"{count!r}")
         split = []
@@ -665,19 +323,19 @@ def _check_symbols_entry(entry: dict, field: str, size: int, spans: list,
         _check_sequence(entry["values"][0], spans[split[0]:], alphabet, count, f"{field}.parts")
     if "quant" in entry:
         q = entry["quant"]
-        _require(q, f"{field}.quant", {"scale", "zero_point", "qmin", "qmax", "axis"})
+        require(q, f"{field}.quant", {"scale", "zero_point", "qmin", "qmax", "axis"})
         for key in ("scale", "zero_point"):
             ref = names.get(q[key]) if isinstance(q[key], str) else None
             if ref is None or ref.get("codec") == "masked" or "quant" in ref:
                 raise PackedModelError(f"{field}.quant.{key}", f"must name another array "
                                        f"that depends on none, got {q[key]!r}")
-        if not (_is_int(q["qmin"]) and _is_int(q["qmax"])
+        if not (is_int(q["qmin"]) and is_int(q["qmax"])
                 and q["qmax"] - q["qmin"] + 1 == alphabet and abs(q["qmin"]) <= MAX_ALPHABET):
             raise PackedModelError(f"{field}.quant", f"qmin and qmax must be integers spanning "
                                    f"the alphabet of {alphabet}, got {q['qmin']!r}, {q['qmax']!r}")
-        if not (q["axis"] is None or _ARG_KINDS["axis"][0](q["axis"])):
+        if not (q["axis"] is None or ARG_KINDS["axis"][0](q["axis"])):
             raise PackedModelError(f"{field}.quant.axis", f"must be null or "
-                                   f"{_ARG_KINDS['axis'][1]}, got {q['axis']!r}")
+                                   f"{ARG_KINDS['axis'][1]}, got {q['axis']!r}")
         if np.dtype(entry["dtype"]).kind != "f":
             raise PackedModelError(f"{field}.dtype", "a quantized array must be floating")
 
@@ -802,7 +460,7 @@ def _read_packed(path: Path, max_elements: int) -> tuple[dict, bytes]:
     if spec.get("format") != FORMAT:
         raise PackedModelError("format", f"unsupported format {spec.get('format')!r}, "
                                          f"expected {FORMAT!r}")
-    _require(spec, "spec", {"format", "module", "arrays", "meta"})
+    require(spec, "spec", {"format", "module", "arrays", "meta"})
     if not isinstance(spec["meta"], dict):
         raise PackedModelError("meta", f"must be a JSON object, got {type(spec['meta']).__name__}")
     return spec, payload
@@ -826,12 +484,14 @@ def load_model(path: str | os.PathLike, *, max_elements: int = MAX_ELEMENTS
         spec, payload = _read_packed(path, max_elements)
         check_module_spec(spec["module"], max_elements)
         check_entries(spec["arrays"], len(payload), max_elements)
-        model = _build_checked(spec["module"])
+        model = build_checked(spec["module"])
         state = _decode_checked(spec["arrays"], payload)
         try:
-            restore_pruning(model, state)
-            if isinstance(model, QuantSequential) and model.frozen:
-                model = convert(model)
+            missing, unexpected = model.load_state_dict(state, strict=False)
+            if unexpected or set(missing) - derived_keys(model):
+                raise ValueError(f"missing {sorted(set(missing) - derived_keys(model))}, "
+                                 f"unexpected {sorted(unexpected)}")
+            model = finish_loaded(model)
         except (ValueError, TypeError, KeyError, IndexError) as err:
             raise PackedModelError("arrays", f"the arrays do not fit the module: {err}") from None
     except PackedModelError as err:

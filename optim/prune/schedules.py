@@ -21,7 +21,7 @@ from minnet.io import load, save
 from ._checks import check_fraction, check_positive_int
 from .criteria import Target
 from .model import prune_model, target_sparsity, prunable
-from .parametrize import named_pruned, refresh, restore_pruning
+from .parametrize import restore_pruning
 
 
 def agp_sparsity(step: int, initial_sparsity: float, final_sparsity: float, begin_step: int,
@@ -63,25 +63,31 @@ def geometric_sparsities(rate: float, rounds: int) -> list[float]:
 
 def rewind(model: nn.Module, state: dict[str, np.ndarray]) -> nn.Module:
     """Reset every parameter and buffer of ``model`` to ``state`` (a ``state_dict`` taken
-    before or after pruning) but keep the masks: ``w_orig <- w_0`` and thus the effective
+    before or after pruning) but keep the masks: ``original <- w_0`` and thus the effective
     weight becomes :math:`w_0 \\odot m` (lottery-ticket rewinding, Frankle & Carbin 2019,
     Algorithm step 4; to early weights, Frankle et al. 2020, "Linear Mode Connectivity and the
     Lottery Ticket Hypothesis": rewinding to iteration k). Returns ``model``."""
     own = model.state_dict()
     values = {}
     for key, value in state.items():
-        if key.endswith("_mask"):
-            continue
-        if key in own:
+        head, _, name = key.rpartition(".")
+        if key in own and not _is_mask_key(key):
             values[key] = value
-        elif f"{key}_orig" in own:
-            values[f"{key}_orig"] = value
-        else:
+        elif _original_key(head, name) in own:
+            values[_original_key(head, name)] = value
+        elif not _is_mask_key(key):
             raise ValueError(f"state has key {key!r} that the model lacks")
     model.load_state_dict(values, strict=False)
-    for _, module, name in named_pruned(model):
-        refresh(module, name)
     return model
+
+
+def _original_key(module_name: str, name: str) -> str:
+    return f"{module_name}.parametrizations.{name}.original".lstrip(".")
+
+
+def _is_mask_key(key: str) -> bool:
+    parts = key.split(".")
+    return len(parts) >= 4 and parts[-1] == "mask" and parts[-4] == "parametrizations"
 
 
 def _load_round(path, model, extra: Sequence[str]) -> tuple[int, dict, dict]:

@@ -49,13 +49,14 @@ def flat_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
         raise ValueError(f"pruning dependency analysis supports nn.Sequential models, got "
                          f"{type(model).__name__}")
     layers = []
-    for name, module in model.named_modules():
+    for name, module in model.named_children():
         if isinstance(module, nn.Sequential):
-            continue
-        if any(True for _ in module.children()):
+            layers += [(f"{name}.{inner}", m) for inner, m in flat_layers(module)]
+        elif nn.parametrize.has_submodules(module):
             raise ValueError(f"layer {name!r} ({type(module).__name__}) has submodules; "
                              "the dependency analysis supports only nested nn.Sequential")
-        layers.append((name, module))
+        else:
+            layers.append((name, module))
     return layers
 
 

@@ -90,7 +90,7 @@ from .mixed import (
     quantize_mixed,
     weight_bytes,
 )
-from .model_sharing import SharedLookup, SharedWeightLayer, share_weights, sharing_sizes
+from .model_sharing import SharedLookup, SharedWeights, share_weights, sharing_sizes
 from .observers import (
     HistogramKLObserver,
     HistogramL2Observer,
@@ -162,7 +162,7 @@ __all__ = [
     "PACTFakeQuantize", "DoReFaActivationQuantize", "BinaryFakeQuantize", "DoReFaWeightQuantize",
     "QConfig", "OBSERVERS", "PreparedModel", "prepare", "calibrate", "convert", "prepare_qat",
     "quantized_linear", "quantized_conv2d", "IntegerModel", "max_pool2d_codes",
-    "SharedLookup", "SharedWeightLayer", "share_weights", "sharing_sizes",
+    "SharedLookup", "SharedWeights", "share_weights", "sharing_sizes",
     "packed_bytes", "quantized_model_bytes",
     "quantizable_layers", "layer_weight_counts", "layer_sensitivity", "greedy_bit_allocation",
     "weight_bytes", "quantize_mixed", "mixed_model_bytes",

@@ -34,7 +34,7 @@ def flat_modules(model: nn.Module) -> list[nn.Module]:
         raise TypeError(f"model must be a minnet Module, got {type(model).__name__}")
     if isinstance(model, nn.Sequential):
         return [leaf for child in model for leaf in flat_modules(child)]
-    if any(True for _ in model.children()):
+    if nn.parametrize.has_submodules(model):
         raise TypeError(
             f"model must be built from nn.Sequential containers and leaf layers; "
             f"{type(model).__name__} has children run by its own forward"
@@ -64,11 +64,11 @@ def _folded(layer: nn.Module, bn: nn.Module) -> nn.Module:
         bn.running_mean, bn.running_var,
         None if bn.weight is None else bn.weight.data, None if bn.bias is None else bn.bias.data,
         bn.eps)
-    layer.weight.data = weight
+    nn.parametrize.original(layer, "weight").data = weight  # masks, if any, still apply
     if layer.bias is None:
         layer.bias = nn.Parameter(bias)
     else:
-        layer.bias.data = bias
+        nn.parametrize.original(layer, "bias").data = bias
     return layer
 
 

@@ -182,6 +182,7 @@ def adaround_model(model, x: object, **options):
         if not isinstance(wq, FixedFakeQuantize) or np.any(wq.zero_point != 0):
             raise ValueError("adaround_model needs affine weight quantizers with zero point 0")
         inputs = _stage_inputs(model, stage, x)
-        stage.layer.weight.data = adaround_layer(stage.layer, inputs, wq.scale, wq.qmin,
-                                                 wq.qmax, wq.axis, **options)
+        rounded = adaround_layer(stage.float_layer(), inputs, wq.scale, wq.qmin, wq.qmax,
+                                 wq.axis, **options)
+        nn.parametrize.original(stage.layer, "weight").data = rounded
     return model

@@ -61,9 +61,16 @@ class BnFoldQuantStage(QuantStage):
         if bn.num_features != layer.weight.shape[0]:
             raise ValueError(f"bn has {bn.num_features} features, the layer "
                              f"{layer.weight.shape[0]} outputs")
-        super().__init__(layer, relu, weight_quant, output_quant)
+        super().__init__(layer, relu, None, output_quant)
         self.bn = bn
+        self.register_module("weight_quant", weight_quant)
         self.freeze_bn_stats = False
+
+    @property
+    def weight_quant(self) -> nn.Module | None:
+        """The quantizer of the folded weight :math:`W\\gamma/\\sigma_B`: computed in
+        ``forward``, not a parameter, so a submodule rather than a parametrization."""
+        return self._modules.get("weight_quant")
 
     def _gamma(self):
         bn = self.bn
@@ -106,11 +113,11 @@ class BnFoldQuantStage(QuantStage):
         eval mode it computes what this stage computes."""
         layer = copy.deepcopy(self.layer)
         weight, bias = self._folded_arrays()
-        layer.weight.data = weight
+        nn.parametrize.original(layer, "weight").data = weight  # masks, if any, still apply
         if layer.bias is None:
             layer.bias = nn.Parameter(bias)
         else:
-            layer.bias.data = bias
+            nn.parametrize.original(layer, "bias").data = bias
         return QuantStage(layer, self.relu, copy.deepcopy(self.weight_quant),
                           copy.deepcopy(self.output_quant))
 

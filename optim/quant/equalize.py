@@ -115,9 +115,10 @@ def equalize_model(model: nn.Module, iterations: int = 20, tol: float = 1e-6) ->
             largest = max(largest, float(np.max(np.abs(np.log(s)))))
             w1, b1, w2 = equalize_pair(a.weight.data, None if a.bias is None else a.bias.data,
                                        b.weight.data, s)
-            a.weight.data, b.weight.data = w1, w2
+            nn.parametrize.original(a, "weight").data = w1
+            nn.parametrize.original(b, "weight").data = w2
             if b1 is not None:
-                a.bias.data = b1
+                nn.parametrize.original(a, "bias").data = b1
         if largest <= tol:
             break
     return nn.Sequential(*modules).eval()
@@ -252,11 +253,11 @@ def bias_correct(model: QuantSequential, x: object | None = None,
         if mean is None:
             continue
         layer = stage.layer
-        w = layer.weight.data
+        w = stage.float_weight()
         w_q = stage.weight_quant(minnet.Tensor(w)).data
         shift = bias_correction(w, w_q, mean).astype(w.dtype)
         if layer.bias is None:
             layer.bias = nn.Parameter(-shift)
         else:
-            layer.bias.data = layer.bias.data - shift
+            nn.parametrize.original(layer, "bias").data = stage.float_bias() - shift
     return model

@@ -25,9 +25,8 @@ import numpy as np
 
 from minnet import functional as F
 from minnet import nn
-from minnet.tensor import Tensor
+from minnet.tensor import Tensor, no_grad
 
-from ._layers import layer_forward
 from .affine import quantize
 from .binary import binarize, binary_connect, binary_connect_mask, ternarize
 from .dorefa import dorefa_activation_ste, dorefa_weight_codes, dorefa_weight_ste
@@ -303,22 +302,59 @@ class DoReFaWeightQuantize(_WeightRule):
 class QuantStage(nn.Module):
     r"""One quantized layer,
     :math:`y = q_{out}(\operatorname{act}(\operatorname{layer}(x;\ q_w(W),\ q_b(b))))`, with
-    ``act`` a fused ReLU or the identity and each quantizer optional (None: float)."""
+    ``act`` a fused ReLU or the identity and each quantizer optional (None: float).
+
+    The weight and bias quantizers are parametrizations of the layer's parameters
+    (``minnet.nn.parametrize``, registered last, after any pruning mask), so ``layer.weight``
+    is the fake-quantized weight and they compose with masks and sharing; ``weight_quant`` and
+    ``bias_quant`` name them, ``float_weight()`` is the weight that enters ``weight_quant``."""
 
     def __init__(self, layer: nn.Module, relu: bool = False, weight_quant: nn.Module | None = None,
                  output_quant: nn.Module | None = None, bias_quant: nn.Module | None = None):
         super().__init__()
         self.layer, self.relu = layer, bool(relu)
-        self.weight_quant, self.output_quant = weight_quant, output_quant
-        self.bias_quant = bias_quant
+        self.output_quant = output_quant
+        for name, quantizer in (("weight", weight_quant), ("bias", bias_quant)):
+            if quantizer is not None:  # None keeps what the layer has
+                _set_quantizer(layer, name, quantizer)
+
+    @property
+    def weight_quant(self) -> nn.Module | None:
+        """The quantizer parametrizing ``layer.weight`` (None: float weights)."""
+        return _quantizer(self.layer, "weight")
+
+    @weight_quant.setter
+    def weight_quant(self, quantizer: nn.Module | None) -> None:
+        _set_quantizer(self.layer, "weight", quantizer)
+
+    @property
+    def bias_quant(self) -> nn.Module | None:
+        """The quantizer parametrizing ``layer.bias`` (None: float bias)."""
+        return _quantizer(self.layer, "bias")
+
+    @bias_quant.setter
+    def bias_quant(self, quantizer: nn.Module | None) -> None:
+        _set_quantizer(self.layer, "bias", quantizer)
+
+    def float_weight(self) -> np.ndarray:
+        """The weight before its quantizer (after any mask or sharing before it)."""
+        return _value_before_quantizer(self.layer, "weight")
+
+    def float_bias(self) -> np.ndarray | None:
+        """The bias before its quantizer (None if the layer has no bias)."""
+        return _value_before_quantizer(self.layer, "bias")
+
+    def float_layer(self) -> nn.Module:
+        """A copy of ``layer`` computing with ``float_weight()`` and ``float_bias()``, plain
+        Parameters (no parametrization)."""
+        layer = nn.parametrize.remove_all_parametrizations(copy.deepcopy(self.layer), False)
+        layer.weight.data = self.float_weight()
+        if layer.bias is not None:
+            layer.bias.data = self.float_bias()
+        return layer
 
     def forward(self, x: Tensor) -> Tensor:
-        weight, bias = self.layer.weight, self.layer.bias
-        if self.weight_quant is not None:
-            weight = self.weight_quant(weight)
-        if bias is not None and self.bias_quant is not None:
-            bias = self.bias_quant(bias)
-        y = layer_forward(self.layer, x, weight, bias)
+        y = self.layer(x)
         if self.relu:
             y = F.relu(y)
         return y if self.output_quant is None else self.output_quant(y)
@@ -327,8 +363,41 @@ class QuantStage(nn.Module):
         return f"relu={self.relu}"
 
 
+def _quantizer(layer: nn.Module, name: str) -> nn.Module | None:
+    chain = nn.parametrize.parametrizations_of(layer, name)
+    return chain[-1] if chain and isinstance(chain[-1], WEIGHT_QUANTIZERS) else None
+
+
+def _set_quantizer(layer: nn.Module, name: str, quantizer: nn.Module | None) -> None:
+    """Replace the quantizer at the end of ``name``'s chain by ``quantizer`` (None: none)."""
+    if _quantizer(layer, name) is not None:
+        chain = layer.parametrizations._modules[name]
+        chain.pop(len(chain) - 1)
+        if not len(chain):
+            nn.parametrize.remove_parametrizations(layer, name, leave_parametrized=False)
+    if quantizer is not None:
+        if not isinstance(quantizer, nn.Module):
+            raise TypeError(f"a {name} quantizer must be a minnet Module or None, got "
+                            f"{type(quantizer).__name__}")
+        # unsafe: a quantizer keeps the shape, and calling it here would move its observer
+        nn.parametrize.register_parametrization(layer, name, quantizer, unsafe=True)
+
+
+def _value_before_quantizer(layer: nn.Module, name: str) -> np.ndarray | None:
+    if nn.parametrize.is_parametrized(layer, name):
+        chain = layer.parametrizations._modules[name]
+        value = chain.original
+        with no_grad():
+            for parametrization in chain[:len(chain) - (_quantizer(layer, name) is not None)]:
+                value = parametrization(value)
+        return value.data
+    param = getattr(layer, name)
+    return None if param is None else param.data
+
+
 TRAINABLE_QUANTIZERS = (FakeQuantize, LSQFakeQuantize, PACTFakeQuantize, DoReFaActivationQuantize)
 QUANTIZERS = (FixedFakeQuantize, *TRAINABLE_QUANTIZERS)
+WEIGHT_QUANTIZERS = (*QUANTIZERS, _WeightRule)
 
 
 class QuantSequential(nn.Sequential):

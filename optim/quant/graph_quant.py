@@ -295,7 +295,8 @@ def to_integer_graph(model: QuantSequential, example_input: Any) -> Graph:
             raise ValueError(f"a fused ReLU needs output zero point 0, got "
                              f"{int(stage.output_quant.zero_point)}")
     plain = nn.Sequential(*[m for module in modules[1:] for m in (
-        [module.layer] + ([nn.ReLU()] if module.relu else []) if isinstance(module, QuantStage)
+        [module.float_layer()] + ([nn.ReLU()] if module.relu else [])
+        if isinstance(module, QuantStage)
         else [module])])
     graph = optimize(trace(plain.eval(), example_input, dynamic_axes={0: "N"}))
     computing = [n for n in graph.nodes if n.op in COMPUTE]
@@ -306,8 +307,8 @@ def to_integer_graph(model: QuantSequential, example_input: Any) -> Graph:
     given = {}
     for node, stage in zip(computing, stages):
         qp[node.output] = (stage.output_quant.scale, stage.output_quant.zero_point)
-        codes, scale = stage.weight_quant.codes_and_scale(stage.layer.weight.data)
-        channels = stage.layer.weight.shape[0]
+        codes, scale = stage.weight_quant.codes_and_scale(stage.float_weight())
+        channels = codes.shape[0]
         zero = np.broadcast_to(np.asarray(getattr(stage.weight_quant, "zero_point", 0)),
                                (channels,))
         if codes.min() < -128 or codes.max() > 127:

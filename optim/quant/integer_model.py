@@ -48,15 +48,16 @@ class _Layer:
         layer, wq, out = stage.layer, stage.weight_quant, stage.output_quant
         if isinstance(layer, nn.Conv2d) and layer.groups != 1:
             raise ValueError(f"integer conv supports groups=1, got groups={layer.groups}")
-        w_q, w_scale = wq.codes_and_scale(layer.weight.data)
-        w_scale = np.broadcast_to(np.asarray(w_scale, np.float64), (layer.weight.shape[0],))
+        weight = stage.float_weight()
+        w_q, w_scale = wq.codes_and_scale(weight)
+        w_scale = np.broadcast_to(np.asarray(w_scale, np.float64), (weight.shape[0],))
         int8 = np.iinfo(np.int8)
         if w_q.min() < int8.min or w_q.max() > int8.max:
             raise ValueError(f"weight codes must fit int8, got [{w_q.min()}, {w_q.max()}] "
                              f"from {type(wq).__name__}")
         self.w_q = w_q.astype(np.int8)
         self.w_q.flags.writeable = False  # frozen: int_gemm may keep a packed copy
-        bias = np.zeros(w_scale.shape) if layer.bias is None else layer.bias.data
+        bias = np.zeros(w_scale.shape) if layer.bias is None else stage.float_bias()
         self.bias_q = quantize_bias(bias, in_scale, w_scale, axis=0)
         self.M0, self.shift = quantize_multiplier(in_scale * w_scale / float(out.scale))
         self.in_zero_point, self.out_zero_point = in_zero_point, int(out.zero_point)

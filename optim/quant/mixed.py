@@ -110,8 +110,8 @@ def _converted_by_bits(model: nn.Module, widths, x, max_batches: int | None, *,
 def _assemble(converted: dict[int, QuantSequential], stage_bits: list[int | None]
               ) -> QuantSequential:
     """A model whose i-th ``QuantStage`` is taken from ``converted[stage_bits[i]]`` (weight and
-    int32-bias quantizers of that width), or in float when the width is None. Modules are
-    shared with ``converted``, not copied."""
+    int32-bias quantizers of that width), or in float when the width is None (a float copy of
+    the layer). The quantized modules are shared with ``converted``, not copied."""
     base = next(iter(converted.values()))
     stages = iter(stage_bits)
     modules = []
@@ -119,7 +119,7 @@ def _assemble(converted: dict[int, QuantSequential], stage_bits: list[int | None
         if isinstance(module, QuantStage):
             bits = next(stages)
             if bits is None:
-                module = QuantStage(module.layer, module.relu, None, module.output_quant)
+                module = QuantStage(module.float_layer(), module.relu, None, module.output_quant)
             else:
                 module = converted[bits][i]
         modules.append(module)
@@ -175,7 +175,7 @@ def mixed_model_bytes(model: QuantSequential) -> dict[str, int | float]:
     Checked by ``tests/optim/quant/test_quant_mixed.py::test_mixed_model_bytes``.
     """
     sizes = quantized_model_bytes(model)
-    weights = sum(packed_bytes(m.layer.weight.size, _stage_bits(m))
+    weights = sum(packed_bytes(m.float_weight().size, _stage_bits(m))
                   for m in model.modules() if isinstance(m, QuantStage))
     sizes["total"] += weights - sizes["weights"]
     sizes["weights"] = weights

@@ -1,9 +1,9 @@
 r"""Deep Compression's weight sharing on a model: k-means per layer, then fine-tuning of the
 shared centroids (Han, Mao & Dally 2016, section 3).
 
-``share_weights(model, n_clusters)`` replaces every Linear/Conv2d of a copy of ``model`` by a
-``SharedWeightLayer`` whose weight is :math:`W = c[I]`: a trainable codebook :math:`c` of
-``n_clusters`` centroids and a fixed index array :math:`I`. ``SharedLookup`` makes the
+``share_weights(model, n_clusters)`` parametrizes the weight of every Linear/Conv2d of a copy
+of ``model`` by ``SharedWeights`` (``minnet.nn.parametrize``), so that it is :math:`W = c[I]`:
+a trainable codebook :math:`c` of ``n_clusters`` centroids and a fixed index array :math:`I`. ``SharedLookup`` makes the
 lookup differentiable, with the gradient of each centroid the sum of the gradients of the
 weights that share it, so ``minnet.train.fit`` fine-tunes the centroids (and biases) with any
 optimizer. ``sharing_sizes`` gives the storage with and without Huffman-coded indices.
@@ -20,9 +20,9 @@ import copy
 import numpy as np
 
 from minnet import nn
-from minnet.tensor import Function, Tensor
+from minnet.tensor import Function, Tensor, no_grad
 
-from ._layers import LAYERS, layer_forward
+from ._layers import LAYERS
 from .huffman import sharing_size_bits
 from .sharing import centroid_gradients, kmeans_codebook, sparse_kmeans_codebook
 
@@ -44,37 +44,36 @@ class SharedLookup(Function):
         return grad_centroids
 
 
-class SharedWeightLayer(nn.Module):
-    """A Linear/Conv2d whose weight is looked up in a trainable codebook: Parameter
-    ``centroids`` (k,), buffer ``indices`` (the weight's shape), buffer ``zero_pinned`` (code 0
-    is a fixed 0 for pruned weights, see ``sparse_kmeans_codebook``; only with
-    ``keep_zeros``), the layer's own bias and geometry. The wrapped ``layer`` keeps no weight
-    Parameter of its own."""
+class SharedWeights(nn.Module):
+    """The weight-sharing parametrization :math:`w \\mapsto c[I]` of a Linear/Conv2d weight
+    (``minnet.nn.parametrize``): Parameter ``centroids`` (k,), buffer ``indices`` (the
+    weight's shape) and buffer ``zero_pinned`` (code 0 is a fixed 0 for pruned weights, see
+    ``sparse_kmeans_codebook``). The lookup replaces its input, so ``share_weights`` sets the
+    parameter's original to zeros: it gets no gradient and stores as nothing."""
 
-    def __init__(self, layer: nn.Module, n_clusters: int, init: str = "linear", iters: int = 100,
-                 rng: np.random.Generator | int | None = None, keep_zeros: bool = True):
+    def __init__(self, centroids: np.ndarray, indices: np.ndarray, zero_pinned: bool = False):
         super().__init__()
-        if not isinstance(layer, LAYERS):
-            raise TypeError(f"layer must be Linear or Conv2d, got {type(layer).__name__}")
-        if keep_zeros:
-            centroids, indices, pinned = sparse_kmeans_codebook(layer.weight.data, n_clusters,
-                                                                init, iters, rng)
-        else:
-            (centroids, indices), pinned = kmeans_codebook(layer.weight.data, n_clusters, init,
-                                                           iters, rng=rng), False
-        self.centroids = nn.Parameter(centroids)
-        self.register_buffer("indices", indices)
-        self.register_buffer("zero_pinned", np.array(pinned))
-        layer.weight = None
-        self.layer = layer
+        self.centroids = nn.Parameter(np.asarray(centroids))
+        self.register_buffer("indices", np.asarray(indices, dtype=np.int64))
+        self.register_buffer("zero_pinned", np.array(bool(zero_pinned)))
 
-    def shared_weight(self) -> Tensor:
-        """The shared weight :math:`c[I]` (differentiable in the centroids)."""
+    @classmethod
+    def cluster(cls, weight: np.ndarray, n_clusters: int, init: str = "linear", iters: int = 100,
+                rng: np.random.Generator | int | None = None, keep_zeros: bool = True
+                ) -> SharedWeights:
+        """The codebook and indices of ``weight`` by ``kmeans_codebook`` (by
+        ``sparse_kmeans_codebook``, zeros keeping code 0, with ``keep_zeros``)."""
+        if keep_zeros:
+            centroids, indices, pinned = sparse_kmeans_codebook(weight, n_clusters, init, iters,
+                                                                rng)
+        else:
+            (centroids, indices), pinned = kmeans_codebook(weight, n_clusters, init, iters,
+                                                           rng=rng), False
+        return cls(centroids.astype(weight.dtype), indices, pinned)
+
+    def forward(self, w: Tensor) -> Tensor:
         return SharedLookup.apply(self.centroids, indices=self.indices,
                                   zero_pinned=bool(self.zero_pinned))
-
-    def forward(self, x: Tensor) -> Tensor:
-        return layer_forward(self.layer, x, self.shared_weight(), self.layer.bias)
 
     def extra_repr(self) -> str:
         return f"n_clusters={self.centroids.shape[0]}"
@@ -83,26 +82,27 @@ class SharedWeightLayer(nn.Module):
 def share_weights(model: nn.Module, n_clusters: int = 16, init: str = "linear",
                   iters: int = 100, rng: np.random.Generator | int | None = None,
                   keep_zeros: bool = True) -> nn.Module:
-    """A copy of ``model`` with every Linear/Conv2d (in any container) replaced by a
-    ``SharedWeightLayer`` of ``n_clusters`` centroids, clustered by ``kmeans_codebook``
-    (by ``sparse_kmeans_codebook``, keeping the zeros of pruned layers, with ``keep_zeros``).
+    """A copy of ``model`` whose every Linear/Conv2d weight (in any container) is
+    parametrized by ``SharedWeights`` of ``n_clusters`` centroids, clustered from the weight
+    as the layer computes it (after its masks) by ``kmeans_codebook`` (by
+    ``sparse_kmeans_codebook``, keeping the zeros of pruned layers, with ``keep_zeros``).
 
     Checked by ``tests/optim/quant/test_quant_model_sharing.py``.
     """
     model = copy.deepcopy(model)
-    if isinstance(model, LAYERS):
-        return SharedWeightLayer(model, n_clusters, init, iters, rng, keep_zeros)
-    for parent in list(model.modules()):
-        for name, child in list(parent.named_children()):
-            if isinstance(child, LAYERS):
-                setattr(parent, name,
-                        SharedWeightLayer(child, n_clusters, init, iters, rng, keep_zeros))
+    for layer in model.modules():
+        if isinstance(layer, LAYERS):
+            with no_grad():
+                weight = layer.weight.data
+            shared = SharedWeights.cluster(weight, n_clusters, init, iters, rng, keep_zeros)
+            nn.parametrize.register_parametrization(layer, "weight", shared)
+            layer.parametrizations.weight.original.data[...] = 0
     return model
 
 
 def sharing_sizes(model: nn.Module, codebook_bits: int = 32, weight_bits: int = 32
                   ) -> dict[str, int | float]:
-    r"""Storage of a weight-shared model in bits: per ``SharedWeightLayer``
+    r"""Storage of a weight-shared model in bits: per weight shared by ``SharedWeights``
     ``sharing_size_bits`` (indices at :math:`\lceil \log_2 k \rceil` bits, or Huffman-coded
     plus a table, and a codebook of :math:`k` ``codebook_bits`` values); every other parameter
     (biases, unshared layers) at ``weight_bits``.
@@ -116,14 +116,16 @@ def sharing_sizes(model: nn.Module, codebook_bits: int = 32, weight_bits: int = 
     """
     dense = shared = shared_huffman = 0
     shared_params = set()
-    for module in model.modules():
-        if isinstance(module, SharedWeightLayer):
-            k = module.centroids.shape[0]
-            sizes = sharing_size_bits(module.indices, k, codebook_bits, weight_bits)
+    for chain in model.modules():
+        if not isinstance(chain, nn.parametrize.ParametrizationList):
+            continue
+        for lookup in (p for p in chain if isinstance(p, SharedWeights)):
+            k = lookup.centroids.shape[0]
+            sizes = sharing_size_bits(lookup.indices, k, codebook_bits, weight_bits)
             dense += sizes["dense"]
             shared += sizes["total"]
             shared_huffman += sizes["total_huffman"]
-            shared_params.add(id(module.centroids))
+            shared_params |= {id(lookup.centroids), id(chain.original)}
     other = sum(p.size for p in model.parameters() if id(p) not in shared_params) * weight_bits
     dense, shared, shared_huffman = dense + other, shared + other, shared_huffman + other
     return {"dense": dense, "shared": shared, "shared_huffman": shared_huffman,

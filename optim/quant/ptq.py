@@ -181,7 +181,7 @@ def _frozen_module(module: nn.Module) -> nn.Module:
         return module.frozen()
     if isinstance(module, QuantStage):
         if getattr(module.weight_quant, "track_current", False):
-            module.weight_quant(module.layer.weight)  # the range of the final weights
+            module.weight_quant(minnet.Tensor(module.float_weight()))  # the final weights' range
         for name in ("weight_quant", "output_quant"):
             quantizer = getattr(module, name)
             if quantizer is not None:
@@ -196,7 +196,7 @@ def _with_bias_quant(modules: list[nn.Module]) -> list[nn.Module]:
         if isinstance(module, FixedFakeQuantize):
             input_scale = module.scale
         elif isinstance(module, QuantStage):
-            if input_scale is not None and module.layer.bias is not None:
+            if input_scale is not None and module.float_bias() is not None:
                 scale = input_scale.astype(np.float64) * module.weight_quant.scale
                 module.bias_quant = FixedFakeQuantize(scale, np.zeros(scale.shape, np.int64),
                                                       INT32_MIN, INT32_MAX, axis=0)

@@ -45,7 +45,7 @@ def quantized_model_bytes(model: QuantSequential) -> dict[str, int | float]:
     sizes = {"fp32": 0, "weights": 0, "weight_scales": 0, "biases": 0, "activation_qparams": 0}
     for module in model.modules():
         if isinstance(module, QuantStage):
-            weight, bias = module.layer.weight, module.layer.bias
+            weight, bias = module.float_weight(), module.float_bias()
             sizes["fp32"] += 4 * (weight.size + (0 if bias is None else bias.size))
             sizes["weights"] += packed_bytes(weight.size, bits)
             sizes["weight_scales"] += SCALE_BYTES * module.weight_quant.scale.size

@@ -88,6 +88,8 @@ def _linear(n, m):
     return {"type": "Linear", "args": {"in_features": n, "out_features": m}, "bias": True}
 
 
+QUANTIZED_WEIGHT = "1.layer.parametrizations.weight.original"  # stored as integer codes
+
 # (case id, model, edit of the (spec, payload) pair, expected field, pattern of the reason).
 # An edit returns the new (spec or spec bytes, payload).
 SPEC_CASES = [
@@ -98,8 +100,9 @@ SPEC_CASES = [
      lambda s, p: (_set(s, ["module", "children", 0, "args", "kernel_size"], [50_000, 50_000]),
                    p), "module.children[0]", "the cap"),
     ("shared-huge-codebook", "shared",
-     lambda s, p: (_set(s, ["module", "children", 0, "n_clusters"], 1 << 40), p),
-     "module.children[0].n_clusters", "integer in"),
+     lambda s, p: (_set(s, ["module", "children", 0, "parametrizations", "weight", 0,
+                            "n_clusters"], 1 << 40), p),
+     "module.children[0].parametrizations.weight[0].n_clusters", "integer in"),
     ("nesting-past-max-depth", "pruned",
      lambda s, p: ({**s, "module": _nested(MAX_DEPTH + 5), "arrays": []}, b""),
      f"module{'.children[0]' * (MAX_DEPTH + 1)}", "nested deeper"),
@@ -190,30 +193,31 @@ SPEC_CASES = [
      lambda s, p: (_set_entry(s, "1.weight", "name", "0.bias"), p), "arrays[3].name",
      "naming no other"),
     ("mask-names-a-float-array", "pruned",
-     lambda s, p: (_set_entry(s, "0.weight_orig", "mask", "0.bias"), p), "arrays[1].mask",
+     lambda s, p: (_set_entry(s, "0.parametrizations.weight.original", "mask", "0.bias"), p),
+     "arrays[1].mask",
      "boolean"),
     ("masked-values-too-long", "pruned",
-     lambda s, p: (_set_entry(s, "0.weight_orig", "parts",
+     lambda s, p: (_set_entry(s, "0.parametrizations.weight.original", "parts",
                               [[0, 4 * 37]]), p), "arrays[1].parts", "at most 144 bytes"),
     ("kept-values-not-matching-mask", "pruned",
-     lambda s, p: (_set_entry(s, "0.weight_orig", "parts",
+     lambda s, p: (_set_entry(s, "0.parametrizations.weight.original", "parts",
                               [[0, 4 * 3]]), p), "arrays[1]", "does not decode"),
     ("alphabet-zero", "quantized",
-     lambda s, p: (_set_entry(s, "1.layer.weight", "alphabet", 0), p), "arrays[3].alphabet",
+     lambda s, p: (_set_entry(s, QUANTIZED_WEIGHT, "alphabet", 0), p), "arrays[2].alphabet",
      "integer in"),
     ("relative-entries-beyond-size", "quantized",
-     lambda s, p: (_set_entry(s, "1.layer.weight", "entries", 10 ** 9), p), "arrays[3].entries",
+     lambda s, p: (_set_entry(s, QUANTIZED_WEIGHT, "entries", 10 ** 9), p), "arrays[2].entries",
      "integer in"),
     ("quant-scale-missing", "quantized",
-     lambda s, p: (_set_entry(s, "1.layer.weight", "quant",
-                              {**_entry(s, "1.layer.weight")["quant"], "scale": "nope"}), p),
-     "arrays[3].quant.scale", "must name another array"),
+     lambda s, p: (_set_entry(s, QUANTIZED_WEIGHT, "quant",
+                              {**_entry(s, QUANTIZED_WEIGHT)["quant"], "scale": "nope"}), p),
+     "arrays[2].quant.scale", "must name another array"),
     ("quant-range-not-alphabet", "quantized",
-     lambda s, p: (_set_entry(s, "1.layer.weight", "quant",
-                              {**_entry(s, "1.layer.weight")["quant"], "qmax": 1000}), p),
-     "arrays[3].quant", "spanning the alphabet"),
+     lambda s, p: (_set_entry(s, QUANTIZED_WEIGHT, "quant",
+                              {**_entry(s, QUANTIZED_WEIGHT)["quant"], "qmax": 1000}), p),
+     "arrays[2].quant", "spanning the alphabet"),
     ("huffman-stream-too-long", "quantized",
-     lambda s, p: _huffman_bomb(s, p), "arrays[3].parts", "stream of at most"),
+     lambda s, p: _huffman_bomb(s, p), "arrays[2].parts", "stream of at most"),
     ("array-shape-not-the-module's", "pruned",
      lambda s, p: (_set_entry(s, "1.running_var", "shape", [2, 2]), p),
      "arrays", "do not fit the module"),
@@ -247,7 +251,7 @@ def _set_entry(spec, name, key, value):
 def _huffman_bomb(spec, payload):
     """The first quantized weight recoded as Huffman with a 1 MB stream for 36 symbols."""
     spec = copy.deepcopy(spec)
-    entry = _entry(spec, "1.layer.weight")
+    entry = _entry(spec, QUANTIZED_WEIGHT)
     for key in ("zero", "gap_bits", "entries", "gaps", "values"):
         entry.pop(key)
     entry["codec"] = "huffman"

@@ -79,7 +79,7 @@ def test_model_bytes_counts_a_shared_layer_once():
 
 
 def test_quantized_and_shared_models_count_the_macs_of_their_float_view():
-    """QuantStage and SharedWeightLayer run their layer with replaced weights: they count as
+    """QuantStage and shared weights run their layer with replaced weights: they count as
     that layer (and a fused ReLU), so the total equals the float model's."""
     model = models.lenet5()
     expected = metrics.macs(model, (2, 1, 28, 28))

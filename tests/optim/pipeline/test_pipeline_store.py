@@ -100,7 +100,7 @@ def test_quantized_model_round_trips_and_stores_codes(tmp_path, images, bits):
     stages = [m for m in loaded.modules() if isinstance(m, quant.QuantStage)]
     assert all(s.bias_quant is not None for s in stages)  # re-derived by convert
     entries, _ = encode_state(model)
-    weights = [e for e in entries if e["name"].endswith("layer.weight")]
+    weights = [e for e in entries if e["name"].endswith("layer.parametrizations.weight.original")]
     assert weights and all(e["codec"] in ("fixed", "huffman") for e in weights)
     for entry in weights:
         n = math.prod(entry["shape"])
@@ -131,7 +131,8 @@ def test_sparse_codes_use_relative_indexing_and_round_trip(tmp_path, images):
     model = _converted(prune.remove_all(model), images, weight_bits=5)
     _round_trip(model, tmp_path, images)
     entries, _ = encode_state(model)
-    fc1 = next(e for e in entries if e["name"] == "6.layer.weight")  # 400 x 120
+    fc1 = next(e for e in entries  # 400 x 120
+               if e["name"] == "6.layer.parametrizations.weight.original")
     assert fc1["codec"] == "relative"
     assert sum(n for _, n in fc1["parts"]) < math.ceil(math.prod(fc1["shape"]) * 5 / 8) / 2
 
@@ -139,11 +140,13 @@ def test_sparse_codes_use_relative_indexing_and_round_trip(tmp_path, images):
 def test_weight_shared_model_round_trips(tmp_path, images):
     model = quant.share_weights(_seeded(lenet5), n_clusters=8)
     loaded, sizes = _round_trip(model, tmp_path, images)
-    layers = [m for m in model.modules() if isinstance(m, quant.SharedWeightLayer)]
+    lookups = [m for m in model.modules() if isinstance(m, quant.SharedWeights)]
+    assert len(lookups) == 5  # the convolutions and linears of LeNet-5
     # indices at ceil(log2 k) bits (or fewer, Huffman-coded), plus 8 float32 centroids and
-    # the one-byte zero_pinned flag each
-    bound = sum(math.ceil(m.indices.size * symbol_bits(8) / 8) + 8 * 4 + 1 for m in layers)
-    biases = sum(m.layer.bias.data.nbytes for m in layers)
+    # the one-byte zero_pinned flag each; the zeroed originals store as nothing
+    bound = sum(math.ceil(m.indices.size * symbol_bits(8) / 8) + 8 * 4 + 1 for m in lookups)
+    biases = sum(m.bias.data.nbytes for m in model.modules()
+                 if isinstance(m, (nn.Linear, nn.Conv2d)))
     assert sizes["packed_bytes"] <= bound + biases
 
 

@@ -52,7 +52,7 @@ def test_prune_model_reaches_the_total_sparsity_and_keeps_pruned_entries(seed, s
 def test_global_magnitude_ranks_all_layers_together():
     model = _mlp(0)
     prune_model(model, 0.5)
-    pruned = np.concatenate([np.abs(m.weight_orig.data[~get_mask(m, "weight")])
+    pruned = np.concatenate([np.abs(m.parametrizations.weight.original.data[~get_mask(m, "weight")])
                              for _, m, _ in prunable(model)])
     kept = np.concatenate([np.abs(m.weight.data[get_mask(m, "weight")])
                            for _, m, _ in prunable(model)])
@@ -137,7 +137,7 @@ def test_prune_channels_removes_units_and_counts_earlier_removals():
         units = get_mask(module, "weight").any(axis=1)
         np.testing.assert_array_equal(units, keep[name])
         assert np.count_nonzero(~units) == 2
-        norms = lp_norms(module.weight_orig.data, 2)
+        norms = lp_norms(module.parametrizations.weight.original.data, 2)
         assert norms[units].min() >= norms[~units].max()
     prune_channels(model, 0.5, "l2", layers=["1"])  # 2 of 5 removed already: one more
     assert np.count_nonzero(~get_mask(model[1], "weight").any(axis=1)) == round(0.5 * 5)

@@ -1,4 +1,4 @@
-"""The weight_orig / weight_mask parametrization: masked weights stay zero through optimizers,
+"""The pruning mask parametrization (PyTorch's parametrize keys): masked weights stay zero through optimizers,
 masks survive state_dict, save/load and deepcopy, compose, and remove() makes them permanent."""
 import copy
 
@@ -33,7 +33,7 @@ def _model(seed):
        mask=hnp.arrays(np.bool_, (6, 4)))
 def test_masked_weights_remain_zero_after_optimizer_steps(seed, name, mask):
     model = _model(seed)
-    # an optimizer built before pruning keeps working: weight_orig is the same Parameter
+    # an optimizer built before pruning keeps working: the original is the same Parameter
     optimizer = OPTIMIZERS[name](list(model.parameters()))
     apply_mask(model[0], "weight", mask)
     rng = np.random.default_rng(seed)
@@ -42,13 +42,13 @@ def test_masked_weights_remain_zero_after_optimizer_steps(seed, name, mask):
         y = rng.integers(0, 3, size=8)
         optimizer.zero_grad()
         F.cross_entropy(model(minnet.Tensor(x)), y).backward()
-        assert np.all(model[0].weight_orig.grad[~mask] == 0)  # the mask blocks the gradient
+        assert np.all(model[0].parametrizations.weight.original.grad[~mask] == 0)  # the mask blocks the gradient
         optimizer.step()
         forward(model, x)
         assert np.all(model[0].weight.data[~mask] == 0)
         model.train()
     np.testing.assert_array_equal(model[0].weight.data,
-                                  model[0].weight_orig.data * mask)
+                                  model[0].parametrizations.weight.original.data * mask)
 
 
 def test_effective_weight_is_set_at_once_and_keys_follow_torch():
@@ -56,10 +56,11 @@ def test_effective_weight_is_set_at_once_and_keys_follow_torch():
     mask = np.array([[True, False, True], [False, True, True]])
     apply_mask(layer, "weight", mask)
     assert is_pruned(layer, "weight") and not is_pruned(layer, "bias")
-    np.testing.assert_array_equal(layer.weight.data, layer.weight_orig.data * mask)
-    assert list(layer.state_dict()) == ["bias", "weight_orig", "weight_mask"]
-    assert layer.state_dict()["weight_mask"].dtype == np.bool_
-    assert [n for n, _ in layer.named_parameters()] == ["bias", "weight_orig"]
+    np.testing.assert_array_equal(layer.weight.data, layer.parametrizations.weight.original.data * mask)
+    assert list(layer.state_dict()) == ["bias", "parametrizations.weight.original",
+                                        "parametrizations.weight.0.mask"]
+    assert layer.state_dict()["parametrizations.weight.0.mask"].dtype == np.bool_
+    assert [n for n, _ in layer.named_parameters()] == ["bias", "parametrizations.weight.original"]
 
 
 def test_masks_survive_state_dict_and_save_load(tmp_path):
@@ -102,7 +103,7 @@ def test_masks_compose_by_and(a, b):
     apply_mask(layer, "weight", a)
     apply_mask(layer, "weight", b)
     np.testing.assert_array_equal(get_mask(layer, "weight"), a & b)
-    np.testing.assert_array_equal(layer.weight.data, layer.weight_orig.data * (a & b))
+    np.testing.assert_array_equal(layer.weight.data, layer.parametrizations.weight.original.data * (a & b))
 
 
 def test_remove_makes_pruning_permanent_with_the_same_parameter():
@@ -111,12 +112,12 @@ def test_remove_makes_pruning_permanent_with_the_same_parameter():
     mask = np.random.default_rng(0).random((6, 4)) > 0.3
     apply_mask(model[0], "weight", mask)
     apply_mask(model[2], "bias", np.array([True, False, True]))
-    original = model[0].weight_orig
+    original = model[0].parametrizations.weight.original
     x = np.random.default_rng(1).normal(size=(3, 4)).astype(np.float32)
     before = forward(model, x)
     remove(model[0], "weight")
     assert model[0].weight is original and isinstance(model[0].weight, nn.Parameter)
-    assert not is_pruned(model[0]) and "weight_mask" not in model[0].state_dict()
+    assert not is_pruned(model[0]) and "parametrizations.weight.0.mask" not in model[0].state_dict()
     np.testing.assert_array_equal(model[0].weight.data[~mask], 0)
     remove_all(model)
     assert not any(is_pruned(m) for m in model.modules())

@@ -145,7 +145,7 @@ def test_a_converted_sequential_exports_with_its_own_codes():
     quantized = convert(calibrate(prepared, x[:48]))
     graph = to_integer_graph(quantized, x[:1])
     stage = next(m for m in quantized.modules() if type(m).__name__ == "QuantStage")
-    codes, scales = stage.weight_quant.codes_and_scale(stage.layer.weight.data)
+    codes, scales = stage.weight_quant.codes_and_scale(stage.float_weight())
     qconv = next(n for n in graph.nodes if n.op == "QLinearConv")
     np.testing.assert_array_equal(graph.constants[qconv.inputs[3]], codes)
     np.testing.assert_allclose(graph.constants[qconv.inputs[4]], scales, rtol=1e-7)

@@ -111,7 +111,7 @@ def test_adaround_model_weights_on_grid_and_error_not_worse():
     rounded = adaround_model(quantized, x, steps=200, lr=3e-2)
     for stage in rounded:
         wq = stage.weight_quant
-        w = stage.layer.weight.data
+        w = stage.float_weight()
         np.testing.assert_allclose(fake_quantize(w, wq.scale, wq.zero_point, wq.qmin, wq.qmax,
                                                  axis=0), w, rtol=0, atol=1e-7)
     reference = run(model, x)

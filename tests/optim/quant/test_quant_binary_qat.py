@@ -85,12 +85,12 @@ def test_binary_and_ternary_qat_run_as_integers(method):
                   progress=False)
     assert np.all(np.isfinite(history["train_loss"]))
     stages = [m for m in qat if isinstance(m, QuantStage)]
-    assert all(np.abs(s.layer.weight.data).max() <= 1 for s in stages)
+    assert all(np.abs(s.float_weight()).max() <= 1 for s in stages)
     converted = convert(qat)
     integer = IntegerModel(converted)
     for op, stage in zip([op for op in integer.ops if hasattr(op, "w_q")],
                          [m for m in converted if isinstance(m, QuantStage)]):
-        codes, _ = stage.weight_quant.codes_and_scale(stage.layer.weight.data)
+        codes, _ = stage.weight_quant.codes_and_scale(stage.float_weight())
         np.testing.assert_array_equal(op.w_q, codes)
         allowed = {-1, 0, 1} if method == "ternary" else {-1, 1}
         assert set(np.unique(op.w_q)) <= allowed
@@ -103,7 +103,7 @@ def test_converted_binary_stage_uses_the_final_weights():
     qat = prepare_qat(tiny_cnn(), weight_method="binary")
     run(qat, images(4))
     stage = qat[1]
-    stage.layer.weight.data *= 0.5  # an update after the last forward pass
+    nn.parametrize.original(stage.layer, "weight").data *= 0.5  # an update after the forward
     frozen = convert(qat)[1]
     np.testing.assert_allclose(frozen.weight_quant.scale,
-                               np.abs(stage.layer.weight.data).mean(axis=(1, 2, 3)), rtol=1e-6)
+                               np.abs(stage.float_weight()).mean(axis=(1, 2, 3)), rtol=1e-6)

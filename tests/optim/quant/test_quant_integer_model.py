@@ -87,7 +87,7 @@ def test_per_tensor_weights_run_as_integers():
     for op, stage in zip(layers, [m for m in converted if hasattr(m, "weight_quant")]):
         wq = stage.weight_quant
         assert np.ndim(wq.scale) == 0
-        np.testing.assert_array_equal(op.w_q, quantize(stage.layer.weight.data, wq.scale, 0,
+        np.testing.assert_array_equal(op.w_q, quantize(stage.float_weight(), wq.scale, 0,
                                                        wq.qmin, wq.qmax))
     with minnet.no_grad():
         simulated = converted(minnet.Tensor(x)).data.argmax(axis=1)

@@ -1,4 +1,5 @@
-"""Weight sharing on models: the differentiable codebook lookup, fine-tuning, size accounting."""
+"""Weight sharing on models (a parametrization of each weight): the differentiable codebook
+lookup, fine-tuning, size accounting."""
 import numpy as np
 import pytest
 from hypothesis import given
@@ -10,7 +11,7 @@ from minnet import nn, optimizers
 from minnet.train import fit
 from optim.quant import (
     SharedLookup,
-    SharedWeightLayer,
+    SharedWeights,
     huffman_code_lengths,
     kmeans_codebook,
     share_weights,
@@ -18,6 +19,12 @@ from optim.quant import (
 )
 
 from test_quant_ptq import images, run, tiny_cnn
+
+
+def _shared_layers(model):
+    """``(layer, its SharedWeights)`` for every weight-shared layer, in order."""
+    return [(m, p) for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))
+            for p in nn.parametrize.parametrizations_of(m, "weight") if isinstance(p, SharedWeights)]
 
 
 @given(k=st.integers(1, 6), shape=hnp.array_shapes(min_dims=1, max_dims=3, max_side=5),
@@ -38,36 +45,38 @@ def test_shared_lookup_gradient_sums_per_cluster(k, shape, seed):
 def test_shared_model_equals_float_model_with_clustered_weights():
     model = tiny_cnn()
     shared = share_weights(model, n_clusters=4)
-    layers = [m for m in shared.modules() if isinstance(m, SharedWeightLayer)]
-    assert len(layers) == 3
+    assert len(_shared_layers(shared)) == 3
     for original in (model[0], model[3][0], model[5]):
         centroids, indices = kmeans_codebook(original.weight.data, 4)
         original.weight.data = centroids[indices]
     np.testing.assert_allclose(run(shared, images()), run(model, images()), rtol=1e-6,
                                atol=1e-6)
     names = {name for name, _ in shared.named_parameters()}
-    assert "0.centroids" in names and "0.layer.bias" in names and "0.layer.weight" not in names
+    assert {"0.parametrizations.weight.0.centroids", "0.bias"} <= names
+    assert "0.weight" not in names
+    assert not shared[0].parametrizations.weight.original.data.any()  # replaced by c[I]
 
 
 def test_fine_tuning_moves_centroids_and_keeps_sharing():
     x = images(64)
     y = (x.reshape(64, -1).mean(axis=1) > 0.5).astype(np.int64)
     shared = share_weights(tiny_cnn(), n_clusters=4)
-    before = [m.centroids.data.copy() for m in shared.modules() if isinstance(m, SharedWeightLayer)]
+    before = [p.centroids.data.copy() for _, p in _shared_layers(shared)]
     fit(shared, optimizers.Adam(shared.parameters(), lr=1e-2), (x, y), 1, batch_size=16,
         progress=False)
-    layers = [m for m in shared.modules() if isinstance(m, SharedWeightLayer)]
-    assert any(not np.array_equal(b, m.centroids.data) for b, m in zip(before, layers))
-    for layer in layers:
-        assert len(np.unique(layer.shared_weight().data)) <= 4
+    layers = _shared_layers(shared)
+    assert any(not np.array_equal(b, p.centroids.data) for b, (_, p) in zip(before, layers))
+    for layer, _ in layers:
+        assert len(np.unique(layer.weight.data)) <= 4
+        assert not layer.parametrizations.weight.original.data.any()  # no gradient reaches it
 
 
 def test_sharing_sizes_add_up():
     shared = share_weights(tiny_cnn(), n_clusters=4)
     sizes = sharing_sizes(shared)
-    layers = [m for m in shared.modules() if isinstance(m, SharedWeightLayer)]
+    layers = [p for _, p in _shared_layers(shared)]
     n_weights = sum(m.indices.size for m in layers)
-    n_biases = sum(m.layer.bias.size for m in layers)
+    n_biases = sum(m.bias.size for m, _ in _shared_layers(shared))
     assert sizes["dense"] == 32 * (n_weights + n_biases)
     assert sizes["shared"] == 2 * n_weights + 3 * 4 * 32 + 32 * n_biases
     huffman = sum(int(np.dot(np.bincount(m.indices.ravel(), minlength=4),
@@ -82,9 +91,8 @@ def test_share_weights_leaves_the_model_alone_and_rejects_other_layers():
     before = model[0].weight.data.copy()
     share_weights(model, n_clusters=2)
     np.testing.assert_array_equal(model[0].weight.data, before)
-    assert isinstance(share_weights(nn.Linear(3, 2), 2), SharedWeightLayer)
-    with pytest.raises(TypeError, match="Linear or Conv2d"):
-        SharedWeightLayer(nn.ReLU(), 2)
+    assert len(_shared_layers(share_weights(nn.Linear(3, 2), 2))) == 1
+    assert share_weights(nn.ReLU(), 2).__class__ is nn.ReLU
     with pytest.raises(ValueError, match="n_clusters"):
         share_weights(model, n_clusters=0)
 
@@ -103,17 +111,15 @@ def test_sharing_keeps_pruned_zeros(make_optimizer):
         layer.weight.data[rng.random(layer.weight.shape) < 0.6] = 0
     zeros = [layer.weight.data == 0 for layer in (model[0], model[3][0], model[5])]
     shared = share_weights(model, n_clusters=4)
-    layers = [m for m in shared.modules() if isinstance(m, SharedWeightLayer)]
-    before = [layer.centroids.data.copy() for layer in layers]
+    layers = _shared_layers(shared)
+    before = [lookup.centroids.data.copy() for _, lookup in layers]
     x = images(64)
     y = (x.reshape(64, -1).mean(axis=1) > 0.5).astype(np.int64)
     fit(shared, make_optimizer(shared.parameters()), (x, y), 1, batch_size=16, progress=False)
-    for layer, zero, old in zip(layers, zeros, before):
-        assert bool(layer.zero_pinned) and layer.centroids.data[0] == 0
-        weight = layer.shared_weight().data
-        np.testing.assert_array_equal(weight == 0, zero)
-        assert not np.array_equal(layer.centroids.data[1:], old[1:])
-    plain = share_weights(model, n_clusters=4, keep_zeros=False)
-    assert not any(bool(m.zero_pinned) for m in plain.modules() if isinstance(m, SharedWeightLayer))
-    assert any((m.shared_weight().data != 0).all() for m in plain.modules()
-               if isinstance(m, SharedWeightLayer))
+    for (layer, lookup), zero, old in zip(layers, zeros, before):
+        assert bool(lookup.zero_pinned) and lookup.centroids.data[0] == 0
+        np.testing.assert_array_equal(layer.weight.data == 0, zero)
+        assert not np.array_equal(lookup.centroids.data[1:], old[1:])
+    plain = _shared_layers(share_weights(model, n_clusters=4, keep_zeros=False))
+    assert not any(bool(lookup.zero_pinned) for _, lookup in plain)
+    assert any((layer.weight.data != 0).all() for layer, _ in plain)
