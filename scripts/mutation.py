@@ -507,6 +507,20 @@ def write_report(results):
         f.write("\n".join(lines) + "\n")
 
 
+def _merge_result(name, result):
+    """Store one module's result, re-reading the file so that runs in parallel keep each other's."""
+    results = {}
+    if os.path.exists(RESULTS):
+        with open(RESULTS, encoding="utf-8") as f:
+            results = json.load(f)
+    results[name] = result
+    partial = RESULTS + f".{os.getpid()}"
+    with open(partial, "w", encoding="utf-8") as f:
+        json.dump(results, f, indent=1, sort_keys=True)
+    os.replace(partial, RESULTS)
+    return results
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("modules", nargs="*", help="modules to run (default: all of TESTS)")
@@ -534,9 +548,8 @@ def main(argv=None):
         os.chdir(tempfile.mkdtemp(prefix="mutation-"))
         _preload()
         for name in names:
-            results[name] = run_module(name, log=lambda text: print(text, flush=True))
-            with open(RESULTS, "w", encoding="utf-8") as f:
-                json.dump(results, f, indent=1, sort_keys=True)
+            result = run_module(name, log=lambda text: print(text, flush=True))
+            results = _merge_result(name, result)
     write_report(results)
     return 0
 
