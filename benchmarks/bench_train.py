@@ -6,7 +6,8 @@
 Each figure is the median of ``--steps`` timed repetitions, taken in ``--rounds`` rounds
 (default 2) alternating with PyTorch's, each round in a fresh process after ``--warmup`` untimed steps (loading PyTorch
 into the same process as NumPy slows both here, so the frameworks never share a process).
-A train step is forward, cross-entropy, backward and an Adam step. PyTorch (if importable)
+A train step is forward, cross-entropy, backward and an Adam step; "compiled" is minnet's model
+run by ``optim.graph`` (the compiled training step, the compiled forward graph). PyTorch (if importable)
 runs the same architecture, weights, batch and thread count, so the printed
 ratios (minnet / PyTorch) come from one run on one machine state.
 """
@@ -29,7 +30,9 @@ from timing import step_times
 from torch_reference import torch_model
 
 
-def minnet_cases(name: str, batch: int, rng):
+def minnet_cases(name: str, batch: int, rng, compiled: bool = False):
+    """Eager minnet, or with ``compiled`` the same model run by ``optim.graph``: the compiled
+    training step (``compile_training``, then the same Adam) and the compiled forward graph."""
     minnet.manual_seed(0)
     model = models.lenet5() if name == "lenet5" else models.lenet_300_100()
     opt = optimizers.Adam(model.parameters(), lr=1e-3)
@@ -46,7 +49,17 @@ def minnet_cases(name: str, batch: int, rng):
         with minnet.no_grad():
             model(minnet.Tensor(x))
 
-    return model, train_step, infer
+    if not compiled:
+        return model, train_step, infer
+    from optim.graph import compile, compile_training, optimize, trace
+    step = compile_training(model, x)
+    forward = compile(optimize(trace(model.eval(), x)))
+
+    def compiled_train_step():
+        step(x, y)
+        opt.step()
+
+    return model, compiled_train_step, lambda: forward(x)
 
 
 def torch_cases(name: str, batch: int, rng):
@@ -81,7 +94,7 @@ def measure(framework: str, name: str, task: str, batch: int, steps: int, warmup
         train_step, infer = torch_cases(name, batch, rng)
     else:
         backend.set_backend(backend_name)
-        _, train_step, infer = minnet_cases(name, batch, rng)
+        _, train_step, infer = minnet_cases(name, batch, rng, framework == "compiled")
     return step_times(train_step if task == "train" else infer, steps, warmup)
 
 
@@ -116,9 +129,10 @@ def main() -> None:
           f"torch {torch_version}; backend {args.backend}; threads {args.threads}; "
           f"median of {args.steps} in {args.rounds} alternating rounds, each framework in a fresh "
           f"process, {args.warmup} warm-up each")
-    print(f"| model | task | batch | minnet ms | torch ms | ratio |")
-    print(f"|---|---|---|---|---|---|")
-    frameworks = ["minnet"] + (["torch"] if torch_version != "not installed" else [])
+    print("| model | task | batch | minnet ms | compiled ms | torch ms | minnet / torch "
+          "| compiled / torch |")
+    print("|---|---|---|---|---|---|---|---|")
+    frameworks = ["minnet", "compiled"] + (["torch"] if torch_version != "not installed" else [])
     spawn = multiprocessing.get_context("spawn")
     cases = CASES if not args.only else [(m, t, int(b)) for m, t, b in
                                          (case.split(":") for case in args.only)]
@@ -131,10 +145,11 @@ def main() -> None:
                                                              args.steps // args.rounds,
                                                              args.warmup,
                                                              args.threads, args.backend))
-        ours = statistics.median(times["minnet"])
+        ours, compiled = (statistics.median(times[f]) for f in ("minnet", "compiled"))
         theirs = statistics.median(times["torch"]) if "torch" in times else float("nan")
-        print(f"| {name} | {task} | {batch} | {1e3 * ours:.3f} | {1e3 * theirs:.3f} | "
-              f"{ours / theirs:.2f} |", flush=True)
+        print(f"| {name} | {task} | {batch} | {1e3 * ours:.3f} | {1e3 * compiled:.3f} | "
+              f"{1e3 * theirs:.3f} | {ours / theirs:.2f} | {compiled / theirs:.2f} |",
+              flush=True)
 
 if __name__ == "__main__":
     main()

@@ -374,7 +374,8 @@ def fit(model: Module, optimizer, train_data, epochs: int, *, batch_size: int = 
         loss_fn: LossFn = F.cross_entropy, val_data=None, scheduler=None, seed: int = 0,
         checkpoint_path: str | os.PathLike | None = None, resume: bool = False,
         allow_changes: bool | Collection[str] = False, on_nonfinite: str = "raise",
-        progress: bool | None = None) -> dict[str, list[float]]:
+        progress: bool | None = None, train_step: Callable | None = None
+        ) -> dict[str, list[float]]:
     """Train ``model`` for ``epochs`` epochs of mini-batch steps on ``train_data = (x, y)``.
 
     Each step: ``loss_fn(model(x_batch), y_batch).backward()``, ``optimizer.step()``; the
@@ -395,6 +396,10 @@ def fit(model: Module, optimizer, train_data, epochs: int, *, batch_size: int = 
         skipped batches, and the epoch's means are over the batches kept). Either way the
         module buffers the batch's forward pass changed (BatchNorm's running statistics)
         are restored, so the model is as it was before that batch.
+    train_step : ``train_step(x_batch, y_batch) -> (loss, logits)`` computing the loss and
+        leaving every parameter's gradient in its ``.grad`` instead of the eager forward and
+        backward (``loss_fn`` is then not called), e.g. the compiled step of
+        ``optim.graph.compile_training``; the optimizer steps on those gradients as usual.
 
     Tests: ``tests/minnet/test_train.py``, ``tests/adversarial/test_minnet_state.py``.
     """
@@ -430,13 +435,17 @@ def fit(model: Module, optimizer, train_data, epochs: int, *, batch_size: int = 
                    disable=not show, leave=False)
         for batch, (xb, yb) in enumerate(bar):
             buffers = _buffer_copies(model)
-            logits = model(minnet.Tensor(xb))
-            loss = loss_fn(logits, yb)
-            value = float(loss.data)
+            if train_step is None:
+                logits = model(minnet.Tensor(xb))
+                loss = loss_fn(logits, yb)
+                value, scores = float(loss.data), logits.data
+            else:
+                value, scores = train_step(xb, yb)
             problem = None if math.isfinite(value) else f"loss {value}"
             if problem is None:
-                optimizer.zero_grad()
-                loss.backward()
+                if train_step is None:
+                    optimizer.zero_grad()
+                    loss.backward()
                 bad = _first_nonfinite_grad(model)
                 problem = None if bad is None else f"gradient of {bad!r}"
             if problem is not None:
@@ -452,7 +461,7 @@ def fit(model: Module, optimizer, train_data, epochs: int, *, batch_size: int = 
                 continue
             optimizer.step()
             loss_sum += value * len(yb)
-            correct += int((logits.data.argmax(axis=1) == yb).sum())
+            correct += int((scores.argmax(axis=1) == yb).sum())
             counted += len(yb)
             bar.set_postfix(loss=f"{value:.4f}", refresh=False)
         if skipped:

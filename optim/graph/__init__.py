@@ -10,6 +10,8 @@
   ``memory``, ``kernels``);
 - ``CostModel`` / ``calibrate``: the calibrated per-node cost and algorithm choice (``cost``);
   ``greedy`` / ``backtracking``: rewrite search minimising Σ C(v_i) (``search``);
+- ``compile_training(model, example)``: forward, loss and backward as one planned graph, the
+  step ``fit(train_step=...)`` runs (``training``, ``grad_ops``);
 - ``to_onnx`` / ``from_onnx``: ONNX export and import (optional ``onnx`` extra; ``onnx_backend``
   runs the ONNX node tests).
 """
@@ -25,8 +27,9 @@ from optim.graph.onnx_import import from_onnx
 from optim.graph.passes import optimize
 from optim.graph.search import backtracking, greedy
 from optim.graph.trace import trace
+from optim.graph.training import compile_training
 
 __all__ = ["trace", "execute", "optimize", "compile", "CompiledGraph", "CostModel", "calibrate",
            "fold_batchnorm", "Graph", "GraphError", "Node", "TensorType", "validate",
            "MemoryPlan", "plan_memory", "to_onnx", "from_onnx", "greedy", "backtracking",
-           "GraphModule"]
+           "GraphModule", "compile_training"]

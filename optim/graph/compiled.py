@@ -25,6 +25,7 @@ import numpy as np
 import scipy.special
 
 from minnet.kernels.csr import LOOPS, csr_matmul, to_csr
+from optim.graph import grad_kernels as GK
 from optim.graph import kernels as K
 from optim.graph.execute import check_inputs
 from optim.graph.ir import Graph, Node, input_shapes, specialise, validate
@@ -103,9 +104,15 @@ def _conv_steps(node, ins, out, algorithm) -> list[Step]:
                     node.op == "Conv2dReLU", out)]
 
 
-def _linear_steps(node, ins, out, algorithm) -> list[Step]:
+def _linear_steps(node, ins, out, algorithm, pack: bool) -> list[Step]:
     x, w = ins[0], ins[1]
     bias = ins[2] if len(ins) > 2 else None
+    if not pack:  # a weight bound by reference: read where it is at every run
+        if algorithm != "dense":
+            raise ValueError(f"node {node.output!r}: a weight bound by reference runs dense, "
+                             f"not {algorithm!r}")
+        return [partial(np.matmul, x, w.T, out=out)] + _bias_relu(out, bias,
+                                                                  node.op == "LinearReLU")
     if algorithm.startswith("sparse_"):
         csr, loop = to_csr(w), algorithm.removeprefix("sparse_")
         x2, out2 = x.reshape(-1, x.shape[-1]), out.reshape(-1, out.shape[-1])
@@ -138,13 +145,18 @@ def _copy_result(node: Node, ins: list, out: np.ndarray) -> Step:
     return step
 
 
-def _steps(node: Node, ins: list, out: np.ndarray, algorithm: str) -> list[Step]:
-    """The closures computing ``node`` into ``out`` (none if ``out`` already is a view of it)."""
+def _steps(node: Node, ins: list, out: np.ndarray, algorithm: str, pack: bool = True
+           ) -> list[Step]:
+    """The closures computing ``node`` into ``out`` (none if ``out`` already is a view of it);
+    ``pack=False``: its weight is bound by reference, so no packed copy of it is made."""
     op = node.op
     if _base(op) == "Conv2d":
+        if not pack and algorithm == "fft":
+            raise ValueError(f"node {node.output!r}: a weight bound by reference cannot use "
+                             f"the FFT algorithm (its spectrum is precomputed)")
         return _conv_steps(node, ins, out, algorithm)
     if _base(op) == "Linear":
-        return _linear_steps(node, ins, out, algorithm)
+        return _linear_steps(node, ins, out, algorithm, pack)
     if OPS[op].kind == "view":
         source = ins[0].reshape(out.shape)
         return [] if np.shares_memory(source, out) else [partial(np.copyto, out, source)]
@@ -152,6 +164,12 @@ def _steps(node: Node, ins: list, out: np.ndarray, algorithm: str) -> list[Step]
         return [partial(UFUNCS[op], *ins, out=out)]
     if op == "ReLU":
         return [partial(np.maximum, ins[0], 0, out=out)]
+    if op == "ReluGrad":
+        return [partial(GK.relu_grad_into, ins[0], ins[1], out)]
+    if op == "MaxPool2dGrad":
+        a = node.attrs
+        return [partial(GK.max_pool2d_grad_into, ins[0], ins[1], tuple(a["kernel_size"]),
+                        tuple(a["stride"]), tuple(a["padding"]), a.get("relu", False), out)]
     if op == "AddReLU":
         return [partial(np.add, *ins, out=out), partial(np.maximum, out, 0, out=out)]
     if (op == "MaxPool2d" or op == "AvgPool2d") and not node.attrs.get("ceil_mode", False) \
@@ -212,17 +230,20 @@ class Plan:
         for node in graph.nodes:
             ins = [env[n] if n else None for n in node.inputs]
             self.node_steps[node.output] = _steps(node, ins, env[node.output],
-                                                  self.algorithms.get(node.output, "default"))
+                                                  self.algorithms.get(node.output, "default"),
+                                                  pack=not external.keys() & set(node.inputs))
         self._steps = [step for steps in self.node_steps.values() for step in steps]
         self._outputs = [env[k] for k in graph.outputs]
 
-    def run(self, arrays: list[np.ndarray]) -> np.ndarray | tuple[np.ndarray, ...]:
-        """Run on arrays already checked to have this plan's shapes and dtypes."""
+    def run(self, arrays: list[np.ndarray], copy: bool = True
+            ) -> np.ndarray | tuple[np.ndarray, ...]:
+        """Run on arrays already checked to have this plan's shapes and dtypes; the outputs
+        are copies, or with ``copy=False`` the arena's own arrays (valid until the next run)."""
         for buffer, array in zip(self._inputs, arrays):
             np.copyto(buffer, array)
         for step in self._steps:
             step()
-        outputs = tuple(out.copy() for out in self._outputs)
+        outputs = tuple(out.copy() if copy else out for out in self._outputs)
         return outputs[0] if len(outputs) == 1 else outputs
 
     @property

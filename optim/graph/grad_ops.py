@@ -6,15 +6,20 @@ costs them like any other node. Tests: ``tests/optim/graph/test_graph_training.p
 """
 from __future__ import annotations
 
+import math
 from typing import Mapping
 
 import numpy as np
 
+from minnet.kernels import conv as MK
+from minnet.kernels.im2col import im2col
+from optim.graph.grad_kernels import max_pool2d_grad_into
 from optim.graph.ir import TensorType
 from optim.graph.ops import _out_elements, _register
 
 __all__ = ["relu_grad", "softmax_cross_entropy_grad", "linear_input_grad", "linear_weight_grad",
-           "bias_grad", "GRADIENT_OPS"]
+           "bias_grad", "conv2d_input_grad", "conv2d_weight_grad", "channel_bias_grad",
+           "max_pool2d_grad", "softmax_cross_entropy", "GRADIENT_OPS"]
 
 
 def relu_grad(dy: np.ndarray, x: np.ndarray) -> np.ndarray:
@@ -88,6 +93,88 @@ def bias_grad(dy: np.ndarray) -> np.ndarray:
     return dy.reshape(-1, dy.shape[-1]).sum(axis=0)
 
 
+def conv2d_input_grad(dy: np.ndarray, weight: np.ndarray, input_shape: tuple, stride: tuple,
+                      padding: tuple, dilation: tuple, groups: int) -> np.ndarray:
+    """VJP of y = conv2d(x, W) in x: dx = col2im(Wᵀ G_y) per sample and group (the transposed
+    convolution of dy by W, Dumoulin & Visin 2016 §4).
+
+    Test: ``tests/optim/graph/test_graph_training.py::test_conv_and_pool_grads_equal_minnet_backward``.
+    """
+    return MK.conv2d_input_grad(dy, weight, tuple(input_shape), stride, padding, dilation, groups)
+
+
+def conv2d_weight_grad(dy: np.ndarray, x: np.ndarray, kernel_size: tuple, stride: tuple,
+                       padding: tuple, dilation: tuple, groups: int) -> np.ndarray:
+    """VJP of y = conv2d(x, W) in W: dW = Σ_n G_y[n] X[n]ᵀ with X[n] = im2col(x[n]).
+
+    Test: ``tests/optim/graph/test_graph_training.py::test_conv_and_pool_grads_equal_minnet_backward``.
+    """
+    cols = im2col(x, tuple(kernel_size), stride, padding, dilation)
+    c_out = dy.shape[1]
+    shape = (c_out, x.shape[1] // groups) + tuple(kernel_size)
+    return MK.conv2d_weight_grad(dy, cols, shape, groups)
+
+
+def channel_bias_grad(dy: np.ndarray) -> np.ndarray:
+    """VJP of y = z + b (b broadcast along axis 1 of NCHW) in b: db_c = Σ_{n,h,w} dy_nchw.
+
+    Test: ``tests/optim/graph/test_graph_training.py::test_conv_and_pool_grads_equal_minnet_backward``.
+    """
+    return dy.sum(axis=(0, 2, 3))
+
+
+def max_pool2d_grad(dy: np.ndarray, x: np.ndarray, kernel_size: tuple, stride: tuple,
+                    padding: tuple, relu: bool = False) -> np.ndarray:
+    """VJP of max pooling: each dy goes to its window's first maximum of x (PyTorch's rule;
+    the indices are recomputed from x rather than kept from the forward pass); with ``relu``
+    also times 1[x > 0], the VJP of a ReLU whose output x is (fused into one pass).
+
+    Test: ``tests/optim/graph/test_graph_training.py::test_conv_and_pool_grads_equal_minnet_backward``.
+    """
+    out = np.empty_like(x)
+    max_pool2d_grad_into(dy, x, tuple(kernel_size), tuple(stride), tuple(padding), relu, out)
+    return out
+
+
+def softmax_cross_entropy(logits: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """The mean cross entropy L = (1/N) Σ_i (log Σ_c exp z_ic − z_{i t_i}) (log-sum-exp with
+    the row maximum subtracted), a 0-d array of the logits' dtype.
+
+    Test: ``tests/optim/graph/test_graph_training.py::test_softmax_cross_entropy_equals_minnet``.
+    """
+    if logits.ndim != 2 or target.shape != (logits.shape[0],):
+        raise ValueError(f"logits (N, C) and target (N,) expected, got {logits.shape} and "
+                         f"{target.shape}")
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    log_z = np.log(np.exp(shifted).sum(axis=1))
+    picked = shifted[np.arange(len(target)), target.astype(np.intp, copy=False)]
+    return np.asarray((log_z - picked).mean(), dtype=logits.dtype)
+
+
+def _pairs(attrs: Mapping, *names: str) -> list[tuple[int, int]]:
+    return [tuple(attrs[n]) if isinstance(attrs[n], (tuple, list)) else (attrs[n], attrs[n])
+            for n in names]
+
+
+def _conv_input_grad_run(arrays, attrs: Mapping) -> np.ndarray:
+    stride, padding, dilation = _pairs(attrs, "stride", "padding", "dilation")
+    return conv2d_input_grad(arrays[0], arrays[1], attrs["input_shape"], stride, padding,
+                             dilation, attrs["groups"])
+
+
+def _conv_weight_grad_run(arrays, attrs: Mapping) -> np.ndarray:
+    kernel, stride, padding, dilation = _pairs(attrs, "kernel_size", "stride", "padding",
+                                               "dilation")
+    return conv2d_weight_grad(arrays[0], arrays[1], kernel, stride, padding, dilation,
+                              attrs["groups"])
+
+
+def _max_pool_grad_run(arrays, attrs: Mapping) -> np.ndarray:
+    kernel, stride, padding = _pairs(attrs, "kernel_size", "stride", "padding")
+    return max_pool2d_grad(arrays[0], arrays[1], kernel, stride, padding,
+                           attrs.get("relu", False))
+
+
 def _linear_input_type(types, attrs: Mapping) -> TensorType:
     dy, weight = types
     return TensorType(tuple(dy.shape[:-1]) + (weight.shape[1],), dy.dtype)
@@ -119,6 +206,33 @@ _register("ReluGrad", (2, 2), lambda types, attrs: types[0],
 _register("SoftmaxCrossEntropyGrad", (2, 2), lambda types, attrs: types[0],
           lambda arrays, attrs: softmax_cross_entropy_grad(arrays[0], arrays[1]), _out_elements)
 
+def _conv_grad_work(types, out: TensorType, attrs: Mapping) -> int:
+    """The forward convolution's multiply-adds: each dy element meets C_in/groups·k_h·k_w."""
+    kernel = math.prod(attrs["kernel_size"]) if "kernel_size" in attrs else \
+        math.prod(types[1].shape[2:])
+    in_per_group = (out.shape[1] if "kernel_size" in attrs else types[1].shape[1])
+    return types[0].size * in_per_group * kernel
+
+
+_register("Conv2dInputGrad", (2, 2),
+          lambda types, attrs: TensorType(tuple(attrs["input_shape"]), types[0].dtype),
+          _conv_input_grad_run, _conv_grad_work, shape_attrs=("input_shape",))
+_register("Conv2dWeightGrad", (2, 2),
+          lambda types, attrs: TensorType(
+              (types[0].shape[1], types[1].shape[1] // attrs["groups"])
+              + tuple(attrs["kernel_size"]), types[0].dtype),
+          _conv_weight_grad_run, _conv_grad_work)
+_register("ChannelBiasGrad", (1, 1),
+          lambda types, attrs: TensorType((types[0].shape[1],), types[0].dtype),
+          lambda arrays, attrs: channel_bias_grad(arrays[0]),
+          lambda types, out, attrs: types[0].size)
+_register("MaxPool2dGrad", (2, 2), lambda types, attrs: types[1], _max_pool_grad_run,
+          lambda types, out, attrs: types[0].size * math.prod(attrs["kernel_size"]))
+_register("SoftmaxCrossEntropy", (2, 2), lambda types, attrs: TensorType((), types[0].dtype),
+          lambda arrays, attrs: softmax_cross_entropy(arrays[0], arrays[1]),
+          lambda types, out, attrs: types[0].size)
+
 # the op-table names registered here (their own tests: test_graph_training.py)
 GRADIENT_OPS = ("LinearInputGrad", "LinearWeightGrad", "BiasGrad", "ReluGrad",
-                "SoftmaxCrossEntropyGrad")
+                "SoftmaxCrossEntropyGrad", "Conv2dInputGrad", "Conv2dWeightGrad",
+                "ChannelBiasGrad", "MaxPool2dGrad", "SoftmaxCrossEntropy")

@@ -11,7 +11,10 @@ of output channel o)
 - ``pointwise``: a 1x1 kernel with stride 1 and no padding is a plain matrix product
   Y[n] = W X[n] with X[n] the input as a (C, H W) matrix;
 - ``fft``: correlation theorem, y = IFFT(FFT(xpad) · FFT(flip(w))) restricted to the valid
-  positions (Mathieu et al. 2014), for groups = 1 and dilation 1.
+  positions (Mathieu et al. 2014), for groups = 1 and dilation 1;
+- ``minnet``: eager minnet's own choice for the shape (``minnet.kernels.conv``: its register-
+  tiled direct and indirect kernels, or im2col). It is not among the cost model's options (no
+  calibration rows); the compiled training step (``optim.graph.training``) runs it.
 
 Pooling (max, average with zero padding counted) follows ``minnet.kernels.pool`` without the
 argmax indices that only training needs, as one vectorised update per window tap. ``relu`` flags apply max(·, 0) in the same pass.
@@ -24,9 +27,11 @@ import numpy as np
 import scipy.fft
 
 from minnet.kernels.backend import dispatch, jit
+from minnet.kernels.conv import conv2d_forward
 from minnet.kernels.im2col import Pair, im2col
 
-__all__ = ["conv2d_direct", "conv2d_im2col", "conv2d_pointwise", "conv2d_fft", "fft_weight",
+__all__ = ["conv2d_direct", "conv2d_im2col", "conv2d_pointwise", "conv2d_fft", "conv2d_minnet",
+           "fft_weight",
            "max_pool2d_into", "avg_pool2d_into", "CONV_ALGORITHMS", "conv_algorithms"]
 
 
@@ -104,6 +109,15 @@ def conv2d_direct_numba(x, w, bias, stride, padding, dilation, groups, relu, out
 
 conv2d_direct = dispatch(conv2d_direct_numpy, conv2d_direct_numba)
 
+
+def conv2d_minnet(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, stride: Pair,
+                  padding: Pair, dilation: Pair, groups: int, relu: bool,
+                  out: np.ndarray) -> np.ndarray:
+    """``minnet.kernels.conv.conv2d_forward`` (its per-shape algorithm), then bias and ReLU."""
+    out[...] = conv2d_forward(x, w, stride, padding, dilation, groups)[0]
+    _epilogue(out, bias, relu)
+    return out
+
 # ---- GEMM-based convolution ----------------------------------------------------------------
 
 
@@ -158,7 +172,7 @@ def conv2d_fft(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, stride: Pa
 
 
 CONV_ALGORITHMS = {"im2col": conv2d_im2col, "direct": conv2d_direct,
-                   "pointwise": conv2d_pointwise, "fft": conv2d_fft}
+                   "pointwise": conv2d_pointwise, "fft": conv2d_fft, "minnet": conv2d_minnet}
 
 
 def conv_algorithms(w_shape: tuple, stride: Pair, padding: Pair, dilation: Pair,

@@ -6,8 +6,9 @@ Each module type is a ``StoredType`` registered under a name (``register_stored_
 to describe it (``spec``), build it (``build``), validate an untrusted description
 (``check``) and, for parametrizations, which of the parameter's arrays are stored as integer
 symbols (``symbols``). The built-in entries are the leaf layers of ``minnet.nn`` (``_LEAVES``),
-``Sequential``, NAS's ``Residual``, ``QuantSequential``, ``QuantStage``, ``FixedFakeQuantize``
-and the parametrizations ``PruningMask``, ``SharedWeights`` and ``FixedFakeQuantize``.
+``Sequential``, NAS's ``Residual``, ``QuantSequential``, ``QuantStage``, ``FixedFakeQuantize``,
+``optim.graph``'s ``GraphModule`` (``optim.pipeline.stored_graph``) and the parametrizations
+``PruningMask``, ``SharedWeights`` and ``FixedFakeQuantize``.
 
 A module with parametrizations (``minnet.nn.parametrize``) carries them in its spec as
 ``"parametrizations": {"weight": [spec, ...]}``, in chain order; only registered
@@ -591,3 +592,6 @@ def finish_loaded(model: nn.Module) -> nn.Module:
 
 def _stored_type(module: nn.Module) -> StoredType | None:
     return next((t for t in STORED_TYPES.values() if type(module) is t.cls), None)
+
+
+from . import stored_graph  # noqa: E402,F401  registers GraphModule

@@ -7,7 +7,7 @@
 - ``grasp``: GraSP scores from a Hessian-gradient product;
 - ``masks``: top-k, magnitude (layer-wise and global), L_n-structured and N:M masks
   (boolean, True = kept; ``amount`` an int count or a float fraction);
-- ``parametrize``: the ``weight_orig`` / ``weight_mask`` parametrization of module parameters;
+- ``parametrize``: the pruning mask, a ``minnet.nn.parametrize`` parametrization of module parameters;
 - ``criteria`` / ``model``: scores gathered from data and applied to whole models;
 - ``schedules``: one-shot, iterative, AGP (cubic) and lottery-ticket rewinding;
 - ``shrink``: physical removal of neurons/filters with their dependencies (Sequential);

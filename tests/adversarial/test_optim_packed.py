@@ -17,6 +17,7 @@ import pytest
 import minnet
 from minnet import nn
 from optim import prune, quant
+from optim.graph import GraphModule, trace
 from optim.pipeline.store import (FORMAT, MAX_DEPTH, MAX_ELEMENTS, PackedModelError, load_model,
                                   module_spec, save_model)
 
@@ -48,7 +49,11 @@ def _shared() -> nn.Module:
     return quant.share_weights(_small(), n_clusters=4)
 
 
-MODELS = {"pruned": _pruned, "quantized": _quantized, "shared": _shared}
+def _graph() -> nn.Module:
+    return GraphModule(trace(_small().eval(), IMAGES[:2], dynamic_axes={0: "N"}))
+
+
+MODELS = {"pruned": _pruned, "quantized": _quantized, "shared": _shared, "graph": _graph}
 
 
 def _members(path) -> tuple[dict, bytes]:
@@ -218,6 +223,33 @@ SPEC_CASES = [
      "arrays[2].quant", "spanning the alphabet"),
     ("huffman-stream-too-long", "quantized",
      lambda s, p: _huffman_bomb(s, p), "arrays[2].parts", "stream of at most"),
+    ("graph-unknown-op", "graph",
+     lambda s, p: (_set(s, ["module", "nodes", 0, 0], "os.system"), p),
+     "module.nodes[0][0]", "unknown op"),
+    ("graph-constant-37GiB", "graph",
+     lambda s, p: (_set(s, ["module", "constants", 0, 1], [100_000, 100_000]), p),
+     "module.constants[0]", "the cap"),
+    ("graph-symbolic-constant", "graph",
+     lambda s, p: (_set(s, ["module", "constants", 0, 1], ["N", 1, 3, 3]), p),
+     "module.constants[0][1]", "integers in"),
+    ("graph-bad-symbol", "graph",
+     lambda s, p: (_set(s, ["module", "inputs", 0, 1, 0], "__import__('os')"), p),
+     "module.inputs[0][1]", "symbolic names"),
+    ("graph-object-dtype", "graph",
+     lambda s, p: (_set(s, ["module", "inputs", 0, 2], "object"), p),
+     "module.inputs[0][2]", "must be one of"),
+    ("graph-attribute-object", "graph",
+     lambda s, p: (_set(s, ["module", "nodes", 0, 3, "stride"], {"x": 1}), p),
+     "module.nodes[0][3].stride", "must be null"),
+    ("graph-parameter-not-constant", "graph",
+     lambda s, p: (_set(s, ["module", "parameters"], ["input"]), p),
+     "module.parameters", "constants of the graph"),
+    ("graph-shapes-do-not-fit", "graph",
+     lambda s, p: (_set(s, ["module", "constants", 0, 1], [4, 2, 3, 3]), p),
+     "module", "channels|shape|match|expect"),
+    ("graph-dangling-value", "graph",
+     lambda s, p: (_set(s, ["module", "nodes", 1, 1, 0], "nowhere"), p),
+     "module", "dangling"),
     ("array-shape-not-the-module's", "pruned",
      lambda s, p: (_set_entry(s, "1.running_var", "shape", [2, 2]), p),
      "arrays", "do not fit the module"),

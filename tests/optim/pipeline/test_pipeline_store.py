@@ -12,6 +12,8 @@ from minnet import nn
 from minnet.models import lenet5, lenet_300_100
 from optim import prune, quant
 from optim.lowrank import factorize
+from optim.graph import GraphModule, trace
+from optim.graph.zoo import resnet_mnist
 from optim.nas import build_cnn
 from optim.pipeline.codecs import symbol_bits
 from optim.pipeline.store import (build_module, encode_state, load_model, module_spec,
@@ -148,6 +150,22 @@ def test_weight_shared_model_round_trips(tmp_path, images):
     biases = sum(m.bias.data.nbytes for m in model.modules()
                  if isinstance(m, (nn.Linear, nn.Conv2d)))
     assert sizes["packed_bytes"] <= bound + biases
+
+
+def test_graph_module_round_trips(tmp_path, images):
+    """A traced residual network with a symbolic batch, as a GraphModule: the loaded module has
+    the same graph, trainable parameters and outputs, at another batch size too."""
+    model = _seeded(lambda: resnet_mnist(8)).eval()
+    graph_module = GraphModule(trace(model, images[:2], dynamic_axes={0: "N"}))
+    loaded, _ = _round_trip(graph_module, tmp_path, images)
+    np.testing.assert_array_equal(_outputs(loaded, images[:1]), _outputs(graph_module, images[:1]))
+    assert [str(n) for n in loaded.graph.nodes] == [str(n) for n in graph_module.graph.nodes]
+    assert [k for k, _ in loaded.named_parameters()] == \
+        [k for k, _ in graph_module.named_parameters()]
+    owner, leaf = graph_module._slots[next(iter(graph_module.graph.constants))]
+    prune.apply_mask(owner, leaf, np.ones(getattr(owner, leaf).shape, bool))
+    with pytest.raises(TypeError, match="remove_all_parametrizations"):
+        save_model(graph_module, tmp_path / "masked.npz")
 
 
 def test_factorized_and_residual_models_round_trip(tmp_path, images):
