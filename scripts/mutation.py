@@ -63,16 +63,21 @@ TESTS = {
                          _G + "test_graph_cost_features.py"],
     "optim.quant.calibration": [_Q + "test_quant_calibration.py",
                                 _Q + "test_quant_calibration_edges.py"],
-    "optim.quant.ranges": [_Q + "test_quant_ranges.py", _Q + "test_quant_affine.py"],
-    "optim.quant.rounding": [_Q + "test_quant_rounding.py"],
+    "optim.quant.ranges": [_Q + "test_quant_ranges.py", _Q + "test_quant_affine.py",
+                           _Q + "test_quant_lowbit_by_hand.py"],
+    "optim.quant.rounding": [_Q + "test_quant_rounding.py", _Q + "test_quant_lowbit_by_hand.py"],
     "optim.quant.observers": [_Q + "test_quant_observers.py", _Q + "test_quant_histogram_l2.py",
                               _Q + "test_quant_validation.py"],
-    "optim.quant.requant": [_Q + "test_quant_requant.py", _Q + "test_quant_int_gemm.py"],
-    "optim.quant.fixed_point": [_Q + "test_quant_lowbit.py", _Q + "test_quant_validation.py"],
-    "optim.quant.pow2": [_Q + "test_quant_lowbit.py", _Q + "test_quant_validation.py"],
-    "optim.quant.binary": [_Q + "test_quant_lowbit.py", _Q + "test_quant_binary_qat.py"],
+    "optim.quant.requant": [_Q + "test_quant_requant.py", _Q + "test_quant_int_gemm.py",
+                            _Q + "test_quant_lowbit_by_hand.py"],
+    "optim.quant.fixed_point": [_Q + "test_quant_lowbit.py", _Q + "test_quant_validation.py",
+                                _Q + "test_quant_lowbit_by_hand.py"],
+    "optim.quant.pow2": [_Q + "test_quant_lowbit.py", _Q + "test_quant_validation.py",
+                         _Q + "test_quant_lowbit_by_hand.py"],
+    "optim.quant.binary": [_Q + "test_quant_lowbit.py", _Q + "test_quant_binary_qat.py",
+                           _Q + "test_quant_lowbit_by_hand.py"],
     "optim.quant.sharing": [_Q + "test_quant_sharing.py"],
-    "optim.quant.huffman": [_Q + "test_quant_huffman.py"],
+    "optim.quant.huffman": [_Q + "test_quant_huffman.py", _Q + "test_quant_lowbit_by_hand.py"],
     "optim.prune.scores": [_P + "test_prune_scores.py", _P + "test_prune_hessian.py",
                            _P + "test_prune_feature_maps.py"],
     "optim.prune.criteria": [_P + "test_prune_model.py", _P + "test_prune_grasp.py"],
@@ -114,6 +119,29 @@ EQUIVALENT: dict[str, dict[str, str]] = {
             "MIN_SAMPLES is read only by calibrate, a measurement function (NOT_FORMULAS)",
         "cost_features: x.size // x.shape[-1] -> x.size / x.shape[-1]":
             "x.size is a multiple of x.shape[-1]: the true quotient equals the floor quotient",
+    },
+    "optim.quant.rounding": {
+        "round_values: False -> True":
+            "astype(copy=True) returns the same values in a new array; no caller relies on "
+            "the identity of the result",
+    },
+    "optim.quant.fixed_point": {
+        "qformat_range: 32 -> 33":
+            "a signed format of 33 bits has m + n = 32 > 31 and an unsigned one of 33 bits "
+            "m + n = 33: the m + n <= 31 check refuses both anyway",
+    },
+    "optim.quant.pow2": {
+        "pow2_quantize: 0 -> 1 #2":
+            "the placeholder exponent of values flushed to zero: np.where(kept, ..., 0) "
+            "discards it",
+    },
+    "optim.quant.requant": {
+        "quantize_multiplier: m0 // 2 -> m0 / 2":
+            "only the carry value 2^31 is halved: 2^30 exactly, as int or float",
+        "rounding_right_shift: x < 0 -> x <= 0":
+            "differs only at x = 0, whose remainder 0 is never above the threshold",
+        "rounding_right_shift: 0 -> 1":
+            "x < 1 differs from x < 0 only at x = 0 (integers), whose remainder is 0",
     },
     "optim.quant.affine": {
         "qparams: (qmin + qmax + 1) // 2 -> (qmin + qmax + 1) / 2":
