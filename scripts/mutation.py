@@ -12,7 +12,8 @@ Mutations (AST, one at a time): arithmetic and augmented-assignment operator swa
 boundary and (in)equality swaps, ``and``<->``or``, dropped unary ``-``/``not``/``~``, integer and
 float constants ±1 (0<->1, ``True``<->``False``), a returned value replaced by ``None``, and
 a non-constant index or slice bound off by one. Code inside ``raise``, f-strings, docstrings,
-annotations, decorators and ``warnings.warn`` is left alone (messages, not formulas).
+annotations, decorators and ``warnings.warn`` is left alone (messages, not formulas), and so
+is the ``copy=`` flag of NumPy calls (it decides whether a result is copied, not its values).
 
 How a mutant is tested, without writing any file: the project and the test dependencies are
 imported once; per mutant the runner forks, the child executes the mutated source in the
@@ -98,7 +99,7 @@ TESTS = {
     "minnet.ops.linalg": [_O + "test_linalg.py"],
     "minnet.ops.loss": [_O + "test_loss.py"],
     "minnet.ops.norm": [_O + "test_norm.py"],
-    "minnet.ops.pool": [_O + "test_pool.py"],
+    "minnet.ops.pool": [_O + "test_pool_by_hand.py", _O + "test_pool.py"],
     "minnet.ops.reduce": [_O + "test_reduce.py"],
     "minnet.ops.resize": [_O + "test_resize.py"],
     "minnet.ops.shape": [_O + "test_shape.py"],
@@ -120,10 +121,18 @@ EQUIVALENT: dict[str, dict[str, str]] = {
         "cost_features: x.size // x.shape[-1] -> x.size / x.shape[-1]":
             "x.size is a multiple of x.shape[-1]: the true quotient equals the floor quotient",
     },
-    "optim.quant.rounding": {
-        "round_values: False -> True":
-            "astype(copy=True) returns the same values in a new array; no caller relies on "
-            "the identity of the result",
+    "minnet.ops.pool": {
+        "MaxPool2d.forward: False -> True":
+            "a keyword default of the Function's forward: max_pool2d always passes ceil_mode",
+        "AvgPool2d.forward: False -> True":
+            "a keyword default of the Function's forward: avg_pool2d always passes ceil_mode",
+        "AvgPool2d.forward: True -> False":
+            "a keyword default of the Function's forward: avg_pool2d always passes "
+            "count_include_pad",
+        "_window_args: kernel_size[0] // 2 -> kernel_size[0] / 2":
+            "padding is an integer, and no integer lies in (k // 2, k / 2]",
+        "_window_args: kernel_size[1] // 2 -> kernel_size[1] / 2":
+            "padding is an integer, and no integer lies in (k // 2, k / 2]",
     },
     "optim.quant.fixed_point": {
         "qformat_range: 32 -> 33":
@@ -202,6 +211,8 @@ def _skipped_children(node):
     if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "__all__"
                                             for t in node.targets):
         skip.append(node.value)
+    if isinstance(node, ast.keyword) and node.arg == "copy":
+        skip.append(node.value)  # whether NumPy copies, never which values
     return skip
 
 
