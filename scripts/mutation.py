@@ -96,7 +96,7 @@ TESTS = {
     "optim.graph.memory": [_G + "test_graph_memory.py"],
     "minnet.ops.conv": [_O + "test_conv.py"],
     "minnet.ops.elementwise": [_O + "test_elementwise.py"],
-    "minnet.ops.linalg": [_O + "test_linalg.py"],
+    "minnet.ops.linalg": [_O + "test_linalg_by_hand.py", _O + "test_linalg.py"],
     "minnet.ops.loss": [_O + "test_loss.py"],
     "minnet.ops.norm": [_O + "test_norm.py"],
     "minnet.ops.pool": [_O + "test_pool_by_hand.py", _O + "test_pool.py"],
@@ -120,6 +120,14 @@ EQUIVALENT: dict[str, dict[str, str]] = {
             "MIN_SAMPLES is read only by calibrate, a measurement function (NOT_FORMULAS)",
         "cost_features: x.size // x.shape[-1] -> x.size / x.shape[-1]":
             "x.size is a multiple of x.shape[-1]: the true quotient equals the floor quotient",
+    },
+    "minnet.ops.linalg": {
+        "Linear.backward: len(ctx.needs_input_grad) > 2 and ctx.needs_input_grad[2] -> "
+        "len(ctx.needs_input_grad) > 2 or ctx.needs_input_grad[2]":
+            "with a bias the flag list has three entries: the mutant only computes a bias "
+            "gradient that the engine then drops for an input needing none",
+        "Linear.backward: len(ctx.needs_input_grad) > 2 -> len(ctx.needs_input_grad) >= 2":
+            "linear always passes three inputs (bias None included), so the length is 3",
     },
     "minnet.ops.pool": {
         "MaxPool2d.forward: False -> True":

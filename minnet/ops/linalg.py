@@ -13,7 +13,8 @@ class MatMul(Function):
     """Z = A B (batch dimensions broadcast);  dL/dA = G B^T, dL/dB = A^T G.
 
     1-D operands are promoted as NumPy does (a vector a becomes a row 1×n, b a column n×1) and
-    the promoted axes are removed again from the gradients.
+    the promoted axes are removed again from the gradients; batch axes an operand lacks or
+    was stretched along are summed by the engine (``minnet.tensor.unbroadcast``).
     """
     @staticmethod
     def forward(ctx, a, b):
@@ -35,19 +36,10 @@ class MatMul(Function):
         if ctx.needs_input_grad[0]:
             ga = np.matmul(g, np.swapaxes(b2, -1, -2))
             ga = ga.reshape(ga.shape[:-2] + (a.shape[-1],)) if a.ndim == 1 else ga
-            ga = _reduce_batch(ga, a.shape)
         if ctx.needs_input_grad[1]:
             gb = np.matmul(np.swapaxes(a2, -1, -2), g)
             gb = gb[..., 0] if b.ndim == 1 else gb
-            gb = _reduce_batch(gb, b.shape)
         return ga, gb
-
-
-def _reduce_batch(grad: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    """Sum away leading batch axes that the operand of ``shape`` did not have (vector case);
-    stretched batch axes are left to the engine's unbroadcast."""
-    extra = grad.ndim - len(shape)
-    return grad.sum(axis=tuple(range(extra))) if extra > 0 and len(shape) == 1 else grad
 
 
 class Linear(Function):
