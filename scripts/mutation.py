@@ -100,7 +100,7 @@ TESTS = {
     "minnet.ops.loss": [_O + "test_loss.py"],
     "minnet.ops.norm": [_O + "test_norm.py"],
     "minnet.ops.pool": [_O + "test_pool_by_hand.py", _O + "test_pool.py"],
-    "minnet.ops.reduce": [_O + "test_reduce.py"],
+    "minnet.ops.reduce": [_O + "test_reduce_by_hand.py", _O + "test_reduce.py"],
     "minnet.ops.resize": [_O + "test_resize.py"],
     "minnet.ops.shape": [_O + "test_shape.py"],
 }
@@ -128,6 +128,15 @@ EQUIVALENT: dict[str, dict[str, str]] = {
             "gradient that the engine then drops for an input needing none",
         "Linear.backward: len(ctx.needs_input_grad) > 2 -> len(ctx.needs_input_grad) >= 2":
             "linear always passes three inputs (bias None included), so the length is 3",
+    },
+    "minnet.ops.reduce": {
+        **{f"{fn}.forward: False -> True": "a keyword default of the Function's forward "
+           "(keepdims): the functional API always passes it" for fn in ("Sum", "Mean", "Max",
+                                                                       "Var")},
+        "Var.forward: 0 -> 1": "the ddof default of the Function's forward: F.var passes it",
+        **{f"{fn}.forward: {m}": "the axis default of the Function's forward: the functional "
+           "API always passes it" for fn in ("Softmax", "LogSoftmax") for m in ("-1 -> 1",
+                                                                               "1 -> 0")},
     },
     "minnet.ops.pool": {
         "MaxPool2d.forward: False -> True":

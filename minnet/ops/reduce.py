@@ -11,13 +11,16 @@ from minnet.tensor import Function
 
 
 def _normalize_axis(axis, ndim: int) -> tuple[int, ...]:
+    """The reduced axes, non-negative and sorted. A 0-d tensor accepts axis 0 and -1, as
+    PyTorch's (reducing it over its one element leaves it as it is: no axes)."""
     if axis is None:
         return tuple(range(ndim))
     axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
+    span = max(ndim, 1)
     for a in axes:
-        if not -ndim <= a < max(ndim, 1):
+        if not -span <= a < span:
             raise ValueError(f"axis {a} is out of range for a tensor with {ndim} dimensions")
-    return tuple(sorted(int(a) % max(ndim, 1) for a in axes))
+    return tuple(sorted(int(a) % ndim for a in axes)) if ndim else ()
 
 
 def _expand(g: np.ndarray, axes: tuple[int, ...], keepdims: bool) -> np.ndarray:
