@@ -93,8 +93,8 @@ TESTS = {
     "optim.nas.nsga2": [_N + "test_nsga2_by_hand.py", _N + "test_nas_strategies.py"],
     "optim.nas.gp": [_N + "test_nas_gp.py"],
     "optim.nas.bayesian": [_N + "test_bayesian_by_hand.py", _N + "test_nas_strategies.py"],
-    "optim.nas.hyperband": [_N + "test_nas_hyperband.py"],
-    "optim.nas.evolution": [_N + "test_nas_strategies.py"],
+    "optim.nas.hyperband": [_N + "test_nas_schedules_by_hand.py", _N + "test_nas_hyperband.py"],
+    "optim.nas.evolution": [_N + "test_nas_schedules_by_hand.py", _N + "test_nas_strategies.py"],
     "optim.graph.fold": [_G + "test_graph_passes.py"],
     "optim.graph.memory": [_G + "test_graph_memory.py"],
     "minnet.ops.conv": [_O + "test_conv.py"],
@@ -123,6 +123,12 @@ EQUIVALENT: dict[str, dict[str, str]] = {
             "MIN_SAMPLES is read only by calibrate, a measurement function (NOT_FORMULAS)",
         "cost_features: x.size // x.shape[-1] -> x.size / x.shape[-1]":
             "x.size is a multiple of x.shape[-1]: the true quotient equals the floor quotient",
+    },
+    "optim.nas.hyperband": {
+        "_check_resources: eta ** (s + 1) * min_resource <= max_resource * (1 + 1e-12) -> "
+        "eta ** (s + 1) * min_resource < max_resource * (1 + 1e-12)":
+            "the two sides are equal only if a power of eta times r_min equals R (1 + 1e-12) "
+            "exactly, which no exact power (the case the tolerance is for) does",
     },
     "optim.nas.bayesian": {
         "BayesianOptimization._propose: 1.0 -> 2.0":
