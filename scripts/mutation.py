@@ -55,6 +55,7 @@ _P = "tests/optim/prune/"
 _N = "tests/optim/nas/"
 _G = "tests/optim/graph/"
 _O = "tests/minnet/ops/"
+_T = "tests/optim/"
 
 # module -> the test files that state its laws (its docstring examples always run too)
 TESTS = {
@@ -87,7 +88,8 @@ TESTS = {
     "optim.prune.criteria": [_P + "test_prune_model.py", _P + "test_prune_grasp.py"],
     "optim.prune.masks": [_P + "test_prune_masks.py"],
     "optim.distill.soft": ["tests/optim/distill/test_distill_kd.py"],
-    "optim.distill.hints": ["tests/optim/distill/test_distill_hints.py"],
+    "optim.distill.hints": [_T + "test_small_laws_by_hand.py",
+                            "tests/optim/distill/test_distill_hints.py"],
     "optim.lowrank.svd": ["tests/optim/lowrank/test_lowrank_svd.py"],
     "optim.nas.pareto": [_N + "test_nas_pareto.py"],
     "optim.nas.nsga2": [_N + "test_nsga2_by_hand.py", _N + "test_nas_strategies.py"],
@@ -95,12 +97,12 @@ TESTS = {
     "optim.nas.bayesian": [_N + "test_bayesian_by_hand.py", _N + "test_nas_strategies.py"],
     "optim.nas.hyperband": [_N + "test_nas_schedules_by_hand.py", _N + "test_nas_hyperband.py"],
     "optim.nas.evolution": [_N + "test_nas_schedules_by_hand.py", _N + "test_nas_strategies.py"],
-    "optim.graph.fold": [_G + "test_graph_passes.py"],
+    "optim.graph.fold": [_T + "test_small_laws_by_hand.py", _G + "test_graph_passes.py"],
     "optim.graph.memory": [_G + "test_graph_memory.py"],
     "minnet.ops.conv": [_O + "test_conv.py"],
     "minnet.ops.elementwise": [_O + "test_elementwise.py"],
     "minnet.ops.linalg": [_O + "test_linalg_by_hand.py", _O + "test_linalg.py"],
-    "minnet.ops.loss": [_O + "test_loss.py"],
+    "minnet.ops.loss": [_T + "test_small_laws_by_hand.py", _O + "test_loss.py"],
     "minnet.ops.norm": [_O + "test_norm.py"],
     "minnet.ops.pool": [_O + "test_pool_by_hand.py", _O + "test_pool.py"],
     "minnet.ops.reduce": [_O + "test_reduce_by_hand.py", _O + "test_reduce.py"],
@@ -123,6 +125,18 @@ EQUIVALENT: dict[str, dict[str, str]] = {
             "MIN_SAMPLES is read only by calibrate, a measurement function (NOT_FORMULAS)",
         "cost_features: x.size // x.shape[-1] -> x.size / x.shape[-1]":
             "x.size is a multiple of x.shape[-1]: the true quotient equals the floor quotient",
+    },
+    "minnet.ops.shape": {
+        "Concatenate.forward: 0 -> 1": "the axis default of the Function's forward: "
+                                       "F.concatenate always passes it",
+        "Stack.forward: 0 -> 1": "the axis default of the Function's forward: F.stack always "
+                                 "passes it",
+        "Pad.forward: 0.0 -> 1.0": "the value default of the Function's forward: F.pad always "
+                                   "passes it",
+    },
+    "minnet.ops.loss": {
+        "CrossEntropy.forward: 0.0 -> 1.0": "the label_smoothing default of the Function's "
+                                            "forward: F.cross_entropy always passes it",
     },
     "optim.nas.hyperband": {
         "_check_resources: eta ** (s + 1) * min_resource <= max_resource * (1 + 1e-12) -> "
