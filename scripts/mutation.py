@@ -101,7 +101,7 @@ TESTS = {
     "optim.nas.hyperband": [_N + "test_nas_schedules_by_hand.py", _N + "test_nas_hyperband.py"],
     "optim.nas.evolution": [_N + "test_nas_schedules_by_hand.py", _N + "test_nas_strategies.py"],
     "optim.graph.fold": [_T + "test_small_laws_by_hand.py", _G + "test_graph_passes.py"],
-    "optim.graph.memory": [_G + "test_graph_memory.py"],
+    "optim.graph.memory": [_G + "test_graph_memory_by_hand.py", _G + "test_graph_memory.py"],
     "minnet.ops.conv": [_O + "test_conv_by_hand.py",
                         _O + "test_conv.py"],
     "minnet.ops.elementwise": [_O + "test_elementwise.py"],
@@ -141,6 +141,14 @@ EQUIVALENT: dict[str, dict[str, str]] = {
     "minnet.ops.loss": {
         "CrossEntropy.forward: 0.0 -> 1.0": "the label_smoothing default of the Function's "
                                             "forward: F.cross_entropy always passes it",
+    },
+    "optim.graph.memory": {
+        "plan_memory: 0 -> 1 #3":
+            "without reuse every buffer gets the same span, and identical spans overlap "
+            "whatever their start",
+        "plan_memory: 1 -> 0 #4":
+            "without reuse every buffer gets the same span, and identical spans overlap "
+            "whatever their end (>= the start)",
     },
     "optim.nas.pareto": {
         "pareto_front: -1 -> 1":
