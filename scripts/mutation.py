@@ -147,6 +147,14 @@ EQUIVALENT: dict[str, dict[str, str]] = {
         "kl_divergences_nvidia: 1.0 -> 2.0":
             "log of the placeholder for an empty last bin: multiplied by its outliers, 0 "
             "unless the candidate is infinite (masked)",
+        "kl_divergences_nvidia: 1.0 -> 2.0 #2":
+            "the ratio placeholder of an empty chunk: its mass is 0 (or the candidate is "
+            "infinite and masked), so its log is multiplied by 0",
+        "kl_divergences_nvidia: 1 -> 0 #17":
+            "max(support, 0) divides by 0 only where support is 0, and np.where then takes the "
+            "placeholder",
+        "kl_divergences_nvidia: 1.0 -> 2.0 #3":
+            "the log placeholder of infinite candidates, which np.where replaces by inf",
         "kl_threshold_nvidia: divergences <= best + 1e-12 * max(1.0, abs(best)) -> "
         "divergences < best + 1e-12 * max(1.0, abs(best))":
             "the tolerance is positive, so the minimum itself passes either comparison",
