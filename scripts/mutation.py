@@ -219,6 +219,11 @@ EQUIVALENT: dict[str, dict[str, str]] = {
             "the crowding array before the first population is never read: survival replaces it",
     },
     "minnet.ops.linalg": {
+        "MatMul.backward: 1 -> 0 #9":
+            "without the reshape a 1-D a's gradient keeps its promoted axis of size 1, which "
+            "the engine's unbroadcast sums away",
+        "MatMul.backward: 1 -> 0 #10":
+            "a is 1-D in this branch, so a.shape[0] is a.shape[-1]",
         "Linear.backward: len(ctx.needs_input_grad) > 2 and ctx.needs_input_grad[2] -> "
         "len(ctx.needs_input_grad) > 2 or ctx.needs_input_grad[2]":
             "with a bias the flag list has three entries: the mutant only computes a bias "
