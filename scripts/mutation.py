@@ -177,6 +177,9 @@ EQUIVALENT: dict[str, dict[str, str]] = {
             "count is never decremented back to 0",
         "hypervolume_2d: points < reference -> points <= reference":
             "a point on the reference's boundary bounds a slice of zero width or height",
+        "hypervolume_2d: 0 -> 1":
+            "inside.shape[1] is 2, so the early return is skipped, but no point inside gives "
+            "an empty front and a sum of 0.0 anyway",
         "hypervolume_2d: 1 -> 0 #3":
             "rows of a Pareto front with equal f1 are duplicates, so the secondary sort key "
             "changes nothing",

@@ -103,3 +103,11 @@ def test_a_space_without_choices_left_is_not_mutated(monkeypatch):
     strategy = BayesianOptimization(space, n_initial=1, seed=0)
     _tell(strategy, 1, value=lambda arch: 0.0)
     assert strategy.ask().arch == {"a": 1, "b": 2}
+
+
+def test_exploration_xi_accepts_any_non_negative_number():
+    """xi = 0 (the default) and 0.5 are valid; a negative xi is refused."""
+    assert BayesianOptimization(_space(), xi=0.5).xi == 0.5
+    assert BayesianOptimization(_space()).xi == 0.0
+    with pytest.raises(ValueError, match="xi"):
+        BayesianOptimization(_space(), xi=-0.1)

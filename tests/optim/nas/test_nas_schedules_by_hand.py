@@ -117,3 +117,10 @@ def test_regularized_evolution_defaults_and_random_start():
     assert mutated == []
     strategy.ask()
     assert len(mutated) == 1
+
+
+def test_hyperband_defaults_are_r_81_and_eta_3():
+    """Li et al.'s Table 1 setting: max_resource 81, eta 3, min_resource 1."""
+    from optim.nas import Hyperband
+    strategy = Hyperband(_space())
+    assert strategy._schedule == hyperband_brackets(81, eta=3) and strategy.eta == 3

@@ -17,3 +17,9 @@ def test_igd_against_a_single_reference_point():
     """R = {(0, 0)}, A = {(3, 4), (6, 8)}: the nearest is at distance 5."""
     assert igd([[3.0, 4.0], [6.0, 8.0]], [[0.0, 0.0]]) == 5.0
     assert igd([[3.0, 4.0]], [[0.0, 0.0], [3.0, 4.0]]) == 2.5
+
+
+def test_igd_refuses_an_empty_reference_front():
+    import pytest
+    with pytest.raises(ValueError, match="non-empty"):
+        igd([[1.0, 2.0]], np.zeros((0, 2)))
