@@ -267,6 +267,9 @@ EQUIVALENT: dict[str, dict[str, str]] = {
             "discards it",
     },
     "optim.quant.requant": {
+        "quantize_multiplier: 0 -> 1 #2":
+            "M0 is 0 or at least 2^30, never 1; and for M = 0 frexp's exponent already makes "
+            "the shift 0",
         "quantize_multiplier: m0 // 2 -> m0 / 2":
             "only the carry value 2^31 is halved: 2^30 exactly, as int or float",
         "rounding_right_shift: x < 0 -> x <= 0":

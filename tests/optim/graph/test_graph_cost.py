@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from minnet.models import lenet5
-from optim.graph import trace
+from optim.graph import Graph, Node, trace
 from optim.graph.compiled import algorithm_options, compile
 from optim.graph.cost import (CostModel, calibrate, cost_features, fit_costs, isolate,
                               kernel_class, time_callable)
@@ -127,3 +127,17 @@ def test_quick_calibration_gives_a_usable_profile(tmp_path):
     assert model.graph_cost(large) > model.graph_cost(small)
     model.save(tmp_path / "p.json")
     assert CostModel.load(tmp_path / "p.json") == model
+
+
+def test_a_node_of_constants_with_an_absent_input_is_free():
+    """Linear(c, w, "") reads only constants (its bias is absent): precomputed by compile, so
+    graph_cost charges it nothing; the graph costs its call overhead and the Add reading x."""
+    model = _model()
+    c, w = np.ones((2, 3), np.float32), np.ones((4, 3), np.float32)
+    graph = Graph.build({"x": ((2, 4), np.float32)},
+                        [Node("Linear", ("c", "w", ""), "y"), Node("Add", ("x", "y"), "z")],
+                        ["z"], {"c": c, "w": w})
+    add = graph.nodes[-1]
+    expected = model.call_cost(graph) + min(model.node_cost(add, graph, a)
+                                            for a in algorithm_options(add, graph))
+    assert model.graph_cost(graph) == pytest.approx(expected, rel=1e-12)

@@ -153,3 +153,11 @@ def test_huffman_counts_must_be_one_dimensional_and_numeric():
     for counts in (np.ones((2, 2)), np.array(["a", "b"])):
         with pytest.raises(ValueError, match="symbol_counts"):
             huffman_code_lengths(counts)
+
+
+def test_huffman_merged_nodes_tie_in_the_order_they_were_made():
+    """Counts (1, 1, 1, 1, 2, 2, 3): {0,1} -> A(2), {2,3} -> B(2), then the originals of
+    count 2 before A and B: {4,5} -> C(4); {A, B} -> D(4); {6, C} -> E(7); {D, E}. Lengths
+    3, 3, 3, 3, 3, 3, 2 (merged nodes in creation order, not by their symbols)."""
+    np.testing.assert_array_equal(huffman_code_lengths([1, 1, 1, 1, 2, 2, 3]),
+                                  [3, 3, 3, 3, 3, 3, 2])
