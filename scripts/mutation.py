@@ -81,7 +81,7 @@ TESTS = {
                          _Q + "test_quant_lowbit_by_hand.py"],
     "optim.quant.binary": [_Q + "test_quant_lowbit.py", _Q + "test_quant_binary_qat.py",
                            _Q + "test_quant_lowbit_by_hand.py"],
-    "optim.quant.sharing": [_Q + "test_quant_sharing.py"],
+    "optim.quant.sharing": [_Q + "test_quant_sharing_by_hand.py", _Q + "test_quant_sharing.py"],
     "optim.quant.huffman": [_Q + "test_quant_huffman.py", _Q + "test_quant_lowbit_by_hand.py"],
     "optim.prune.scores": [_P + "test_prune_scores.py", _P + "test_prune_hessian.py",
                            _P + "test_prune_feature_maps.py"],
@@ -159,6 +159,11 @@ EQUIVALENT: dict[str, dict[str, str]] = {
         "divergences < best + 1e-12 * max(1.0, abs(best))":
             "the tolerance is positive, so the minimum itself passes either comparison",
     },
+    "optim.quant.sharing": {
+        "kmeans_codebook: 1 -> 0 #2":
+            "max(sizes, 0) divides by 0 only for empty clusters, whose result np.where "
+            "discards",
+    },
     "optim.graph.memory": {
         "plan_memory: 0 -> 1 #3":
             "without reuse every buffer gets the same span, and identical spans overlap "
@@ -196,6 +201,9 @@ EQUIVALENT: dict[str, dict[str, str]] = {
             "discards those results",
     },
     "optim.lowrank.svd": {
+        "energy_rank: 1 -> 0 #2":
+            "the spectrum is non-increasing, so its first squared value is 0 only when the "
+            "total is",
         "decompose: lam > rcond * max(lam.max(), 0.0) -> lam >= rcond * max(lam.max(), 0.0)":
             "differs only for an eigenvalue exactly at the threshold",
         "budget_rank: (budget - fixed_params) // params_per_rank -> "

@@ -50,10 +50,11 @@ def test_energy_rank_at_exact_partial_sums():
 
 
 @pytest.mark.parametrize("kwargs", [
-    {"budget": True}, {"budget": 2.5}, {"budget": -1},
+    {"params_per_rank": True}, {"fixed_params": 2.5}, {"fixed_params": -1},
     {"params_per_rank": 0}, {"max_rank": 0},
 ])
 def test_budget_rank_refuses_each_bad_argument_alone(kwargs):
+    """A bool, a fraction or a negative count is refused even where the rest would fit."""
     args = {"params_per_rank": 7, "fixed_params": 3, "budget": 100, "max_rank": 5, **kwargs}
     with pytest.raises(ValueError):
         budget_rank(**args)
