@@ -160,6 +160,9 @@ EQUIVALENT: dict[str, dict[str, str]] = {
             "the tolerance is positive, so the minimum itself passes either comparison",
     },
     "optim.quant.sharing": {
+        "nearest_centroid: 1 -> 0":
+            "with one centroid the general path gives the same zeros: the clip to [1, 0] "
+            "yields 0, and both neighbours are that centroid",
         "kmeans_codebook: 1 -> 0 #2":
             "max(sizes, 0) divides by 0 only for empty clusters, whose result np.where "
             "discards",
