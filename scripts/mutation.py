@@ -96,7 +96,7 @@ TESTS = {
     "optim.nas.pareto": [_N + "test_pareto_by_hand.py",
                          _N + "test_nas_pareto.py"],
     "optim.nas.nsga2": [_N + "test_nsga2_by_hand.py", _N + "test_nas_strategies.py"],
-    "optim.nas.gp": [_N + "test_nas_gp.py"],
+    "optim.nas.gp": [_N + "test_gp_by_hand.py", _N + "test_nas_gp.py"],
     "optim.nas.bayesian": [_N + "test_bayesian_by_hand.py", _N + "test_nas_strategies.py"],
     "optim.nas.hyperband": [_N + "test_nas_schedules_by_hand.py", _N + "test_nas_hyperband.py"],
     "optim.nas.evolution": [_N + "test_nas_schedules_by_hand.py", _N + "test_nas_strategies.py"],
