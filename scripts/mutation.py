@@ -220,6 +220,10 @@ EQUIVALENT: dict[str, dict[str, str]] = {
             "the two sides are equal only if a power of eta times r_min equals R (1 + 1e-12) "
             "exactly, which no exact power (the case the tolerance is for) does",
     },
+    "optim.nas.gp": {
+        "expected_improvement: 1.0 -> 2.0":
+            "the divisor placeholder where std = 0, whose result np.where replaces by the gain",
+    },
     "optim.nas.bayesian": {
         "BayesianOptimization._propose: 1.0 -> 2.0":
             "the divisor replaces a zero standard deviation, where every y - mean y is 0",

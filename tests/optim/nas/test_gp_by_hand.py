@@ -35,3 +35,39 @@ def test_data_needs_one_finite_observation():
                  (np.array([[np.nan]]), np.array([0.0]))):
         with pytest.raises(ValueError):
             log_marginal_likelihood(x, y, theta)
+
+
+def test_fit_gp_starts_and_minimises_the_negative_evidence(monkeypatch):
+    """Default: the documented start (variance 1, lengthscales 0.5, noise 1e-4) and 2 random
+    restarts; the objective handed to SLSQP is -log evidence with its gradient (checked by
+    central differences)."""
+    from optim.nas import gp as G
+    calls = []
+    real = G.minimize
+
+    def recording(fun, x0, **kwargs):
+        calls.append((fun, np.array(x0)))
+        return real(fun, x0, **kwargs)
+
+    monkeypatch.setattr(G, "minimize", recording)
+    rng = np.random.default_rng(0)
+    x = rng.random((6, 2))
+    y = np.sin(3 * x[:, 0]) - x[:, 1]
+    G.fit_gp(x, y, np.random.default_rng(1))
+    assert len(calls) == 3
+    np.testing.assert_allclose(calls[0][1], GPParams(1.0, np.full(2, 0.5), 1e-4).theta)
+    fun, theta = calls[0]
+    value, grad = fun(theta)
+    assert value == pytest.approx(-log_marginal_likelihood(x, y, theta)[0])
+    step = 1e-6
+    numeric = [(fun(theta + step * e)[0] - fun(theta - step * e)[0]) / (2 * step)
+               for e in np.eye(theta.size)]
+    np.testing.assert_allclose(grad, numeric, rtol=1e-4, atol=1e-6)
+
+
+def test_expected_improvement_by_hand():
+    """mean 0, std 1, best 0 and the default xi = 0: EI = φ(0) = 1/√(2π). std 0: the plain
+    gain max(best - mean, 0) = 1."""
+    from optim.nas.gp import expected_improvement
+    assert expected_improvement(0.0, 1.0, 0.0) == pytest.approx(1 / np.sqrt(2 * np.pi))
+    assert expected_improvement(0.0, 0.0, 1.0) == 1.0
