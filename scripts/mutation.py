@@ -86,7 +86,7 @@ TESTS = {
     "optim.prune.scores": [_P + "test_prune_scores.py", _P + "test_prune_hessian.py",
                            _P + "test_prune_feature_maps.py"],
     "optim.prune.criteria": [_P + "test_prune_model.py", _P + "test_prune_grasp.py"],
-    "optim.prune.masks": [_P + "test_prune_masks.py"],
+    "optim.prune.masks": [_P + "test_prune_masks_by_hand.py", _P + "test_prune_masks.py"],
     "optim.distill.soft": ["tests/optim/distill/test_soft_by_hand.py",
                            "tests/optim/distill/test_distill_kd.py"],
     "optim.distill.hints": [_T + "test_small_laws_by_hand.py",
