@@ -111,3 +111,8 @@ def test_exploration_xi_accepts_any_non_negative_number():
     assert BayesianOptimization(_space()).xi == 0.0
     with pytest.raises(ValueError, match="xi"):
         BayesianOptimization(_space(), xi=-0.1)
+
+
+def test_zero_restarts_is_allowed():
+    """restarts = 0: the GP is fitted from the documented start alone."""
+    assert BayesianOptimization(_space(), restarts=0).restarts == 0
