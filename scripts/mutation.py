@@ -236,6 +236,10 @@ EQUIVALENT: dict[str, dict[str, str]] = {
         "NSGA2.__init__: 0 -> 1 #2":
             "the crowding array before the first population is never read: survival replaces it",
     },
+    "minnet.ops.norm": {
+        "BatchNorm.forward: x.size // x.shape[1] -> x.size / x.shape[1]":
+            "x.size is a multiple of x.shape[1]: the true quotient equals the floor quotient",
+    },
     "minnet.ops.linalg": {
         "MatMul.backward: 1 -> 0 #9":
             "without the reshape a 1-D a's gradient keeps its promoted axis of size 1, which "
