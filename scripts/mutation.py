@@ -239,6 +239,10 @@ EQUIVALENT: dict[str, dict[str, str]] = {
     "minnet.ops.norm": {
         "BatchNorm.forward: x.size // x.shape[1] -> x.size / x.shape[1]":
             "x.size is a multiple of x.shape[1]: the true quotient equals the floor quotient",
+        "BatchNorm.backward: g.size // g.shape[1] -> g.size / g.shape[1]":
+            "g.size is a multiple of g.shape[1]: the true quotient equals the floor quotient",
+        "BatchNorm.forward: 1 -> 0 #8":
+            "max(n - 1, 0) differs only at n = 1, which F.batch_norm refuses in training",
     },
     "minnet.ops.linalg": {
         "MatMul.backward: 1 -> 0 #9":
