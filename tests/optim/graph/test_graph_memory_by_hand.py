@@ -84,3 +84,11 @@ def test_peak_live_bytes_by_hand():
     """10 bytes live at steps 0-1, 20 at 1-2, 5 at 3: the load is 10, 30, 20, 5; peak 30."""
     assert peak_live_bytes([10, 20, 5], [(0, 1), (1, 2), (3, 3)]) == 30
     assert peak_live_bytes([], []) == 0
+
+
+def test_liveness_of_an_unused_input_and_a_value_read_twice():
+    """u is never read: (0, 0). x is read at steps 1 and 2: it lives from 0 to 2."""
+    graph = Graph.build({"x": ((4,), F32), "u": ((4,), F32)},
+                        [Node("Exp", ("x",), "a"), Node("Add", ("a", "x"), "b")], ["b"], {})
+    live = liveness(graph)
+    assert live["u"] == (0, 0) and live["x"] == (0, 2)
