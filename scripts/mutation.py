@@ -222,6 +222,9 @@ EQUIVALENT: dict[str, dict[str, str]] = {
             "exactly, which no exact power (the case the tolerance is for) does",
     },
     "optim.nas.gp": {
+        "expected_improvement: std > 0 -> std >= 0":
+            "where std = 0 the final np.where takes max(gain, 0), whatever divisor the "
+            "discarded branch used",
         "expected_improvement: 1.0 -> 2.0":
             "the divisor placeholder where std = 0, whose result np.where replaces by the gain",
     },
