@@ -71,6 +71,7 @@ TESTS = {
     "optim.quant.observers": [_Q + "test_quant_observers.py", _Q + "test_quant_histogram_l2.py",
                               _Q + "test_quant_validation.py",
                               _Q + "test_quant_observer_ranges_by_hand.py",
+                              _Q + "test_quant_observers_by_hand.py",
                               _Q + "test_quant_calibration.py", _Q + "test_quant_torch.py",
                               _Q + "test_quant_qat.py"],
     "optim.quant.requant": [_Q + "test_quant_requant.py", _Q + "test_quant_int_gemm.py",
