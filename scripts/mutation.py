@@ -106,13 +106,17 @@ TESTS = {
     "minnet.ops.conv": [_O + "test_conv_by_hand.py",
                         _O + "test_conv.py"],
     "minnet.ops.elementwise": [_O + "test_elementwise.py"],
-    "minnet.ops.linalg": [_O + "test_linalg_by_hand.py", _O + "test_linalg.py"],
-    "minnet.ops.loss": [_T + "test_small_laws_by_hand.py", _O + "test_loss.py"],
+    "minnet.ops.linalg": [_O + "test_linalg_by_hand.py", _O + "test_linalg.py",
+                          _O + "test_function_defaults.py"],
+    "minnet.ops.loss": [_T + "test_small_laws_by_hand.py", _O + "test_loss.py",
+                        _O + "test_function_defaults.py"],
     "minnet.ops.norm": [_O + "test_norm.py"],
-    "minnet.ops.pool": [_O + "test_pool_by_hand.py", _O + "test_pool.py"],
-    "minnet.ops.reduce": [_O + "test_reduce_by_hand.py", _O + "test_reduce.py"],
+    "minnet.ops.pool": [_O + "test_pool_by_hand.py", _O + "test_pool.py",
+                        _O + "test_function_defaults.py"],
+    "minnet.ops.reduce": [_O + "test_reduce_by_hand.py", _O + "test_reduce.py",
+                          _O + "test_function_defaults.py"],
     "minnet.ops.resize": [_O + "test_resize.py"],
-    "minnet.ops.shape": [_O + "test_shape.py"],
+    "minnet.ops.shape": [_O + "test_shape.py", _O + "test_function_defaults.py"],
 }
 
 # module -> {mutant key: why no test can tell the mutant from the original}
@@ -130,18 +134,6 @@ EQUIVALENT: dict[str, dict[str, str]] = {
             "MIN_SAMPLES is read only by calibrate, a measurement function (NOT_FORMULAS)",
         "cost_features: x.size // x.shape[-1] -> x.size / x.shape[-1]":
             "x.size is a multiple of x.shape[-1]: the true quotient equals the floor quotient",
-    },
-    "minnet.ops.shape": {
-        "Concatenate.forward: 0 -> 1": "the axis default of the Function's forward: "
-                                       "F.concatenate always passes it",
-        "Stack.forward: 0 -> 1": "the axis default of the Function's forward: F.stack always "
-                                 "passes it",
-        "Pad.forward: 0.0 -> 1.0": "the value default of the Function's forward: F.pad always "
-                                   "passes it",
-    },
-    "minnet.ops.loss": {
-        "CrossEntropy.forward: 0.0 -> 1.0": "the label_smoothing default of the Function's "
-                                            "forward: F.cross_entropy always passes it",
     },
     "optim.quant.calibration": {
         "_xlogx: 1.0 -> 2.0": "the placeholder inside log for v = 0, multiplied by v = 0",
@@ -216,22 +208,12 @@ EQUIVALENT: dict[str, dict[str, str]] = {
             "int(min(q, max_rank)) truncates a positive quotient as floor division does, and a "
             "quotient below 1 is refused either way",
     },
-    "optim.nas.hyperband": {
-        "_check_resources: eta ** (s + 1) * min_resource <= max_resource * (1 + 1e-12) -> "
-        "eta ** (s + 1) * min_resource < max_resource * (1 + 1e-12)":
-            "the two sides are equal only if a power of eta times r_min equals R (1 + 1e-12) "
-            "exactly, which no exact power (the case the tolerance is for) does",
-    },
     "optim.nas.gp": {
         "expected_improvement: std > 0 -> std >= 0":
             "where std = 0 the final np.where takes max(gain, 0), whatever divisor the "
             "discarded branch used",
         "expected_improvement: 1.0 -> 2.0":
             "the divisor placeholder where std = 0, whose result np.where replaces by the gain",
-    },
-    "optim.nas.bayesian": {
-        "BayesianOptimization._propose: 1.0 -> 2.0":
-            "the divisor replaces a zero standard deviation, where every y - mean y is 0",
     },
     "optim.nas.nsga2": {
         "nsga2_survival: room <= 0 -> room < 0":
@@ -250,35 +232,10 @@ EQUIVALENT: dict[str, dict[str, str]] = {
             "max(n - 1, 0) differs only at n = 1, which F.batch_norm refuses in training",
     },
     "minnet.ops.linalg": {
-        "MatMul.backward: 1 -> 0 #9":
-            "without the reshape a 1-D a's gradient keeps its promoted axis of size 1, which "
-            "the engine's unbroadcast sums away",
         "MatMul.backward: 1 -> 0 #10":
             "a is 1-D in this branch, so a.shape[0] is a.shape[-1]",
-        "Linear.backward: len(ctx.needs_input_grad) > 2 and ctx.needs_input_grad[2] -> "
-        "len(ctx.needs_input_grad) > 2 or ctx.needs_input_grad[2]":
-            "with a bias the flag list has three entries: the mutant only computes a bias "
-            "gradient that the engine then drops for an input needing none",
-        "Linear.backward: len(ctx.needs_input_grad) > 2 -> len(ctx.needs_input_grad) >= 2":
-            "linear always passes three inputs (bias None included), so the length is 3",
-    },
-    "minnet.ops.reduce": {
-        **{f"{fn}.forward: False -> True": "a keyword default of the Function's forward "
-           "(keepdims): the functional API always passes it" for fn in ("Sum", "Mean", "Max",
-                                                                       "Var")},
-        "Var.forward: 0 -> 1": "the ddof default of the Function's forward: F.var passes it",
-        **{f"{fn}.forward: {m}": "the axis default of the Function's forward: the functional "
-           "API always passes it" for fn in ("Softmax", "LogSoftmax") for m in ("-1 -> 1",
-                                                                               "1 -> 0")},
     },
     "minnet.ops.pool": {
-        "MaxPool2d.forward: False -> True":
-            "a keyword default of the Function's forward: max_pool2d always passes ceil_mode",
-        "AvgPool2d.forward: False -> True":
-            "a keyword default of the Function's forward: avg_pool2d always passes ceil_mode",
-        "AvgPool2d.forward: True -> False":
-            "a keyword default of the Function's forward: avg_pool2d always passes "
-            "count_include_pad",
         "_window_args: kernel_size[0] // 2 -> kernel_size[0] / 2":
             "padding is an integer, and no integer lies in (k // 2, k / 2]",
         "_window_args: kernel_size[1] // 2 -> kernel_size[1] / 2":

@@ -59,5 +59,6 @@ class Linear(Function):
         gx = g @ weight if ctx.needs_input_grad[0] else None
         g2 = g.reshape(-1, g.shape[-1])
         gw = g2.T @ x.reshape(-1, x.shape[-1]) if ctx.needs_input_grad[1] else None
-        gb = g2.sum(axis=0) if len(ctx.needs_input_grad) > 2 and ctx.needs_input_grad[2] else None
-        return gx, gw, gb
+        if len(ctx.needs_input_grad) == 2:  # applied without a bias input
+            return gx, gw
+        return gx, gw, g2.sum(axis=0) if ctx.needs_input_grad[2] else None

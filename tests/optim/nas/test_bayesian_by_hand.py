@@ -116,3 +116,18 @@ def test_exploration_xi_accepts_any_non_negative_number():
 def test_zero_restarts_is_allowed():
     """restarts = 0: the GP is fitted from the documented start alone."""
     assert BayesianOptimization(_space(), restarts=0).restarts == 0
+
+
+def test_a_standard_deviation_that_underflows_to_zero_divides_by_one(monkeypatch):
+    """y = (0, 1e-170): the squared deviations 2.5e-341 underflow, std y = 0, and the divisor
+    is 1, so y' = y - mean y = (-5e-171, 5e-171) exactly."""
+    fits = []
+    real_fit = B.fit_gp
+    monkeypatch.setattr(B, "fit_gp",
+                        lambda x, y, *a: fits.append(np.array(y)) or real_fit(x, y, *a))
+    strategy = BayesianOptimization(_space(genes=2), n_initial=2, n_candidates=8, seed=0)
+    values = iter([0.0, 1e-170])
+    _tell(strategy, 2, value=lambda arch: next(values))
+    strategy.ask()
+    assert np.std([0.0, 1e-170]) == 0.0
+    np.testing.assert_array_equal(fits[0], [-5e-171, 5e-171])

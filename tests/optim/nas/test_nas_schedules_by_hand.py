@@ -124,3 +124,11 @@ def test_hyperband_defaults_are_r_81_and_eta_3():
     from optim.nas import Hyperband
     strategy = Hyperband(_space())
     assert strategy._schedule == hyperband_brackets(81, eta=3) and strategy.eta == 3
+
+
+def test_hyperband_keeps_a_rung_exactly_at_the_relative_tolerance():
+    """eta r_min = R (1 + 1e-12) exactly (r_min = (1 + 1e-12) / 2, R = 1, eta = 2): the rung
+    is kept (<=), so s_max = 1."""
+    min_resource = (1 + 1e-12) / 2
+    assert 2 * min_resource == 1 * (1 + 1e-12)
+    assert len(hyperband_brackets(1, eta=2, min_resource=min_resource)) == 2
