@@ -90,7 +90,7 @@ def _padded(x: np.ndarray, padding: Pair) -> np.ndarray:
 
 
 @jit
-def _im2col_loops(xpad, cols, sh, sw, dh, dw):
+def im2col_loops(xpad, cols, sh, sw, dh, dw):
     n_batch, channels, kh, kw, oh, ow = cols.shape
     # max(., 1) shows the compiler that every index below is non-negative, which drops Numba's
     # negative-index wraparound from the inner loop and lets LLVM vectorize it
@@ -113,7 +113,7 @@ def _im2col_loops(xpad, cols, sh, sw, dh, dw):
 @jit
 def _col2im_loops(cols, xpad, sh, sw, dh, dw):
     n_batch, channels, kh, kw, oh, ow = cols.shape
-    sh, sw, dh, dw = max(sh, 1), max(sw, 1), max(dh, 1), max(dw, 1)  # see _im2col_loops
+    sh, sw, dh, dw = max(sh, 1), max(sw, 1), max(dh, 1), max(dw, 1)  # see im2col_loops
     for n in range(n_batch):
         for c in range(channels):
             for i in range(kh):
@@ -135,7 +135,7 @@ def im2col_numba(x: np.ndarray, kernel_size: Pair, stride: Pair, padding: Pair,
     n, c = x.shape[:2]
     oh, ow = _out_hw(x.shape, kernel_size, stride, padding, dilation)
     cols = np.empty((n, c, *kernel_size, oh, ow), dtype=x.dtype)
-    _im2col_loops(_padded(x, padding), cols, *stride, *dilation)
+    im2col_loops(_padded(x, padding), cols, *stride, *dilation)
     return cols.reshape(n, -1, oh * ow)
 
 

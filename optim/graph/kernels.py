@@ -16,10 +16,16 @@ of output channel o)
   tiled direct and indirect kernels, or im2col). It is not among the cost model's options (no
   calibration rows); the compiled training step (``optim.graph.training``) runs it.
 
+The Numba twin of ``im2col`` runs a whole batch in one call: per sample, pad, extract the
+columns (``minnet.kernels.im2col``'s loops), GEMM by BLAS into ``out`` and add bias / ReLU in
+one pass, with workspaces of one sample. ``linear_into`` is y = x W^T + b (ReLU) the same way.
+
 Pooling (max, average with zero padding counted) follows ``minnet.kernels.pool`` without the
-argmax indices that only training needs, as one vectorised update per window tap. ``relu`` flags apply max(·, 0) in the same pass.
+argmax indices that only training needs: in NumPy one vectorised update per window tap, in
+Numba one pass over the output (2x2 stride-2 windows unrolled). ``relu`` flags apply max(·, 0)
+in the same pass.
 Tests: ``tests/optim/graph/test_graph_kernels.py`` (every algorithm and pooling kernel equals
-minnet's op, Numba equals NumPy).
+minnet's op, each Numba twin equals its NumPy reference).
 """
 from __future__ import annotations
 
@@ -28,10 +34,10 @@ import scipy.fft
 
 from minnet.kernels.backend import dispatch, jit
 from minnet.kernels.conv import conv2d_forward
-from minnet.kernels.im2col import Pair, im2col
+from minnet.kernels.im2col import Pair, im2col, im2col_loops
 
 __all__ = ["conv2d_direct", "conv2d_im2col", "conv2d_pointwise", "conv2d_fft", "conv2d_minnet",
-           "fft_weight",
+           "fft_weight", "linear_into",
            "max_pool2d_into", "avg_pool2d_into", "CONV_ALGORITHMS", "conv_algorithms"]
 
 
@@ -121,9 +127,9 @@ def conv2d_minnet(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, stride:
 # ---- GEMM-based convolution ----------------------------------------------------------------
 
 
-def conv2d_im2col(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, stride: Pair,
-                  padding: Pair, dilation: Pair, groups: int, relu: bool,
-                  out: np.ndarray) -> np.ndarray:
+def conv2d_im2col_numpy(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, stride: Pair,
+                        padding: Pair, dilation: Pair, groups: int, relu: bool,
+                        out: np.ndarray) -> np.ndarray:
     """Y[n, g] = W[g] · im2col(x)[n, g] (one batched GEMM), then bias and ReLU in place."""
     n, o, oh, ow = out.shape
     cols = im2col(x, w.shape[2:], stride, padding, dilation)
@@ -131,6 +137,45 @@ def conv2d_im2col(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, stride:
               out=out.reshape(n, groups, o // groups, oh * ow))
     _epilogue(out, bias, relu)
     return out
+
+
+@jit
+def _im2col_gemm_loops(x, w3, bias, kh, kw, sh, sw, ph, pw, dh, dw, relu, out):
+    """Per sample: pad, im2col (``minnet.kernels.im2col``'s loops), out[n, g] = W[g] · cols[g]
+    by BLAS, bias and ReLU; the workspaces hold one sample, so they stay in cache."""
+    n_batch, channels, height, width = x.shape
+    groups, og, kdim = w3.shape
+    oh, ow = out.shape[2], out.shape[3]
+    xpad = np.zeros((1, channels, height + 2 * ph, width + 2 * pw), dtype=x.dtype)
+    cols = np.empty((1, channels, kh, kw, oh, ow), dtype=x.dtype)
+    cols3 = cols.reshape(groups, kdim, oh * ow)
+    for n in range(n_batch):
+        xpad[0, :, ph:ph + height, pw:pw + width] = x[n]
+        im2col_loops(xpad, cols, sh, sw, dh, dw)
+        y = out[n].reshape(groups, og, oh * ow)
+        for g in range(groups):
+            np.dot(w3[g], cols3[g], y[g])
+            if bias is not None or relu:
+                for o in range(og):
+                    b = bias[g * og + o] if bias is not None else 0
+                    for p in range(oh * ow):
+                        v = y[g, o, p] + b
+                        y[g, o, p] = 0 if relu and v < 0 else v
+
+
+def conv2d_im2col_numba(x, w, bias, stride, padding, dilation, groups, relu, out):
+    """Numba twin of ``conv2d_im2col_numpy``: one call per batch, the GEMM by BLAS (``np.dot``
+    with ``out``), bias and ReLU in the same pass over Y."""
+    if out.dtype not in (np.float32, np.float64) or x.dtype != out.dtype:
+        return conv2d_im2col_numpy(x, w, bias, stride, padding, dilation, groups, relu, out)
+    o, cg, kh, kw = w.shape
+    w3 = np.ascontiguousarray(w, dtype=out.dtype).reshape(groups, o // groups, cg * kh * kw)
+    _im2col_gemm_loops(np.ascontiguousarray(x), w3, bias, kh, kw, *stride, *padding, *dilation,
+                       relu, out)
+    return out
+
+
+conv2d_im2col = dispatch(conv2d_im2col_numpy, conv2d_im2col_numba)
 
 
 def conv2d_pointwise(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, stride: Pair,
@@ -185,6 +230,43 @@ def conv_algorithms(w_shape: tuple, stride: Pair, padding: Pair, dilation: Pair,
         names.append("fft")
     return names
 
+# ---- fully connected --------------------------------------------------------------------
+
+
+def linear_into_numpy(x: np.ndarray, w_t: np.ndarray, bias: np.ndarray | None, relu: bool,
+                      out: np.ndarray) -> np.ndarray:
+    """out = x W^T + b, then max(·, 0) if ``relu``; ``w_t`` is W^T packed (in, out)."""
+    np.matmul(x, w_t, out=out)
+    if bias is not None:
+        np.add(out, bias, out=out)
+    if relu:
+        np.maximum(out, 0, out=out)
+    return out
+
+
+@jit
+def _linear_loops(x2, w_t, bias, relu, out2):
+    np.dot(x2, w_t, out2)
+    if bias is not None or relu:
+        for n in range(out2.shape[0]):
+            for o in range(out2.shape[1]):
+                v = out2[n, o] + (bias[o] if bias is not None else 0)
+                out2[n, o] = 0 if relu and v < 0 else v
+
+
+def linear_into_numba(x, w_t, bias, relu, out):
+    """Numba twin of ``linear_into_numpy``: the GEMM by BLAS and the epilogue in one call."""
+    if (out.dtype not in (np.float32, np.float64) or x.dtype != out.dtype
+            or w_t.dtype != out.dtype or not (x.flags.c_contiguous and w_t.flags.c_contiguous)):
+        return linear_into_numpy(x, w_t, bias, relu, out)
+    if x.ndim != 2:
+        x, out = x.reshape(-1, x.shape[-1]), out.reshape(-1, out.shape[-1])
+    _linear_loops(x, w_t, bias, relu, out)
+    return out
+
+
+linear_into = dispatch(linear_into_numpy, linear_into_numba)
+
 # ---- pooling -----------------------------------------------------------------------------
 
 
@@ -198,8 +280,8 @@ def _taps(x: np.ndarray, kernel_size: Pair, stride: Pair, padding: Pair, fill: f
             yield xpad[:, :, i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw]
 
 
-def max_pool2d_into(x: np.ndarray, kernel_size: Pair, stride: Pair, padding: Pair,
-                    out: np.ndarray) -> np.ndarray:
+def max_pool2d_into_numpy(x: np.ndarray, kernel_size: Pair, stride: Pair, padding: Pair,
+                          out: np.ndarray) -> np.ndarray:
     """out = max over window taps, padding counting as -inf (NaN propagates, as np.maximum):
     one vectorised maximum per tap instead of one loop per window."""
     taps = _taps(x, kernel_size, stride, padding, -np.inf, out.shape[2:])
@@ -207,6 +289,63 @@ def max_pool2d_into(x: np.ndarray, kernel_size: Pair, stride: Pair, padding: Pai
     for view in taps:
         np.maximum(out, view, out=out)
     return out
+
+
+@jit
+def _keep_max(a, b):
+    """np.maximum's rule: a if a >= b or a is NaN, else b."""
+    return a if a >= b or a != a else b
+
+
+@jit
+def _max_pool_loops(x, kh, kw, sh, sw, ph, pw, out):
+    """The reference's tap order and rule, tap by tap over one output row."""
+    n_batch, channels, height, width = x.shape
+    oh, ow = out.shape[2], out.shape[3]
+    sw = max(sw, 1)
+    for n in range(n_batch):
+        for c in range(channels):
+            for u in range(oh):
+                out[n, c, u, :] = -np.inf
+                for i in range(kh):
+                    r = u * sh + i - ph
+                    if r < 0 or r >= height:
+                        continue
+                    for j in range(kw):
+                        offset = j - pw
+                        v_lo = 0 if offset >= 0 else (sw - 1 - offset) // sw
+                        last = width - 1 - offset  # the largest readable v sw
+                        v_hi = 0 if last < 0 else min(ow, last // sw + 1)
+                        for v in range(v_lo, v_hi):  # max(., 0): no negative-index wraparound
+                            value = x[n, c, r, max(v * sw + offset, 0)]
+                            out[n, c, u, v] = _keep_max(out[n, c, u, v], value)
+
+
+@jit
+def _max_pool_2x2_loops(x, out):
+    """The 2x2, stride 2, unpadded case (most CNNs' pooling), its four taps unrolled."""
+    n_batch, channels, oh, ow = out.shape
+    for n in range(n_batch):
+        for c in range(channels):
+            for u in range(oh):
+                for v in range(ow):
+                    best = _keep_max(-np.inf, x[n, c, 2 * u, 2 * v])
+                    best = _keep_max(best, x[n, c, 2 * u, 2 * v + 1])
+                    best = _keep_max(best, x[n, c, 2 * u + 1, 2 * v])
+                    out[n, c, u, v] = _keep_max(best, x[n, c, 2 * u + 1, 2 * v + 1])
+
+
+def max_pool2d_into_numba(x, kernel_size, stride, padding, out):
+    """Numba twin of ``max_pool2d_into_numpy``: one pass over the output, no padded copy."""
+    x = np.ascontiguousarray(x)
+    if tuple(kernel_size) == tuple(stride) == (2, 2) and tuple(padding) == (0, 0):
+        _max_pool_2x2_loops(x, out)
+    else:
+        _max_pool_loops(x, *kernel_size, *stride, *padding, out)
+    return out
+
+
+max_pool2d_into = dispatch(max_pool2d_into_numpy, max_pool2d_into_numba)
 
 
 def avg_pool2d_into(x: np.ndarray, kernel_size: Pair, stride: Pair, padding: Pair,

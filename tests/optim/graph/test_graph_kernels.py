@@ -1,5 +1,6 @@
 """Compiled-executor kernels: every convolution algorithm and pooling kernel equals minnet's op;
-the Numba direct convolution equals its NumPy reference."""
+each Numba twin (direct and im2col convolution, max pooling, linear) equals its NumPy
+reference."""
 import numpy as np
 import pytest
 from hypothesis import given
@@ -60,6 +61,67 @@ def test_direct_conv_numba_equals_numpy(geometry, seed):
             K.conv2d_direct(*args, out)
         outs.append(out)
     np.testing.assert_allclose(outs[1], outs[0], rtol=1e-12, atol=1e-12)
+
+
+def _both_backends(kernel, args, out_like):
+    outs = []
+    for backend in ("numpy", "numba"):
+        out = np.full_like(out_like, np.nan)
+        with use_backend(backend):
+            kernel(*args, out)
+        outs.append(out)
+    return outs
+
+
+@pytest.mark.skipif(not HAVE_NUMBA, reason="numba is not installed")
+@given(conv_geometries(), st.sampled_from([np.float32, np.float64]), st.booleans(), st.booleans(),
+       st.integers(0, 2**16))
+def test_im2col_conv_numba_equals_numpy(geometry, dtype, bias, relu, seed):
+    """Same columns, same GEMM shape (its BLAS may round differently), same epilogue."""
+    x_shape, w_shape, g = geometry
+    x, w, b = _case(seed, x_shape, w_shape, dtype, bias)
+    args = (x, w, b, g["stride"], g["padding"], g["dilation"], g["groups"], relu)
+    numpy_out, numba_out = _both_backends(K.conv2d_im2col, args, F.conv2d(x, w, b, **g).data)
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(numba_out, numpy_out, rtol=tol, atol=tol)
+    if relu:
+        assert (numba_out >= 0).all()
+
+
+@pytest.mark.skipif(not HAVE_NUMBA, reason="numba is not installed")
+@given(st.integers(1, 3), st.integers(1, 3), st.integers(0, 1), st.integers(3, 7),
+       st.integers(0, 2**16))
+def test_max_pool_numba_equals_numpy(k, stride, padding, size, seed):
+    """Same taps, same rule: equal values, NaN windows and -inf included (the sign of a zero
+    maximum among +0 and -0 is NumPy's SIMD choice); k = stride = 2 without padding is the
+    unrolled path."""
+    rng = np.random.default_rng(seed)
+    padding = min(padding, k // 2)
+    x = rng.choice(np.array([-1.0, -0.0, 0.0, 2.0, np.nan, -np.inf], np.float32),
+                   size=(2, 2, size, size + 1), p=[0.3, 0.2, 0.2, 0.2, 0.05, 0.05])
+    want = F.max_pool2d(np.zeros_like(x), k, stride, padding).data
+    numpy_out, numba_out = _both_backends(
+        K.max_pool2d_into, (x, (k, k), (stride, stride), (padding, padding)), want)
+    np.testing.assert_array_equal(numba_out, numpy_out)
+
+
+@pytest.mark.skipif(not HAVE_NUMBA, reason="numba is not installed")
+@given(st.sampled_from([np.float32, np.float64]), st.booleans(), st.booleans(), st.booleans(),
+       st.integers(1, 3), st.integers(0, 2**16))
+def test_linear_into_numba_equals_numpy(dtype, bias, relu, packed, batch_axes, seed):
+    """x (..., in) W^T + b, ReLU: equal to the reference with a packed W^T or a transposed view
+    (which the Numba twin hands to NumPy), for 1 to 3 leading axes."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((2,) * batch_axes + (5,)).astype(dtype)
+    w = rng.standard_normal((4, 5)).astype(dtype)
+    b = rng.standard_normal(4).astype(dtype) if bias else None
+    w_t = np.ascontiguousarray(w.T) if packed else w.T
+    want = x @ w.T + (0 if b is None else b)
+    want = np.maximum(want, 0) if relu else want
+    numpy_out, numba_out = _both_backends(K.linear_into, (x, w_t, b, relu), want)
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(numpy_out, want, rtol=tol, atol=tol)
+    np.testing.assert_allclose(numba_out, numpy_out, rtol=tol, atol=tol)
 
 
 def test_algorithm_applicability():
