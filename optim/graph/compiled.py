@@ -26,6 +26,7 @@ import scipy.special
 
 from minnet.kernels.csr import LOOPS, csr_matmul, to_csr
 from optim.graph import grad_kernels as GK
+from optim.graph import grad_ops as GO
 from optim.graph import kernels as K
 from optim.graph.execute import check_inputs
 from optim.graph.ir import Graph, Node, input_shapes, specialise, validate
@@ -33,6 +34,7 @@ from optim.graph.memory import ALIGNMENT, MemoryPlan, plan_memory
 from optim.graph.ops import OPS, UNFUSED, run_node
 
 __all__ = ["compile", "CompiledGraph", "Plan", "algorithm_options", "default_algorithm",
+           "choose_algorithms",
            "precompute_constants", "UFUNCS"]
 
 Step = Callable[[], Any]
@@ -47,10 +49,21 @@ def _base(op: str) -> str:
     return UNFUSED.get(op, op)
 
 
+def _conv_grad_shapes(node: Node, graph: Graph) -> tuple[tuple, tuple, tuple]:
+    """(dy, x, W) shapes of a convolution gradient node."""
+    dy, other = (tuple(graph.types[n].shape) for n in node.inputs[:2])
+    out = tuple(graph.types[node.output].shape)
+    return (dy, tuple(node.attrs["input_shape"]), other) if node.op == "Conv2dInputGrad" \
+        else (dy, other, out)
+
+
 def algorithm_options(node: Node, graph: Graph) -> list[str]:
     """The kernels that can run ``node``: conv algorithms; dense or CSR linear (gather or axpy
-    loop) when the weight is a constant; else default."""
+    loop) when the weight is a constant; the column or forward-convolution form of a
+    convolution gradient (``grad_ops.conv_grad_algorithms``); else default."""
     op = _base(node.op)
+    if op in GO.CONV_GRAD_ALGORITHMS:
+        return GO.conv_grad_algorithms(op, _conv_grad_shapes(node, graph)[2], node.attrs)
     if op == "Conv2d":
         a = node.attrs
         return K.conv_algorithms(graph.types[node.inputs[1]].shape, a["stride"], a["padding"],
@@ -62,7 +75,12 @@ def algorithm_options(node: Node, graph: Graph) -> list[str]:
 
 
 def default_algorithm(node: Node, graph: Graph) -> str:
-    """The choice without a cost model: pointwise for 1x1 convolutions, else im2col; dense."""
+    """The choice without a cost model: pointwise for 1x1 convolutions, else im2col; dense;
+    for a convolution gradient the cheaper form by minnet's lane-MAC model
+    (``grad_ops.choose_conv_grad``, deterministic, so a resumed run repeats it)."""
+    if node.op in GO.CONV_GRAD_ALGORITHMS:
+        return GO.choose_conv_grad(node.op, *_conv_grad_shapes(node, graph), node.attrs,
+                                   graph.types[node.output].dtype)
     options = algorithm_options(node, graph)
     return "pointwise" if "pointwise" in options else options[0]
 
@@ -162,6 +180,10 @@ def _steps(node: Node, ins: list, out: np.ndarray, algorithm: str, pack: bool = 
         return [partial(UFUNCS[op], *ins, out=out)]
     if op == "ReLU":
         return [partial(np.maximum, ins[0], 0, out=out)]
+    if op in GO.CONV_GRAD_ALGORITHMS:
+        def conv_grad():
+            np.copyto(out, GO.conv_grad(op, algorithm, ins[0], ins[1], node.attrs))
+        return [conv_grad]
     if op == "ReluGrad":
         return [partial(GK.relu_grad_into, ins[0], ins[1], out)]
     if op == "MaxPool2dGrad":
@@ -260,7 +282,8 @@ class Plan:
         return self.arena.nbytes
 
 
-def _choose(graph: Graph, requested: Mapping[str, str], cost_model: Any) -> dict[str, str]:
+def choose_algorithms(graph: Graph, requested: Mapping[str, str], cost_model: Any
+                      ) -> dict[str, str]:
     """Each node's kernel: the requested one (checked), else the cost model's, else the default."""
     chosen = {}
     for node in graph.nodes:
@@ -312,7 +335,7 @@ class CompiledGraph:
             bindings = input_shapes(self.source, [np.empty(s, np.bool_) for s in key])
             graph = precompute_constants(specialise(self.source, bindings))
             plan = Plan(graph, plan_memory(graph, **self._memory),
-                        _choose(graph, self._requested, self.cost_model))
+                        choose_algorithms(graph, self._requested, self.cost_model))
             self._plans[key] = plan
             while len(self._plans) > self.cache_size:
                 self._plans.popitem(last=False)

@@ -12,13 +12,16 @@ from typing import Mapping
 import numpy as np
 
 from minnet.kernels import conv as MK
+from minnet.kernels.conv_direct import conv_cost
 from minnet.kernels.im2col import im2col
 from optim.graph.grad_kernels import max_pool2d_grad_into
 from optim.graph.ir import TensorType
 from optim.graph.ops import _out_elements, _register
 
 __all__ = ["relu_grad", "softmax_cross_entropy_grad", "linear_input_grad", "linear_weight_grad",
-           "bias_grad", "conv2d_input_grad", "conv2d_weight_grad", "channel_bias_grad",
+           "bias_grad", "conv2d_input_grad", "conv2d_weight_grad",
+           "conv2d_input_grad_transposed", "conv2d_weight_grad_swapped", "conv_grad",
+           "conv_grad_algorithms", "conv_grad_cost", "choose_conv_grad", "channel_bias_grad",
            "max_pool2d_grad", "softmax_cross_entropy", "GRADIENT_OPS"]
 
 
@@ -113,6 +116,93 @@ def conv2d_weight_grad(dy: np.ndarray, x: np.ndarray, kernel_size: tuple, stride
     c_out = dy.shape[1]
     shape = (c_out, x.shape[1] // groups) + tuple(kernel_size)
     return MK.conv2d_weight_grad(dy, cols, shape, groups)
+
+
+def conv2d_input_grad_transposed(dy: np.ndarray, weight: np.ndarray,
+                                 padding: tuple) -> np.ndarray:
+    """The same VJP in x for stride 1, dilation 1 and one group, as a forward convolution:
+    dx = conv2d(dy, W̃, padding k - 1 - p) with W̃[c, o, i, j] = W[o, c, k_h-1-i, k_w-1-j]
+    (the transpose of a unit-stride convolution is a unit-stride convolution of the flipped
+    kernel with padding k - 1 - p: Dumoulin & Visin 2016, §4.1-4.2), so minnet's per-shape
+    forward kernels (direct, indirect, im2col) run it.
+
+    Test: ``tests/optim/graph/test_graph_training.py::test_conv_grad_algorithms_equal_the_reference``.
+    """
+    kh, kw = weight.shape[2:]
+    flipped = np.ascontiguousarray(weight.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1])
+    return MK.conv2d_forward(dy, flipped, (1, 1), (kh - 1 - padding[0], kw - 1 - padding[1]),
+                             (1, 1), 1)[0]
+
+
+def conv2d_weight_grad_swapped(dy: np.ndarray, x: np.ndarray, padding: tuple) -> np.ndarray:
+    """The same VJP in W for stride 1, dilation 1 and one group, as a forward convolution with
+    batch and channels swapped: dW[o, c, i, j] = Σ_{n,u,v} dy[n, o, u, v] xpad[n, c, u+i, v+j]
+    = conv2d(xᵀ, dyᵀ, padding p)[c, o, i, j], xᵀ = x as (C_in, N, H, W) and dyᵀ = dy as
+    (C_out, N, H_out, W_out) (the output is k_h x k_w since H + 2p - H_out + 1 = k_h).
+
+    Test: ``tests/optim/graph/test_graph_training.py::test_conv_grad_algorithms_equal_the_reference``.
+    """
+    x_t = np.ascontiguousarray(x.transpose(1, 0, 2, 3))
+    dy_t = np.ascontiguousarray(dy.transpose(1, 0, 2, 3))
+    return MK.conv2d_forward(x_t, dy_t, (1, 1), tuple(padding), (1, 1), 1)[0].transpose(1, 0, 2, 3)
+
+
+# the column algorithm first (any geometry), then the one that runs a forward convolution
+CONV_GRAD_ALGORITHMS = {"Conv2dInputGrad": ("col2im", "transposed"),
+                        "Conv2dWeightGrad": ("im2col", "swapped")}
+
+
+def conv_grad_algorithms(op: str, weight_shape: tuple, attrs: Mapping) -> list[str]:
+    """The algorithms that compute this convolution gradient: the column one always; the
+    forward-convolution one for stride 1, dilation 1, one group (and p <= k - 1 for x's)."""
+    column, as_forward = CONV_GRAD_ALGORITHMS[op]
+    stride, padding, dilation = _pairs(attrs, "stride", "padding", "dilation")
+    unit = stride == (1, 1) and dilation == (1, 1) and attrs["groups"] == 1
+    if op == "Conv2dInputGrad":
+        unit = unit and all(p <= k - 1 for p, k in zip(padding, weight_shape[2:]))
+    return [column, as_forward] if unit else [column]
+
+
+def conv_grad_cost(op: str, algorithm: str, dy_shape: tuple, x_shape: tuple,
+                   weight_shape: tuple, attrs: Mapping, dtype=np.float32) -> int:
+    """Lane-multiply-adds of one gradient algorithm, by minnet's forward cost model
+    (``minnet.kernels.conv_direct.conv_cost``): the column algorithms cost what im2col does on
+    the forward shape (the same GEMM and column traffic); the forward-convolution ones cost the
+    cheapest forward algorithm on their transformed shapes, plus the transposed copies."""
+    stride, padding, dilation = _pairs(attrs, "stride", "padding", "dilation")
+    if algorithm == CONV_GRAD_ALGORITHMS[op][0]:
+        return conv_cost("im2col", x_shape, weight_shape, stride, padding, dilation,
+                         attrs["groups"], dtype)
+    n, c_out = dy_shape[:2]
+    c_in, (kh, kw) = x_shape[1], weight_shape[2:]
+    if op == "Conv2dInputGrad":
+        shapes = (dy_shape, (c_in, c_out, kh, kw), (kh - 1 - padding[0], kw - 1 - padding[1]))
+        moved = math.prod(weight_shape)
+    else:
+        shapes = ((c_in, n) + tuple(x_shape[2:]), (c_out, n) + tuple(dy_shape[2:]), padding)
+        moved = 2 * (math.prod(x_shape) + math.prod(dy_shape))
+    forward = MK.choose_algorithm(shapes[0], shapes[1], (1, 1), shapes[2], (1, 1), 1, dtype)
+    return moved + conv_cost(forward, shapes[0], shapes[1], (1, 1), shapes[2], (1, 1), 1, dtype)
+
+
+def choose_conv_grad(op: str, dy_shape: tuple, x_shape: tuple, weight_shape: tuple,
+                     attrs: Mapping, dtype=np.float32) -> str:
+    """The applicable gradient algorithm of least ``conv_grad_cost`` (ties: the column one)."""
+    return min(conv_grad_algorithms(op, weight_shape, attrs),
+               key=lambda a: conv_grad_cost(op, a, dy_shape, x_shape, weight_shape, attrs, dtype))
+
+
+def conv_grad(op: str, algorithm: str, dy: np.ndarray, other: np.ndarray,
+              attrs: Mapping) -> np.ndarray:
+    """Run gradient node ``op`` (``other``: W for x's gradient, x for W's) by ``algorithm``."""
+    if algorithm not in CONV_GRAD_ALGORITHMS[op]:
+        raise ValueError(f"{op} has algorithms {CONV_GRAD_ALGORITHMS[op]}, got {algorithm!r}")
+    if algorithm == "transposed":
+        return conv2d_input_grad_transposed(dy, other, _pairs(attrs, "padding")[0])
+    if algorithm == "swapped":
+        return conv2d_weight_grad_swapped(dy, other, _pairs(attrs, "padding")[0])
+    run = _conv_input_grad_run if op == "Conv2dInputGrad" else _conv_weight_grad_run
+    return run([dy, other], attrs)
 
 
 def channel_bias_grad(dy: np.ndarray) -> np.ndarray:

@@ -1,5 +1,5 @@
-"""A compiled training step: forward, loss, backward and the optimizer update of a model as one
-planned graph.
+"""A compiled training step: forward, loss and backward of a model as one planned graph, the
+optimizer's update after it.
 
 ``training_graph(graph, parameters)`` extends a traced forward graph with the mean softmax
 cross entropy and its reverse-mode gradient (Griewank & Walther 2008, ch. 3: one
@@ -11,7 +11,10 @@ the logits and one gradient per parameter.
 bias and ReLU into the forward kernels (``optimize``) and, per batch size, plans the memory of
 forward and backward together: every activation lives in one arena only until its last reader
 (the backward node that needs it), and the parameters are read in place from the model
-(``plan_memory(external=...)``). ``step(x, y)`` runs the plan and leaves each parameter's
+(``plan_memory(external=...)``). Each convolution gradient runs in column form (col2im /
+im2col and a GEMM) or, at unit stride, as a forward convolution (the flipped kernel for x, batch
+and channels swapped for W) by minnet's register-tiled kernels, whichever minnet's lane-MAC
+model predicts cheaper for the batch. ``step(x, y)`` runs the plan and leaves each parameter's
 gradient in its ``.grad`` (a view of the arena, valid until the next step); the optimizer then
 steps as in eager training (minnet's Adam updates each parameter in one fused pass,
 ``minnet.kernels.adam``), so the model, the optimizer's state and checkpoints are those of
@@ -23,13 +26,13 @@ Dropout (training-mode statistics, randomness) are refused. Tests:
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
 from minnet import nn
 from optim.graph import grad_ops  # noqa: F401  registers the gradient ops
-from optim.graph.compiled import Plan, default_algorithm
+from optim.graph.compiled import Plan, choose_algorithms
 from optim.graph.ir import Graph, Node, TensorType, fresh_name, specialise
 from optim.graph.memory import plan_memory
 from optim.graph.ops import UNFUSED
@@ -165,9 +168,15 @@ class TrainingStep:
     plan per batch size (built on first use), the gradients left in the parameters' ``.grad``
     (see the module docstring). ``parameters``: the trained Parameters, in the graph's order."""
 
-    def __init__(self, model: nn.Module, graph: Graph, names: list[str]):
+    def __init__(self, model: nn.Module, graph: Graph, names: list[str],
+                 algorithms: Mapping[str, str] | None = None):
         self.model, self.graph = model, graph
         self.parameters = [dict(model.named_parameters())[k] for k in names]
+        self.requested = dict(algorithms or {})
+        producers = graph.producers()
+        unknown = [k for k in self.requested if k not in producers]
+        if unknown:
+            raise ValueError(f"algorithms names {unknown}, which are not nodes of the graph")
         self._plans: dict[int, Plan] = {}
 
     def plan_for(self, batch: int) -> Plan:
@@ -176,8 +185,10 @@ class TrainingStep:
                                zip(plan.graph.inputs[2:], self.parameters)):
             static = specialise(self.graph, {"N": batch})
             external = {n: p.data for n, p in zip(static.inputs[2:], self.parameters)}
-            algorithms = {n.output: "minnet" if UNFUSED.get(n.op, n.op) == "Conv2d"
-                          else default_algorithm(n, static) for n in static.nodes}
+            algorithms = choose_algorithms(static, self.requested, None)
+            for node in static.nodes:  # forward convolutions: eager minnet's per-shape kernel
+                if UNFUSED.get(node.op, node.op) == "Conv2d" and node.output not in self.requested:
+                    algorithms[node.output] = "minnet"
             plan = Plan(static, plan_memory(static, external=list(external)), algorithms,
                         external)
             self._plans[batch] = plan
@@ -192,9 +203,14 @@ class TrainingStep:
         return float(loss), logits
 
 
-def compile_training(model: nn.Module, example: np.ndarray) -> TrainingStep:
+def compile_training(model: nn.Module, example: np.ndarray,
+                     algorithms: Mapping[str, str] | None = None) -> TrainingStep:
     """The compiled training step of ``model``'s trainable parameters, traced in eval mode on
-    ``example`` (a batch of inputs; the batch axis is symbolic)."""
+    ``example`` (a batch of inputs; the batch axis is symbolic). ``algorithms`` (node output
+    -> kernel, ``compiled.algorithm_options``) overrides the choice for those nodes: forward
+    convolutions run eager minnet's per-shape kernel, each convolution gradient the column or
+    forward-convolution form that minnet's lane-MAC model predicts cheaper for the batch
+    (``grad_ops.choose_conv_grad``)."""
     from optim.graph import optimize, trace
     names = [k for k, p in model.named_parameters() if p.requires_grad]
     was_training = model.training
@@ -204,4 +220,4 @@ def compile_training(model: nn.Module, example: np.ndarray) -> TrainingStep:
         model.train(was_training)
     _check_ops(traced)  # before optimize, which would fold a BatchNorm by its running statistics
     forward = optimize(traced)
-    return TrainingStep(model, training_graph(forward, names), names)
+    return TrainingStep(model, training_graph(forward, names), names, algorithms)

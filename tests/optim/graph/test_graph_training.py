@@ -12,15 +12,16 @@ import minnet.functional as F
 from minnet import models, optimizers
 from minnet.train import fit
 from optim.graph.grad_ops import (channel_bias_grad, conv2d_input_grad, conv2d_weight_grad,
-                                  linear_input_grad, linear_weight_grad, max_pool2d_grad,
-                                  relu_grad, softmax_cross_entropy, softmax_cross_entropy_grad)
+                                  conv_grad, conv_grad_algorithms, linear_input_grad,
+                                  linear_weight_grad, max_pool2d_grad, relu_grad,
+                                  softmax_cross_entropy, softmax_cross_entropy_grad)
 from optim.graph import grad_kernels as GK
 from optim.graph.training import compile_training
 from optim.graph.ops import OPS
 from optim.graph.types import TensorType
 
 from optim.graph import execute, plan_memory
-from optim.graph.compiled import Plan, _choose, precompute_constants
+from optim.graph.compiled import Plan, choose_algorithms, precompute_constants
 
 from graph_helpers import random_graphs, sample
 
@@ -36,7 +37,7 @@ def test_external_input_is_read_by_reference_and_never_written(graph):
     inputs = [sample(graph.types[k].shape, i + 1) for i, k in enumerate(graph.inputs)]
     bound = inputs[0].copy()
     memory = plan_memory(graph, external=[name])
-    plan = Plan(graph, memory, _choose(graph, {}, None), external={name: bound})
+    plan = Plan(graph, memory, choose_algorithms(graph, {}, None), external={name: bound})
     assert name not in memory.buffer
     assert memory.arena_bytes <= plan_memory(graph).arena_bytes
     for seed in (7, 8):
@@ -56,7 +57,7 @@ def test_external_binding_rejects_bad_arrays():
     name = graph.inputs[0]
     t = graph.types[name]
     memory = plan_memory(graph, external=[name])
-    algorithms = _choose(graph, {}, None)
+    algorithms = choose_algorithms(graph, {}, None)
     with pytest.raises(ValueError, match="external must name graph inputs"):
         plan_memory(graph, external=["no_such_input"])
     with pytest.raises(ValueError, match=repr(name)):
@@ -158,6 +159,61 @@ def test_conv_and_pool_grads_equal_minnet_backward(seed, n, c_in, c_out, size, k
     pooled.backward(dp)
     np.testing.assert_array_equal(max_pool2d_grad(dp, x.data, (2, 2), (stride, stride), (0, 0)),
                                   x.grad)
+
+
+@given(seed=st.integers(0, 2**16), n=st.integers(1, 3), c_in=st.integers(1, 5),
+       c_out=st.integers(1, 5), size=st.integers(5, 9), kernel=st.integers(1, 4),
+       padding=st.integers(0, 3), stride=st.sampled_from([1, 1, 2]),
+       groups=st.sampled_from([1, 1, 2]), dtype=st.sampled_from([np.float32, np.float64]))
+def test_conv_grad_algorithms_equal_the_reference(seed, n, c_in, c_out, size, kernel, padding,
+                                                  stride, groups, dtype):
+    """Every applicable algorithm of each convolution gradient equals the column reference;
+    the forward-convolution forms apply exactly at stride 1, one group (and p <= k - 1 for
+    x's gradient)."""
+    c_in, c_out = c_in * groups, c_out * groups
+    padding = min(padding, kernel)
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, c_in, size, size)).astype(dtype)
+    w = rng.normal(size=(c_out, c_in // groups, kernel, kernel)).astype(dtype)
+    out_size = (size + 2 * padding - kernel) // stride + 1
+    dy = rng.normal(size=(n, c_out, out_size, out_size)).astype(dtype)
+    attrs = {"stride": (stride, stride), "padding": (padding, padding), "dilation": (1, 1),
+             "groups": groups, "input_shape": x.shape, "kernel_size": (kernel, kernel)}
+    geometry = ((stride, stride), (padding, padding), (1, 1), groups)
+    want = {"Conv2dInputGrad": (w, conv2d_input_grad(dy, w, x.shape, *geometry)),
+            "Conv2dWeightGrad": (x, conv2d_weight_grad(dy, x, (kernel, kernel), *geometry))}
+    tol = 1e-4 if dtype == np.float32 else 1e-10
+    for op, (other, reference) in want.items():
+        options = conv_grad_algorithms(op, w.shape, attrs)
+        unit = stride == 1 and groups == 1 and (op == "Conv2dWeightGrad" or padding < kernel)
+        assert len(options) == (2 if unit else 1), (op, options)
+        for algorithm in options:
+            got = conv_grad(op, algorithm, dy, other, attrs)
+            assert got.shape == reference.shape, (op, algorithm)
+            np.testing.assert_allclose(got, reference, rtol=tol, atol=tol, err_msg=algorithm)
+
+
+def test_forced_gradient_algorithms_train_alike():
+    """LeNet-5: the column forms and the forward-convolution forms of both convolution
+    gradients, forced, give the same losses over 5 SGD steps; unknown nodes are refused."""
+    x_all, y_all = _data(64, 4)
+    losses = {}
+    for choice in ({"grad.2.maxpool2d": "col2im", "grad.3.weight": "im2col",
+                    "grad.0.weight": "im2col"},
+                   {"grad.2.maxpool2d": "transposed", "grad.3.weight": "swapped",
+                    "grad.0.weight": "swapped"}):
+        minnet.manual_seed(0)
+        model = models.lenet5()
+        step = compile_training(model, x_all, algorithms=choice)
+        assert {k: step.plan_for(16).algorithms[k] for k in choice} == choice
+        opt = optimizers.SGD(model.parameters(), lr=0.1)
+        run = losses[choice["grad.3.weight"]] = []
+        for i in range(0, 64, 16):
+            run.append(step(x_all[i:i + 16], y_all[i:i + 16])[0])
+            opt.step()
+    np.testing.assert_allclose(losses["swapped"], losses["im2col"], rtol=1e-5)
+    with pytest.raises(ValueError, match="not nodes of the graph"):
+        compile_training(models.lenet5(), x_all, algorithms={"nope": "im2col"})
 
 
 @given(seed=st.integers(0, 2**16), n=st.integers(1, 8), c=st.integers(2, 6))
