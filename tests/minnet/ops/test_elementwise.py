@@ -277,3 +277,29 @@ def test_clip_rejects_missing_or_crossed_bounds():
         F.clip(x)
     with pytest.raises(ValueError, match=r"min \(2.0\).*max \(1.0\)"):
         F.clip(x, 2.0, 1.0)
+
+
+@pytest.mark.parametrize("op, grad_a, grad_b", [
+    (F.mul, lambda a, b: b, lambda a, b: a),
+    (F.div, lambda a, b: 1 / b, lambda a, b: -a / b ** 2)])
+@pytest.mark.parametrize("which", [0, 1])
+def test_binary_gradient_reaches_the_one_operand_that_needs_it(op, grad_a, grad_b, which):
+    """Only a (or only b) requires a gradient: it gets d(a op b)/d itself, the other none."""
+    a, b = np.array([1.5, -2.0]), np.array([0.5, 4.0])
+    ta = minnet.tensor(a, requires_grad=which == 0)
+    tb = minnet.tensor(b, requires_grad=which == 1)
+    op(ta, tb).sum().backward()
+    wanted, other = (ta, tb) if which == 0 else (tb, ta)
+    np.testing.assert_allclose(wanted.grad, (grad_a if which == 0 else grad_b)(a, b))
+    assert other.grad is None
+
+
+def test_power_gradient_in_the_exponent_is_zero_where_the_base_is_not_positive():
+    """d(a^b)/db = a^b ln a for a > 0, taken as 0 where a <= 0: at a = 0 for b >= 0 as
+    PyTorch (which masks a = 0 only there), also at a = 0 with b < 0 (a^b = inf) and for a
+    negative base with an integer exponent."""
+    a = minnet.tensor(np.array([0.0, 0.0, -2.0, 2.0]))
+    b = minnet.tensor(np.array([2.0, -1.0, 3.0, 3.0]), requires_grad=True)
+    with np.errstate(divide="ignore"):
+        F.pow(a, b).backward(np.ones(4))
+    np.testing.assert_allclose(b.grad, [0.0, 0.0, 0.0, 8.0 * np.log(2.0)])

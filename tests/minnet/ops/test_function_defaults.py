@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 import minnet
+from minnet.ops.elementwise import HardSigmoid, LeakyReLU
 from minnet.ops.linalg import Linear, MatMul
 from minnet.ops.loss import CrossEntropy
 from minnet.ops.pool import AvgPool2d, MaxPool2d
@@ -85,3 +86,10 @@ def test_matmul_backward_of_a_vector_times_a_matrix_is_vector_shaped():
     assert ga.shape == (3,) and gb.shape == (3, 2)
     np.testing.assert_array_equal(ga, b @ g)
     np.testing.assert_array_equal(gb, np.outer(a, g))
+
+
+def test_leaky_relu_and_hard_sigmoid_default_to_pytorchs_constants():
+    """leaky_relu's slope 0.01; hardsigmoid = max(0, min(1, x / 6 + 1 / 2))."""
+    x = minnet.Tensor(np.array([-3.0, -1.0, 0.0, 1.5, 6.0]))
+    np.testing.assert_allclose(LeakyReLU.apply(x).data, [-0.03, -0.01, 0.0, 1.5, 6.0])
+    np.testing.assert_allclose(HardSigmoid.apply(x).data, [0.0, 1 / 3, 0.5, 0.75, 1.0])
