@@ -151,6 +151,25 @@ EQUIVALENT: dict[str, dict[str, str]] = {
         "kl_threshold_nvidia: divergences <= best + 1e-12 * max(1.0, abs(best)) -> "
         "divergences < best + 1e-12 * max(1.0, abs(best))":
             "the tolerance is positive, so the minimum itself passes either comparison",
+        "kl_divergences_nvidia: n >= h.size -> n > h.size":
+            "at n = K the general branch builds the same one-bin chunks (the empty ones add 0): "
+            "equal within 1e-14 absolute on 300 random 256-bin histograms",
+        "kl_divergences_nvidia: last_kept > 0 -> last_kept >= 0 #2":
+            "adds the outliers to an empty last bin's chunk only where they are 0 or the "
+            "candidate is infinite (masked)",
+        "kl_divergences_mxnet: 1 -> 0 #7":
+            "max(support, 0) divides by 0 only in chunks whose P entries are all 0, where "
+            "np.where(p != 0, ...) takes 0",
+        "SignedHistogram.update: peak > 0 -> peak >= 0":
+            "a zero peak gives the width 0 / bins = 0, the value an unset row already has",
+        "SignedHistogram.update: 1.0 -> 2.0":
+            "the placeholder width of rows that have seen only zeros, whose magnitudes are 0 "
+            "and land in bin 0 whatever the width",
+        **{f"SignedHistogram.update: {m}":
+           "after a merge the new peak needs ceil(peak / w) > capacity / 2 bins, at least the "
+           "merged count, so any smaller value is overridden by the max that follows"
+           for m in ("(self.n_bins[c] + 1) // 2 -> (self.n_bins[c] + 1) / 2",
+                     "self.n_bins[c] + 1 -> self.n_bins[c] - 1", "1 -> 0 #5", "2 -> 3 #2")},
     },
     "optim.quant.sharing": {
         "nearest_centroid: 1 -> 0":

@@ -222,7 +222,9 @@ def kl_threshold_nvidia(
 ) -> float:
     r"""NVIDIA's entropy-calibration threshold (amax) from a histogram of :math:`|x|`:
     :math:`T = e_{i^*}`, the upper edge of the last kept bin, where :math:`i^*` is the **last**
-    minimiser of ``kl_divergences_nvidia`` (ties go to the widest range). With edges
+    minimiser of ``kl_divergences_nvidia`` (ties go to the widest range; divergences within
+    :math:`10^{-12} \max(1, |D_{min}|)` of the minimum count as ties, the rounding of the
+    prefix-sum form). With edges
     :math:`e_k = k w` from 0, as the calibrator collects them, :math:`T = i^* w`.
 
     Source: NVIDIA TensorRT ``pytorch-quantization``, ``calib/histogram.py``
@@ -374,12 +376,14 @@ class SignedHistogram:
         return np.bincount(np.arange(counts.size) // 2, weights=counts, minlength=counts.size)
 
     def signed(self, c: int) -> tuple[np.ndarray, np.ndarray]:
-        """Counts and edges of row ``c`` ordered from ``-n·w`` to ``+n·w``."""
+        """Counts and edges of row ``c`` ordered from ``-n·w`` to ``+n·w`` (w = 1 while the
+        row has seen only zeros, so the edges still increase)."""
         n, w = self.n_bins[c], (self.width[c] if self.width[c] > 0 else 1.0)
         counts = np.concatenate([self.neg[c, :n][::-1], self.pos[c, :n]])
         return counts, np.arange(-n, n + 1) * w
 
     def magnitude(self, c: int) -> tuple[np.ndarray, np.ndarray]:
-        """Counts and edges ``0, w, ..., n w`` of :math:`|x|` in row ``c``."""
+        """Counts and edges ``0, w, ..., n w`` of :math:`|x|` in row ``c`` (w = 1 while the row
+        has seen only zeros)."""
         n, w = self.n_bins[c], (self.width[c] if self.width[c] > 0 else 1.0)
         return self.pos[c, :n] + self.neg[c, :n], np.arange(n + 1) * w
