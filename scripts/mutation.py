@@ -656,16 +656,17 @@ def write_report(results):
         "test files (and its docstring examples) fail. Score = killed / (mutants - equivalent);",
         "the goal is at least 90 % per module.",
         "",
-        "| module | mutants | killed | equivalent | survived | score |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
+        "| module | run on | mutants | killed | equivalent | survived | score |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     details = []
     for name in TESTS:
         if name not in results:
-            lines.append(f"| `{name}` | not run | | | | |")
+            lines.append(f"| `{name}` | not run | | | | | |")
             continue
         s = summary(name, results[name])
-        lines.append(f"| `{name}` | {s['mutants']} | {s['killed']} | {len(s['equivalent'])} "
+        lines.append(f"| `{name}` | {results[name].get('date', '')} | {s['mutants']} "
+                     f"| {s['killed']} | {len(s['equivalent'])} "
                      f"| {len(s['survived'])} | {100 * s['score']:.1f} % |")
         if s["equivalent"] or s["survived"]:
             details += ["", f"### `{name}`", ""]
