@@ -17,7 +17,8 @@ The steps, each a function here:
    layer under each option. For ``"latency"`` the sparsity removes whole output channels
    (``compress_weight(..., structured=True)``, Li et al. 2017), which the candidates then
    lose physically (``optim.prune.shrink``): unstructured zeros do not make dense kernels
-   faster.
+   faster. One channel of each layer stays (``channel_sparsity``), and the output layer
+   keeps all of its (they are the model's outputs).
 4. **Allocation** ``allocate``: a 0–1 integer programme over one-hot choices, solved by
    ``scipy.optimize.milp``: the cheapest model whose predicted drop is within a tolerance, or
    the smallest predicted drop within a cost budget.
@@ -55,7 +56,8 @@ from optim.quant.mixed import quantizable_layers, quantize_mixed
 from optim.quant.qconfig import QConfig
 from optim.quant.ranges import check_bits
 
-__all__ = ["ENERGY_PJ", "OBJECTIVES", "Option", "make_options", "compress_weight",
+__all__ = ["ENERGY_PJ", "OBJECTIVES", "Option", "make_options", "channel_sparsity",
+           "compress_weight",
            "layer_macs", "latency_table", "option_costs", "energy_per_inference", "sensitivity_table",
            "hawq_v2_table", "joint_change", "additivity", "allocate", "back_off",
            "verify_and_repair", "search_tolerance", "validation_split", "paired_drop",
@@ -89,6 +91,14 @@ def make_options(sparsities: Sequence[float], bits: Sequence[int]) -> list[Optio
             for b in sorted(bits, reverse=True)]
 
 
+def channel_sparsity(sparsity: float, channels: int) -> float:
+    """The fraction of a layer's ``channels`` output channels that structured pruning removes
+    for option sparsity ``sparsity``: capped at (C - 1) / C, so at least one channel stays (a
+    layer without outputs would make the model constant). Test:
+    ``tests/optim/test_auto.py::test_structured_options_keep_one_channel_per_layer``."""
+    return min(float(sparsity), (channels - 1) / channels)
+
+
 def compress_weight(w: np.ndarray, sparsity: float, bits: int, observer: str = "mse",
                     structured: bool = False) -> np.ndarray:
     r"""The weight a layer computes with under option :math:`(s, b)`:
@@ -99,7 +109,7 @@ def compress_weight(w: np.ndarray, sparsity: float, bits: int, observer: str = "
 
     or, ``structured``, all but the :math:`\operatorname{round}(s\,C_{out})` output channels
     of smallest :math:`\ell_1` norm (Li et al. 2017, "Pruning Filters for Efficient
-    ConvNets", section 3.1);
+    ConvNets", section 3.1), one channel at least (``channel_sparsity``);
 
     :math:`Q_b` the per-output-channel symmetric fake quantization at :math:`b` bits whose
     range is set by ``observer`` on the pruned weight (``QConfig``'s weight scheme, so that
@@ -111,7 +121,7 @@ def compress_weight(w: np.ndarray, sparsity: float, bits: int, observer: str = "
     if sparsity == 0:
         pruned = w.copy()
     elif structured:
-        pruned = w * ln_structured_mask(w, sparsity, n=1)
+        pruned = w * ln_structured_mask(w, channel_sparsity(sparsity, w.shape[0]), n=1)
     else:
         pruned = w * magnitude_mask(w, sparsity)
     observe = QConfig(weight_bits=bits, weight_observer=observer).weight_observer_instance()
@@ -172,7 +182,8 @@ def latency_table(model: nn.Module, input_shape: tuple[int, ...], sparsities: Se
                               .astype(np.float32))
             channels, table[name] = layer.weight.shape[0], {}
             for s in sparsities:
-                kept = _kept_copy(layer, channels - int(round(s * channels))).eval()
+                removed = int(round(channel_sparsity(s, channels) * channels))
+                kept = _kept_copy(layer, channels - removed).eval()
                 kept(x)  # warm-up (Numba compilation, caches)
                 times = []
                 for _ in range(repeats):
@@ -564,9 +575,12 @@ def _build(model: nn.Module, names: list[str], options: Sequence[Option], choice
     layers = quantizable_layers(pruned)
     for name, k in zip(names, choice):
         s, w = options[k][0], layers[name].weight.data
+        if structured and name == names[-1]:
+            s = 0.0  # the output layer's channels are the model's outputs: never cut
         keep = w != 0
         if s > 0:
-            keep &= ln_structured_mask(w, s, n=1) if structured else magnitude_mask(w, s)
+            keep &= (ln_structured_mask(w, channel_sparsity(s, w.shape[0]), n=1)
+                     if structured else magnitude_mask(w, s))
         if not keep.all():
             apply_mask(layers[name], "weight", keep)
     if fine_tune is not None:
@@ -672,6 +686,9 @@ def compress_to_target(model: nn.Module, train, *, max_drop_pp: float, objective
         raise ValueError(f"max_drop_pp must be a number >= 0, got {max_drop_pp!r}")
     options = make_options(sparsities, bits)
     structured = objective == "latency"
+    if structured and 0 not in sparsities:
+        raise ValueError(f"the latency objective needs sparsity 0.0 among the options (the "
+                         f"output layer keeps its channels), got {list(sparsities)!r}")
     model = remove_all(copy.deepcopy(model)).eval()
     x, y = train
     if validation is None:
@@ -694,6 +711,9 @@ def compress_to_target(model: nn.Module, train, *, max_drop_pp: float, objective
         _save_json(table_path, {**key, "drops": drops.tolist(), "latency": latency})
     if latency is not None:  # JSON keys are strings
         latency = {n: {float(s): t for s, t in row.items()} for n, row in latency.items()}
+    if structured:  # the output layer is never cut (``_build``): its options are unpruned
+        drops[-1] = [drops[-1, options.index((0.0, b))] for _, b in options]
+        latency[names[-1]] = dict.fromkeys(latency[names[-1]], latency[names[-1]][0.0])
     sizes = {n: int(m.weight.data.size) for n, m in layers.items()}
     channels = {n: int(m.weight.shape[0]) for n, m in layers.items()}
     macs = layer_macs(model, (1,) + x.shape[1:])

@@ -130,6 +130,24 @@ def test_latency_objective_removes_channels_physically(small_mnist_model, monkey
     assert details["validation_accuracy"] == pytest.approx(evaluate(worse, val)["accuracy"])
 
 
+def test_structured_options_keep_one_channel_per_layer(small_mnist_model):
+    """Latency objective with sparsity 0.97 offered: 0.97 · C units would round to all C of a
+    small layer, so every structured cut keeps one unit at least (``channel_sparsity``), and
+    the output layer keeps all its 10 (they are the classes): every candidate runs and gives
+    10 logits. Without sparsity 0.0 among the options the objective is refused."""
+    assert auto.channel_sparsity(0.97, 10) == 0.9 and auto.channel_sparsity(0.5, 10) == 0.5
+    model, train = small_mnist_model
+    out, details = auto.compress_to_target(model, train, max_drop_pp=100.0, objective="latency",
+                                           sparsities=(0.0, 0.97), bits=(8,), max_candidates=3,
+                                           calibration_images=128)
+    widths = [m.weight.shape for m in out.modules() if isinstance(m, nn.Linear)]
+    assert widths[-1][0] == 10 and all(w[0] >= 1 for w in widths)
+    assert out(minnet.Tensor(train[0][:5])).shape == (5, 10)
+    with pytest.raises(ValueError, match="sparsity 0.0"):
+        auto.compress_to_target(model, train, max_drop_pp=1.0, objective="latency",
+                                sparsities=(0.5,), bits=(8,))
+
+
 def tiny_config(text: str) -> str:
     replace = {"epochs = 20": "epochs = 1", "fine_tune_epochs = 6": "fine_tune_epochs = 1",
                "fine_tune_epochs = 3": "fine_tune_epochs = 1", "epochs = 10": "epochs = 1",
