@@ -57,9 +57,8 @@ from optim.quant.qconfig import QConfig
 from optim.quant.ranges import check_bits
 
 __all__ = ["ENERGY_PJ", "OBJECTIVES", "Option", "make_options", "channel_sparsity",
-           "compress_weight",
-           "layer_macs", "latency_table", "option_costs", "energy_per_inference", "sensitivity_table",
-           "hawq_v2_table", "joint_change", "additivity", "allocate", "back_off",
+           "compress_weight", "layer_macs", "latency_table", "option_costs",
+           "energy_per_inference", "sensitivity_table", "hawq_v2_table", "joint_change", "additivity", "allocate", "back_off",
            "verify_and_repair", "search_tolerance", "validation_split", "paired_drop",
            "compress_to_target"]
 
