@@ -355,3 +355,25 @@ def test_local_response_norm_window_wider_than_the_channels_sums_them_all(window
     expected = x / (1.0 + 0.5 / size * (x ** 2).sum(axis=1, keepdims=True)) ** 0.75
     np.testing.assert_allclose(F.local_response_norm(x, size, 0.5, 0.75, 1.0, window=window).data,
                                expected, rtol=1e-13)
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_batch_norm_affine_gradients_when_the_input_needs_none(training):
+    """x a constant (no gradient), gamma and beta trained: dL/dgamma = sum g x_hat and
+    dL/dbeta = sum g per channel, x_hat standardised by the batch (training) or running
+    statistics."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((4, 3, 2)).astype(np.float64)
+    mean, var = np.array([0.5, -0.5, 0.0]), np.array([2.0, 0.5, 1.0])
+    gamma = minnet.tensor(np.array([1.0, 2.0, -1.0]), requires_grad=True)
+    beta = minnet.tensor(np.zeros(3), requires_grad=True)
+    g = rng.standard_normal(x.shape)
+    F.batch_norm(minnet.tensor(x), mean.copy(), var.copy(), gamma, beta,
+                 training=training).backward(g)
+    if training:
+        mu, sigma2 = x.mean(axis=(0, 2)), x.var(axis=(0, 2))
+    else:
+        mu, sigma2 = mean, var
+    x_hat = (x - mu[:, None]) / np.sqrt(sigma2[:, None] + EPS)
+    np.testing.assert_allclose(gamma.grad, (g * x_hat).sum(axis=(0, 2)), rtol=1e-6)
+    np.testing.assert_allclose(beta.grad, g.sum(axis=(0, 2)), rtol=1e-12)
