@@ -18,7 +18,8 @@ The steps, each a function here:
    (``compress_weight(..., structured=True)``, Li et al. 2017), which the candidates then
    lose physically (``optim.prune.shrink``): unstructured zeros do not make dense kernels
    faster. One channel of each layer stays (``channel_sparsity``), and the output layer
-   keeps all of its (they are the model's outputs).
+   keeps all of its (they are the model's outputs); among equally fast options the smaller
+   wins (bytes are added with a weight below 1 % of a layer's time).
 4. **Allocation** ``allocate``: a 0–1 integer programme over one-hot choices, solved by
    ``scipy.optimize.milp``: the cheapest model whose predicted drop is within a tolerance, or
    the smallest predicted drop within a cost budget.
@@ -61,6 +62,9 @@ __all__ = ["ENERGY_PJ", "OBJECTIVES", "Option", "make_options", "channel_sparsit
            "energy_per_inference", "sensitivity_table", "hawq_v2_table", "joint_change", "additivity", "allocate", "back_off",
            "verify_and_repair", "search_tolerance", "validation_split", "paired_drop",
            "compress_to_target"]
+
+# the predicted drop of an option a layer cannot take (finite, for the integer programme)
+NOT_APPLICABLE = 1e9
 
 # Energy per operation in picojoules, 45 nm CMOS at 0.9 V: Horowitz 2014, "Computing's energy
 # problem (and what we can do about it)", ISSCC, figure 1.1.9; the 32-bit rows are the table
@@ -710,14 +714,17 @@ def compress_to_target(model: nn.Module, train, *, max_drop_pp: float, objective
         _save_json(table_path, {**key, "drops": drops.tolist(), "latency": latency})
     if latency is not None:  # JSON keys are strings
         latency = {n: {float(s): t for s, t in row.items()} for n, row in latency.items()}
-    if structured:  # the output layer is never cut (``_build``): its options are unpruned
-        drops[-1] = [drops[-1, options.index((0.0, b))] for _, b in options]
-        latency[names[-1]] = dict.fromkeys(latency[names[-1]], latency[names[-1]][0.0])
+    if structured:  # the output layer's channels are the classes: cutting them is no option
+        drops[-1] = [drops[-1, options.index((0.0, b))] if s == 0 else NOT_APPLICABLE
+                     for s, b in options]
     sizes = {n: int(m.weight.data.size) for n, m in layers.items()}
     channels = {n: int(m.weight.shape[0]) for n, m in layers.items()}
     macs = layer_macs(model, (1,) + x.shape[1:])
     zeros = {n: float(np.mean(m.weight.data == 0)) for n, m in layers.items()}
     costs = option_costs(sizes, channels, macs, options, objective, latency, zeros)
+    if structured:  # equally fast options: the smaller one (bytes weigh < 1 % of a layer's time)
+        size = option_costs(sizes, channels, macs, options, "bytes", None, zeros)
+        costs = costs + 0.01 * costs.min() / size.sum(axis=0).max() * size
     reference = _correct(model if reference is None else reference, val)
 
     candidates_path = None if work is None else work / "auto_candidates.json"

@@ -133,8 +133,9 @@ def test_latency_objective_removes_channels_physically(small_mnist_model, monkey
 def test_structured_options_keep_one_channel_per_layer(small_mnist_model):
     """Latency objective with sparsity 0.97 offered: 0.97 · C units would round to all C of a
     small layer, so every structured cut keeps one unit at least (``channel_sparsity``), and
-    the output layer keeps all its 10 (they are the classes): every candidate runs and gives
-    10 logits. Without sparsity 0.0 among the options the objective is refused."""
+    the output layer keeps all its 10 (they are the classes; options cutting them are not
+    applicable): every candidate runs and gives 10 logits. Without sparsity 0.0 among the
+    options the objective is refused."""
     assert auto.channel_sparsity(0.97, 10) == 0.9 and auto.channel_sparsity(0.5, 10) == 0.5
     model, train = small_mnist_model
     out, details = auto.compress_to_target(model, train, max_drop_pp=100.0, objective="latency",
@@ -142,6 +143,8 @@ def test_structured_options_keep_one_channel_per_layer(small_mnist_model):
                                            calibration_images=128)
     widths = [m.weight.shape for m in out.modules() if isinstance(m, nn.Linear)]
     assert widths[-1][0] == 10 and all(w[0] >= 1 for w in widths)
+    assert details["chosen"]["3"][0] == 0.0  # cutting the classes is not an option
+    assert all(c["options"]["3"][0] == 0.0 for c in details["candidates"])
     assert out(minnet.Tensor(train[0][:5])).shape == (5, 10)
     with pytest.raises(ValueError, match="sparsity 0.0"):
         auto.compress_to_target(model, train, max_drop_pp=1.0, objective="latency",
