@@ -26,7 +26,7 @@ The steps, each a function here:
 5. **Verify** ``search_tolerance``: measure allocations on held-out validation data, searching
    the programme's limit for the cheapest one that measures within the tolerance; **repair**
    ``verify_and_repair``: if none does, back off the layer whose current option is predicted
-   to cost the most accuracy until the measured drop fits.
+   to cost the most accuracy (equal predictions: the most loss) until the measured drop fits.
 
 ``compress_to_target`` runs the whole procedure on a model (the pipeline's ``auto`` stage).
 Tests: ``tests/optim/test_auto.py`` and ``tests/optim/test_auto_stage.py``.
@@ -281,11 +281,14 @@ def _with_weights(model: nn.Module, weights: dict[str, np.ndarray]) -> nn.Module
     return out
 
 
-def _score(model: nn.Module, data, metric: str) -> float:
-    """Loss (``"loss"``) or minus the accuracy in percentage points (``"accuracy"``): larger
-    is worse in both."""
+def _scores(model: nn.Module, data) -> dict[str, float]:
+    """Loss and minus the accuracy in percentage points: larger is worse in both."""
     result = evaluate(model, data, 500, F.cross_entropy)
-    return result["loss"] if metric == "loss" else -100.0 * result["accuracy"]
+    return {"loss": result["loss"], "accuracy": -100.0 * result["accuracy"]}
+
+
+def _score(model: nn.Module, data, metric: str) -> float:
+    return _scores(model, data)[metric]
 
 
 def joint_change(model: nn.Module, data, choice: dict[str, Option], metric: str = "loss",
@@ -301,13 +304,18 @@ def joint_change(model: nn.Module, data, choice: dict[str, Option], metric: str 
             - _score(model, data, metric))
 
 
-def _changed_score(model: nn.Module, data, choice: dict[str, Option], metric: str,
-                   observer: str, structured: bool) -> float:
+def _changed_scores(model: nn.Module, data, choice: dict[str, Option], observer: str,
+                    structured: bool) -> dict[str, float]:
     layers = quantizable_layers(model)
     weights = {n: compress_weight(layers[n].weight.data, *opt, observer=observer,
                                   structured=structured)
                for n, opt in choice.items()}
-    return _score(_with_weights(model, weights), data, metric)
+    return _scores(_with_weights(model, weights), data)
+
+
+def _changed_score(model: nn.Module, data, choice: dict[str, Option], metric: str,
+                   observer: str, structured: bool) -> float:
+    return _changed_scores(model, data, choice, observer, structured)[metric]
 
 
 def sensitivity_table(model: nn.Module, data, options: Sequence[Option], metric: str = "loss",
@@ -320,10 +328,16 @@ def sensitivity_table(model: nn.Module, data, options: Sequence[Option], metric:
     """
     if metric not in METRICS:
         raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
-    names = list(quantizable_layers(model))
-    reference = _score(model, data, metric)
-    return np.array([[_changed_score(model, data, {name: opt}, metric, observer, structured)
-                      - reference for opt in options] for name in names])
+    return _sensitivity_tables(model, data, options, observer, structured)[metric]
+
+
+def _sensitivity_tables(model: nn.Module, data, options: Sequence[Option], observer: str,
+                        structured: bool) -> dict[str, np.ndarray]:
+    """``sensitivity_table`` for every metric from one evaluation per (layer, option)."""
+    reference = _scores(model, data)
+    rows = [[_changed_scores(model, data, {name: opt}, observer, structured) for opt in options]
+            for name in quantizable_layers(model)]
+    return {m: np.array([[r[m] - reference[m] for r in row] for row in rows]) for m in METRICS}
 
 
 def _float64_loss_grad(model: nn.Module, data, name: str) -> Callable[[np.ndarray], np.ndarray]:
@@ -463,30 +477,46 @@ def allocate(costs, drops, *, tolerance: float | None = None, budget: float | No
     return [int(k) for k in np.round(result.x).reshape(n_layers, n_options).argmax(axis=1)]
 
 
-def back_off(choice: Sequence[int], costs, drops) -> list[int] | None:
+def back_off(choice: Sequence[int], costs, drops, tiebreak=None) -> list[int] | None:
     r"""One repair step: the layer :math:`l^*` whose current option has the largest predicted
     drop :math:`d_{l,k(l)}` among layers that have an option of smaller drop moves to the
     cheapest option with :math:`d \le d_{l^*,k(l^*)}/2` (or, if none, the cheapest with a
-    smaller drop). Every step lowers one layer's predicted drop, so at most layers × options
-    steps follow each other; None when no layer can back off. Test:
-    ``tests/optim/test_auto.py::test_repair_terminates_and_meets_the_tolerance``."""
+    smaller drop). When no layer has a smaller drop (an accuracy table is coarse: one-layer
+    drops of 0 everywhere while the joint drop is not), ``tiebreak`` (layers × options, e.g.
+    the one-layer loss changes) orders equal drops: the layer of largest current tiebreak
+    among those with an equal-drop option of smaller tiebreak moves to the cheapest such
+    option. Every step lowers one layer's (drop, tiebreak) pair, so the steps end; None when
+    no layer can back off. Tests:
+    ``tests/optim/test_auto.py::test_repair_terminates_and_meets_the_tolerance`` and
+    ``::test_back_off_breaks_ties_of_the_predicted_drop``."""
     costs = _check_matrix(costs, "costs")
     drops = _check_matrix(drops, "drops", costs.shape)
+    tiebreak = np.zeros(costs.shape) if tiebreak is None else \
+        _check_matrix(tiebreak, "tiebreak", costs.shape)
     choice = list(choice)
-    current = drops[np.arange(len(choice)), choice]
+    rows = np.arange(len(choice))
+    current, current_tie = drops[rows, choice], tiebreak[rows, choice]
     movable = [l for l in range(len(choice)) if np.any(drops[l] < current[l])]
-    if not movable:
-        return None
-    layer = max(movable, key=lambda l: (current[l], -l))
-    halved = np.flatnonzero(drops[layer] <= current[layer] / 2)
-    smaller = halved if halved.size else np.flatnonzero(drops[layer] < current[layer])
-    choice[layer] = int(min(smaller, key=lambda k: (costs[layer, k], drops[layer, k], k)))
+    if movable:
+        layer = max(movable, key=lambda l: (current[l], -l))
+        halved = np.flatnonzero(drops[layer] <= current[layer] / 2)
+        better = halved if halved.size else np.flatnonzero(drops[layer] < current[layer])
+    else:
+        movable = [l for l in range(len(choice)) if np.any(
+            (drops[l] == current[l]) & (tiebreak[l] < current_tie[l]))]
+        if not movable:
+            return None
+        layer = max(movable, key=lambda l: (current_tie[l], -l))
+        better = np.flatnonzero((drops[layer] == current[layer])
+                                & (tiebreak[layer] < current_tie[layer]))
+    choice[layer] = int(min(better, key=lambda k: (costs[layer, k], drops[layer, k],
+                                                   tiebreak[layer, k], k)))
     return choice
 
 
 def verify_and_repair(choice: Sequence[int], costs, drops, tolerance: float,
-                      measure: Callable[[list[int]], float], max_steps: int = 50
-                      ) -> tuple[list[int], list[dict]]:
+                      measure: Callable[[list[int]], float], max_steps: int = 50,
+                      tiebreak=None) -> tuple[list[int], list[dict]]:
     r"""Measure ``choice`` (``measure(choice)`` → the drop on validation data); while it
     exceeds ``tolerance``, ``back_off`` and measure again, at most ``max_steps`` times.
     Returns the last choice and every candidate measured (``{"choice", "predicted",
@@ -503,7 +533,7 @@ def verify_and_repair(choice: Sequence[int], costs, drops, tolerance: float,
                         "measured": measured, "cost": float(costs[rows, choice].sum())})
         if measured <= tolerance:
             break
-        step = back_off(choice, costs, drops)
+        step = back_off(choice, costs, drops, tiebreak)
         if step is None:
             break
         choice = step
@@ -668,7 +698,8 @@ def compress_to_target(model: nn.Module, train, *, max_drop_pp: float, objective
     limit for all but two of the ``max_candidates`` built candidates (``_build``: prune, fine-tune,
     ``quantize_mixed`` with 8-bit activations), keeping the cheapest that measures within
     ``max_drop_pp``; if none does, ``verify_and_repair`` from the least aggressive one with
-    the remaining candidates.
+    the remaining candidates (equal predicted drops ordered by the one-layer loss changes,
+    measured in the same pass).
 
     ``objective = "latency"`` prunes whole output channels and costs each option by
     ``latency_table`` on one image.
@@ -705,13 +736,16 @@ def compress_to_target(model: nn.Module, train, *, max_drop_pp: float, objective
     table_path = None if work is None else work / "auto_table.json"
     key = {"options": [list(o) for o in options], "structured": structured}
     saved = _load_json(table_path)
-    if saved is not None and all(saved.get(k) == v for k, v in key.items()):
+    if saved is not None and all(saved.get(k) == v for k, v in key.items()) \
+            and "loss_changes" in saved:
         drops, latency = np.asarray(saved["drops"]), saved["latency"]
+        loss_changes = np.asarray(saved["loss_changes"])
     else:  # the measured latencies are saved too: a resumed run allocates the same
-        drops = np.maximum(sensitivity_table(model, val, options, "accuracy", observer,
-                                             structured), 0.0)
+        tables = _sensitivity_tables(model, val, options, observer, structured)
+        drops, loss_changes = np.maximum(tables["accuracy"], 0.0), tables["loss"]
         latency = latency_table(model, (1,) + x.shape[1:], sparsities) if structured else None
-        _save_json(table_path, {**key, "drops": drops.tolist(), "latency": latency})
+        _save_json(table_path, {**key, "drops": drops.tolist(),
+                                "loss_changes": loss_changes.tolist(), "latency": latency})
     if latency is not None:  # JSON keys are strings
         latency = {n: {float(s): t for s, t in row.items()} for n, row in latency.items()}
     if structured:  # the output layer's channels are the classes: cutting them is no option
@@ -763,7 +797,8 @@ def compress_to_target(model: nn.Module, train, *, max_drop_pp: float, objective
     else:  # nothing measured fits: back off from the least aggressive candidate searched
         start = min(searched, key=lambda item: item["limit"])["choice"]
         choice, repaired = verify_and_repair(start, costs, drops, max_drop_pp, measure,
-                                             max_steps=max(0, max_candidates - len(searched)))
+                                             max_steps=max(0, max_candidates - len(searched)),
+                                             tiebreak=loss_changes)
         repaired = repaired[1:]  # its first entry is the searched start, measured already
     history = searched + repaired
     history.sort(key=lambda item: item["choice"] == choice)  # the chosen candidate last

@@ -216,6 +216,25 @@ def test_repair_terminates_and_meets_the_tolerance(problem, factor, extra):
     assert history[-1]["choice"] == choice
 
 
+def test_back_off_breaks_ties_of_the_predicted_drop():
+    """Every predicted drop 0 (a coarse accuracy table) and a joint drop that is not: without
+    a tiebreak nothing can back off; with the one-layer loss changes, the layer of largest
+    loss change (layer 1: 0.3) moves to its cheapest option of smaller loss change (option 1,
+    cost 2, not option 2, cost 3), then layer 0; the repair loop follows these steps until the
+    measured drop fits."""
+    costs = np.array([[1.0, 2.0, 3.0], [1.0, 2.0, 3.0]])
+    drops = np.zeros((2, 3))
+    loss = np.array([[0.2, 0.1, 0.0], [0.3, 0.05, 0.0]])
+    assert auto.back_off([0, 0], costs, drops) is None
+    assert auto.back_off([0, 0], costs, drops, loss) == [0, 1]
+    assert auto.back_off([0, 1], costs, drops, loss) == [1, 1]
+    assert auto.back_off([2, 2], costs, drops, loss) is None
+    _, history = auto.verify_and_repair([0, 0], costs, drops, 0.5,
+                                        lambda c: 1.0 - 0.3 * sum(c), tiebreak=loss)
+    assert [h["choice"] for h in history] == [[0, 0], [0, 1], [1, 1]]
+    assert history[-1]["measured"] == pytest.approx(0.4)
+
+
 @given(programmes(), st.floats(0.1, 1.0))
 def test_search_tolerance_finds_a_cheaper_fitting_choice(problem, factor):
     """When the one-layer sum overestimates the measured drop (measured = factor × sum,
