@@ -256,6 +256,12 @@ EQUIVALENT: dict[str, dict[str, str]] = {
         "Pow.backward: 1 -> 0 #3":
             "the log placeholder for a <= 0, whose result the outer np.where discards",
     },
+    "minnet.ops.resize": {
+        "_is_identity: 0 -> 1":
+            "the identity test is a fast path: comparing index.shape[1] (1 or 2 taps) with the "
+            "input size only detects identity less often (the same cases when the size is 1 or "
+            "2 and the rest holds), and the general path gives the same values",
+    },
     "minnet.ops.norm": {
         "BatchNorm.forward: x.size // x.shape[1] -> x.size / x.shape[1]":
             "x.size is a multiple of x.shape[1]: the true quotient equals the floor quotient",

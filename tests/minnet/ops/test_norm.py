@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 import helpers
 import minnet
 from minnet import functional as F
+from minnet.ops.norm import Dropout, LocalResponseNorm
 
 MOMENTUM, EPS = 0.1, 1e-5
 
@@ -377,3 +378,33 @@ def test_batch_norm_affine_gradients_when_the_input_needs_none(training):
     x_hat = (x - mu[:, None]) / np.sqrt(sigma2[:, None] + EPS)
     np.testing.assert_allclose(gamma.grad, (g * x_hat).sum(axis=(0, 2)), rtol=1e-6)
     np.testing.assert_allclose(beta.grad, g.sum(axis=(0, 2)), rtol=1e-12)
+
+
+class _ConstantDraws:
+    """A generator stand-in whose uniform draws all equal ``value``."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def random(self, shape):
+        return np.full(shape, self.value)
+
+
+def test_dropout_keeps_a_unit_whose_draw_equals_p():
+    """m = 1[u >= p] with u ~ U[0, 1): P(m = 1) = 1 - p exactly, so a draw u = p keeps its
+    unit (scaled by 1 / (1 - p)) and u just below p drops it."""
+    x = np.ones(3)
+    kept = Dropout.apply(minnet.tensor(x), p=0.25, rng=_ConstantDraws(0.25)).data
+    np.testing.assert_array_equal(kept, np.full(3, 1 / 0.75))
+    dropped = Dropout.apply(minnet.tensor(x), p=0.25, rng=_ConstantDraws(np.nextafter(0.25, 0)))
+    np.testing.assert_array_equal(dropped.data, np.zeros(3))
+
+
+def test_local_response_norm_defaults_are_pytorchs():
+    """LocalResponseNorm.apply(x, size=n) alone: alpha 1e-4, beta 0.75, k 1 and floor(n/2)
+    channels before c, as torch.nn.functional.local_response_norm."""
+    x = np.random.default_rng(0).standard_normal((2, 5, 3)) * 30
+    for size in (2, 3, 4):
+        want = F.local_response_norm(minnet.tensor(x), size, 1e-4, 0.75, 1.0).data
+        got = LocalResponseNorm.apply(minnet.tensor(x), size=size).data
+        np.testing.assert_allclose(got, want, rtol=1e-12)

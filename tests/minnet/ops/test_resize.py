@@ -206,6 +206,15 @@ ERRORS = [
     (lambda: F.resize(X4, (2, 2), nearest_mode="round"), ValueError, r"nearest_mode must be one of"),
     (lambda: F.resize(X4, (1, 1, 1, 2, 2)), ValueError, r"must give 1 to 4 sizes for x of shape"),
     (lambda: F.resize(X4, (2, 2), scales=(2.0,)), TypeError, r"scales must be a number or a sequence of 2"),
+    (lambda: F.resize(X4, None), ValueError, r"size None must give 1 to 4 sizes"),
+    (lambda: F.resize(X4, ()), ValueError, r"size \(\) must give 1 to 4 sizes"),
+    (lambda: F.resize(X4, (2.5, 2)), TypeError, r"size must be an int or a sequence of 2 ints"),
+    (lambda: F.resize(X4, (True, 2)), TypeError, r"size must be an int or a sequence of 2 ints"),
+    (lambda: F.resize(X4, (2, 2), scales=(True, 2.0)), TypeError,
+     r"scales must be a number or a sequence of 2"),
+    (lambda: F.resize(X4, (2, 2), scales=(0.0, 2.0)), ValueError,
+     r"scales must be positive and finite"),
+    (lambda: F.resize(np.zeros((2, 0)), 3), ValueError, r"cannot resize empty axes"),
 ]
 
 
@@ -213,3 +222,11 @@ ERRORS = [
 def test_resize_errors_name_the_argument(call, error, message):
     with pytest.raises(error, match=message):
         call()
+
+
+def test_nearest_interpolation_of_volumes():
+    """mode "nearest" takes 3-, 4- and 5-D inputs (1 to 3 spatial axes), as PyTorch: a 2x
+    upsampling of a 2x2x2 volume repeats each voxel in a 2x2x2 block."""
+    x = np.arange(8.0).reshape(1, 1, 2, 2, 2)
+    out = F.interpolate(x, scale_factor=2, mode="nearest").data
+    np.testing.assert_array_equal(out, x.repeat(2, axis=2).repeat(2, axis=3).repeat(2, axis=4))
