@@ -699,7 +699,9 @@ def compress_to_target(model: nn.Module, train, *, max_drop_pp: float, objective
     ``quantize_mixed`` with 8-bit activations), keeping the cheapest that measures within
     ``max_drop_pp``; if none does, ``verify_and_repair`` from the least aggressive one with
     the remaining candidates (equal predicted drops ordered by the one-layer loss changes,
-    measured in the same pass).
+    measured in the same pass); if still none fits, the candidate of the smallest bound
+    (drop + ``confidence_z`` standard errors; then the cheapest), and ``met_on_validation``
+    is false.
 
     ``objective = "latency"`` prunes whole output channels and costs each option by
     ``latency_table`` on one image.
@@ -801,6 +803,8 @@ def compress_to_target(model: nn.Module, train, *, max_drop_pp: float, objective
                                              tiebreak=loss_changes)
         repaired = repaired[1:]  # its first entry is the searched start, measured already
     history = searched + repaired
+    if all(item["measured"] > max_drop_pp for item in history):  # none fits: the best bound
+        choice = min(history, key=lambda item: (item["measured"], item["cost"]))["choice"]
     history.sort(key=lambda item: item["choice"] == choice)  # the chosen candidate last
     final = build(choice)
     for item in history:

@@ -151,6 +151,23 @@ def test_structured_options_keep_one_channel_per_layer(small_mnist_model):
                                 sparsities=(0.5,), bits=(8,))
 
 
+def test_when_no_candidate_fits_the_best_bound_is_kept(small_mnist_model, monkeypatch):
+    """Measured drops 3, 2, 1 and 2.5 pp (standard error 0, in the order the candidates are
+    measured) against a 0.5 pp tolerance: none fits, so the stage keeps the third candidate
+    (the smallest bound), not the last one tried, and says the target was not met."""
+    model, train = small_mnist_model
+    drops = iter([3.0, 2.0, 1.0, 2.5])
+    monkeypatch.setattr(auto, "paired_drop", lambda reference, correct: (next(drops), 0.0))
+    _, details = auto.compress_to_target(model, train, max_drop_pp=0.5,
+                                         sparsities=(0.0, 0.5, 0.9), bits=(8, 4, 2),
+                                         max_candidates=4, calibration_images=128)
+    measured = [c["drop_pp"] for c in details["candidates"]]
+    assert sorted(measured) == [1.0, 2.0, 2.5, 3.0]
+    assert details["candidates"][-1]["drop_pp"] == 1.0
+    assert details["chosen"] == details["candidates"][-1]["options"]
+    assert details["met_on_validation"] is False
+
+
 def tiny_config(text: str) -> str:
     replace = {"epochs = 20": "epochs = 1", "fine_tune_epochs = 6": "fine_tune_epochs = 1",
                "fine_tune_epochs = 3": "fine_tune_epochs = 1", "epochs = 10": "epochs = 1",
