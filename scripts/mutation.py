@@ -263,6 +263,12 @@ EQUIVALENT: dict[str, dict[str, str]] = {
             "2 and the rest holds), and the general path gives the same values",
     },
     "minnet.ops.norm": {
+        **{f"channel_window_sum: {m}":
+           "offsets of magnitude C or more select no channel (lo >= hi), so clamping the "
+           "offsets at C instead of C - 1 adds nothing"
+           for m in ("channels - 1 -> channels + 1", "1 -> 0 #2",
+                     "channels - 1 -> channels + 1 #2", "1 -> 0 #3")},
+        "channel_window_sum: lo < hi -> lo <= hi": "lo = hi adds an empty slice",
         "BatchNorm.forward: x.size // x.shape[1] -> x.size / x.shape[1]":
             "x.size is a multiple of x.shape[1]: the true quotient equals the floor quotient",
         "BatchNorm.backward: g.size // g.shape[1] -> g.size / g.shape[1]":

@@ -408,3 +408,16 @@ def test_local_response_norm_defaults_are_pytorchs():
         want = F.local_response_norm(minnet.tensor(x), size, 1e-4, 0.75, 1.0).data
         got = LocalResponseNorm.apply(minnet.tensor(x), size=size).data
         np.testing.assert_allclose(got, want, rtol=1e-12)
+
+
+def test_layer_norm_affine_gradients_when_the_input_needs_none():
+    """x a constant, gamma and beta trained over the last axis: dL/dgamma = sum over the
+    leading axes of g x_hat, dL/dbeta = sum of g."""
+    rng = np.random.default_rng(1)
+    x, g = rng.standard_normal((3, 4)), rng.standard_normal((3, 4))
+    gamma = minnet.tensor(rng.standard_normal(4), requires_grad=True)
+    beta = minnet.tensor(np.zeros(4), requires_grad=True)
+    F.layer_norm(minnet.tensor(x), (4,), gamma, beta).backward(g)
+    x_hat = (x - x.mean(axis=1, keepdims=True)) / np.sqrt(x.var(axis=1, keepdims=True) + EPS)
+    np.testing.assert_allclose(gamma.grad, (g * x_hat).sum(axis=0), rtol=1e-6)
+    np.testing.assert_allclose(beta.grad, g.sum(axis=0), rtol=1e-12)

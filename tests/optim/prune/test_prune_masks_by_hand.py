@@ -43,3 +43,23 @@ def test_sparsity_of_nothing_is_zero_and_global_masks_need_a_list():
     for bad in (np.ones(3), []):
         with pytest.raises(ValueError, match="non-empty sequence"):
             global_topk_masks(bad, 1)
+
+
+def test_ln_structured_defaults_to_the_l2_norm():
+    """Rows (3, 4) and (4.7, 0): L2 norms 5 and 4.7 prune the second row; L1 (7, 4.7) would
+    too, but L3 (4.50, 4.7) would prune the first."""
+    w = np.array([[3.0, 4.0], [4.7, 0.0]])
+    np.testing.assert_array_equal(ln_structured_mask(w, 1), [[True, True], [False, False]])
+    np.testing.assert_array_equal(ln_structured_mask(w, 1, n=3), [[False, False], [True, True]])
+
+
+def test_nm_mask_groups_along_the_last_axis_by_default():
+    """2:4 on a (1, 4, 4) ramp: along the last axis every row keeps its two largest columns."""
+    scores = np.arange(16.0).reshape(1, 4, 4)
+    keep = nm_mask(scores)
+    np.testing.assert_array_equal(keep[0], np.tile([False, False, True, True], (4, 1)))
+
+
+def test_global_masks_refuse_a_previous_mask_list_of_another_length():
+    with pytest.raises(ValueError, match="previous_masks has 1 masks for 2 score arrays"):
+        global_topk_masks([np.ones(2), np.ones(3)], 1, previous_masks=[np.ones(2, bool)])
