@@ -98,7 +98,7 @@ def channel_sparsity(sparsity: float, channels: int) -> float:
     """The fraction of a layer's ``channels`` output channels that structured pruning removes
     for option sparsity ``sparsity``: capped at (C - 1) / C, so at least one channel stays (a
     layer without outputs would make the model constant). Test:
-    ``tests/optim/test_auto.py::test_structured_options_keep_one_channel_per_layer``."""
+    ``tests/optim/test_auto_stage.py::test_structured_options_keep_one_channel_per_layer``."""
     return min(float(sparsity), (channels - 1) / channels)
 
 
