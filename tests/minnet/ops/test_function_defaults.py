@@ -27,10 +27,11 @@ def test_reductions_default_to_every_axis_without_keepdims_and_ddof_0(function, 
 
 @pytest.mark.parametrize("function, log", [(Softmax, False), (LogSoftmax, True)])
 def test_softmax_family_defaults_to_the_last_axis(function, log):
-    """dim = -1: each row of X sums to 1 (in probability)."""
-    out = function.apply(minnet.Tensor(X)).data
-    e = np.exp(X - X.max(axis=1, keepdims=True))
-    expected = e / e.sum(axis=1, keepdims=True)
+    """dim = -1 of a (2, 2, 3) input: each innermost row sums to 1 (in probability)."""
+    x = np.stack([X, X[::-1]])
+    out = function.apply(minnet.Tensor(x)).data
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    expected = e / e.sum(axis=-1, keepdims=True)
     np.testing.assert_allclose(out, np.log(expected) if log else expected, rtol=1e-5)
 
 
