@@ -86,7 +86,8 @@ TESTS = {
     "optim.quant.huffman": [_Q + "test_quant_huffman.py", _Q + "test_quant_lowbit_by_hand.py"],
     "optim.prune.scores": [_P + "test_prune_scores_by_hand.py", _P + "test_prune_scores.py",
                            _P + "test_prune_hessian.py", _P + "test_prune_feature_maps.py"],
-    "optim.prune.criteria": [_P + "test_prune_model.py", _P + "test_prune_grasp.py"],
+    "optim.prune.criteria": [_P + "test_prune_criteria_by_hand.py", _P + "test_prune_model.py",
+                             _P + "test_prune_grasp.py", _P + "test_prune_feature_maps.py"],
     "optim.prune.masks": [_P + "test_prune_masks_by_hand.py", _P + "test_prune_masks.py"],
     "optim.distill.soft": ["tests/optim/distill/test_soft_by_hand.py",
                            "tests/optim/distill/test_distill_kd.py"],
@@ -260,6 +261,11 @@ EQUIVALENT: dict[str, dict[str, str]] = {
         "Pow.backward: 1 -> 0 #3":
             "the log placeholder for a <= 0, whose result the outer np.where discards",
     },
+    "optim.prune.criteria": {
+        f"{fn}: 256 -> 257": "the batch size only splits the data into chunks whose "
+        "gradients or activations are summed or concatenated: the same totals up to float "
+        "rounding" for fn in ("mean_gradients", "flat_gradient", "hessian_diagonals",
+                              "activations", "activations_and_gradients")},
     "minnet.ops.resize": {
         "_is_identity: 0 -> 1":
             "the identity test is a fast path: comparing index.shape[1] (1 or 2 taps) with the "
