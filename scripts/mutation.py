@@ -261,6 +261,10 @@ EQUIVALENT: dict[str, dict[str, str]] = {
         "Pow.backward: 1 -> 0 #3":
             "the log placeholder for a <= 0, whose result the outer np.where discards",
     },
+    "optim.prune.scores": {
+        "fpgm_scores: 1 -> 0 #4": "the distance matrix is symmetric: its row sums are its "
+                                  "column sums",
+    },
     "optim.prune.criteria": {
         f"{fn}: 256 -> 257": "the batch size only splits the data into chunks whose "
         "gradients or activations are summed or concatenated: the same totals up to float "

@@ -54,6 +54,44 @@ def test_activation_criteria_observe_the_last_channel_wise_module():
                                1.0 - S.apoz(acts))
 
 
+def test_a_unit_is_observed_after_its_own_channel_wise_modules_only():
+    """Linear, ReLU, Linear: unit outputs of layer 0 are seen after the ReLU (never negative),
+    those of the last layer at the layer itself; one sample is enough data."""
+    minnet.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
+    x = _data(30)[0]
+    np.testing.assert_allclose(C.channel_scores(model, "0", "activation_variance", data=_data(30)),
+                               S.activation_variance(np.maximum(x @ model[0].weight.data.T
+                                                                + model[0].bias.data, 0)),
+                               rtol=1e-5)
+    logits = C.activations(model, model[2], x)
+    np.testing.assert_allclose(C.channel_scores(model, "2", "activation_variance", data=_data(30)),
+                               S.activation_variance(logits), rtol=1e-6)
+    assert C.channel_scores(model, "0", "taylor", data=_data(1)).shape == (3,)
+
+
+def test_entropy_criterion_uses_100_bins():
+    model, data = _mlp(), _data(400)
+    acts = C.activations(model, model[2], data[0])
+    got = C.channel_scores(model, "0", "activation_entropy", data=data)
+    np.testing.assert_allclose(got, S.activation_entropy(acts, 100))
+    assert not np.allclose(got, S.activation_entropy(acts, 101))
+
+
+def test_obd_hutchinson_defaults_to_20_probes(monkeypatch):
+    seen = {}
+    real = C.hessian_diagonals
+
+    def hessian_diagonals(model, targets, data, *, n_samples=None, **kwargs):
+        seen["n_samples"] = n_samples
+        return real(model, targets, data, n_samples=2, **kwargs)
+
+    monkeypatch.setattr(C, "hessian_diagonals", hessian_diagonals)
+    model = _mlp()
+    C.weight_scores(model, [("0", model[0], "weight")], "obd_hutchinson", data=_data())
+    assert seen == {"n_samples": 20}
+
+
 def test_bn_scale_reads_the_batch_norm_right_after_the_layer():
     model = _mlp()
     model[1].weight.data = np.array([0.5, -2.0, 1.0], np.float32)

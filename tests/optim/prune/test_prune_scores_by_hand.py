@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from optim.prune.scores import (activation_entropy, finite_difference_hvp, fisher_diagonal,
-                                hutchinson_diagonal, influence_scores, magnitude_scores,
+                                fpgm_scores, hutchinson_diagonal, influence_scores,
+                                magnitude_scores,
                                 slimming_penalty_grad, snip_scores, taylor_feature_map_scores)
 
 
@@ -81,3 +82,17 @@ def test_feature_map_scores_need_a_batch_and_channels(shape):
 
 def test_slimming_penalty_may_be_zero():
     np.testing.assert_array_equal(slimming_penalty_grad(np.array([1.0, -2.0]), 0.0), [0.0, 0.0])
+
+
+def test_fpgm_of_scalar_filters_is_the_summed_distance():
+    """Filters 0, 0.1, 0.3 (one weight each): Σ_j |w_i - w_j| = 0.4, 0.3, 0.5; a 0-d weight has
+    no filters."""
+    np.testing.assert_allclose(fpgm_scores(np.array([0.0, 0.1, 0.3])), [0.4, 0.3, 0.5])
+    with pytest.raises(ValueError, match="at least one dimension"):
+        fpgm_scores(np.array(1.0))
+
+
+def test_taylor_feature_maps_without_any_signal_stay_zero():
+    """All activations 0: every θ_k is 0 and the ℓ2 normalisation leaves them 0 (no 0 / 0)."""
+    scores = taylor_feature_map_scores(np.zeros((2, 3, 4)), np.ones((2, 3, 4)))
+    np.testing.assert_array_equal(scores, [0.0, 0.0, 0.0])
