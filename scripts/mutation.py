@@ -266,11 +266,18 @@ EQUIVALENT: dict[str, dict[str, str]] = {
                                   "column sums",
     },
     "optim.prune.criteria": {
-        f"{fn}: 256 -> 257": "the batch size only splits the data into chunks whose "
-        "gradients or activations are summed or concatenated: the same totals up to float "
-        "rounding" for fn in ("mean_gradients", "flat_gradient", "hessian_diagonals",
-                              "activations", "activations_and_gradients")},
+        "_check_data: 0 -> 1 #2": "len(data[1]) == 0 is len(data[0]) == 0: the lengths were "
+                                  "checked equal just before",
+        **{f"{fn}: 256 -> 257": "the batch size only splits the data into chunks whose "
+           "gradients or activations are summed or concatenated: the same totals up to float "
+           "rounding" for fn in ("mean_gradients", "flat_gradient", "hessian_diagonals",
+                                 "activations", "activations_and_gradients")},
+    },
     "minnet.ops.resize": {
+        **{f"linear_taps: {m}": "every coordinate mode maps into [-0.5, in - 0.5) or "
+           "[0, in - 1], so a looser upper clamp only lets c in (in - 1, in): both taps are then in - 1 with "
+           "weights summing to 1, the clamped value up to rounding"
+           for m in ("in_size - 1 -> in_size + 1", "1 -> 0")},
         "_is_identity: 0 -> 1":
             "the identity test is a fast path: comparing index.shape[1] (1 or 2 taps) with the "
             "input size only detects identity less often (the same cases when the size is 1 or "

@@ -8,6 +8,7 @@ import minnet
 from minnet.ops.elementwise import HardSigmoid, LeakyReLU
 from minnet.ops.linalg import Linear, MatMul
 from minnet.ops.loss import CrossEntropy
+from minnet.ops.norm import LayerNorm
 from minnet.ops.pool import AvgPool2d, MaxPool2d
 from minnet.ops.reduce import LogSoftmax, Max, Mean, Softmax, Sum, Var
 from minnet.ops.shape import Concatenate, Pad, Stack
@@ -94,3 +95,10 @@ def test_leaky_relu_and_hard_sigmoid_default_to_pytorchs_constants():
     x = minnet.Tensor(np.array([-3.0, -1.0, 0.0, 1.5, 6.0]))
     np.testing.assert_allclose(LeakyReLU.apply(x).data, [-0.03, -0.01, 0.0, 1.5, 6.0])
     np.testing.assert_allclose(HardSigmoid.apply(x).data, [0.0, 1 / 3, 0.5, 0.75, 1.0])
+
+
+def test_layer_norm_defaults_to_eps_1e_5():
+    """Rows (0, 1e-3): variance 2.5e-7 is far below eps, so eps = 1e-5 shows in the output."""
+    x = np.array([[0.0, 1e-3]])
+    got = LayerNorm.apply(minnet.Tensor(x), None, None, normalized_shape=(2,)).data
+    np.testing.assert_allclose(got, (x - 5e-4) / np.sqrt(2.5e-7 + 1e-5), rtol=1e-6)

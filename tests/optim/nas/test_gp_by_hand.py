@@ -71,3 +71,23 @@ def test_expected_improvement_by_hand():
     from optim.nas.gp import expected_improvement
     assert expected_improvement(0.0, 1.0, 0.0) == pytest.approx(1 / np.sqrt(2 * np.pi))
     assert expected_improvement(0.0, 0.0, 1.0) == 1.0
+
+
+def test_fit_gp_survives_a_likelihood_that_cannot_be_factorised(monkeypatch):
+    """A Cholesky failure at a trial θ counts as -inf likelihood (zero gradient), not as an
+    error: with every θ failing, the fit still returns bounded parameters."""
+    from optim.nas import gp as G
+
+    def failing(x, y, theta):
+        raise np.linalg.LinAlgError("not positive definite")
+
+    monkeypatch.setattr(G, "log_marginal_likelihood", failing)
+    params = G.fit_gp(np.array([[0.0], [1.0]]), np.array([0.0, 1.0]),
+                      np.random.default_rng(0), restarts=0)
+    assert isinstance(params, GPParams)
+
+
+def test_mismatched_observations_name_both_shapes():
+    from optim.nas import gp as G
+    with pytest.raises(ValueError, match=r"y must have shape \(3,\) to match x"):
+        G.fit_gp(np.zeros((3, 1)), np.zeros(2), np.random.default_rng(0))

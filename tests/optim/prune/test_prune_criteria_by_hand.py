@@ -117,3 +117,12 @@ def test_hessian_diagonals_default_to_20_probes_and_a_1e_3_step(monkeypatch):
     model = _mlp()
     C.hessian_diagonals(model, [("0", model[0], "weight")], _data())
     assert seen == {"n_samples": 20, "eps": 1e-3}
+
+
+def test_weight_scores_accept_a_callable_criterion():
+    """A callable is called as fn(model, targets, data, rng) and its scores cast per target."""
+    model = _mlp()
+    targets = [("0", model[0], "weight")]
+    scores = C.weight_scores(model, targets,
+                             lambda model, targets, data, rng: [np.full((3, 4), 2.0)])
+    np.testing.assert_array_equal(scores[0], np.full((3, 4), 2.0))
