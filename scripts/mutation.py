@@ -59,11 +59,13 @@ _T = "tests/optim/"
 
 # module -> the test files that state its laws (its docstring examples always run too)
 TESTS = {
-    "optim.prune.schedules": [_P + "test_prune_schedules.py", _P + "test_prune_schedules_by_hand.py"],
+    "optim.prune.schedules": [_P + "test_prune_schedules.py",
+                              _P + "test_prune_schedules_by_hand.py"],
     "optim.quant.affine": [_Q + "test_quant_affine.py", _Q + "test_quant_validation.py"],
     "optim.graph.cost": [_G + "test_graph_cost.py", _G + "test_graph_roofline.py",
                          _G + "test_graph_cost_features.py"],
-    "optim.quant.calibration": [_Q + "test_quant_calibration_by_hand.py", _Q + "test_quant_calibration.py",
+    "optim.quant.calibration": [_Q + "test_quant_calibration_by_hand.py",
+                                _Q + "test_quant_calibration.py",
                                 _Q + "test_quant_calibration_edges.py"],
     "optim.quant.ranges": [_Q + "test_quant_ranges.py", _Q + "test_quant_affine.py",
                            _Q + "test_quant_lowbit_by_hand.py"],
@@ -275,8 +277,8 @@ EQUIVALENT: dict[str, dict[str, str]] = {
     },
     "minnet.ops.resize": {
         **{f"linear_taps: {m}": "every coordinate mode maps into [-0.5, in - 0.5) or "
-           "[0, in - 1], so a looser upper clamp only lets c in (in - 1, in): both taps are then in - 1 with "
-           "weights summing to 1, the clamped value up to rounding"
+           "[0, in - 1], so a looser upper clamp only lets c in (in - 1, in): both taps are "
+           "then in - 1 with weights summing to 1, the clamped value up to rounding"
            for m in ("in_size - 1 -> in_size + 1", "1 -> 0")},
         "_is_identity: 0 -> 1":
             "the identity test is a fast path: comparing index.shape[1] (1 or 2 taps) with the "
@@ -596,7 +598,8 @@ def _child(module_name, code, tests, trace_file, storage):
         tracer = _tracer(module.__file__, lines)
         threading.settrace(tracer)
         sys.settrace(tracer)
-    status = pytest.main([*tests, "-x", "-q", "-p", "no:cacheprovider", "-p", "no:unraisableexception",
+    status = pytest.main([*tests, "-x", "-q", "-p", "no:cacheprovider",
+                          "-p", "no:unraisableexception",
                           "-p", "no:threadexception", "-W", "ignore",
                           f"--rootdir={ROOT}"])
     if trace_file:
