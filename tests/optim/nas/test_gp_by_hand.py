@@ -91,3 +91,12 @@ def test_mismatched_observations_name_both_shapes():
     from optim.nas import gp as G
     with pytest.raises(ValueError, match=r"y must have shape \(3,\) to match x"):
         G.fit_gp(np.zeros((3, 1)), np.zeros(2), np.random.default_rng(0))
+
+
+def test_one_observation_is_enough_and_none_is_refused():
+    from optim.nas import gp as G
+    params = G.fit_gp(np.array([[0.5, 0.5]]), np.array([1.0]), np.random.default_rng(0),
+                      restarts=0)
+    assert isinstance(params, GPParams)
+    with pytest.raises(ValueError, match="at least one observation"):
+        G.fit_gp(np.zeros((0, 2)), np.zeros(0), np.random.default_rng(0))
