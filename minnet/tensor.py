@@ -131,23 +131,28 @@ class Function:
                         requires_grad=record)
         if record:
             result._node = Node(cls, ctx, tensors, attrs)
-        for observer in _op_observers:
-            observer(cls, tensors, attrs, result)
+        observers = getattr(_observing, "callbacks", None)
+        if observers:
+            for observer in observers:
+                observer(cls, tensors, attrs, result)
         return result
 
 
-_op_observers: list[Callable] = []
+_observing = threading.local()  # per thread: a tracer sees only its own thread's ops
 
 
 @contextlib.contextmanager
 def observe_ops(callback: Callable[[type[Function], list, dict, Tensor], None]):
     """Inside the block, call ``callback(function, inputs, attrs, output)`` after every op
-    applied, with or without grad mode (the graph tracer records a forward pass this way)."""
-    _op_observers.append(callback)
+    this thread applies, with or without grad mode (the graph tracer records a forward pass
+    this way; threads tracing at once do not see each other's ops)."""
+    if not hasattr(_observing, "callbacks"):
+        _observing.callbacks = []
+    _observing.callbacks.append(callback)
     try:
         yield
     finally:
-        _op_observers.remove(callback)
+        _observing.callbacks.remove(callback)
 
 
 class _HookHandle:
