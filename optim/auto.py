@@ -34,7 +34,6 @@ Tests: ``tests/optim/test_auto.py`` and ``tests/optim/test_auto_stage.py``.
 from __future__ import annotations
 
 import copy
-import itertools
 import json
 import math
 import time
