@@ -113,7 +113,7 @@ TESTS = {
                           _O + "test_function_defaults.py"],
     "minnet.ops.loss": [_T + "test_small_laws_by_hand.py", _O + "test_loss.py",
                         _O + "test_function_defaults.py"],
-    "minnet.ops.norm": [_O + "test_norm.py"],
+    "minnet.ops.norm": [_O + "test_norm.py", _O + "test_function_defaults.py"],
     "minnet.ops.pool": [_O + "test_pool_by_hand.py", _O + "test_pool.py",
                         _O + "test_function_defaults.py"],
     "minnet.ops.reduce": [_O + "test_reduce_by_hand.py", _O + "test_reduce.py",
