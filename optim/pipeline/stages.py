@@ -461,7 +461,11 @@ def share_stage(model, options: dict, ctx: Context) -> Outcome:
                      "sparsity then removes whole output channels)",
                      ("bytes", "macs", "energy", "latency")),
     sparsities=Option("floats", [0.0, 0.5, 0.75, 0.875, 0.95], "per-layer magnitude pruning "
-                      "levels to choose from", low=0, high=1, open="high", check=_distinct),
+                      "levels to choose from (objectives bytes, macs, energy)", low=0, high=1,
+                      open="high", check=_distinct),
+    channel_sparsities=Option("floats", [0.0, 0.25, 0.5, 0.75], "per-layer fractions of "
+                              "output channels to remove, to choose from (objective latency; "
+                              "must include 0)", low=0, high=1, open="high", check=_distinct),
     bits=Option("floats", [8, 6, 5, 4, 3, 2], "per-layer weight bit widths to choose from "
                 "(activations: 8 bits)", low=MIN_BITS, high=8, check=_distinct_integers),
     confidence_z=Option("float", 1.0, "a candidate fits when its validation drop plus this "
@@ -510,7 +514,9 @@ def auto_stage(model, options: dict, ctx: Context) -> Outcome:
     quantized, details = compress_to_target(
         model, ctx.train, validation=ctx.validation, max_drop_pp=options["max_drop_pp"],
         objective=options["objective"],
-        sparsities=options["sparsities"], bits=[int(b) for b in options["bits"]],
+        sparsities=options["channel_sparsities" if options["objective"] == "latency"
+                           else "sparsities"],
+        bits=[int(b) for b in options["bits"]],
         validation_fraction=options["validation_fraction"], seed=seed, fine_tune=fine_tune,
         max_candidates=options["max_candidates"], confidence_z=options["confidence_z"],
         calibration_images=options["calibration_images"], size_of=packed_bytes,

@@ -196,3 +196,21 @@ def test_example_config_runs(tmp_path):
     assert all(c["size"] > 0 for c in rows["auto"]["details"]["candidates"])
     assert all(r["energy_uj"] > 0 for r in report["rows"])
     assert rows["auto"]["energy_uj"] < rows["baseline"]["energy_uj"]
+
+
+def test_latency_objective_chooses_among_channel_sparsities(tmp_path):
+    """With ``objective = "latency"`` the stage's options are the ``channel_sparsities`` (whole
+    output channels), not the magnitude-pruning ``sparsities``."""
+    text = tiny_config((ROOT / "optim" / "pipeline" / "auto_pipeline.toml").read_text())
+    text = text.replace('objective = "bytes"', 'objective = "latency"')
+    text = text.replace("channel_sparsities = [0.0, 0.25, 0.5, 0.75]",
+                        "channel_sparsities = [0.0, 0.5]")
+    config = tmp_path / "auto.toml"
+    config.write_text(text)
+    out = tmp_path / "out"
+    subprocess.run([sys.executable, "-m", "optim", "--config", str(config), "--out", str(out)],
+                   check=True, cwd=ROOT, capture_output=True, timeout=300)
+    rows = {r["stage"]: r for r in json.loads((out / "report.json").read_text())["rows"]}
+    details = rows["auto"]["details"]
+    assert details["objective"] == "latency"
+    assert {s for s, _ in details["options"]} == {0.0, 0.5}
