@@ -475,6 +475,9 @@ def share_stage(model, options: dict, ctx: Context) -> Outcome:
                                open="both"),
     fine_tune_epochs=_epochs(2, "fine-tuning epochs of each candidate after pruning (masks "
                              "kept)", low=0),
+    recovery_epochs=_epochs(0, "epochs of fine-tuning before a pruned option's one-layer "
+                            "sensitivity is measured (NetAdapt's short-term fine-tuning; 0: "
+                            "measured right after pruning)", low=0),
     distill=Option("bool", False, "fine-tune candidates as students of the baseline (Hinton "
                    "et al. 2015's loss, T = 4, alpha = 0.9) instead of on the labels alone"),
     max_candidates=Option("int", 8, "candidates built and measured at most (the fine-tuning "
@@ -511,6 +514,12 @@ def auto_stage(model, options: dict, ctx: Context) -> Outcome:
         else:
             trainer.fit(optimizer, data, epochs, **common)
 
+    def recover(candidate: nn.Module, data) -> None:
+        optimizer = optimizers.Adam(candidate.parameters(), lr=options["lr"])
+        fit(candidate, optimizer, data, options["recovery_epochs"], batch_size=batch,
+            scheduler=optimizers.CosineAnnealingLR(optimizer, T_max=options["recovery_epochs"]),
+            seed=seed, progress=False)
+
     quantized, details = compress_to_target(
         model, ctx.train, validation=ctx.validation, max_drop_pp=options["max_drop_pp"],
         objective=options["objective"],
@@ -520,7 +529,8 @@ def auto_stage(model, options: dict, ctx: Context) -> Outcome:
         validation_fraction=options["validation_fraction"], seed=seed, fine_tune=fine_tune,
         max_candidates=options["max_candidates"], confidence_z=options["confidence_z"],
         calibration_images=options["calibration_images"], size_of=packed_bytes,
-        work=ctx.work, reference=ctx.baseline)
+        work=ctx.work, reference=ctx.baseline,
+        recover=recover if options["recovery_epochs"] else None)
     return Outcome(quantized, _quant_engine(quantized, "auto"), details=details)
 
 

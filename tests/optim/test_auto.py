@@ -34,6 +34,14 @@ def numpy_loss(logits, y):
     return float(-log_p[np.arange(len(y)), y].mean())
 
 
+def numpy_prune(w, sparsity):
+    """w with its round(sparsity · n) entries of smallest |w| set to zero."""
+    smallest = np.argsort(np.abs(w), axis=None, kind="stable")[:int(round(sparsity * w.size))]
+    out = w.copy().ravel()
+    out[smallest] = 0
+    return out.reshape(w.shape)
+
+
 OPTIONS = auto.make_options((0.0, 0.5), (8, 3))
 
 
@@ -106,6 +114,38 @@ def test_sensitivity_table_is_one_layer_joint_change():
                          data[1])
         assert table[0, k] == pytest.approx(one - base, abs=1e-5)
         assert table[1, k] == pytest.approx(two - base, abs=1e-5)
+
+
+def test_recovered_sensitivities_prune_then_fine_tune():
+    """With ``recover``: a pruned option is measured on the model with only that layer pruned
+    (its mask kept), after ``recover`` (here: every bias halved, a change a NumPy forward pass
+    can repeat), then the layer quantized at each width; unpruned options as without it.
+    ``recover`` runs once per (layer, sparsity > 0)."""
+    model, data = tiny_model_and_data(2)
+    calls = []
+
+    def recover(m):
+        layers = [layer for layer in m.modules() if isinstance(layer, nn.Linear)]
+        calls.append([float(np.mean(layer.weight.data == 0)) for layer in layers])
+        for layer in layers:
+            layer.bias.data = layer.bias.data / 2
+
+    table = auto.sensitivity_table(model, data, OPTIONS, recover=recover)
+    plain = auto.sensitivity_table(model, data, OPTIONS)
+    assert sorted(calls) == sorted([[15 / 30, 0.0], [0.0, 8 / 15]])  # round(s n) of n
+    w1, b1 = model[0].weight.data, model[0].bias.data
+    w2, b2 = model[2].weight.data, model[2].bias.data
+    base = numpy_loss(numpy_forward(w1, b1, w2, b2, data[0]), data[1])
+    for k, (s, b) in enumerate(OPTIONS):
+        if s == 0:
+            assert table[:, k] == pytest.approx(plain[:, k], abs=1e-6)
+            continue
+        one = auto.compress_weight(numpy_prune(w1, s), 0.0, b)
+        two = auto.compress_weight(numpy_prune(w2, s), 0.0, b)
+        changed_one = numpy_loss(numpy_forward(one, b1 / 2, w2, b2 / 2, data[0]), data[1])
+        changed_two = numpy_loss(numpy_forward(w1, b1 / 2, two, b2 / 2, data[0]), data[1])
+        assert table[0, k] == pytest.approx(changed_one - base, abs=1e-5)
+        assert table[1, k] == pytest.approx(changed_two - base, abs=1e-5)
 
 
 def test_additivity_matches_brute_force():
