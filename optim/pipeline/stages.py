@@ -475,7 +475,7 @@ def share_stage(model, options: dict, ctx: Context) -> Outcome:
                                open="both"),
     fine_tune_epochs=_epochs(2, "fine-tuning epochs of each candidate after pruning (masks "
                              "kept)", low=0),
-    recovery_epochs=_epochs(0, "epochs of fine-tuning before a pruned option's one-layer "
+    recovery_epochs=_epochs(1, "epochs of fine-tuning before a pruned option's one-layer "
                             "sensitivity is measured (NetAdapt's short-term fine-tuning; 0: "
                             "measured right after pruning)", low=0),
     distill=Option("bool", False, "fine-tune candidates as students of the baseline (Hinton "

@@ -171,7 +171,7 @@ def test_when_no_candidate_fits_the_best_bound_is_kept(small_mnist_model, monkey
 def tiny_config(text: str) -> str:
     replace = {"epochs = 20": "epochs = 1", "fine_tune_epochs = 12": "fine_tune_epochs = 1",
                "fine_tune_epochs = 6": "fine_tune_epochs = 1", "epochs = 10": "epochs = 1",
-               "max_candidates = 8": "max_candidates = 2",
+               "max_candidates = 16": "max_candidates = 2",
                "sparsities = [0.0, 0.9, 0.92, 0.95, 0.97]": "sparsities = [0.0, 0.95]",
                "bits = [8, 6, 5, 4, 3]": "bits = [8, 4]",
                "latency_repeats = 20": "latency_repeats = 1\nlimit = 300\ntest_limit = 100"}
