@@ -8,7 +8,8 @@ The steps, each a function here:
    (Han et al. 2015), then quantize the kept ones per output channel, symmetric, at
    :math:`b` bits (``compress_weight``).
 2. **One-layer sensitivities** ``sensitivity_table``: the loss increase or the accuracy drop
-   when only layer :math:`l` takes option :math:`k`, and HAWQ-V2's Hessian-trace criterion
+   when only layer :math:`l` takes option :math:`k` (a pruned option optionally after a short
+   fine-tuning, NetAdapt's short-term fine-tuning), and HAWQ-V2's Hessian-trace criterion
    ``hawq_v2_table`` (Dong et al. 2020). ``additivity`` measures how well their sum
    predicts the change when all layers change together (Pearson correlation over random joint
    configurations).
