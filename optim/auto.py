@@ -330,7 +330,7 @@ def sensitivity_table(model: nn.Module, data, options: Sequence[Option], metric:
     a pruned option :math:`(s > 0, b)` is measured as the candidates are built — layer
     :math:`l` pruned alone, the model fine-tuned by ``recover``, the layer quantized — the
     short-term fine-tuning that NetAdapt gives each proposal before measuring it (Yang et al.
-    2018, section 3.2): without it, a pruning that fine-tuning recovers looks as costly as
+    2018, sections 3.2-3.3): without it, a pruning that fine-tuning recovers looks as costly as
     it is before any retraining (removing a quarter of a convolution's channels: several
     points).
     Tests: ``tests/optim/test_auto.py::test_sensitivity_table_is_one_layer_joint_change``,
