@@ -38,6 +38,7 @@ import copy
 import json
 import math
 import time
+from functools import partial
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -48,14 +49,18 @@ import minnet
 from minnet import functional as F
 from minnet import nn
 from minnet.io import atomic_write
+from minnet.ops.conv import int_pair
 from minnet.train import evaluate
 from optim import metrics
 from optim.prune import apply_mask, ln_structured_mask, magnitude_mask, remove_all, shrink
 from optim.prune.scores import finite_difference_hvp, hutchinson_diagonal
 from optim.quant.affine import fake_quantize
+from optim.quant.int_conv import conv2d_kernel
+from optim.quant.int_linear import linear_kernel
 from optim.quant.mixed import quantizable_layers, quantize_mixed
 from optim.quant.qconfig import QConfig
 from optim.quant.ranges import check_bits
+from optim.quant.requant import quantize_multiplier
 
 __all__ = ["ENERGY_PJ", "OBJECTIVES", "Option", "make_options", "channel_sparsity",
            "compress_weight", "layer_macs", "latency_table", "option_costs",
@@ -150,26 +155,69 @@ def layer_macs(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, int]
     return counts
 
 
-def _kept_copy(layer: nn.Module, keep: int) -> nn.Module:
-    """A copy of a Linear/Conv2d layer holding only its first ``keep`` output units."""
-    out = copy.deepcopy(layer)
-    out.weight.data = np.ascontiguousarray(layer.weight.data[:keep])
-    if layer.bias is not None:
-        out.bias.data = np.ascontiguousarray(layer.bias.data[:keep])
-    return out
+def _layer_call(layer: nn.Module, input_shape: tuple[int, ...], keep: int, engine: str
+                ) -> Callable[[], object]:
+    """One forward call of ``layer`` keeping its first ``keep`` output channels, on a random
+    input of ``input_shape`` (whose dim 1 may be narrower than the layer's: its first inputs
+    kept): the float layer in eval mode (``"minnet"``), or the integer engine's kernel as
+    ``optim.quant.IntegerModel`` calls it (``"integer"``: uint8 codes in, read-only int8
+    weights, fused requantization and ReLU)."""
+    rng = np.random.default_rng(0)
+    w_shape = (keep, input_shape[1]) + layer.weight.shape[2:]
+    if engine == "minnet":
+        kept = copy.deepcopy(layer).eval()
+        kept.weight.data = np.ascontiguousarray(layer.weight.data[:keep, :input_shape[1]])
+        if layer.bias is not None:
+            kept.bias.data = np.ascontiguousarray(layer.bias.data[:keep])
+        return partial(kept, minnet.Tensor(rng.standard_normal(input_shape).astype(np.float32)))
+    x_q = rng.integers(0, 256, input_shape, dtype=np.uint8)
+    w_q = rng.integers(-127, 128, w_shape, dtype=np.int8)
+    w_q.flags.writeable = False  # frozen, as the engine's: the kernels may keep a packed copy
+    M0, shift = quantize_multiplier(np.full(keep, 1.0 / (255 * 127 * w_q[0].size)))
+    args = (x_q, 128, w_q, np.zeros(keep, np.int32), M0, shift, 0, 0, 255, True)
+    if isinstance(layer, nn.Conv2d):
+        geometry = (int_pair("stride", layer.stride, 1), int_pair("padding", layer.padding, 0),
+                    int_pair("dilation", layer.dilation, 1))
+        return lambda: conv2d_kernel(*args, *geometry)
+    return lambda: linear_kernel(*args)
+
+
+def _median_time(run: Callable[[], object], repeats: int) -> float:
+    run()  # warm-up (Numba compilation, caches)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
 
 
 def latency_table(model: nn.Module, input_shape: tuple[int, ...], sparsities: Sequence[float],
-                  repeats: int = 50) -> dict[str, dict[float, float]]:
-    r"""Measured forward time in seconds (``{layer: {s: seconds}}``) of each Linear/Conv2d layer
-    alone on its own input shape (``input_shape`` is the model's, batch included) when it
-    keeps :math:`C_{out} - \operatorname{round}(s\,C_{out})` output channels: the median
-    of ``repeats`` runs in eval mode — NetAdapt's per-layer latency look-up table (Yang et al.
-    2018, section 3.3). A layer's cost ignores that its consumer also loses inputs, so the
-    allocation's sum over layers is an upper bound of the shrunk model's time.
-    Test: ``tests/optim/test_auto.py::test_latency_table_times_every_layer_at_every_sparsity``."""
+                  repeats: int = 50, engine: str = "minnet") -> dict[str, dict[float, float]]:
+    r"""Measured batch time in seconds (``{layer: {s: seconds}}``) that layer :math:`l`
+    costs when it keeps :math:`C_l - r` of its :math:`C_l` output channels,
+    :math:`r = \operatorname{round}(s\,C_l)`, with the input shape it sees in ``model``
+    (``input_shape`` is the model's, batch included) — NetAdapt's per-layer latency look-up
+    table (Yang et al. 2018, section 3.3), which is indexed by a layer's input and output
+    channels. The next Linear/Conv2d layer :math:`l+1` (its consumer in a sequential model)
+    then loses :math:`r k` of its inputs (:math:`k` inputs per channel: 1 after a
+    convolution, :math:`H W` after flattening), and that saving is charged to :math:`l`:
+
+    .. math:: c_l(s) = T_l(C_l - r;\ \text{all inputs})
+              + T_{l+1}(\text{all outputs};\ I_{l+1} - r k)
+              - T_{l+1}(\text{all outputs};\ I_{l+1}),
+
+    each :math:`T` the median of ``repeats`` runs of the layer alone, on the engine that will
+    run the model: ``"minnet"``, the float layer in eval mode, or ``"integer"``, the
+    integer-only kernel that ``optim.quant.IntegerModel`` runs for it. Where two neighbours
+    are both cut, the sum over layers counts the weights they both remove twice, so it is
+    then slightly optimistic.
+    Tests: ``tests/optim/test_auto.py::test_latency_table_times_every_layer_at_every_sparsity``,
+    ``::test_integer_latency_table_times_the_integer_kernels``."""
     if not isinstance(repeats, int) or repeats < 1:
         raise ValueError(f"repeats must be an int >= 1, got {repeats!r}")
+    if engine not in ("minnet", "integer"):
+        raise ValueError(f"engine must be 'minnet' or 'integer', got {engine!r}")
     layers = quantizable_layers(model)
     inputs: dict[str, tuple[int, ...]] = {}
 
@@ -178,22 +226,29 @@ def latency_table(model: nn.Module, input_shape: tuple[int, ...], sparsities: Se
             inputs[name] = args[0].shape
         return record
     metrics.forward_with_hooks(model, input_shape, {m: hook(n) for n, m in layers.items()})
+    names = list(layers)
     table: dict[str, dict[float, float]] = {}
     with minnet.no_grad():
-        for name, layer in layers.items():
-            x = minnet.Tensor(np.random.default_rng(0).standard_normal(inputs[name])
-                              .astype(np.float32))
+        for i, (name, layer) in enumerate(layers.items()):
             channels, table[name] = layer.weight.shape[0], {}
+            consumer = layers[names[i + 1]] if i + 1 < len(names) else None
+            shape = inputs[names[i + 1]] if consumer is not None else None
+            if consumer is not None and shape[1] % channels:
+                consumer = None  # not fed channel by channel by this layer
+            if consumer is not None:
+                consumer_channels = consumer.weight.shape[0]
+                full = _median_time(_layer_call(consumer, shape, consumer_channels, engine),
+                                    repeats)
             for s in sparsities:
                 removed = int(round(channel_sparsity(s, channels) * channels))
-                kept = _kept_copy(layer, channels - removed).eval()
-                kept(x)  # warm-up (Numba compilation, caches)
-                times = []
-                for _ in range(repeats):
-                    start = time.perf_counter()
-                    kept(x)
-                    times.append(time.perf_counter() - start)
-                table[name][float(s)] = float(np.median(times))
+                cost = _median_time(_layer_call(layer, inputs[name], channels - removed,
+                                                engine), repeats)
+                if consumer is not None and removed:
+                    narrower = shape[:1] + (shape[1] - removed * (shape[1] // channels),) \
+                        + shape[2:]
+                    cost += _median_time(_layer_call(consumer, narrower, consumer_channels,
+                                                     engine), repeats) - full
+                table[name][float(s)] = cost
     return table
 
 
@@ -753,7 +808,7 @@ def compress_to_target(model: nn.Module, train, *, max_drop_pp: float, objective
     is false.
 
     ``objective = "latency"`` prunes whole output channels and costs each option by
-    ``latency_table`` on one image. ``recover(model, fit_data)``, optional, is a short
+    ``latency_table`` on one image, timed on the integer kernels that run the returned model. ``recover(model, fit_data)``, optional, is a short
     fine-tuning (masks kept) after which the table measures each pruned option
     (``sensitivity_table``'s ``recover``).
 
@@ -799,7 +854,8 @@ def compress_to_target(model: nn.Module, train, *, max_drop_pp: float, objective
                                      None if recover is None else
                                      (lambda m: recover(m, fit_data)))
         drops, loss_changes = np.maximum(tables["accuracy"], 0.0), tables["loss"]
-        latency = latency_table(model, (1,) + x.shape[1:], sparsities) if structured else None
+        latency = latency_table(model, (1,) + x.shape[1:], sparsities, engine="integer") \
+            if structured else None
         _save_json(table_path, {**key, "drops": drops.tolist(),
                                 "loss_changes": loss_changes.tolist(), "latency": latency})
     if latency is not None:  # JSON keys are strings

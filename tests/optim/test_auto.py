@@ -351,6 +351,52 @@ def test_latency_table_times_every_layer_at_every_sparsity():
         auto.latency_table(model, (1, 6), [0.0], repeats=0)
 
 
+def test_integer_latency_table_times_the_integer_kernels(monkeypatch):
+    """``engine="integer"`` times the integer-only kernels on uint8 codes with read-only int8
+    weights of the kept output channels (LeNet-5: conv1 keeps 6 - round(0.5 · 6) = 3, the
+    first Linear 120 - 60), with the layer's geometry; the float layers are not run."""
+    calls = []
+
+    def recording(kind):
+        def kernel(x_q, x_zero_point, w_q, *rest):
+            calls.append((kind, x_q.dtype, x_q.shape, w_q.dtype, w_q.shape, w_q.flags.writeable,
+                          rest[-3:] if kind == "conv" else ()))
+            return np.zeros(1, np.uint8)
+        return kernel
+    monkeypatch.setattr(auto, "conv2d_kernel", recording("conv"))
+    monkeypatch.setattr(auto, "linear_kernel", recording("linear"))
+    model = models.lenet5()
+    table = auto.latency_table(model, (1, 1, 28, 28), [0.0, 0.5], repeats=2, engine="integer")
+    assert list(table) == ["0", "3", "7", "9", "11"]
+    assert all(np.isfinite(t) and t > 0 for row in table.values() for t in row.values())
+    shapes = {(kind, x_shape, w_shape) for kind, _, x_shape, _, w_shape, _, _ in calls}
+    assert ("conv", (1, 1, 28, 28), (3, 1, 5, 5)) in shapes
+    assert ("conv", (1, 1, 28, 28), (6, 1, 5, 5)) in shapes
+    assert ("linear", (1, 400), (60, 400)) in shapes
+    assert ("conv", (1, 3, 14, 14), (16, 3, 5, 5)) in shapes  # conv2 after conv1 lost 3
+    assert ("linear", (1, 200), (120, 200)) in shapes  # fc1 after conv2 lost 8 of 16 · 25
+    assert all(x_dtype == np.uint8 and w_dtype == np.int8 and not writeable
+               for _, x_dtype, _, w_dtype, _, writeable, _ in calls)
+    assert {geometry for kind, *_, geometry in calls if kind == "conv"} == {
+        ((1, 1), (2, 2), (1, 1)), ((1, 1), (0, 0), (1, 1))}
+    with pytest.raises(ValueError, match="engine"):
+        auto.latency_table(model, (1, 1, 28, 28), [0.0], engine="onnx")
+
+
+def test_latency_table_charges_the_consumers_saving(monkeypatch):
+    """With a stand-in time T = outputs kept · inputs seen, LeNet-5 at s = 0.5: conv1 keeps 3
+    of 6 (3 · 1) and conv2 then sees 3 of its 6 inputs (16 · 3 - 16 · 6); conv2 keeps 8 of
+    16 (8 · 6) and fc1 sees 400 - 8 · 25 inputs (120 · 200 - 120 · 400); the output layer
+    has no consumer (5 · 84); at s = 0 each layer costs its own T."""
+    monkeypatch.setattr(auto, "_layer_call", lambda layer, shape, keep, engine: (keep, shape))
+    monkeypatch.setattr(auto, "_median_time", lambda run, repeats: float(run[0] * run[1][1]))
+    table = auto.latency_table(models.lenet5(), (1, 1, 28, 28), [0.0, 0.5], engine="integer")
+    assert table["0"] == {0.0: 6 * 1, 0.5: 3 * 1 + 16 * 3 - 16 * 6}
+    assert table["3"] == {0.0: 16 * 6, 0.5: 8 * 6 + 120 * 200 - 120 * 400}
+    assert table["7"][0.5] == 60 * 400 + 84 * 60 - 84 * 120
+    assert table["11"] == {0.0: 10 * 84, 0.5: 5 * 84}
+
+
 def test_option_costs_count_the_zeros_a_pruned_input_keeps():
     """A layer already half zero costs at sparsity 0 what it costs at 0.5 (8 weights at 8 bits:
     4 codes · 8 bits + 8 mask bits = 5 bytes, + 8 bytes of scales); a larger s still counts."""
