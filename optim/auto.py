@@ -182,14 +182,20 @@ def _layer_call(layer: nn.Module, input_shape: tuple[int, ...], keep: int, engin
     return lambda: linear_kernel(*args)
 
 
-def _median_time(run: Callable[[], object], repeats: int) -> float:
-    run()  # warm-up (Numba compilation, caches)
-    times = []
+def _fastest_times(runs: dict, repeats: int) -> dict:
+    """The fastest of ``repeats`` timed calls of each of ``runs`` (``{key: call}``), the calls
+    interleaved round by round so that a burst of other load meets all of them alike; other
+    load only adds time, so the minimum is the stablest estimate of a short deterministic
+    call."""
+    for run in runs.values():
+        run()  # warm-up (Numba compilation, caches)
+    fastest = dict.fromkeys(runs, math.inf)
     for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
+        for key, run in runs.items():
+            start = time.perf_counter()
+            run()
+            fastest[key] = min(fastest[key], time.perf_counter() - start)
+    return fastest
 
 
 def latency_table(model: nn.Module, input_shape: tuple[int, ...], sparsities: Sequence[float],
@@ -207,7 +213,7 @@ def latency_table(model: nn.Module, input_shape: tuple[int, ...], sparsities: Se
               + T_{l+1}(\text{all outputs};\ I_{l+1} - r k)
               - T_{l+1}(\text{all outputs};\ I_{l+1}),
 
-    each :math:`T` the median of ``repeats`` runs of the layer alone, on the engine that will
+    each :math:`T` the fastest of ``repeats`` runs of the layer alone, on the engine that will
     run the model: ``"minnet"``, the float layer in eval mode, or ``"integer"``, the
     integer-only kernel that ``optim.quant.IntegerModel`` runs for it. Where two neighbours
     are both cut, the sum over layers counts the weights they both remove twice, so it is
@@ -227,28 +233,33 @@ def latency_table(model: nn.Module, input_shape: tuple[int, ...], sparsities: Se
         return record
     metrics.forward_with_hooks(model, input_shape, {m: hook(n) for n, m in layers.items()})
     names = list(layers)
-    table: dict[str, dict[float, float]] = {}
+    runs, consumers = {}, {}
     with minnet.no_grad():
         for i, (name, layer) in enumerate(layers.items()):
-            channels, table[name] = layer.weight.shape[0], {}
-            consumer = layers[names[i + 1]] if i + 1 < len(names) else None
-            shape = inputs[names[i + 1]] if consumer is not None else None
-            if consumer is not None and shape[1] % channels:
-                consumer = None  # not fed channel by channel by this layer
-            if consumer is not None:
-                consumer_channels = consumer.weight.shape[0]
-                full = _median_time(_layer_call(consumer, shape, consumer_channels, engine),
-                                    repeats)
+            channels = layer.weight.shape[0]
+            shape = inputs[names[i + 1]] if i + 1 < len(names) else None
+            if shape is not None and shape[1] % channels == 0:  # fed channel by channel
+                consumer = layers[names[i + 1]]
+                consumers[name] = consumer
+                runs[name, "consumer", 0] = _layer_call(consumer, shape, consumer.weight.shape[0],
+                                                        engine)
             for s in sparsities:
                 removed = int(round(channel_sparsity(s, channels) * channels))
-                cost = _median_time(_layer_call(layer, inputs[name], channels - removed,
-                                                engine), repeats)
-                if consumer is not None and removed:
+                runs[name, "own", s] = _layer_call(layer, inputs[name], channels - removed, engine)
+                if name in consumers and removed:
+                    consumer = consumers[name]
                     narrower = shape[:1] + (shape[1] - removed * (shape[1] // channels),) \
                         + shape[2:]
-                    cost += _median_time(_layer_call(consumer, narrower, consumer_channels,
-                                                     engine), repeats) - full
-                table[name][float(s)] = cost
+                    runs[name, "consumer", s] = _layer_call(consumer, narrower,
+                                                            consumer.weight.shape[0], engine)
+        times = _fastest_times(runs, repeats)
+    table: dict[str, dict[float, float]] = {}
+    for name in names:
+        table[name] = {}
+        for s in sparsities:
+            saved = times[name, "consumer", s] - times[name, "consumer", 0] \
+                if (name, "consumer", s) in times and s else 0.0
+            table[name][float(s)] = times[name, "own", s] + saved
     return table
 
 

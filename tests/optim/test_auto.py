@@ -389,7 +389,8 @@ def test_latency_table_charges_the_consumers_saving(monkeypatch):
     16 (8 · 6) and fc1 sees 400 - 8 · 25 inputs (120 · 200 - 120 · 400); the output layer
     has no consumer (5 · 84); at s = 0 each layer costs its own T."""
     monkeypatch.setattr(auto, "_layer_call", lambda layer, shape, keep, engine: (keep, shape))
-    monkeypatch.setattr(auto, "_median_time", lambda run, repeats: float(run[0] * run[1][1]))
+    monkeypatch.setattr(auto, "_fastest_times", lambda runs, repeats: {
+        key: float(keep * shape[1]) for key, (keep, shape) in runs.items()})
     table = auto.latency_table(models.lenet5(), (1, 1, 28, 28), [0.0, 0.5], engine="integer")
     assert table["0"] == {0.0: 6 * 1, 0.5: 3 * 1 + 16 * 3 - 16 * 6}
     assert table["3"] == {0.0: 16 * 6, 0.5: 8 * 6 + 120 * 200 - 120 * 400}
