@@ -229,6 +229,56 @@ def test_allocate_rejects_bad_input():
         auto.allocate([[np.nan]], [[1.0]], tolerance=1.0)
 
 
+GROW_OPTIONS = auto.make_options((0.0, 0.5, 0.75), (8, 4))
+
+
+@given(st.integers(0, 2**32 - 1), st.floats(0.0, 3.0), st.integers(1, 8))
+def test_grow_cuts_keeps_only_fitting_steps(seed, tolerance, max_steps):
+    """From an uncut choice that fits (its true drop 0), each measured proposal moves one
+    layer to its next larger sparsity at the same bit width; it is the proposal of the
+    smallest tiebreak increase per cost saved; a kept proposal fits (the true drops summed)
+    and one that does not is never followed by a proposal on its layer; the excluded layer
+    and every bit width stay; the result is the last kept choice and it fits."""
+    rng = np.random.default_rng(seed)
+    layers = 4
+    sparsity = np.array([s for s, _ in GROW_OPTIONS])
+    costs = rng.uniform(1, 2, (layers, 1)) - sparsity * rng.uniform(0.1, 1, (layers, 1))
+    tiebreak = sparsity * rng.uniform(0, 1, (layers, 1)) + rng.uniform(0, 0.01, costs.shape)
+    true_drop = sparsity * rng.uniform(0, 4, (layers, 1))
+    rows = np.arange(layers)
+
+    def measure(choice):
+        return float(true_drop[rows, choice].sum())
+
+    start = [int(rng.integers(0, 2)) for _ in range(layers)]  # sparsity 0, 8 or 4 bits
+    out, history = auto.grow_cuts(start, GROW_OPTIONS, costs, tiebreak, tolerance, measure,
+                                  max_steps=max_steps, exclude=[3])
+    assert len(history) <= max_steps
+    current, failed = list(start), set()
+    for item in history:
+        moved = [l for l in rows if item["choice"][l] != current[l]]
+        assert len(moved) == 1 and moved[0] not in failed and moved[0] != 3
+        l, old, new = moved[0], current[moved[0]], item["choice"][moved[0]]
+        assert GROW_OPTIONS[new][1] == GROW_OPTIONS[old][1]
+        assert GROW_OPTIONS[new][0] == min(s for s, b in GROW_OPTIONS
+                                           if b == GROW_OPTIONS[old][1]
+                                           and s > GROW_OPTIONS[old][0])
+        ranks = {}
+        for m in rows:
+            if m in failed or m == 3 or GROW_OPTIONS[current[m]][0] == 0.75:
+                continue
+            nxt = current[m] + 2  # the same width at the next sparsity (options' order)
+            ranks[m] = (max(tiebreak[m, nxt] - tiebreak[m, current[m]], 0)
+                        / (costs[m, current[m]] - costs[m, nxt]))
+        assert ranks[l] == min(ranks.values())
+        assert item["measured"] == measure(item["choice"])
+        if item["measured"] <= tolerance:
+            current = item["choice"]
+        else:
+            failed.add(l)
+    assert out == current and measure(out) <= tolerance
+
+
 @given(programmes(), st.floats(1.0, 3.0), st.floats(0.0, 2.0))
 def test_repair_terminates_and_meets_the_tolerance(problem, factor, extra):
     """With a measured drop that the one-layer sum underestimates (factor × sum + extra on
