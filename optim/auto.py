@@ -67,9 +67,9 @@ from optim.quant.requant import quantize_multiplier
 
 __all__ = ["ENERGY_PJ", "OBJECTIVES", "Option", "make_options", "channel_sparsity",
            "compress_weight", "layer_macs", "latency_table", "option_costs",
-           "energy_per_inference", "sensitivity_table", "hawq_v2_table", "joint_change", "additivity", "allocate", "back_off",
-           "verify_and_repair", "grow_cuts", "search_tolerance", "validation_split", "paired_drop",
-           "compress_to_target"]
+           "energy_per_inference", "sensitivity_table", "hawq_v2_table", "joint_change",
+           "additivity", "allocate", "back_off", "verify_and_repair", "grow_cuts",
+           "search_tolerance", "validation_split", "paired_drop", "compress_to_target"]
 
 # the predicted drop of an option a layer cannot take (finite, for the integer programme)
 NOT_APPLICABLE = 1e9
